@@ -1,0 +1,50 @@
+package main
+
+import (
+	"github.com/understudy-db/understudy/config"
+	"github.com/urfave/cli/v2"
+)
+
+const defaultConfigPath = config.DefaultPath
+
+// commonFlags are the global flags repeated on each command, so that both
+// `understudy -config X replicate` and `understudy replicate -config X` work.
+func commonFlags(extra ...cli.Flag) []cli.Flag { return append(globalFlags(), extra...) }
+
+// globalString returns the value of a global flag as set on the command or
+// before it (the innermost setting wins), else its default.
+func globalString(c *cli.Context, name string) string {
+	for _, ctx := range c.Lineage() {
+		for _, n := range ctx.LocalFlagNames() {
+			if n == name {
+				return ctx.String(name)
+			}
+		}
+	}
+	return c.String(name)
+}
+
+func globalBool(c *cli.Context, name string) bool {
+	for _, ctx := range c.Lineage() {
+		for _, n := range ctx.LocalFlagNames() {
+			if n == name {
+				return ctx.Bool(name)
+			}
+		}
+	}
+	return c.Bool(name)
+}
+
+// configPath is the config file the command should read and whether the user
+// named it (a default path that does not exist is not an error for commands
+// that can run from arguments alone).
+func configPath(c *cli.Context) (path string, explicit bool) {
+	path = globalString(c, "config")
+	return path, path != defaultConfigPath
+}
+
+// loadConfig reads the config file named by -config / $UNDERSTUDY_CONFIG.
+func loadConfig(c *cli.Context) (*config.Config, error) {
+	path, _ := configPath(c)
+	return config.Load(path, !globalBool(c, "no-expand-env"))
+}

@@ -1,0 +1,92 @@
+// Package storage is the seam between Understudy and a replica store: one
+// database's LTX files, laid out as Litestream 0.5 lays them out, written
+// create-only so that a TXID can be written once and never overwritten.
+package storage
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/superfly/ltx"
+)
+
+// Levels used by the store. L0 holds one file per sync (exactly one TXID);
+// L1..L3 are compactions of the level below; L9 holds full snapshots.
+const (
+	LevelL0       = 0
+	SnapshotLevel = 9
+)
+
+// ErrExists is returned by Client.Create when the key already exists: another
+// writer owns this part of the history.
+var ErrExists = errors.New("object already exists")
+
+// ErrNotFound is returned by Client.Open for a missing object.
+var ErrNotFound = errors.New("object not found")
+
+// Metadata travels with every object Understudy writes. A file written by
+// another tool has none; readers then verify by file checksum only.
+type Metadata struct {
+	Node              string       // node name of the writer
+	FencingToken      uint64       // lease fencing token of the writer (0 without a lease)
+	CommitTime        time.Time    // commit time of the newest transaction in the file
+	PreApplyChecksum  ltx.Checksum // database checksum before applying the file (0 for a snapshot)
+	PostApplyChecksum ltx.Checksum // database checksum after applying the file
+}
+
+// FileInfo describes one LTX object in the store.
+type FileInfo struct {
+	Level     int
+	MinTXID   ltx.TXID
+	MaxTXID   ltx.TXID
+	Size      int64
+	CreatedAt time.Time // commit time where known, else the object's modification time
+	// Metadata is nil where the object carries none (written by another tool),
+	// and from List, which does not fetch metadata.
+	Metadata *Metadata
+}
+
+// Object is an open LTX object. Close must be called.
+type Object struct {
+	io.ReadCloser
+	Info FileInfo
+}
+
+// Client is one database's replica store. Implementations are safe for
+// concurrent use.
+type Client interface {
+	// Type names the implementation ("file", "s3") for logs and metrics.
+	Type() string
+
+	// Create writes the LTX file read from r at (level, minTXID, maxTXID),
+	// create-only: if the key exists, it returns an error wrapping ErrExists and
+	// leaves the existing object untouched. Readers never see a partial object.
+	Create(ctx context.Context, level int, minTXID, maxTXID ltx.TXID, r io.Reader, md Metadata) (FileInfo, error)
+
+	// Open opens an object for reading. size < 0 reads to the end. A missing
+	// object gives an error wrapping ErrNotFound.
+	Open(ctx context.Context, level int, minTXID, maxTXID ltx.TXID, offset, size int64) (*Object, error)
+
+	// List returns the files of a level with MinTXID >= seek, ordered by
+	// MinTXID, fetching further pages from the store as the iterator advances.
+	List(ctx context.Context, level int, seek ltx.TXID) (Iterator, error)
+
+	// Delete removes files; missing ones are not an error.
+	Delete(ctx context.Context, files []FileInfo) error
+
+	// ProbeCreateOnly checks at start-up that the store really honours
+	// create-only writes: it creates a probe object (a leaf key outside the
+	// level directories) twice and deletes it. It returns an error if the
+	// second create succeeded or the store could not be written at all.
+	ProbeCreateOnly(ctx context.Context) error
+}
+
+// Iterator walks a listing. Next must be called before the first Item.
+type Iterator interface {
+	Next() bool
+	Item() FileInfo
+	Err() error
+	Close() error
+}
