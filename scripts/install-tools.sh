@@ -12,29 +12,31 @@ VERSITYGW_VERSION=v1.8.0
 CONSUL_VERSION=v1.16.3
 TOXIPROXY_VERSION=v2.12.0
 
-has_version() { # name pattern
-  [ -x "$bin/$1" ] && "$bin/$1" "${@:3}" 2>&1 | grep -q -- "$2"
+# go install does not stamp versions into these binaries, so each build
+# records the pinned version in <name>.version beside the binary.
+has_version() { # name version
+  [ -x "$bin/$1" ] && [ "$(cat "$bin/$1.version" 2>/dev/null)" = "$2" ]
 }
 
-if has_version versitygw "${VERSITYGW_VERSION#v}" --version; then
+if has_version versitygw "$VERSITYGW_VERSION"; then
   echo "versitygw ${VERSITYGW_VERSION}: present"
 else
   echo "versitygw ${VERSITYGW_VERSION}: building"
   GOBIN="$bin" go install "github.com/versity/versitygw/cmd/versitygw@${VERSITYGW_VERSION}"
-  # The module build does not stamp a version; record the one we pinned.
-  echo "${VERSITYGW_VERSION}" >"$bin/versitygw.version"
+  echo "$VERSITYGW_VERSION" >"$bin/versitygw.version"
 fi
 
-if has_version consul "Consul ${CONSUL_VERSION}" version; then
+if has_version consul "$CONSUL_VERSION"; then
   echo "consul ${CONSUL_VERSION}: present"
 else
   echo "consul ${CONSUL_VERSION}: building (about 4 minutes from a cold cache)"
   # Consul cannot be 'go install'ed (replace directives); it builds from its own
   # tools module whose go.sum is committed so no checksum lookups are needed.
-  (cd "$top/tools/consul" && GOFLAGS=-mod=mod go build -trimpath -o "$bin/consul" github.com/hashicorp/consul)
+  (cd "$top/tools/consul" && go build -trimpath -o "$bin/consul" github.com/hashicorp/consul)
+  echo "$CONSUL_VERSION" >"$bin/consul.version"
 fi
 
-if has_version toxiproxy-server "${TOXIPROXY_VERSION#v}" --version; then
+if has_version toxiproxy-server "$TOXIPROXY_VERSION"; then
   echo "toxiproxy ${TOXIPROXY_VERSION}: present"
 else
   echo "toxiproxy ${TOXIPROXY_VERSION}: building"
@@ -42,4 +44,5 @@ else
   GOBIN="$tmp" go install "github.com/Shopify/toxiproxy/v2/cmd/server@${TOXIPROXY_VERSION}"
   mv "$tmp/server" "$bin/toxiproxy-server"
   rmdir "$tmp"
+  echo "$TOXIPROXY_VERSION" >"$bin/toxiproxy-server.version"
 fi
