@@ -1,0 +1,331 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/superfly/ltx"
+
+	"github.com/understudy-db/understudy/internal/storage"
+)
+
+// buildHistory writes a history with growth, updates, a shrink (VACUUM)
+// and regrowth, a mid-history snapshot, and compactions at L1..L3:
+//
+//	L9: 1-1, 1-12      L3: 2-9      L2: 2-5, 6-9      L1: 10-11, 13-14
+//	L0: 1..18
+func buildHistory(t *testing.T) *source {
+	t.Helper()
+	s := newSource(t)
+	s.insert(50, 100)
+	s.sync() // 1 (+ snapshot 1-1)
+	for i := 0; i < 8; i++ {
+		s.insert(30, 200)
+		s.sync() // 2..9
+	}
+	s.exec("UPDATE t SET v = v || 'x' WHERE id % 7 = 0")
+	s.sync() // 10
+	s.exec("DELETE FROM t WHERE id > 60")
+	s.exec("VACUUM")
+	s.sync() // 11: the database shrinks
+	s.insert(20, 300)
+	s.sync() // 12
+	s.snapshot()
+	for i := 0; i < 6; i++ {
+		s.insert(10, 150)
+		s.exec("UPDATE t SET v = 'u' || v WHERE id % 11 = ?", i)
+		s.sync() // 13..18
+	}
+	s.compact(2, 2, 5)
+	s.compact(2, 6, 9)
+	s.compact(3, 2, 9)
+	s.compact(1, 10, 11)
+	s.compact(1, 13, 14)
+	if len(s.states[11].data) >= len(s.states[10].data) {
+		t.Fatalf("VACUUM did not shrink the database (%d -> %d bytes)", len(s.states[10].data), len(s.states[11].data))
+	}
+	return s
+}
+
+func TestRestoreEveryTXIDAndTime(t *testing.T) {
+	s := buildHistory(t)
+	for txid := ltx.TXID(1); txid <= s.txid; txid++ {
+		out, res, err := restoreTo(t, s.client, Target{TXID: txid}, nil)
+		if err != nil {
+			t.Fatalf("restore TXID %s: %v", txid, err)
+		}
+		assertRestored(t, s, out, res, txid)
+		if !res.Verified {
+			t.Fatalf("TXID %s: result not verified against metadata", txid)
+		}
+		if !res.Timestamp.Equal(s.states[txid].time) {
+			t.Fatalf("TXID %s: timestamp %s, want %s", txid, res.Timestamp, s.states[txid].time)
+		}
+
+		out, res, err = restoreTo(t, s.client, Target{Timestamp: s.states[txid].time.Add(500e6)}, nil)
+		if err != nil {
+			t.Fatalf("restore time of TXID %s: %v", txid, err)
+		}
+		assertRestored(t, s, out, res, txid)
+	}
+}
+
+func TestRestoreLatestUsesFewestFiles(t *testing.T) {
+	s := buildHistory(t)
+	plan, err := BuildPlan(context.Background(), s.client, Target{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := names(plan.Files), "L9:1-12 L1:13-14 L0:15-15 L0:16-16 L0:17-17 L0:18-18"; got != want {
+		t.Fatalf("plan = %s, want %s", got, want)
+	}
+	plan, err = PlanTXID(mustList(t, s.client), 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := names(plan.Files), "L9:1-1 L3:2-9 L1:10-11"; got != want {
+		t.Fatalf("plan = %s, want %s", got, want)
+	}
+	out, res, err := restoreTo(t, s.client, Target{}, func(o *Options) { o.Parallelism = 1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertRestored(t, s, out, res, s.txid)
+
+	pos, err := Latest(context.Background(), s.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos.TXID != s.txid || pos.Checksum != s.states[s.txid].sum || !pos.Timestamp.Equal(s.states[s.txid].time) {
+		t.Fatalf("Latest = %+v, want TXID %s checksum %s", pos, s.txid, s.states[s.txid].sum)
+	}
+}
+
+func mustList(t *testing.T, c storage.Client) []storage.FileInfo {
+	t.Helper()
+	files, err := ListAll(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// TestRestoreWithoutMetadata restores files written without our metadata,
+// as Litestream writes them (plain files in ltx/<level>/).
+func TestRestoreWithoutMetadata(t *testing.T) {
+	s := newSource(t)
+	s.insert(40, 100)
+	s.sync()
+	s.insert(40, 100)
+	s.sync()
+	plain := newSource(t)
+	for _, key := range []struct {
+		level    int
+		min, max ltx.TXID
+	}{{9, 1, 1}, {0, 2, 2}} {
+		data, err := os.ReadFile(s.path(key.level, key.min, key.max))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := plain.path(key.level, key.min, key.max)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, res, err := restoreTo(t, plain.client, Target{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertRestored(t, s, out, res, 2)
+	if res.Verified {
+		t.Fatal("a restore without metadata claims to be verified against it")
+	}
+}
+
+func TestRestoreErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		break_  func(t *testing.T, s *source) // breaks the store
+		target  Target
+		wantErr error
+		errText string
+	}{
+		{
+			name:    "missing file in the chain",
+			break_:  func(t *testing.T, s *source) { remove(t, s.path(0, 16, 16)) },
+			wantErr: ErrMissingFile,
+			errText: "no file covers TXIDs 0000000000000010-0000000000000010",
+		},
+		{
+			name:    "corrupt object",
+			break_:  func(t *testing.T, s *source) { flipByte(t, s.path(0, 17, 17), 0.6) },
+			wantErr: ErrCorrupt,
+			errText: "L0 0000000000000011-0000000000000011: corrupt object",
+		},
+		{
+			name:    "corrupt trailer",
+			break_:  func(t *testing.T, s *source) { flipByte(t, s.path(1, 13, 14), 1) },
+			wantErr: ErrCorrupt,
+			errText: "L1 000000000000000d-000000000000000e: corrupt object: file checksum mismatch",
+		},
+		{
+			name:    "corrupt snapshot",
+			break_:  func(t *testing.T, s *source) { flipByte(t, s.path(9, 1, 12), 0.5) },
+			wantErr: ErrCorrupt,
+			errText: "L9 0000000000000001-000000000000000c: corrupt object",
+		},
+		{
+			name: "foreign object",
+			break_: func(t *testing.T, s *source) {
+				if err := os.WriteFile(s.path(0, 19, 19), []byte("this is not an LTX file, but it has an LTX file's name............................................................"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantErr: ErrForeignObject,
+			errText: "L0 0000000000000013-0000000000000013: foreign object: not an LTX file",
+		},
+		{
+			name: "object under another file's name",
+			break_: func(t *testing.T, s *source) {
+				data, err := os.ReadFile(s.path(0, 18, 18))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(s.path(0, 19, 19), data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantErr: ErrForeignObject,
+			errText: "its header covers TXIDs 0000000000000012-0000000000000012",
+		},
+		{
+			name:    "before the earliest restorable point",
+			break_:  func(t *testing.T, s *source) { remove(t, s.path(9, 1, 1)) },
+			target:  Target{TXID: 5},
+			wantErr: ErrBeforeEarliest,
+			errText: "target TXID 0000000000000005 is before the earliest restorable point, TXID 000000000000000c",
+		},
+		{
+			name:    "timestamp before the earliest restorable point",
+			break_:  func(t *testing.T, s *source) { remove(t, s.path(9, 1, 1)) },
+			target:  Target{Timestamp: sourceStart.Add(5 * time.Second)},
+			wantErr: ErrBeforeEarliest,
+			errText: "before the earliest restorable point, TXID 000000000000000c committed at 2026-03-04T05:06:19Z",
+		},
+		{
+			name:    "after the newest position",
+			target:  Target{TXID: 19},
+			wantErr: ErrAfterNewest,
+			errText: "target TXID 0000000000000013 is after the newest position 0000000000000012",
+		},
+		{
+			name: "checksum chain broken",
+			break_: func(t *testing.T, s *source) {
+				// A file from another history: right name and valid, but its
+				// pre-apply checksum is not where the chain stands.
+				remove(t, s.path(0, 18, 18))
+				s.put(0, 18, 18, s.l0[18], storage.Metadata{Node: "other", CommitTime: s.clock, PreApplyChecksum: s.states[16].sum, PostApplyChecksum: s.states[18].sum})
+			},
+			wantErr: ErrChecksumChain,
+			errText: "L0 0000000000000012-0000000000000012 starts from database checksum",
+		},
+		{
+			name: "final checksum differs",
+			break_: func(t *testing.T, s *source) {
+				remove(t, s.path(0, 18, 18))
+				s.put(0, 18, 18, s.l0[18], storage.Metadata{Node: "other", CommitTime: s.clock, PreApplyChecksum: s.states[17].sum, PostApplyChecksum: s.states[16].sum})
+			},
+			wantErr: ErrChecksumChain,
+			errText: "recorded with L0 0000000000000012-0000000000000012; the replica is inconsistent",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := buildHistory(t)
+			if tc.break_ != nil {
+				tc.break_(t, s)
+			}
+			out, _, err := restoreTo(t, s.client, tc.target, nil)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tc.wantErr)
+			}
+			if !strings.Contains(err.Error(), tc.errText) {
+				t.Fatalf("err = %q\nwant it to contain %q", err, tc.errText)
+			}
+			assertNothingLeft(t, out)
+		})
+	}
+}
+
+func TestRestoreRefusesExistingOutput(t *testing.T) {
+	s := buildHistory(t)
+	for _, name := range []string{"out.db", "out.db-wal"} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			existing := filepath.Join(dir, name)
+			if err := os.WriteFile(existing, []byte("keep me"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Restore(context.Background(), s.client, Options{OutputPath: filepath.Join(dir, "out.db")})
+			if !errors.Is(err, ErrOutputExists) || !strings.Contains(err.Error(), existing) {
+				t.Fatalf("err = %v, want ErrOutputExists naming %s", err, existing)
+			}
+			if b, _ := os.ReadFile(existing); string(b) != "keep me" {
+				t.Fatalf("existing file changed: %q", b)
+			}
+			entries, _ := os.ReadDir(dir)
+			if len(entries) != 1 {
+				t.Fatalf("directory holds %d entries, want only %s", len(entries), name)
+			}
+		})
+	}
+}
+
+func TestExecuteFileDeletedAfterPlanning(t *testing.T) {
+	s := buildHistory(t)
+	plan, err := BuildPlan(context.Background(), s.client, Target{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remove(t, s.path(0, 17, 17))
+	out := filepath.Join(t.TempDir(), "out.db")
+	_, err = Execute(context.Background(), s.client, plan, Options{OutputPath: out})
+	if !errors.Is(err, ErrMissingFile) || !strings.Contains(err.Error(), "L0 0000000000000011-0000000000000011: missing file in the chain") {
+		t.Fatalf("err = %v", err)
+	}
+	assertNothingLeft(t, out)
+}
+
+func remove(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flipByte inverts the byte at fraction at (0..1) of the file's length.
+func flipByte(t *testing.T, path string, at float64) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := int(float64(len(b)-1) * at)
+	b[i] ^= 0xff
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b[i:i+1], int64(i)); err != nil {
+		t.Fatal(err)
+	}
+}
