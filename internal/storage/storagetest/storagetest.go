@@ -502,6 +502,7 @@ func CheckError(t *testing.T, what string, err error, want []string, forbidden [
 		t.Fatalf("%s: succeeded, want an error", what)
 	}
 	msg := err.Error()
+	t.Logf("%s: %s", what, msg)
 	for _, w := range want {
 		if !strings.Contains(msg, w) {
 			t.Errorf("%s: message %q does not contain %q", what, msg, w)

@@ -1,0 +1,123 @@
+package s3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/smithy-go"
+
+	"github.com/understudy-db/understudy/internal/storage"
+)
+
+// errClass is what an S3 error means for the user.
+type errClass int
+
+const (
+	classOther errClass = iota
+	classNotFound
+	classExists
+	classCredentials
+	classAccessDenied
+	classNoBucket
+	classUnreachable
+	classInvalidRange
+)
+
+// classify maps an S3 error code and HTTP status to a class. It is a pure
+// function so the table of codes can be tested without a server.
+func classify(code string, status int) errClass {
+	switch code {
+	case "NoSuchKey":
+		return classNotFound
+	case "PreconditionFailed", "ConditionalRequestConflict":
+		return classExists
+	case "SignatureDoesNotMatch", "InvalidAccessKeyId", "XAdminUserNotFound",
+		"ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AuthorizationHeaderMalformed":
+		return classCredentials
+	case "AccessDenied", "AllAccessDisabled":
+		return classAccessDenied
+	case "NoSuchBucket":
+		return classNoBucket
+	case "InvalidRange":
+		return classInvalidRange
+	}
+	switch status {
+	case http.StatusPreconditionFailed:
+		return classExists
+	case http.StatusRequestedRangeNotSatisfiable:
+		return classInvalidRange
+	}
+	return classOther
+}
+
+// describe turns an SDK error from op on key into one that names the bucket
+// and key and says what to check. It never includes the secret key.
+func (c *Client) describe(op, key string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("s3 replica: %s %s: %w (no answer from %s in time; check the endpoint and the network)", op, c.where(key), err, c.endpoint())
+	}
+	code, status := "", 0
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		code = apiErr.ErrorCode()
+	}
+	var respErr *awshttp.ResponseError
+	if errors.As(err, &respErr) {
+		status = respErr.HTTPStatusCode()
+	}
+	detail := code
+	if apiErr != nil && apiErr.ErrorMessage() != "" {
+		detail = code + ": " + apiErr.ErrorMessage()
+	}
+	switch classify(code, status) {
+	case classNotFound:
+		return fmt.Errorf("s3 replica: %s: %w", c.where(key), storage.ErrNotFound)
+	case classExists:
+		return fmt.Errorf("s3 replica: %s: %w", c.where(key), storage.ErrExists)
+	case classCredentials:
+		return fmt.Errorf("s3 replica: %s %s: the store refused the credentials (%s): check %s", op, c.where(key), detail, c.credDesc)
+	case classAccessDenied:
+		return fmt.Errorf("s3 replica: %s %s: access denied (%s): check %s and that they may read, write, list and delete in bucket %q", op, c.where(key), detail, c.credDesc, c.opts.Bucket)
+	case classNoBucket:
+		return fmt.Errorf("s3 replica: %s %s: bucket %q does not exist at %s: create it, or fix the replica's bucket (and endpoint/region)", op, c.where(key), c.opts.Bucket, c.endpoint())
+	case classInvalidRange:
+		return fmt.Errorf("s3 replica: %s %s: %s", op, c.where(key), detail)
+	}
+	var netErr net.Error
+	var opErr *net.OpError
+	if errors.As(err, &opErr) || (errors.As(err, &netErr) && netErr.Timeout()) {
+		return fmt.Errorf("s3 replica: %s %s: cannot reach %s: %w (check the endpoint and the network)", op, c.where(key), c.endpoint(), err)
+	}
+	return fmt.Errorf("s3 replica: %s %s: %w", op, c.where(key), err)
+}
+
+func isInvalidRange(err error) bool {
+	var apiErr smithy.APIError
+	code := ""
+	if errors.As(err, &apiErr) {
+		code = apiErr.ErrorCode()
+	}
+	status := 0
+	var respErr *awshttp.ResponseError
+	if errors.As(err, &respErr) {
+		status = respErr.HTTPStatusCode()
+	}
+	return classify(code, status) == classInvalidRange
+}
+
+// where names an object as s3://bucket/key.
+func (c *Client) where(key string) string {
+	return "s3://" + c.opts.Bucket + "/" + key
+}
+
+// endpoint names the store for messages.
+func (c *Client) endpoint() string {
+	if c.opts.Endpoint != "" {
+		return c.opts.Endpoint
+	}
+	return "AWS S3 (region " + c.opts.Region + ")"
+}
