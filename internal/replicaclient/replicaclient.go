@@ -1,0 +1,59 @@
+// Package replicaclient turns a configured replica into its storage client.
+package replicaclient
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/understudy-db/understudy/config"
+	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/storage/file"
+	"github.com/understudy-db/understudy/internal/storage/s3"
+)
+
+// Option adjusts how clients are built.
+type Option func(*options)
+
+type options struct {
+	accessKeyID, secretAccessKey string
+	s3Tweaks                     []func(*s3.Options)
+}
+
+// WithDefaultCredentials gives S3 replicas without credentials of their own
+// these (the config's top-level access-key-id / secret-access-key).
+func WithDefaultCredentials(accessKeyID, secretAccessKey string) Option {
+	return func(o *options) { o.accessKeyID, o.secretAccessKey = accessKeyID, secretAccessKey }
+}
+
+// WithS3Options adjusts the S3 client options after they are filled from
+// the replica (retries, page size, deadlines).
+func WithS3Options(f func(*s3.Options)) Option {
+	return func(o *options) { o.s3Tweaks = append(o.s3Tweaks, f) }
+}
+
+// New returns the storage client of replica r.
+func New(ctx context.Context, r *config.Replica, opts ...Option) (storage.Client, error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	switch r.Type {
+	case file.Type:
+		return file.New(r.Path)
+	case s3.Type:
+		so := s3.Options{
+			Bucket: r.Bucket, Path: r.Path, Region: r.Region, Endpoint: r.Endpoint,
+			ForcePathStyle: r.ForcePathStyle, SkipVerify: r.SkipVerify,
+			AccessKeyID: r.AccessKeyID, SecretAccessKey: r.SecretAccessKey,
+		}
+		if so.AccessKeyID == "" && so.SecretAccessKey == "" {
+			so.AccessKeyID, so.SecretAccessKey = o.accessKeyID, o.secretAccessKey
+		}
+		for _, f := range o.s3Tweaks {
+			f(&so)
+		}
+		return s3.New(ctx, so)
+	default:
+		return nil, fmt.Errorf("replica %q: unknown type %q; use %q or %q", r.Name, r.Type, s3.Type, file.Type)
+	}
+}

@@ -1,0 +1,84 @@
+package replicaclient
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/understudy-db/understudy/config"
+	"github.com/understudy-db/understudy/integration/harness"
+	"github.com/understudy-db/understudy/internal/storage/file"
+	"github.com/understudy-db/understudy/internal/storage/s3"
+	"github.com/understudy-db/understudy/internal/storage/storagetest"
+)
+
+func TestFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "replica")
+	c, err := New(context.Background(), &config.Replica{Name: "file", Type: "file", Path: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc, ok := c.(*file.Client)
+	if !ok || fc.Dir() != dir {
+		t.Fatalf("got %T %+v", c, c)
+	}
+	if _, err := New(context.Background(), &config.Replica{Name: "file", Type: "file", Path: "rel"}); err == nil {
+		t.Fatal("relative path accepted")
+	}
+}
+
+func TestUnknownType(t *testing.T) {
+	_, err := New(context.Background(), &config.Replica{Name: "r1", Type: "gcs"})
+	want := `replica "r1": unknown type "gcs"; use "s3" or "file"`
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+}
+
+// TestS3 builds an S3 client from a replica against versitygw: the fields
+// reach the client (a probe works), and default credentials fill in only
+// where the replica has none.
+func TestS3(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	s := harness.StartVersityGW(t)
+	bucket := s.NewBucket(t)
+	r := &config.Replica{
+		Name: "s3", Type: "s3", Bucket: bucket, Path: "db", Region: s.Region,
+		Endpoint: s.Endpoint, ForcePathStyle: true,
+	}
+	for _, tc := range []struct {
+		name      string
+		id, sec   string
+		defaults  []string
+		wantProbe bool
+	}{
+		{"replica credentials", s.AccessKey, s.SecretKey, nil, true},
+		{"default credentials", "", "", []string{s.AccessKey, s.SecretKey}, true},
+		{"replica credentials win over defaults", s.AccessKey, "wrong-secret-xyz", []string{s.AccessKey, s.SecretKey}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rr := *r
+			rr.AccessKeyID, rr.SecretAccessKey = tc.id, tc.sec
+			opts := []Option{WithS3Options(func(o *s3.Options) { o.MaxAttempts = 1 })}
+			if tc.defaults != nil {
+				opts = append(opts, WithDefaultCredentials(tc.defaults[0], tc.defaults[1]))
+			}
+			c, err := New(context.Background(), &rr, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Type() != "s3" || c.(*s3.Client).Bucket() != bucket {
+				t.Fatalf("client %T", c)
+			}
+			err = c.ProbeCreateOnly(context.Background())
+			if tc.wantProbe && err != nil {
+				t.Fatal(err)
+			}
+			if !tc.wantProbe {
+				storagetest.CheckError(t, "probe", err, []string{"refused the credentials"}, []string{"wrong-secret-xyz"})
+			}
+		})
+	}
+}
