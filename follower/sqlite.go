@@ -1,0 +1,187 @@
+package follower
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/superfly/ltx"
+	"github.com/understudy-db/understudy/internal/dbsum"
+
+	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+)
+
+// ErrNoDBPage says the binary was built without the sqlite_dbpage virtual
+// table, through which every page is applied. mattn/go-sqlite3 has no build
+// tag for it; only CGO_CFLAGS reaches its amalgamation.
+var ErrNoDBPage = errors.New(`this binary's SQLite has no sqlite_dbpage virtual table, which the follower needs: ` +
+	`rebuild with CGO_CFLAGS="-O2 -g -DSQLITE_ENABLE_DBPAGE_VTAB" (make build does this)`)
+
+// CheckDBPage returns ErrNoDBPage if sqlite_dbpage is missing.
+func CheckDBPage(ctx context.Context) error {
+	db, err := sql.Open("sqlite3", ":memory:")
+	if err != nil {
+		return fmt.Errorf("open in-memory SQLite: %w", err)
+	}
+	defer db.Close()
+	var n int
+	err = db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_dbpage`).Scan(&n)
+	if err != nil && strings.Contains(err.Error(), "no such table") {
+		return ErrNoDBPage
+	} else if err != nil {
+		return fmt.Errorf("check for sqlite_dbpage: %w", err)
+	}
+	return nil
+}
+
+// dsn builds a mattn/go-sqlite3 URI for path with the given query parameters
+// (mattn's own "_x" parameters and SQLite's URI parameters such as mode).
+func dsn(path string, params url.Values) string {
+	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath()}
+	u.RawQuery = params.Encode()
+	return u.String()
+}
+
+// ReadOnlyDSN is how applications (and tests) should open a follower's
+// database: read-only, with a few seconds of busy timeout (notes rule 9).
+func ReadOnlyDSN(path string) string {
+	return dsn(path, url.Values{"mode": {"ro"}, "_busy_timeout": {"5000"}})
+}
+
+// openSingle opens a *sql.DB limited to one connection that is never closed
+// for idleness, so that every statement runs on the same SQLite connection.
+func openSingle(ctx context.Context, dataSource string) (*sql.DB, error) {
+	db, err := sql.Open("sqlite3", dataSource)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// pageTable holds the dbsum checksum of every page of the local database, so
+// that the checksum after an apply costs O(pages changed), not a re-read of
+// the whole file. Index 0 is unused; the lock page's entry stays 0.
+type pageTable struct {
+	pageSize uint32
+	sums     []ltx.Checksum
+	total    dbsum.Sum
+}
+
+// count is the database size in pages.
+func (t *pageTable) count() uint32 { return uint32(len(t.sums) - 1) }
+
+// checksum is the database checksum.
+func (t *pageTable) checksum() ltx.Checksum { return t.total.Checksum() }
+
+// sum returns a page's checksum, 0 beyond the end.
+func (t *pageTable) sum(pgno uint32) ltx.Checksum {
+	if int(pgno) >= len(t.sums) {
+		return 0
+	}
+	return t.sums[pgno]
+}
+
+// set replaces a page's checksum, growing the table as needed.
+func (t *pageTable) set(pgno uint32, c ltx.Checksum) {
+	for int(pgno) >= len(t.sums) {
+		t.sums = append(t.sums, 0)
+	}
+	t.total = t.total.Add(t.sums[pgno]).Add(c)
+	t.sums[pgno] = c
+}
+
+// truncate drops every page above n.
+func (t *pageTable) truncate(n uint32) {
+	for int(n)+1 < len(t.sums) {
+		last := len(t.sums) - 1
+		t.total = t.total.Add(t.sums[last])
+		t.sums = t.sums[:last]
+	}
+}
+
+// loadPageTable reads every page of the database through sqlite_dbpage on q
+// (so that frames still in the WAL count, which reading the main file would
+// miss, and so that no descriptor of the database file is opened and closed
+// beside SQLite's: closing one drops the process's POSIX locks on it).
+func loadPageTable(ctx context.Context, q *sql.Conn) (*pageTable, error) {
+	tx, err := q.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	var pageSize, pageCount uint32
+	if err := tx.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&pageSize); err != nil {
+		return nil, fmt.Errorf("read page size: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, `PRAGMA page_count`).Scan(&pageCount); err != nil {
+		return nil, fmt.Errorf("read page count: %w", err)
+	}
+	if !ltx.IsValidPageSize(pageSize) {
+		return nil, fmt.Errorf("invalid page size %d", pageSize)
+	}
+	t := &pageTable{pageSize: pageSize, sums: make([]ltx.Checksum, pageCount+1)}
+	lock := ltx.LockPgno(pageSize)
+	rows, err := tx.QueryContext(ctx, `SELECT pgno, data FROM sqlite_dbpage`)
+	if err != nil {
+		return nil, fmt.Errorf("read pages: %w", err)
+	}
+	defer rows.Close()
+	var n uint32
+	for rows.Next() {
+		var pgno uint32
+		var data sql.RawBytes
+		if err := rows.Scan(&pgno, &data); err != nil {
+			return nil, fmt.Errorf("read pages: %w", err)
+		}
+		n++
+		if pgno != n || pgno > pageCount {
+			return nil, fmt.Errorf("read pages: page %d out of sequence (expected %d of %d)", pgno, n, pageCount)
+		}
+		if pgno == lock {
+			continue
+		}
+		if uint32(len(data)) != pageSize {
+			return nil, fmt.Errorf("read pages: page %d has %d bytes, page size is %d", pgno, len(data), pageSize)
+		}
+		t.set(pgno, dbsum.Page(pgno, data))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read pages: %w", err)
+	}
+	if n != pageCount {
+		return nil, fmt.Errorf("read pages: got %d pages, page_count says %d", n, pageCount)
+	}
+	return t, nil
+}
+
+// Checksum returns the dbsum checksum and page count of the database at
+// path, read through SQLite (WAL included) on a read-only connection. It is
+// safe to call while other connections in this process use the file.
+func Checksum(ctx context.Context, path string) (ltx.Checksum, uint32, error) {
+	db, err := openSingle(ctx, ReadOnlyDSN(path))
+	if err != nil {
+		return 0, 0, fmt.Errorf("checksum %s: %w", path, err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("checksum %s: %w", path, err)
+	}
+	defer conn.Close()
+	t, err := loadPageTable(ctx, conn)
+	if err != nil {
+		return 0, 0, fmt.Errorf("checksum %s: %w", path, err)
+	}
+	return t.checksum(), t.count(), nil
+}
