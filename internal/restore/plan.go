@@ -41,6 +41,20 @@ var (
 	ErrOutputExists = errors.New("output exists")
 )
 
+// kindError is an error of one of the kinds above whose message already
+// says so in its own words.
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e *kindError) Error() string { return e.msg }
+func (e *kindError) Unwrap() error { return e.kind }
+
+func kindErrorf(kind error, format string, args ...any) error {
+	return &kindError{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
 // Plan is the list of files that restore one TXID: a snapshot, then files
 // from any level whose TXID ranges continue it without gap up to Target.
 type Plan struct {
@@ -121,13 +135,13 @@ func PlanTXID(files []storage.FileInfo, target ltx.TXID) (Plan, error) {
 		target = b.Newest
 	}
 	if target > b.Newest {
-		return Plan{}, fmt.Errorf("target TXID %s is after the newest position %s in the replica: %w", target, b.Newest, ErrAfterNewest)
+		return Plan{}, kindErrorf(ErrAfterNewest, "target TXID %s is after the newest position %s in the replica", target, b.Newest)
 	}
 	if b.Earliest == 0 {
 		return Plan{}, fmt.Errorf("%w: level %d is empty, so no TXID can be restored (files exist up to TXID %s)", ErrNoSnapshot, storage.SnapshotLevel, b.Newest)
 	}
 	if target < b.Earliest {
-		return Plan{}, fmt.Errorf("target TXID %s is before the earliest restorable point, TXID %s (the oldest snapshot): %w", target, b.Earliest, ErrBeforeEarliest)
+		return Plan{}, kindErrorf(ErrBeforeEarliest, "target TXID %s is before the earliest restorable point, TXID %s (the oldest snapshot)", target, b.Earliest)
 	}
 
 	var snaps, rest []storage.FileInfo

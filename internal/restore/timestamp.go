@@ -80,8 +80,8 @@ func ResolveTimestamp(ctx context.Context, files []storage.FileInfo, ts time.Tim
 		return Point{}, searchErr
 	}
 	if n == 0 {
-		return Point{}, fmt.Errorf("timestamp %s is before the earliest restorable point, TXID %s committed at %s: %w",
-			ts.UTC().Format(time.RFC3339Nano), bounds[0], timeAt(0).Format(time.RFC3339Nano), ErrBeforeEarliest)
+		return Point{}, kindErrorf(ErrBeforeEarliest, "timestamp %s is before the earliest restorable point, TXID %s committed at %s",
+			ts.UTC().Format(time.RFC3339Nano), bounds[0], timeAt(0).Format(time.RFC3339Nano))
 	}
 	return Point{TXID: bounds[n-1], Timestamp: timeAt(n - 1)}, nil
 }
