@@ -136,6 +136,11 @@ func (c *Client) createExclusive(ctx context.Context, final, sidecarBase string,
 		}
 	}()
 
+	// CreateTemp makes 0600; a follower or Litestream running as another
+	// user must be able to read the replica.
+	if err = f.Chmod(0o644); err != nil {
+		return 0, fmt.Errorf("file replica: chmod temp file %s: %w", tmp, err)
+	}
 	if size, err = io.Copy(f, r); err != nil {
 		return 0, fmt.Errorf("file replica: write %s: %w", final, err)
 	}

@@ -93,7 +93,7 @@ func TestLitestreamLayout(t *testing.T) {
 	if !st.ModTime().Equal(md.CommitTime) {
 		t.Errorf("mtime %v, want the commit time %v", st.ModTime(), md.CommitTime)
 	}
-	if st.Mode().Perm() != 0o600 && st.Mode().Perm() != 0o644 {
+	if st.Mode().Perm() != 0o644 {
 		t.Errorf("mode %v", st.Mode())
 	}
 	tmps, _ := os.ReadDir(filepath.Join(dir, privateDir, tmpDir))

@@ -65,7 +65,10 @@ func writeSidecar(c *Client, path string, fields map[string]string, size int64) 
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp)
-	_, err = f.Write(data)
+	err = f.Chmod(0o644) // readable like the file it describes
+	if err == nil {
+		_, err = f.Write(data)
+	}
 	if err == nil {
 		err = f.Sync()
 	}

@@ -56,7 +56,12 @@ func classify(code string, status int) errClass {
 
 // describe turns an SDK error from op on key into one that names the bucket
 // and key and says what to check. It never includes the secret key.
-func (c *Client) describe(op, key string, err error) error {
+// ctx is the caller's context: when it ended, the caller gave up, which is
+// not the store's fault.
+func (c *Client) describe(ctx context.Context, op, key string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("s3 replica: %s %s: %w", op, c.where(key), ctx.Err())
+	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("s3 replica: %s %s: %w (no answer from %s in time; check the endpoint and the network)", op, c.where(key), err, c.endpoint())
 	}

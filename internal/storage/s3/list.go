@@ -65,7 +65,7 @@ func (it *iterator) fetch() {
 	defer cancel()
 	out, err := it.c.s3.ListObjectsV2(ctx, in)
 	if err != nil {
-		it.err = it.c.describe("list", it.prefix, err)
+		it.err = it.c.describe(it.ctx, "list", it.prefix, err)
 		return
 	}
 	it.page, it.i = it.page[:0], 0

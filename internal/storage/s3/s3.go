@@ -247,7 +247,7 @@ func (c *Client) put(ctx context.Context, key string, r io.Reader, md storage.Me
 	if err == nil {
 		return body.size, nil
 	}
-	err = c.describe("create", key, err)
+	err = c.describe(ctx, "create", key, err)
 	if errors.Is(err, storage.ErrExists) {
 		// Our own earlier attempt may have landed before a retry.
 		if mine, _ := c.hasUploadID(ctx, key, uploadID); mine {
@@ -301,7 +301,7 @@ func (c *Client) Open(ctx context.Context, level int, minTXID, maxTXID ltx.TXID,
 		if offset > 0 && isInvalidRange(err) {
 			return c.openPastEnd(ctx, level, minTXID, maxTXID, key)
 		}
-		return nil, c.describe("open", key, err)
+		return nil, c.describe(ctx, "open", key, err)
 	}
 	length := aws.ToInt64(out.ContentLength)
 	timer.Reset(c.transferTimeout(length))
@@ -374,7 +374,7 @@ func (c *Client) deleteKeys(ctx context.Context, ids []types.ObjectIdentifier) e
 		Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)},
 	})
 	if err != nil {
-		return c.describe(fmt.Sprintf("delete %d objects starting at", len(ids)), first, err)
+		return c.describe(ctx, fmt.Sprintf("delete %d objects starting at", len(ids)), first, err)
 	}
 	for _, e := range out.Errors {
 		if aws.ToString(e.Code) == "NoSuchKey" {

@@ -339,6 +339,24 @@ func TestUnreachableEndpoint(t *testing.T) {
 	}
 }
 
+// TestCallerCancels: a caller that gives up gets its context error, not a
+// message blaming the store.
+func TestCallerCancels(t *testing.T) {
+	isolateAWSEnv(t)
+	s := harness.StartVersityGW(t)
+	c := mustNew(t, serverOptions(s, s.NewBucket(t), "db"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := c.Open(ctx, 0, 1, 1, 0, -1)
+	if !errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "in time") || errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("open with a canceled context: %v", err)
+	}
+	_, err = c.Create(ctx, 0, 1, 1, strings.NewReader("x"), storagetest.TestMetadata(1))
+	if !errors.Is(err, context.Canceled) || errors.Is(err, storage.ErrExists) {
+		t.Fatalf("create with a canceled context: %v", err)
+	}
+}
+
 // TestCallDeadline: a store that never answers fails the call at its
 // deadline rather than hanging (toxiproxy's timeout toxic holds the data).
 func TestCallDeadline(t *testing.T) {
