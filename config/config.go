@@ -3,7 +3,10 @@
 // user feels at home; follower: and lease: sections add the standby roles.
 package config
 
-import "time"
+import (
+	"path/filepath"
+	"time"
+)
 
 // Defaults for keys a config may leave out.
 const (
@@ -17,6 +20,20 @@ const (
 	DefaultL0Retention            = 5 * time.Minute
 	DefaultPollInterval           = 1 * time.Second
 	MinPollInterval               = 50 * time.Millisecond
+
+	DefaultLogLevel = "info"
+	DefaultLogType  = "text"
+
+	DefaultLeaseType       = "consul"
+	DefaultOnDemote        = "halt"
+	DefaultConsulKeyPrefix = "understudy/"
+	DefaultConsulTTL       = 10 * time.Second
+	MinConsulTTL           = 10 * time.Second // Consul refuses a shorter session TTL
+	DefaultConsulLockDelay = 1 * time.Second
+
+	// MaxLevels is how many compaction levels (L1..L8) fit below the
+	// snapshot level 9 of Litestream's layout.
+	MaxLevels = 8
 )
 
 // DefaultLevels are the compaction intervals of L1, L2 and L3.
@@ -39,7 +56,10 @@ type Logging struct {
 
 // DB is one database under replication.
 type DB struct {
-	Path                   string // absolute path of the SQLite file
+	// Path is the absolute path of the SQLite file. A relative path in the
+	// file is resolved against the current directory of the process (as
+	// Litestream does), and a leading ~ against the home directory.
+	Path                   string
 	Replicas               []*Replica
 	MinCheckpointPageCount int
 	MaxCheckpointPageCount int
@@ -47,6 +67,8 @@ type DB struct {
 	L0Retention            time.Duration
 	Follower               *Follower // nil when absent
 	Lease                  *Lease    // nil when absent
+
+	name string // the optional name: key; see Name
 }
 
 // Replica is one replica store of a database.
@@ -98,4 +120,38 @@ type ConsulLease struct {
 	TTL         time.Duration
 	LockDelay   time.Duration
 	HealthCheck string
+}
+
+// Name is a short name for the database in logs, metrics and lease keys: the
+// db's name: key when set, else the base name of its path ("app.db").
+func (db *DB) Name() string {
+	if db.name != "" {
+		return db.name
+	}
+	return filepath.Base(db.Path)
+}
+
+// Replica returns the db's replica with the given name, or nil.
+func (db *DB) Replica(name string) *Replica {
+	for _, r := range db.Replicas {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// DB returns the configured database at path (resolved like the path: key:
+// relative to the current directory, ~ to the home directory), or nil.
+func (c *Config) DB(path string) *DB {
+	abs, err := absPath(path)
+	if err != nil {
+		return nil
+	}
+	for _, db := range c.DBs {
+		if db.Path == abs {
+			return db
+		}
+	}
+	return nil
 }

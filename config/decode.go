@@ -1,0 +1,510 @@
+package config
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The keys each mapping accepts, in the order messages list them. Anything
+// else is an error: a typo must not silently fall back to a default.
+var (
+	topKeys      = []string{"addr", "access-key-id", "secret-access-key", "logging", "dbs"}
+	loggingKeys  = []string{"level", "type"}
+	dbKeys       = []string{"name", "path", "replicas", "replica", "min-checkpoint-page-count", "max-checkpoint-page-count", "levels", "l0-retention", "follower", "lease"}
+	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval"}
+	followerKeys = []string{"replica", "poll-interval", "auto-promote"}
+	leaseKeys    = []string{"type", "node", "advertise-url", "on-demote", "on-promote", "consul", "primary"}
+	consulKeys   = []string{"address", "token", "key-prefix", "ttl", "lock-delay", "health-check"}
+
+	// s3OnlyKeys make no sense on a file replica.
+	s3OnlyKeys = []string{"bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key"}
+
+	logLevels = []string{"trace", "debug", "info", "warn", "error"}
+	logTypes  = []string{"text", "json"}
+	onDemotes = []string{"halt", "exit", "follow"}
+
+	dbNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+)
+
+// decoder walks the YAML node tree, so that every message can name the line.
+// It checks each value on its own (types, durations, ranges); checks across
+// values come after the defaults, in check.go.
+type decoder struct {
+	file  string
+	errs  ErrorList
+	lines map[string]int // path -> line of its key (or list item)
+	paths map[any]string // *DB, *Replica -> its path in the file
+}
+
+func newDecoder(file string) *decoder {
+	return &decoder{file: file, lines: map[string]int{}, paths: map[any]string{}}
+}
+
+func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	d.errorAt(line, path, format, args...)
+}
+
+func (d *decoder) errorAt(line int, path, format string, args ...any) {
+	d.errs = append(d.errs, &Error{File: d.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func deref(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+// isNull is true for a missing value, "key:" with nothing after it, and null/~.
+func isNull(n *yaml.Node) bool {
+	n = deref(n)
+	return n == nil || n.Kind == 0 || (n.Kind == yaml.ScalarNode && n.Tag == "!!null")
+}
+
+func kindName(n *yaml.Node) string {
+	switch {
+	case isNull(n):
+		return "empty"
+	case n.Kind == yaml.MappingNode:
+		return "a mapping"
+	case n.Kind == yaml.SequenceNode:
+		return "a list"
+	case n.Kind == yaml.ScalarNode:
+		return "a single value"
+	}
+	return "a document"
+}
+
+func sub(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// mapping checks that n is a mapping of known keys and returns the value of
+// each key present. Empty (key: with nothing after it) is an empty mapping.
+func (d *decoder) mapping(n *yaml.Node, path string, known []string) (map[string]*yaml.Node, bool) {
+	n = deref(n)
+	if isNull(n) {
+		return map[string]*yaml.Node{}, true
+	}
+	if _, ok := d.lines[path]; !ok {
+		d.lines[path] = n.Line
+	}
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, path, "must be a mapping (key: value lines), not %s", kindName(n))
+		return nil, false
+	}
+	out := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := deref(n.Content[i]), n.Content[i+1]
+		switch {
+		case k.Kind != yaml.ScalarNode:
+			d.errorf(k, path, "keys must be plain names, not %s", kindName(k))
+		case k.Value == "<<":
+			d.errorf(k, path, "merge keys (<<) are not supported")
+		case !slices.Contains(known, k.Value):
+			d.errorf(k, path, "%s", unknownKeyMsg(k.Value, known))
+		case out[k.Value] != nil:
+			d.errorf(k, path, "key %q appears twice (first on line %d)", k.Value, d.lines[sub(path, k.Value)])
+		default:
+			out[k.Value] = v
+			d.lines[sub(path, k.Value)] = k.Line
+		}
+	}
+	return out, true
+}
+
+// list checks that n is a list and returns its items. Empty is no items.
+func (d *decoder) list(n *yaml.Node, path string) []*yaml.Node {
+	n = deref(n)
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.errorf(n, path, "must be a list (lines starting with -), not %s", kindName(n))
+		return nil
+	}
+	for i, it := range n.Content {
+		d.lines[fmt.Sprintf("%s[%d]", path, i)] = deref(it).Line
+	}
+	return n.Content
+}
+
+// str returns a single value as written ("" when empty). Its message never
+// repeats the value, so it is safe for secrets.
+func (d *decoder) str(n *yaml.Node, path string) string {
+	n = deref(n)
+	if isNull(n) {
+		return ""
+	}
+	if n.Kind != yaml.ScalarNode {
+		d.errorf(n, path, "must be a single value, not %s", kindName(n))
+		return ""
+	}
+	return n.Value
+}
+
+// oneOf returns a value that must be one of choices (case-insensitive), or "".
+func (d *decoder) oneOf(n *yaml.Node, path, what string, choices []string) string {
+	raw := d.str(n, path)
+	v := strings.ToLower(raw)
+	if v != "" && !slices.Contains(choices, v) {
+		d.errorf(n, path, "unknown %s %q: use %s", what, raw, orList(choices))
+		return ""
+	}
+	return v
+}
+
+// orList renders "a, b or c".
+func orList(s []string) string {
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}
+
+func (d *decoder) boolean(n *yaml.Node, path string) bool {
+	v := d.str(n, path)
+	if v == "" {
+		return false
+	}
+	b, err := parseBool(v)
+	if err != nil {
+		d.errorf(n, path, "%v", err)
+	}
+	return b
+}
+
+// positiveInt returns a whole number above zero, or 0 when empty.
+func (d *decoder) positiveInt(n *yaml.Node, path string) int {
+	v := d.str(n, path)
+	if v == "" {
+		return 0
+	}
+	i, err := strconv.Atoi(v)
+	if err != nil {
+		d.errorf(n, path, "invalid number %q: use a whole number such as 1000", v)
+		return 0
+	}
+	if i <= 0 {
+		d.errorf(n, path, "must be greater than zero (got %q)", v)
+		return 0
+	}
+	return i
+}
+
+// duration returns a Go duration above zero and at least min, or 0 when
+// empty. why explains the minimum.
+func (d *decoder) duration(n *yaml.Node, path string, min time.Duration, why string) time.Duration {
+	v := d.str(n, path)
+	if v == "" {
+		return 0
+	}
+	dur, err := time.ParseDuration(v)
+	if err != nil {
+		d.errorf(n, path, "invalid duration %q: use a number with a unit, e.g. 500ms, 10s, 5m or 24h", v)
+		return 0
+	}
+	if dur <= 0 {
+		d.errorf(n, path, "must be greater than zero (got %q)", v)
+		return 0
+	}
+	if dur < min {
+		d.errorf(n, path, "must be at least %s%s (got %q)", formatDuration(min), why, v)
+		return 0
+	}
+	return dur
+}
+
+func (d *decoder) config(root *yaml.Node) *Config {
+	c := &Config{}
+	m, ok := d.mapping(root, "", topKeys)
+	if !ok {
+		return c
+	}
+	c.Addr = d.str(m["addr"], "addr")
+	if c.Addr != "" && !validAddr(c.Addr) {
+		d.errorf(m["addr"], "addr", "invalid address %q: use HOST:PORT or :PORT", c.Addr)
+	}
+	c.AccessKeyID = d.str(m["access-key-id"], "access-key-id")
+	c.SecretAccessKey = d.str(m["secret-access-key"], "secret-access-key")
+	if lm, ok := d.mapping(m["logging"], "logging", loggingKeys); ok {
+		c.Logging.Level = d.oneOf(lm["level"], "logging.level", "level", logLevels)
+		c.Logging.Type = d.oneOf(lm["type"], "logging.type", "type", logTypes)
+	}
+	for i, it := range d.list(m["dbs"], "dbs") {
+		c.DBs = append(c.DBs, d.db(it, fmt.Sprintf("dbs[%d]", i)))
+	}
+	return c
+}
+
+func (d *decoder) db(n *yaml.Node, path string) *DB {
+	db := &DB{}
+	d.paths[db] = path
+	m, ok := d.mapping(n, path, dbKeys)
+	if !ok {
+		return db
+	}
+	if name := d.str(m["name"], sub(path, "name")); name != "" {
+		if !dbNameRE.MatchString(name) {
+			d.errorf(m["name"], sub(path, "name"), "invalid name %q: use letters, digits, '.', '_' and '-'", name)
+		}
+		db.name = name
+	}
+	if p := d.str(m["path"], sub(path, "path")); p != "" {
+		abs, err := absPath(p)
+		if err != nil {
+			d.errorf(m["path"], sub(path, "path"), "%v", err)
+		}
+		db.Path = abs
+	}
+	if !isNull(m["replica"]) && !isNull(m["replicas"]) {
+		d.errorAt(d.lines[sub(path, "replica")], path, "use replica: or replicas:, not both")
+	} else if !isNull(m["replica"]) {
+		db.Replicas = []*Replica{d.replica(m["replica"], sub(path, "replica"))}
+	}
+	for i, it := range d.list(m["replicas"], sub(path, "replicas")) {
+		db.Replicas = append(db.Replicas, d.replica(it, fmt.Sprintf("%s.replicas[%d]", path, i)))
+	}
+	db.MinCheckpointPageCount = d.positiveInt(m["min-checkpoint-page-count"], sub(path, "min-checkpoint-page-count"))
+	db.MaxCheckpointPageCount = d.positiveInt(m["max-checkpoint-page-count"], sub(path, "max-checkpoint-page-count"))
+	db.Levels = d.levels(m["levels"], sub(path, "levels"))
+	db.L0Retention = d.duration(m["l0-retention"], sub(path, "l0-retention"), 0, "")
+	if n, ok := m["follower"]; ok {
+		db.Follower = d.follower(n, sub(path, "follower"))
+	}
+	if n, ok := m["lease"]; ok {
+		db.Lease = d.lease(n, sub(path, "lease"))
+	}
+	return db
+}
+
+// levels reads the compaction intervals of L1, L2, ...: each longer than the
+// one before, since a level compacts the files of the level below it.
+func (d *decoder) levels(n *yaml.Node, path string) []time.Duration {
+	if isNull(n) {
+		return nil
+	}
+	items := d.list(n, path)
+	line := d.lines[path]
+	switch {
+	case deref(n).Kind != yaml.SequenceNode:
+		return nil
+	case len(items) == 0:
+		d.errorAt(line, path, "must list at least one interval (L1)")
+		return nil
+	case len(items) > MaxLevels:
+		d.errorAt(line, path, "at most %d levels (L1-L%d), got %d", MaxLevels, MaxLevels, len(items))
+		return nil
+	}
+	var out []time.Duration
+	for i, it := range items {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		v := d.duration(it, p, 0, "")
+		if v == 0 && isNull(it) {
+			d.errorf(it, p, "empty: give a duration such as 5m")
+		}
+		if i > 0 && v != 0 && out[i-1] != 0 && v <= out[i-1] {
+			d.errorf(it, p, "must be longer than levels[%d] (%s)", i-1, formatDuration(out[i-1]))
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func (d *decoder) replica(n *yaml.Node, path string) *Replica {
+	r := &Replica{}
+	d.paths[r] = path
+	errsBefore := len(d.errs)
+	m, ok := d.mapping(n, path, replicaKeys)
+	if !ok {
+		return r
+	}
+	r.Name = d.str(m["name"], sub(path, "name"))
+	typ := d.oneOf(m["type"], sub(path, "type"), "replica type", []string{TypeS3, TypeFile})
+	if typ == "" && !isNull(m["type"]) {
+		return r // unknown type, reported
+	}
+	r.Path = d.str(m["path"], sub(path, "path"))
+	r.Bucket = d.str(m["bucket"], sub(path, "bucket"))
+	r.Region = d.str(m["region"], sub(path, "region"))
+	r.Endpoint = d.str(m["endpoint"], sub(path, "endpoint"))
+	if r.Endpoint != "" {
+		if err := checkEndpoint(r.Endpoint); err != nil {
+			d.errorf(m["endpoint"], sub(path, "endpoint"), "%v", err)
+		}
+	}
+	r.ForcePathStyle = d.boolean(m["force-path-style"], sub(path, "force-path-style"))
+	r.SkipVerify = d.boolean(m["skip-verify"], sub(path, "skip-verify"))
+	r.AccessKeyID = d.str(m["access-key-id"], sub(path, "access-key-id"))
+	r.SecretAccessKey = d.str(m["secret-access-key"], sub(path, "secret-access-key"))
+	r.SyncInterval = d.duration(m["sync-interval"], sub(path, "sync-interval"), 0, "")
+	r.SnapshotInterval = d.duration(m["snapshot-interval"], sub(path, "snapshot-interval"), 0, "")
+	r.Retention = d.duration(m["retention"], sub(path, "retention"), 0, "")
+	r.RetentionCheckInterval = d.duration(m["retention-check-interval"], sub(path, "retention-check-interval"), 0, "")
+
+	var fromURL *Replica
+	if u := d.str(m["url"], sub(path, "url")); u != "" {
+		fu, err := parseReplicaURL(u)
+		if err != nil {
+			d.errorf(m["url"], sub(path, "url"), "%v", err)
+			return r
+		}
+		fromURL = fu
+	}
+	switch {
+	case typ != "" && fromURL != nil && typ != fromURL.Type:
+		d.errorf(m["type"], sub(path, "type"), "%q does not match url, which is a %s location", typ, fromURL.Type)
+		return r
+	case fromURL != nil:
+		typ = fromURL.Type
+	case typ == "" && r.Bucket != "":
+		typ = TypeS3
+	case typ == "" && r.Path != "":
+		typ = TypeFile
+	case typ == "":
+		if len(d.errs) > errsBefore {
+			return r // a misspelt url: or bucket: was reported; no need to say it twice
+		}
+		d.errorAt(d.lines[path], path, "no location: set url (s3://BUCKET/PATH, file:///ABS/PATH or a directory), or type with bucket or path")
+		return r
+	}
+	r.Type = typ
+
+	if typ == TypeFile {
+		for _, k := range s3OnlyKeys {
+			if !isNull(m[k]) {
+				d.errorf(m[k], sub(path, k), "only for s3 replicas, and this is a file replica")
+			}
+		}
+		if r.Path != "" {
+			abs, err := absPath(r.Path)
+			if err != nil {
+				d.errorf(m["path"], sub(path, "path"), "%v", err)
+			}
+			r.Path = abs
+		}
+	} else {
+		r.Path = cleanKeyPrefix(r.Path)
+	}
+	if fromURL != nil {
+		d.mergeURL(r, fromURL, m, path)
+	}
+	return r
+}
+
+// mergeURL fills the location fields the replica's keys left out from its
+// url, and reports keys that say something else than the url.
+func (d *decoder) mergeURL(r, u *Replica, m map[string]*yaml.Node, path string) {
+	fields := []struct {
+		key      string
+		own, url *string
+	}{
+		{"path", &r.Path, &u.Path},
+		{"bucket", &r.Bucket, &u.Bucket},
+		{"region", &r.Region, &u.Region},
+		{"endpoint", &r.Endpoint, &u.Endpoint},
+	}
+	for _, f := range fields {
+		switch {
+		case *f.own == "":
+			*f.own = *f.url
+		case *f.url != "" && *f.own != *f.url:
+			d.errorf(m[f.key], sub(path, f.key), "%q differs from the %s in url (%q)", *f.own, f.key, *f.url)
+		}
+	}
+	bools := []struct {
+		key      string
+		own, url *bool
+	}{
+		{"force-path-style", &r.ForcePathStyle, &u.ForcePathStyle},
+		{"skip-verify", &r.SkipVerify, &u.SkipVerify},
+	}
+	for _, f := range bools {
+		switch {
+		case isNull(m[f.key]):
+			*f.own = *f.url
+		case *f.url && !*f.own:
+			d.errorf(m[f.key], sub(path, f.key), "false differs from the %s=true in url", f.key)
+		}
+	}
+}
+
+func (d *decoder) follower(n *yaml.Node, path string) *Follower {
+	f := &Follower{}
+	m, ok := d.mapping(n, path, followerKeys)
+	if !ok {
+		return f
+	}
+	f.Replica = d.str(m["replica"], sub(path, "replica"))
+	f.PollInterval = d.duration(m["poll-interval"], sub(path, "poll-interval"), MinPollInterval, "")
+	f.AutoPromote = d.boolean(m["auto-promote"], sub(path, "auto-promote"))
+	return f
+}
+
+func (d *decoder) lease(n *yaml.Node, path string) *Lease {
+	l := &Lease{}
+	m, ok := d.mapping(n, path, leaseKeys)
+	if !ok {
+		return l
+	}
+	l.Type = d.oneOf(m["type"], sub(path, "type"), "lease type", []string{"consul", "static"})
+	l.Node = d.str(m["node"], sub(path, "node"))
+	if l.AdvertiseURL = d.str(m["advertise-url"], sub(path, "advertise-url")); l.AdvertiseURL != "" {
+		if err := checkEndpoint(l.AdvertiseURL); err != nil {
+			d.errorf(m["advertise-url"], sub(path, "advertise-url"), "%v", err)
+		}
+	}
+	l.OnDemote = d.oneOf(m["on-demote"], sub(path, "on-demote"), "on-demote action", onDemotes)
+	l.OnPromote = d.str(m["on-promote"], sub(path, "on-promote"))
+	l.StaticPrimary = d.str(m["primary"], sub(path, "primary"))
+	if cn, ok := m["consul"]; ok {
+		cp := sub(path, "consul")
+		cm, ok := d.mapping(cn, cp, consulKeys)
+		if ok {
+			l.Consul = &ConsulLease{
+				Address:     d.str(cm["address"], sub(cp, "address")),
+				Token:       d.str(cm["token"], sub(cp, "token")),
+				KeyPrefix:   d.str(cm["key-prefix"], sub(cp, "key-prefix")),
+				TTL:         d.duration(cm["ttl"], sub(cp, "ttl"), MinConsulTTL, ", Consul's minimum session TTL"),
+				LockDelay:   d.duration(cm["lock-delay"], sub(cp, "lock-delay"), 0, ""),
+				HealthCheck: d.str(cm["health-check"], sub(cp, "health-check")),
+			}
+		}
+	}
+	return l
+}
+
+// validAddr accepts HOST:PORT and :PORT with a numeric port.
+func validAddr(s string) bool {
+	i := strings.LastIndex(s, ":")
+	if i < 0 {
+		return false
+	}
+	port, err := strconv.Atoi(s[i+1:])
+	return err == nil && port >= 0 && port <= 65535 && !strings.ContainsAny(s[:i], " /")
+}
+
+// formatDuration prints a duration the way people write it: 24h, 1h30m, 5m, 50ms.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}

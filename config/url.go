@@ -1,0 +1,253 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Replica types.
+const (
+	TypeS3   = "s3"
+	TypeFile = "file"
+)
+
+// s3URLParams are the query parameters an s3:// URL may carry, in the order
+// error messages list them.
+var s3URLParams = []string{"endpoint", "region", "force-path-style", "skip-verify"}
+
+// ParseReplicaURL parses a replica location given on the command line or as a
+// replica's url: key:
+//
+//	s3://BUCKET/PATH?endpoint=URL&region=R&force-path-style=true&skip-verify=true
+//	file:///ABS/PATH
+//	PATH                       (a directory; relative to the current directory, ~ = home)
+//
+// The result has Type and the location fields set and the interval fields at
+// their defaults; Name is empty. Errors never repeat credentials written into
+// the URL (which are refused: use access-key-id / secret-access-key).
+func ParseReplicaURL(u string) (*Replica, error) {
+	r, err := parseReplicaURL(u)
+	if err != nil {
+		return nil, fmt.Errorf("replica URL %s: %s", quoteURL(u), err)
+	}
+	r.applyDefaults()
+	return r, nil
+}
+
+// quoteURL quotes u for an error message unless it may hold a password.
+func quoteURL(u string) string {
+	if strings.Contains(u, "@") {
+		return "(not shown: it contains credentials)"
+	}
+	return fmt.Sprintf("%q", u)
+}
+
+// parseReplicaURL does the work of ParseReplicaURL with messages meant to
+// follow a location ("replica URL ...: " or "dbs[0].replicas[0].url: ").
+func parseReplicaURL(s string) (*Replica, error) {
+	if s == "" {
+		return nil, fmt.Errorf("empty: use s3://BUCKET/PATH, file:///ABS/PATH or a directory path")
+	}
+	if !strings.Contains(s, "://") {
+		p, err := absPath(s)
+		if err != nil {
+			return nil, err
+		}
+		return &Replica{Type: TypeFile, Path: p}, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		if ue, ok := err.(*url.Error); ok && !strings.Contains(s, "@") {
+			return nil, fmt.Errorf("invalid URL: %v", ue.Err)
+		}
+		return nil, fmt.Errorf("invalid URL")
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("credentials in the URL are not supported: use access-key-id and secret-access-key")
+	}
+	if u.Fragment != "" {
+		return nil, fmt.Errorf("unexpected #fragment")
+	}
+	switch u.Scheme {
+	case TypeS3:
+		return parseS3URL(u)
+	case TypeFile:
+		if u.Host != "" {
+			return nil, fmt.Errorf("file URL must be file:///ABS/PATH, not host %q (write a relative path without file://)", u.Host)
+		}
+		if u.RawQuery != "" {
+			return nil, fmt.Errorf("file URL takes no query parameters")
+		}
+		if u.Path == "" || u.Path == "/" {
+			return nil, fmt.Errorf("file URL has no path: use file:///ABS/PATH")
+		}
+		return &Replica{Type: TypeFile, Path: filepath.Clean(u.Path)}, nil
+	default:
+		return nil, fmt.Errorf("unsupported scheme %q: use s3://BUCKET/PATH, file:///ABS/PATH or a directory path", u.Scheme)
+	}
+}
+
+func parseS3URL(u *url.URL) (*Replica, error) {
+	if u.Host == "" {
+		return nil, fmt.Errorf("s3 URL has no bucket: use s3://BUCKET/PATH")
+	}
+	r := &Replica{Type: TypeS3, Bucket: u.Host, Path: cleanKeyPrefix(u.Path)}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return nil, fmt.Errorf("invalid query: %v", err)
+	}
+	// Report parameters in a stable order.
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		vals := q[k]
+		if len(vals) > 1 {
+			return nil, fmt.Errorf("query parameter %q given %d times", k, len(vals))
+		}
+		v := vals[0]
+		switch k {
+		case "endpoint":
+			if err := checkEndpoint(v); err != nil {
+				return nil, fmt.Errorf("endpoint: %v", err)
+			}
+			r.Endpoint = v
+		case "region":
+			if v == "" {
+				return nil, fmt.Errorf("region: empty")
+			}
+			r.Region = v
+		case "force-path-style", "skip-verify":
+			b, err := parseBool(v)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %v", k, err)
+			}
+			if k == "force-path-style" {
+				r.ForcePathStyle = b
+			} else {
+				r.SkipVerify = b
+			}
+		default:
+			if s := suggest(k, s3URLParams); s != "" {
+				return nil, fmt.Errorf("unknown query parameter %q (did you mean %q?)", k, s)
+			}
+			return nil, fmt.Errorf("unknown query parameter %q (known: %s)", k, strings.Join(s3URLParams, ", "))
+		}
+	}
+	return r, nil
+}
+
+// cleanKeyPrefix turns an S3 path into the key prefix Litestream uses: no
+// leading or trailing slash.
+func cleanKeyPrefix(p string) string {
+	p = strings.Trim(p, "/")
+	if p == "" {
+		return ""
+	}
+	return path.Clean(p)
+}
+
+// checkEndpoint accepts an http(s) URL with a host, as the S3 client needs.
+func checkEndpoint(v string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		if strings.Contains(v, "@") {
+			return fmt.Errorf("invalid URL: use http://HOST:PORT or https://HOST")
+		}
+		return fmt.Errorf("invalid URL %q: use http://HOST:PORT or https://HOST", v)
+	}
+	return nil
+}
+
+func parseBool(v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return false, fmt.Errorf("invalid boolean %q: use true or false", v)
+}
+
+// absPath resolves a database or directory path as Litestream does: a
+// leading ~ is the home directory, and a relative path is relative to the
+// current directory of the process (not to the config file).
+func absPath(p string) (string, error) {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("cannot expand ~: %v", err)
+		}
+		p = filepath.Join(home, p[1:])
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("cannot resolve %q: %v", p, err)
+	}
+	return abs, nil
+}
+
+// Location is the replica's store as a URL without credentials, e.g.
+// "s3://bucket/db?endpoint=http://127.0.0.1:7070" or "file:///var/backups/db":
+// for logs, and equal for two replicas exactly when they share a store.
+func (r *Replica) Location() string {
+	switch r.Type {
+	case TypeS3:
+		u := url.URL{Scheme: TypeS3, Host: r.Bucket, Path: "/" + r.Path}
+		if r.Path == "" {
+			u.Path = ""
+		}
+		q := url.Values{}
+		if r.Endpoint != "" {
+			q.Set("endpoint", r.Endpoint)
+		}
+		if r.Region != "" {
+			q.Set("region", r.Region)
+		}
+		if r.ForcePathStyle {
+			q.Set("force-path-style", "true")
+		}
+		if r.SkipVerify {
+			q.Set("skip-verify", "true")
+		}
+		// Keep ':' and '/' of an endpoint readable in logs; both are legal
+		// in a query and ParseReplicaURL reads them back.
+		u.RawQuery = strings.NewReplacer("%3A", ":", "%2F", "/").Replace(q.Encode())
+		return u.String()
+	case TypeFile:
+		return (&url.URL{Scheme: TypeFile, Path: r.Path}).String()
+	}
+	return r.Type + ":" + r.Path
+}
+
+// storeKey identifies the store a replica writes to; two replicas with the
+// same key would overwrite each other's history.
+func (r *Replica) storeKey() string {
+	if r.Type == TypeS3 {
+		return "s3\x00" + r.Endpoint + "\x00" + r.Bucket + "\x00" + r.Path
+	}
+	return r.Type + "\x00" + r.Path
+}
+
+// applyDefaults fills the intervals a replica left out.
+func (r *Replica) applyDefaults() {
+	if r.SyncInterval == 0 {
+		r.SyncInterval = DefaultSyncInterval
+	}
+	if r.SnapshotInterval == 0 {
+		r.SnapshotInterval = DefaultSnapshotInterval
+	}
+	if r.Retention == 0 {
+		r.Retention = DefaultRetention
+	}
+	if r.RetentionCheckInterval == 0 {
+		r.RetentionCheckInterval = DefaultRetentionCheckInterval
+	}
+}
