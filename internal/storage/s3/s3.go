@@ -117,14 +117,16 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	// The HTTP client must be the SDK's buildable one: the config loader
 	// adds AWS_CA_BUNDLE through WithTransportOptions, which a plain
 	// http.Client lacks (Litestream 0.5.16 fails to start there).
-	httpClient := awshttp.NewBuildableClient()
-	if opts.SkipVerify {
-		httpClient = httpClient.WithTransportOptions(func(tr *http.Transport) {
-			if tr.TLSClientConfig != nil {
-				tr.TLSClientConfig.InsecureSkipVerify = true
-			}
-		})
-	}
+	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		// An attempt whose answer does not start within half the call's
+		// deadline is abandoned and retried on a fresh connection, leaving
+		// time for the retry (a conditional PUT that did land is recognised
+		// by its upload id).
+		tr.ResponseHeaderTimeout = opts.CallTimeout / 2
+		if opts.SkipVerify && tr.TLSClientConfig != nil {
+			tr.TLSClientConfig.InsecureSkipVerify = true
+		}
+	})
 	loadOpts := []func(*awsconfig.LoadOptions) error{
 		awsconfig.WithHTTPClient(httpClient),
 		awsconfig.WithRetryer(func() aws.Retryer {

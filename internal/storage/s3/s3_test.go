@@ -324,6 +324,35 @@ func TestRetries(t *testing.T) {
 	}
 }
 
+// TestHungAttemptRetried: an attempt whose answer never starts is abandoned
+// after half the call deadline and retried, and the call succeeds.
+func TestHungAttemptRetried(t *testing.T) {
+	isolateAWSEnv(t)
+	s := harness.StartVersityGW(t)
+	var gets atomic.Int32
+	front := faultyFront(t, s.Endpoint,
+		func(r *http.Request) int {
+			if r.Method == http.MethodGet && gets.Add(1) == 1 {
+				<-r.Context().Done() // hold the answer until the client gives up
+				return http.StatusServiceUnavailable
+			}
+			return 0
+		},
+		func(*http.Request) int { return 0 })
+	opts := serverOptions(s, s.NewBucket(t), "db")
+	c := mustNew(t, opts)
+	storagetest.MustCreate(t, c, 0, 1, 1, []byte("x"), storagetest.TestMetadata(1))
+	opts.Endpoint = front
+	opts.CallTimeout = 3 * time.Second
+	c = mustNew(t, opts)
+	if got, _ := storagetest.ReadAll(t, c, 0, 1, 1, 0, -1); string(got) != "x" {
+		t.Fatalf("read %q", got)
+	}
+	if n := gets.Load(); n != 2 {
+		t.Fatalf("%d GETs, want 2 (one hung, one retry)", n)
+	}
+}
+
 // TestUnreachableEndpoint: a dead endpoint fails within the retry budget with
 // a message pointing at the endpoint.
 func TestUnreachableEndpoint(t *testing.T) {
