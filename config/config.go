@@ -1,6 +1,53 @@
 // Package config reads Understudy's YAML configuration. The keys follow
 // Litestream's (dbs, replicas, sync-interval, retention, ...) so a Litestream
 // user feels at home; follower: and lease: sections add the standby roles.
+//
+// Every key, with its default:
+//
+//	addr: ":9090"                    # /metrics and health endpoints ("" = off)
+//	access-key-id: AKIA...           # for s3 replicas that set neither key
+//	secret-access-key: ${AWS_SECRET_ACCESS_KEY}
+//	logging: {level: info, type: text}
+//	dbs:
+//	  - path: /var/lib/app/app.db    # relative: to the current directory; ~ = home
+//	    name: app                    # for logs, metrics, lease keys (default: base name of path)
+//	    min-checkpoint-page-count: 1000
+//	    max-checkpoint-page-count: 10000
+//	    levels: [30s, 5m, 1h]        # compaction intervals of L1, L2, L3 (up to L8)
+//	    l0-retention: 5m
+//	    replicas:                    # or Litestream's single replica: {...}
+//	      - url: s3://bucket/app?endpoint=http://127.0.0.1:7070&region=us-east-1&force-path-style=true&skip-verify=false
+//	        # or: type: s3, bucket, path, region, endpoint, force-path-style, skip-verify
+//	        name: s3                 # default: the type, or replica<N> when two share one
+//	        access-key-id: ...
+//	        secret-access-key: ...
+//	        sync-interval: 1s
+//	        snapshot-interval: 24h
+//	        retention: 24h
+//	        retention-check-interval: 1h
+//	      - url: file:///var/backups/app    # or a plain directory path, or type: file + path
+//	    follower:
+//	      replica: s3                # default: the first replica
+//	      poll-interval: 1s          # at least 50ms
+//	      auto-promote: false        # needs a consul lease
+//	    lease:
+//	      type: consul               # or static (default static when only primary: is set)
+//	      node: host-a               # default: the host name
+//	      advertise-url: http://host-a:9090
+//	      on-demote: halt            # halt, exit or follow
+//	      on-promote: /usr/local/bin/promoted
+//	      consul:                    # empty values fall back to CONSUL_HTTP_*
+//	        address: 127.0.0.1:8500
+//	        token: ...
+//	        key-prefix: understudy/
+//	        ttl: 10s                 # at least 10s
+//	        lock-delay: 1s
+//	        health-check: service:app
+//	      # primary: host-a          # type static only: the node that is primary
+//
+// $VAR and ${VAR} are expanded in the whole file unless -no-expand-env.
+// Durations are Go durations (500ms, 10s, 5m, 24h). Unknown keys are errors,
+// and every error names the file, line and key (see Error).
 package config
 
 import (

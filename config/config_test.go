@@ -442,6 +442,17 @@ func TestSuggest(t *testing.T) {
 			t.Errorf("suggest(%q) = %q, want %q", tc.key, got, tc.want)
 		}
 	}
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0}, {"abc", "abc", 0}, {"", "abc", 3}, {"ulr", "url", 1},
+		{"kitten", "sitting", 3}, {"retension", "retention", 1}, {"ab", "ba", 1},
+	} {
+		if got := editDistance(tc.a, tc.b); got != tc.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
 }
 
 func TestAliases(t *testing.T) {
@@ -454,5 +465,29 @@ func TestAliases(t *testing.T) {
 	))
 	if got := c.DBs[1].Replicas[0].SyncInterval; got != 100*time.Millisecond {
 		t.Errorf("aliased sync-interval = %v, want 100ms", got)
+	}
+}
+
+// The sample in the package documentation is a valid file.
+func TestDocExample(t *testing.T) {
+	src, err := os.ReadFile("config.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(src), "\n") {
+		if rest, ok := strings.CutPrefix(l, "//\t"); ok {
+			lines = append(lines, rest)
+		}
+	}
+	if len(lines) < 40 {
+		t.Fatalf("found only %d lines of the sample", len(lines))
+	}
+	c, err := Parse(doc(lines...), "config.go sample", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.DBs) != 1 || len(c.DBs[0].Replicas) != 2 || c.DBs[0].Lease.Consul.HealthCheck != "service:app" {
+		t.Errorf("sample parsed as\n%s", c)
 	}
 }

@@ -105,7 +105,7 @@ func TestRedactedOutput(t *testing.T) {
 		"    replica:",
 		"      url: s3://bkt/app?endpoint=http://127.0.0.1:7070&force-path-style=true",
 		"    follower: {}",
-		"    lease: {consul: {token: " + consulToken + "}}",
+		"    lease: {consul: {token: "+consulToken+"}}",
 	))
 	want := `access-key-id: AKID
 secret-access-key: REDACTED
