@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -229,5 +230,20 @@ func TestErrorFormat(t *testing.T) {
 	}
 	if strings.Contains(unknownKeyMsg("zzz", []string{"a"}), "did you mean") {
 		t.Error("suggested a key for zzz")
+	}
+}
+
+func TestLeaseNodeUnknown(t *testing.T) {
+	old := hostname
+	hostname = func() (string, error) { return "", errors.New("no uts") }
+	t.Cleanup(func() { hostname = old })
+	_, err := Parse(doc(with(okDB, "    lease:", "      type: consul")...), "understudy.yml", true)
+	want := `understudy.yml:5: dbs[0].lease.node: missing: this machine's host name is unknown, so set node`
+	if err == nil || err.Error() != want {
+		t.Errorf("error = %v, want %s", err, want)
+	}
+	var e *Error
+	if !errors.As(err, &e) || e.Line != 5 || e.Path != "dbs[0].lease.node" {
+		t.Errorf("errors.As(*Error) = %+v", e)
 	}
 }
