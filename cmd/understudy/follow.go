@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/urfave/cli/v2"
+
+	"github.com/understudy-db/understudy/config"
+	"github.com/understudy-db/understudy/follower"
+	"github.com/understudy-db/understudy/internal/replicaclient"
+)
+
+func init() {
+	registerCommand(&cli.Command{
+		Name:  "follow",
+		Usage: "keep a live, read-only, verified copy of a replicated database",
+		Description: "Bootstraps LOCAL_DB_PATH from the replica if it does not exist (an existing one resumes\n" +
+			"after its checksum is verified; one that does not match is kept aside), then applies every new\n" +
+			"change set. Applications open the local file read-only (file:PATH?mode=ro).\n" +
+			"Without arguments, follows every database of the config that has a follower: section.",
+		ArgsUsage: "[REPLICA_URL LOCAL_DB_PATH]",
+		Flags: commonFlags(
+			&cli.StringFlag{Name: "addr", Usage: "serve /healthz, /readyz, /status and /metrics on `ADDR` (default: the config's addr)"},
+			&cli.DurationFlag{Name: "poll-interval", Usage: fmt.Sprintf("how often to look for the next change set (default %s, at least %s)", config.DefaultPollInterval, config.MinPollInterval)},
+		),
+		Action: runFollow,
+	})
+}
+
+// followTarget is one database to follow.
+type followTarget struct {
+	cfg follower.Config
+}
+
+func runFollow(c *cli.Context) error {
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := follower.CheckDBPage(ctx); err != nil {
+		return err
+	}
+	targets, addr, log, err := followTargets(c)
+	if err != nil {
+		return err
+	}
+	if c.IsSet("addr") {
+		addr = c.String("addr")
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := follower.NewMetrics(reg)
+	var followers []*follower.Follower
+	for _, t := range targets {
+		t.cfg.Logger, t.cfg.Metrics = log, metrics
+		f, err := follower.New(t.cfg)
+		if err != nil {
+			return err
+		}
+		followers = append(followers, f)
+	}
+
+	if addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("follow: listen on %s: %w (choose another -addr)", addr, err)
+		}
+		srv := &http.Server{Handler: follower.Handler(reg, followers...), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("HTTP server failed", "addr", addr, "error", err)
+			}
+		}()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+		log.Info("serving health, status and metrics", "addr", ln.Addr().String())
+	}
+
+	// Each follower runs until the signal; one that stops on an error stays
+	// up (unhealthy on /healthz) so that its database keeps serving reads.
+	errs := make([]error, len(followers))
+	var wg sync.WaitGroup
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for i, f := range followers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f.Run(rctx)
+			if errors.Is(errs[i], follower.ErrNoDBPage) {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// followTargets builds the followers' configs from the arguments
+// (REPLICA_URL LOCAL_DB_PATH) or from the config's follower: sections.
+func followTargets(c *cli.Context) ([]followTarget, string, hclog.Logger, error) {
+	ctx := c.Context
+	poll := c.Duration("poll-interval")
+	switch c.NArg() {
+	case 2:
+		url, path := c.Args().Get(0), c.Args().Get(1)
+		if !isReplicaURL(url) {
+			return nil, "", nil, fmt.Errorf("follow: %q is not a replica URL (s3://BUCKET/PATH or file:///DIR); usage: understudy follow REPLICA_URL LOCAL_DB_PATH", url)
+		}
+		cfg, err := loadConfigIfPresent(c)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		var level, typ, addr string
+		var opts []replicaclient.Option
+		if cfg != nil {
+			level, typ, addr = cfg.Logging.Level, cfg.Logging.Type, cfg.Addr
+			opts = append(opts, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
+		}
+		log, err := newLogger(c, level, typ)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		r, err := config.ParseReplicaURL(url)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		client, err := replicaclient.New(ctx, r, opts...)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return []followTarget{{cfg: follower.Config{Path: absOrSame(path), Client: client, PollInterval: poll}}}, addr, log, nil
+	case 0:
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("follow: give REPLICA_URL LOCAL_DB_PATH, or a config with follower: sections: %w", err)
+		}
+		log, err := newLogger(c, cfg.Logging.Level, cfg.Logging.Type)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		path, _ := configPath(c)
+		var targets []followTarget
+		for _, db := range cfg.DBs {
+			if db.Follower == nil {
+				continue
+			}
+			r := db.Replica(db.Follower.Replica)
+			if r == nil {
+				return nil, "", nil, fmt.Errorf("follow: database %s in %s: no replica named %q to follow", db.Path, path, db.Follower.Replica)
+			}
+			client, err := replicaclient.New(ctx, r, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
+			if err != nil {
+				return nil, "", nil, err
+			}
+			p := db.Follower.PollInterval
+			if poll != 0 {
+				p = poll
+			}
+			targets = append(targets, followTarget{cfg: follower.Config{Path: db.Path, Name: db.Name(), Client: client, PollInterval: p}})
+		}
+		if len(targets) == 0 {
+			return nil, "", nil, fmt.Errorf("follow: no database in %s has a follower: section; add one, or give REPLICA_URL LOCAL_DB_PATH", path)
+		}
+		return targets, cfg.Addr, log, nil
+	default:
+		return nil, "", nil, fmt.Errorf("follow: give REPLICA_URL LOCAL_DB_PATH, or no arguments to use the config (got %d arguments)", c.NArg())
+	}
+}

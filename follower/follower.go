@@ -1,0 +1,584 @@
+// Package follower keeps a live, read-only, verified copy of a replicated
+// SQLite database: it polls the replica store for the next LTX file, checks
+// it, applies it in one write transaction through sqlite_dbpage, proves the
+// result by checksum and records the position. Applications open the local
+// file read-only and always see a transaction-consistent state.
+package follower
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/superfly/ltx"
+	"github.com/understudy-db/understudy/config"
+	"github.com/understudy-db/understudy/internal/restore"
+	"github.com/understudy-db/understudy/internal/storage"
+)
+
+// Defaults of Config.
+const (
+	DefaultPollInterval       = config.DefaultPollInterval
+	DefaultCheckpointInterval = time.Second
+	// DefaultHeadCheckInterval is how often an idle follower lists the
+	// store to make sure the next L0 file was not compacted away while it
+	// was not looking. Listing also happens at start and after errors; a
+	// running follower cannot otherwise miss an L0 file, which lives for the
+	// primary's l0-retention (minutes).
+	DefaultHeadCheckInterval = 5 * time.Minute
+	// DefaultMaxBackoff caps the wait between retries of a failing store.
+	DefaultMaxBackoff = 30 * time.Second
+)
+
+// Follower states in Status.State.
+const (
+	StateStarting      = "starting"
+	StateBootstrapping = "bootstrapping"
+	StateFollowing     = "following"
+	StateStopped       = "stopped"
+)
+
+// BootstrapResult is the position of a freshly restored database.
+type BootstrapResult struct {
+	TXID     ltx.TXID
+	Checksum ltx.Checksum // dbsum of the restored file; 0 if unknown
+}
+
+// Bootstrapper materialises the replica's newest state as a new database
+// file at path (which does not exist). It returns an error wrapping
+// restore.ErrEmptyReplica when there is nothing to restore yet.
+type Bootstrapper func(ctx context.Context, client storage.Client, path string) (BootstrapResult, error)
+
+// RestoreBootstrap bootstraps with internal/restore (verified, written to a
+// temp file and renamed).
+func RestoreBootstrap(logger hclog.Logger) Bootstrapper {
+	return func(ctx context.Context, client storage.Client, path string) (BootstrapResult, error) {
+		res, err := restore.Restore(ctx, client, restore.Options{OutputPath: path, Logger: logger, IntegrityCheck: restore.IntegrityQuick})
+		if err != nil {
+			return BootstrapResult{}, err
+		}
+		return BootstrapResult{TXID: res.TXID, Checksum: res.PostApplyChecksum}, nil
+	}
+}
+
+// Config configures a Follower.
+type Config struct {
+	Path   string         // local database path
+	Name   string         // name in logs and metrics (default: the path's base name)
+	Client storage.Client // the replica store to follow
+
+	Bootstrap          Bootstrapper  // default RestoreBootstrap
+	PollInterval       time.Duration // default DefaultPollInterval, at least config.MinPollInterval
+	CheckpointInterval time.Duration // default DefaultCheckpointInterval
+	HeadCheckInterval  time.Duration // default DefaultHeadCheckInterval
+	MaxBackoff         time.Duration // default DefaultMaxBackoff
+
+	Logger  hclog.Logger
+	Metrics *Metrics         // optional
+	Now     func() time.Time // clock for lag and timestamps (default time.Now)
+}
+
+// Status is a follower's state for /status, logs and tests.
+type Status struct {
+	Role       string       `json:"role"`
+	DB         string       `json:"db"`
+	Name       string       `json:"name"`
+	Replica    string       `json:"replica"`
+	State      string       `json:"state"`
+	Ready      bool         `json:"ready"`
+	Healthy    bool         `json:"healthy"`
+	TXID       ltx.TXID     `json:"txid"`
+	Checksum   ltx.Checksum `json:"checksum"`
+	PageCount  uint32       `json:"page_count"`
+	HeadTXID   ltx.TXID     `json:"head_txid"`
+	CaughtUp   bool         `json:"caught_up"`
+	LagSeconds float64      `json:"lag_seconds"`
+	LagTXIDs   uint64       `json:"lag_txids"`
+	LastApply  *time.Time   `json:"last_apply,omitempty"`
+	LastCommit *time.Time   `json:"last_commit,omitempty"` // primary's commit time of the last applied file
+	LastPoll   *time.Time   `json:"last_poll,omitempty"`
+	// ApplyDelaySeconds is how long after its commit on the primary the
+	// last applied file became visible here.
+	ApplyDelaySeconds float64 `json:"apply_delay_seconds"`
+	Applied           uint64  `json:"applied_files"`
+	MovedAside        string  `json:"moved_aside,omitempty"`
+	Error             string  `json:"error,omitempty"`
+}
+
+// Follower follows one database. Create it with New and call Run.
+type Follower struct {
+	cfg Config
+	log hclog.Logger
+
+	mu      sync.Mutex
+	st      Status
+	changed chan struct{} // closed and replaced on every status change
+}
+
+// New validates cfg and returns a follower.
+func New(cfg Config) (*Follower, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("follower: no local database path")
+	}
+	if !filepath.IsAbs(cfg.Path) {
+		abs, err := filepath.Abs(cfg.Path)
+		if err != nil {
+			return nil, fmt.Errorf("follower: %s: %w", cfg.Path, err)
+		}
+		cfg.Path = abs
+	}
+	if cfg.Client == nil {
+		return nil, fmt.Errorf("follower %s: no replica store", cfg.Path)
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.PollInterval < config.MinPollInterval {
+		return nil, fmt.Errorf("follower %s: poll interval %s is below the minimum %s", cfg.Path, cfg.PollInterval, config.MinPollInterval)
+	}
+	if cfg.CheckpointInterval <= 0 {
+		cfg.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if cfg.HeadCheckInterval <= 0 {
+		cfg.HeadCheckInterval = DefaultHeadCheckInterval
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = DefaultMaxBackoff
+	}
+	if cfg.Name == "" {
+		cfg.Name = filepath.Base(cfg.Path)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Bootstrap == nil {
+		cfg.Bootstrap = RestoreBootstrap(cfg.Logger.Named("restore"))
+	}
+	f := &Follower{cfg: cfg, log: cfg.Logger.With("db", cfg.Name), changed: make(chan struct{})}
+	f.st = Status{Role: "follower", DB: cfg.Path, Name: cfg.Name, Replica: cfg.Client.Type(), State: StateStarting, Healthy: true}
+	if m := cfg.Metrics; m != nil {
+		m.Healthy.WithLabelValues(cfg.Name).Set(1)
+	}
+	return f, nil
+}
+
+// Name is the database's name in logs and metrics.
+func (f *Follower) Name() string { return f.cfg.Name }
+
+// Status returns the current status, with lag computed now.
+func (f *Follower) Status() Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.statusLocked()
+}
+
+func (f *Follower) statusLocked() Status {
+	st := f.st
+	var lastCommit time.Time
+	if st.LastCommit != nil {
+		lastCommit = *st.LastCommit
+	}
+	lag, txids := lagOf(f.cfg.Now(), st.CaughtUp, lastCommit, st.HeadTXID, st.TXID)
+	st.LagSeconds, st.LagTXIDs = lag.Seconds(), txids
+	return st
+}
+
+// Wait blocks until cond holds for the status, or ctx ends.
+func (f *Follower) Wait(ctx context.Context, cond func(Status) bool) (Status, error) {
+	for {
+		f.mu.Lock()
+		st, ch := f.statusLocked(), f.changed
+		f.mu.Unlock()
+		if cond(st) {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+func (f *Follower) update(fn func(st *Status)) {
+	f.mu.Lock()
+	fn(&f.st)
+	close(f.changed)
+	f.changed = make(chan struct{})
+	st := f.statusLocked()
+	f.mu.Unlock()
+	if m := f.cfg.Metrics; m != nil {
+		m.TXID.WithLabelValues(f.cfg.Name).Set(float64(st.TXID))
+		m.LagSeconds.WithLabelValues(f.cfg.Name).Set(st.LagSeconds)
+		m.LagTXIDs.WithLabelValues(f.cfg.Name).Set(float64(st.LagTXIDs))
+		h := 0.0
+		if st.Healthy {
+			h = 1
+		}
+		m.Healthy.WithLabelValues(f.cfg.Name).Set(h)
+	}
+}
+
+func (f *Follower) request(typ, result string) {
+	if m := f.cfg.Metrics; m != nil {
+		m.Requests.WithLabelValues(f.cfg.Name, typ, result).Inc()
+	}
+}
+
+// Run follows until ctx ends. It starts from the local database (resumed
+// after its checksum is verified, or moved aside and bootstrapped again when
+// it does not match) and then applies every new file. When something does
+// not verify it stops applying, marks itself unhealthy and waits for ctx:
+// the local database stays at its last good state and keeps serving reads.
+// It returns that error, or nil when ctx ended first, or an error from
+// start-up that retrying cannot fix (no sqlite_dbpage).
+func (f *Follower) Run(ctx context.Context) error {
+	if err := CheckDBPage(ctx); err != nil {
+		return err
+	}
+	a, err := f.start(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return f.stop(ctx, err)
+	}
+	defer a.Close()
+
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f.checkpointLoop(fctx, a, cancel)
+	}()
+	err = f.follow(fctx, a)
+	if err == nil && ctx.Err() == nil {
+		err = context.Cause(fctx) // the checkpointer stopped us
+	}
+	cancel(nil)
+	wg.Wait()
+	if ctx.Err() != nil && err == nil {
+		return nil
+	}
+	return f.stop(ctx, err)
+}
+
+// stop records a fatal error and waits for ctx: the process stays up to
+// report it on /healthz and /status while the database keeps serving reads.
+func (f *Follower) stop(ctx context.Context, err error) error {
+	f.log.Error("follower stopped applying; the local database stays at its last good state and keeps serving reads", "error", err)
+	f.update(func(st *Status) {
+		st.State, st.Healthy, st.Ready, st.Error = StateStopped, false, false, err.Error()
+	})
+	<-ctx.Done()
+	return err
+}
+
+// start opens the local database, moving it aside and bootstrapping when it
+// is missing or cannot be resumed. Transient failures are retried.
+func (f *Follower) start(ctx context.Context) (*Applier, error) {
+	path := f.cfg.Path
+	for attempt := 1; ; attempt++ {
+		a, err := f.open(ctx, path)
+		if err == nil {
+			pos := a.Position()
+			f.update(func(st *Status) {
+				st.State, st.Ready, st.Healthy, st.Error = StateFollowing, true, true, ""
+				st.TXID, st.Checksum, st.PageCount = pos.TXID, pos.Checksum, a.PageCount()
+			})
+			return a, nil
+		}
+		if errors.Is(err, ErrNoDBPage) || ctx.Err() != nil {
+			return nil, err
+		}
+		var ve *VerifyError
+		if errors.As(err, &ve) {
+			return nil, err
+		}
+		wait := backoff(f.cfg.PollInterval, attempt, f.cfg.MaxBackoff)
+		if errors.Is(err, restore.ErrEmptyReplica) {
+			f.log.Info("the replica holds no files yet; waiting for the primary's first upload", "retry_in", wait)
+		} else {
+			f.log.Warn("cannot start following; will retry", "error", err, "retry_in", wait)
+		}
+		f.update(func(st *Status) { st.Error = err.Error() })
+		if !sleep(ctx, wait) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (f *Follower) open(ctx context.Context, path string) (*Applier, error) {
+	if _, err := os.Stat(path); err == nil {
+		a, err := OpenApplier(ctx, path, f.log)
+		var me *MismatchError
+		if !errors.As(err, &me) {
+			if err == nil {
+				pos := a.Position()
+				f.log.Info("resuming from the local database", "path", path, "txid", pos.TXID.String(), "checksum", pos.Checksum.String())
+			}
+			return a, err
+		}
+		aside, merr := moveAside(path, "mismatch", f.cfg.Now())
+		if merr != nil {
+			return nil, fmt.Errorf("%v; and it could not be moved aside: %w", err, merr)
+		}
+		f.log.Warn("local database does not match its recorded position; kept aside, bootstrapping a fresh copy",
+			"reason", me.Reason, "moved_to", aside)
+		f.update(func(st *Status) { st.MovedAside = aside })
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("stat local database: %w", err)
+	} else if aside, err := moveAside(path, "orphan", f.cfg.Now()); err != nil {
+		// A -wal beside a missing database would be replayed into the new one.
+		return nil, err
+	} else if aside != "" {
+		f.log.Warn("moved leftover -wal/-shm/position files of a missing database aside", "moved_to", aside)
+	}
+
+	f.update(func(st *Status) { st.State = StateBootstrapping })
+	f.log.Info("bootstrapping the local database from the replica", "path", path)
+	start := time.Now()
+	res, err := f.cfg.Bootstrap(ctx, f.cfg.Client, path)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap %s: %w", path, err)
+	}
+	a, err := InitApplier(ctx, path, res.TXID, res.Checksum, f.log)
+	if err != nil {
+		// Keep the bad copy for inspection, out of the way of the next try.
+		if aside, merr := moveAside(path, "bootstrap-failed", f.cfg.Now()); merr == nil && aside != "" {
+			f.log.Warn("bootstrapped database kept aside", "moved_to", aside)
+		}
+		return nil, err
+	}
+	f.log.Info("bootstrapped", "txid", res.TXID.String(), "pages", a.PageCount(), "elapsed", time.Since(start))
+	return a, nil
+}
+
+// follow is the poll loop. Steady state: one GET for the next L0 file per
+// poll, no LIST. Listings happen at start, after failures, and every
+// HeadCheckInterval while idle, to find a way forward when the next L0 file
+// is gone (compacted into a higher level).
+func (f *Follower) follow(ctx context.Context, a *Applier) error {
+	needCheck := true
+	var lastCheck time.Time
+	failures := 0
+	for ctx.Err() == nil {
+		pos := a.Position()
+		var obj *storage.Object
+		var err error
+		planned := false
+		if needCheck {
+			var d CatchUp
+			d, err = f.planCatchUp(ctx, pos.TXID)
+			if err == nil {
+				needCheck, lastCheck = false, time.Now()
+				f.update(func(st *Status) {
+					if d.Head > st.HeadTXID {
+						st.HeadTXID = d.Head
+					}
+				})
+				switch {
+				case d.Gap:
+					return &VerifyError{Local: pos, Err: fmt.Errorf(
+						"gap in the history: the store has TXIDs up to %s but no file that contains the next TXID %s", d.Head, pos.TXID+1)}
+				case d.Apply && d.File.Level == storage.LevelL0:
+					// The next L0 file exists after all: the GET below takes it.
+				case d.Apply:
+					obj, err = f.cfg.Client.Open(ctx, d.File.Level, d.File.MinTXID, d.File.MaxTXID, 0, -1)
+					f.request("get", result(err))
+					planned = true
+					if err == nil {
+						f.log.Info("catching up from a compacted level", "object", objectName(d.File.Level, d.File.MinTXID, d.File.MaxTXID), "local", pos.TXID.String())
+					}
+				}
+			}
+		}
+		if err == nil && obj == nil {
+			next := pos.TXID + 1
+			obj, err = f.cfg.Client.Open(ctx, storage.LevelL0, next, next, 0, -1)
+			f.request("get", result(err))
+			if errors.Is(err, storage.ErrNotFound) {
+				now := f.cfg.Now()
+				failures = 0
+				f.update(func(st *Status) {
+					st.CaughtUp, st.LastPoll, st.HeadTXID, st.Error = true, &now, pos.TXID, ""
+				})
+				if time.Since(lastCheck) >= f.cfg.HeadCheckInterval {
+					needCheck = true
+				}
+				sleep(ctx, f.cfg.PollInterval)
+				continue
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			failures++
+			needCheck = true
+			wait := backoff(f.cfg.PollInterval, failures, f.cfg.MaxBackoff)
+			f.log.Warn("replica store request failed; will retry", "error", err, "retry_in", wait)
+			f.update(func(st *Status) { st.Error = err.Error() })
+			sleep(ctx, wait)
+			continue
+		}
+
+		info := obj.Info
+		name := objectName(info.Level, info.MinTXID, info.MaxTXID)
+		if info.Metadata == nil {
+			f.log.Debug("object carries no database checksums; verifying by file checksum only", "object", name)
+		}
+		res, err := a.Apply(ctx, name, obj, info.Metadata)
+		obj.Close()
+		var ve *VerifyError
+		if errors.As(err, &ve) {
+			return err
+		} else if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			failures++
+			needCheck = true
+			wait := backoff(f.cfg.PollInterval, failures, f.cfg.MaxBackoff)
+			f.log.Warn("apply failed; will retry", "object", name, "error", err, "retry_in", wait)
+			f.update(func(st *Status) { st.Error = err.Error() })
+			sleep(ctx, wait)
+			continue
+		}
+		failures = 0
+		f.applied(a, res)
+		// After a file found by listing, list again: the next L0 file may be
+		// gone too, and a GET that misses would look like being caught up.
+		needCheck = planned
+	}
+	return nil
+}
+
+func (f *Follower) applied(a *Applier, res ApplyResult) {
+	now := f.cfg.Now()
+	commit := res.CommitTime
+	if m := f.cfg.Metrics; m != nil {
+		m.ApplyDuration.WithLabelValues(f.cfg.Name).Observe(res.ApplyTime.Seconds())
+		m.AppliedFiles.WithLabelValues(f.cfg.Name).Inc()
+		m.AppliedPages.WithLabelValues(f.cfg.Name).Add(float64(res.Pages))
+	}
+	lvl := hclog.Debug
+	if res.FullImage || res.MaxTXID != res.MinTXID {
+		lvl = hclog.Info
+	}
+	f.log.Log(lvl, "applied", "object", res.Object, "txid", res.Pos.TXID.String(), "pages", res.Pages,
+		"commit", res.Commit, "full_image", res.FullImage, "elapsed", res.ApplyTime)
+	f.update(func(st *Status) {
+		st.TXID, st.Checksum, st.PageCount = res.Pos.TXID, res.Pos.Checksum, res.Commit
+		if st.HeadTXID < res.Pos.TXID {
+			st.HeadTXID = res.Pos.TXID
+		}
+		st.CaughtUp = false
+		st.LastApply, st.LastCommit = &now, &commit
+		st.ApplyDelaySeconds = now.Sub(commit).Seconds()
+		st.Applied++
+		st.Error = ""
+	})
+}
+
+// planCatchUp lists the levels and decides where to go from txid.
+func (f *Follower) planCatchUp(ctx context.Context, txid ltx.TXID) (CatchUp, error) {
+	var listings []Listing
+	for _, level := range catchUpLevels {
+		seek := ltx.TXID(0)
+		if level == storage.LevelL0 {
+			seek = txid + 1 // L0 files hold one TXID each
+		}
+		files, err := listLevel(ctx, f.cfg.Client, level, seek)
+		f.request("list", result(err))
+		if err != nil {
+			return CatchUp{}, err
+		}
+		listings = append(listings, Listing{Level: level, Files: files})
+	}
+	return planCatchUp(txid, listings), nil
+}
+
+func listLevel(ctx context.Context, c storage.Client, level int, seek ltx.TXID) ([]storage.FileInfo, error) {
+	it, err := c.List(ctx, level, seek)
+	if err != nil {
+		return nil, fmt.Errorf("list level %d: %w", level, err)
+	}
+	defer it.Close()
+	var files []storage.FileInfo
+	for it.Next() {
+		files = append(files, it.Item())
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list level %d: %w", level, err)
+	}
+	return files, nil
+}
+
+// checkpointLoop checkpoints the local database every CheckpointInterval.
+// A checkpoint that finds the database damaged stops the follower.
+func (f *Follower) checkpointLoop(ctx context.Context, a *Applier, stop context.CancelCauseFunc) {
+	t := time.NewTicker(f.cfg.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		res, err := a.Checkpoint(ctx)
+		r := "ok"
+		switch {
+		case err != nil:
+			r = "error"
+		case res.Busy:
+			r = "busy"
+		}
+		if m := f.cfg.Metrics; m != nil {
+			m.Checkpoints.WithLabelValues(f.cfg.Name, r).Inc()
+			if err == nil {
+				m.WALFrames.WithLabelValues(f.cfg.Name).Set(float64(res.Log))
+			}
+		}
+		var ve *VerifyError
+		if errors.As(err, &ve) {
+			stop(err)
+			return
+		} else if err != nil && ctx.Err() == nil {
+			f.log.Warn("checkpoint failed", "error", err)
+		}
+	}
+}
+
+func result(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, storage.ErrNotFound):
+		return "not_found"
+	}
+	return "error"
+}
+
+// sleep waits d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

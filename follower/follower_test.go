@@ -1,0 +1,500 @@
+package follower
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/rand"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/superfly/ltx"
+	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/storage/file"
+)
+
+// testPrimary plays the primary for loop tests: a source database whose
+// changes are uploaded as L0 files to a real file store, a level-9 snapshot
+// at TXID 1, and compactions on demand.
+type testPrimary struct {
+	t      *testing.T
+	src    *source
+	store  *file.Client
+	states map[ltx.TXID][][]byte // database pages as of each TXID
+	pgnos  map[ltx.TXID][]uint32 // pages each L0 file wrote
+}
+
+func newTestPrimary(t *testing.T, dir string) *testPrimary {
+	t.Helper()
+	src := newSource(t, dir)
+	store, err := file.New(filepath.Join(dir, "replica"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &testPrimary{t: t, src: src, store: store, states: map[ltx.TXID][][]byte{1: src.pages}, pgnos: map[ltx.TXID][]uint32{}}
+	var all []uint32
+	for i := range src.pages {
+		all = append(all, uint32(i+1))
+	}
+	data := encodeLTX(t, src.pageSize, uint32(len(src.pages)), 1, 1, src.now, all, func(pg uint32) []byte { return src.pages[pg-1] })
+	p.put(storage.SnapshotLevel, 1, 1, data, storage.Metadata{Node: "test", CommitTime: src.now, PostApplyChecksum: src.sum})
+	return p
+}
+
+func (p *testPrimary) put(level int, minTXID, maxTXID ltx.TXID, data []byte, md storage.Metadata) {
+	p.t.Helper()
+	if _, err := p.store.Create(context.Background(), level, minTXID, maxTXID, bytes.NewReader(data), md); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// commit runs change on the source and ships the result as the next L0
+// file; corrupt, if set, may damage the file's bytes first.
+func (p *testPrimary) commit(change func(s *source), corrupt func([]byte)) ltxFile {
+	p.t.Helper()
+	prev := p.src.pages
+	change(p.src)
+	f := p.src.next()
+	for i, pg := range p.src.pages {
+		if i >= len(prev) || !bytes.Equal(pg, prev[i]) {
+			p.pgnos[f.maxTXID] = append(p.pgnos[f.maxTXID], uint32(i+1))
+		}
+	}
+	p.states[f.maxTXID] = p.src.pages
+	if corrupt != nil {
+		f.data = append([]byte(nil), f.data...)
+		corrupt(f.data)
+	}
+	p.put(storage.LevelL0, f.minTXID, f.maxTXID, f.data, f.md)
+	return f
+}
+
+func (p *testPrimary) transfers(n int, rng *rand.Rand) {
+	for i := 0; i < n; i++ {
+		p.commit(func(s *source) { s.transfer(rng) }, nil)
+	}
+}
+
+// compact writes files minTXID..maxTXID as one file at level (every page any
+// of them wrote, as of maxTXID) and deletes those L0 files.
+func (p *testPrimary) compact(level int, minTXID, maxTXID ltx.TXID) {
+	p.t.Helper()
+	final := p.states[maxTXID]
+	seen := map[uint32]bool{}
+	var pgnos []uint32
+	for x := minTXID; x <= maxTXID; x++ {
+		for _, pg := range p.pgnos[x] {
+			if !seen[pg] && int(pg) <= len(final) {
+				seen[pg] = true
+				pgnos = append(pgnos, pg)
+			}
+		}
+	}
+	sortU32(pgnos)
+	data := encodeLTX(p.t, p.src.pageSize, uint32(len(final)), minTXID, maxTXID, p.src.now, pgnos, func(pg uint32) []byte { return final[pg-1] })
+	p.put(level, minTXID, maxTXID, data, storage.Metadata{
+		Node: "test", CommitTime: p.src.now, PreApplyChecksum: sumPages(p.states[minTXID-1]), PostApplyChecksum: sumPages(final),
+	})
+	var del []storage.FileInfo
+	for x := minTXID; x <= maxTXID; x++ {
+		del = append(del, storage.FileInfo{Level: storage.LevelL0, MinTXID: x, MaxTXID: x})
+	}
+	if err := p.store.Delete(context.Background(), del); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func sortU32(a []uint32) {
+	for i := 1; i < len(a); i++ {
+		for j := i; j > 0 && a[j] < a[j-1]; j-- {
+			a[j], a[j-1] = a[j-1], a[j]
+		}
+	}
+}
+
+// countingClient counts requests to the store by kind.
+type countingClient struct {
+	storage.Client
+	opens, lists atomic.Int64
+}
+
+func (c *countingClient) Open(ctx context.Context, level int, minTXID, maxTXID ltx.TXID, offset, size int64) (*storage.Object, error) {
+	c.opens.Add(1)
+	return c.Client.Open(ctx, level, minTXID, maxTXID, offset, size)
+}
+
+func (c *countingClient) List(ctx context.Context, level int, seek ltx.TXID) (storage.Iterator, error) {
+	c.lists.Add(1)
+	return c.Client.List(ctx, level, seek)
+}
+
+// runningFollower is a follower running in the background of a test.
+type runningFollower struct {
+	f          *Follower
+	client     *countingClient
+	bootstraps *atomic.Int64
+	cancel     context.CancelFunc
+	done       chan error
+	reg        *prometheus.Registry
+}
+
+func startFollower(t *testing.T, p *testPrimary, path string) *runningFollower {
+	t.Helper()
+	client := &countingClient{Client: p.store}
+	boots := &atomic.Int64{}
+	reg := prometheus.NewRegistry()
+	boot := RestoreBootstrap(nil)
+	f, err := New(Config{
+		Path: path, Client: client, PollInterval: 50 * time.Millisecond, CheckpointInterval: 100 * time.Millisecond,
+		Metrics: NewMetrics(reg),
+		Logger:  hclog.New(&hclog.LoggerOptions{Level: hclog.Info, Output: testWriter{t}}),
+		Bootstrap: func(ctx context.Context, c storage.Client, path string) (BootstrapResult, error) {
+			boots.Add(1)
+			return boot(ctx, c, path)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rf := &runningFollower{f: f, client: client, bootstraps: boots, cancel: cancel, done: make(chan error, 1), reg: reg}
+	go func() { rf.done <- f.Run(ctx) }()
+	t.Cleanup(func() { rf.stop() })
+	return rf
+}
+
+func (rf *runningFollower) stop() error {
+	if rf.cancel == nil {
+		return nil
+	}
+	rf.cancel()
+	rf.cancel = nil
+	return <-rf.done
+}
+
+// waitTXID waits until the follower has applied txid (or stopped).
+func (rf *runningFollower) waitTXID(t *testing.T, txid ltx.TXID) Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := rf.f.Wait(ctx, func(st Status) bool { return st.TXID >= txid || st.State == StateStopped })
+	if err != nil {
+		t.Fatalf("follower did not reach TXID %s: %+v", txid, st)
+	}
+	if st.State == StateStopped {
+		t.Fatalf("follower stopped: %s", st.Error)
+	}
+	return st
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// TestFollowLive: bootstrap by restore, then follow a primary that keeps
+// writing (transfers, schema changes, shrinking VACUUM, big growth) while
+// three readers check the invariant; the follower ends identical to the
+// source, and an idle follower only GETs.
+func TestFollowLive(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPrimary(t, dir)
+	rng := rand.New(rand.NewSource(2))
+	p.transfers(5, rng)
+	path := filepath.Join(dir, "follower.db")
+	rf := startFollower(t, p, path)
+	rf.waitTXID(t, p.src.txid)
+
+	var reads, bad atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := readLoop(path, stop, &reads, &bad); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	for i := 0; i < 60; i++ {
+		switch i % 15 {
+		case 3:
+			p.commit(func(s *source) { s.exec(`INSERT INTO blobs (b) VALUES (randomblob(150000))`) }, nil)
+		case 7:
+			p.commit(func(s *source) {
+				s.exec(`CREATE TABLE IF NOT EXISTS extra (a)`)
+				s.exec(`CREATE INDEX IF NOT EXISTS extra_a ON extra (a)`)
+			}, nil)
+		case 11:
+			p.commit(func(s *source) { s.exec(`DELETE FROM blobs`); s.exec(`DROP TABLE IF EXISTS extra`); s.exec(`VACUUM`) }, nil)
+		default:
+			p.transfers(1, rng)
+		}
+		if i%10 == 0 {
+			rf.waitTXID(t, p.src.txid) // let readers see intermediate states
+		}
+	}
+	rf.waitTXID(t, p.src.txid)
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("reader error: %v", err)
+	}
+	if bad.Load() != 0 || reads.Load() == 0 {
+		t.Fatalf("%d inconsistent reads of %d", bad.Load(), reads.Load())
+	}
+	st := rf.f.Status()
+	if st.Checksum != p.src.sum || rf.bootstraps.Load() != 1 {
+		t.Fatalf("status %+v, source checksum %s, %d bootstraps", st, p.src.sum, rf.bootstraps.Load())
+	}
+	assertSame(t, p.src, path)
+
+	// Idle: polls are GETs only.
+	lists, opens := rf.client.lists.Load(), rf.client.opens.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := rf.f.Wait(ctx, func(Status) bool { return rf.client.opens.Load() >= opens+5 }); err != nil {
+		t.Fatal(err)
+	}
+	if got := rf.client.lists.Load(); got != lists {
+		t.Fatalf("idle follower listed the store %d times", got-lists)
+	}
+	t.Logf("%d read transactions, 0 inconsistent; %d GETs and %d LISTs in all", reads.Load(), rf.client.opens.Load(), rf.client.lists.Load())
+}
+
+// TestFollowRestartResumes: a follower stopped mid-stream resumes from its
+// recorded position without a new bootstrap.
+func TestFollowRestartResumes(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPrimary(t, dir)
+	rng := rand.New(rand.NewSource(3))
+	p.transfers(3, rng)
+	path := filepath.Join(dir, "follower.db")
+	rf := startFollower(t, p, path)
+	rf.waitTXID(t, p.src.txid)
+	p.transfers(20, rng)
+	rf.waitTXID(t, p.src.txid-10)
+	rf.stop()
+
+	p.transfers(5, rng)
+	rf2 := startFollower(t, p, path)
+	rf2.waitTXID(t, p.src.txid)
+	if n := rf2.bootstraps.Load(); n != 0 {
+		t.Fatalf("restart bootstrapped %d times", n)
+	}
+	assertSame(t, p.src, path)
+}
+
+// TestFollowTamperedLocal: a local database changed while the follower was
+// down is kept aside (with its WAL) and a fresh copy is bootstrapped.
+func TestFollowTamperedLocal(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPrimary(t, dir)
+	rng := rand.New(rand.NewSource(4))
+	p.transfers(3, rng)
+	path := filepath.Join(dir, "follower.db")
+	rf := startFollower(t, p, path)
+	rf.waitTXID(t, p.src.txid)
+	rf.stop()
+
+	db, err := sql.Open("sqlite3", dsn(path, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE accounts SET balance = 12345 WHERE id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	p.transfers(2, rng)
+	rf2 := startFollower(t, p, path)
+	st := rf2.waitTXID(t, p.src.txid)
+	if st.MovedAside == "" || rf2.bootstraps.Load() != 1 {
+		t.Fatalf("tampered file not moved aside and re-bootstrapped: %+v", st)
+	}
+	var bal int
+	adb, err := sql.Open("sqlite3", ReadOnlyDSN(st.MovedAside))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adb.Close()
+	if err := adb.QueryRow(`SELECT balance FROM accounts WHERE id = 1`).Scan(&bal); err != nil || bal != 12345 {
+		t.Fatalf("kept-aside copy lost the local change: %d, %v", bal, err)
+	}
+	assertSame(t, p.src, path)
+}
+
+// TestFollowCorruptObject: a corrupt object stops the follower with an error
+// naming it, health turns unhealthy, and reads of the last good state go on.
+func TestFollowCorruptObject(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPrimary(t, dir)
+	rng := rand.New(rand.NewSource(5))
+	p.transfers(3, rng)
+	path := filepath.Join(dir, "follower.db")
+	rf := startFollower(t, p, path)
+	good := rf.waitTXID(t, p.src.txid)
+	bad := p.commit(func(s *source) { s.transfer(rng) }, func(b []byte) { b[len(b)-30] ^= 0x55 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := rf.f.Wait(ctx, func(st Status) bool { return st.State == StateStopped })
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := objectName(0, bad.minTXID, bad.maxTXID)
+	if !strings.Contains(st.Error, name) || !strings.Contains(st.Error, "corrupt object") || st.Healthy || st.TXID != good.TXID {
+		t.Fatalf("status after corrupt object: %+v", st)
+	}
+	h := Handler(rf.reg, rf.f)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), name) {
+		t.Fatalf("/healthz: %d %s", rec.Code, rec.Body)
+	}
+	var total int
+	db, err := sql.Open("sqlite3", ReadOnlyDSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.QueryRow(`SELECT sum(balance) FROM accounts`).Scan(&total); err != nil || total != testAccounts*testBalance {
+		t.Fatalf("reads after the stop: %d, %v", total, err)
+	}
+	if err := rf.stop(); err == nil || !strings.Contains(err.Error(), name) {
+		t.Fatalf("Run returned %v", err)
+	}
+}
+
+// TestFollowCompacted: a follower that was down while its next L0 files were
+// compacted away catches up from the higher levels (including a compaction
+// that straddles its position), then returns to L0.
+func TestFollowCompacted(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPrimary(t, dir)
+	rng := rand.New(rand.NewSource(6))
+	p.transfers(4, rng)
+	path := filepath.Join(dir, "follower.db")
+	rf := startFollower(t, p, path)
+	at := rf.waitTXID(t, p.src.txid).TXID
+	rf.stop()
+
+	p.transfers(10, rng)
+	p.commit(func(s *source) { s.exec(`INSERT INTO blobs (b) VALUES (randomblob(100000))`) }, nil)
+	p.transfers(10, rng)
+	// L1 straddles the follower's position; L2 covers the rest of L1's span.
+	p.compact(1, at-1, at+6)
+	p.compact(2, at+7, at+18)
+	tail := p.src.txid
+	p.transfers(3, rng)
+
+	rf2 := startFollower(t, p, path)
+	rf2.waitTXID(t, p.src.txid)
+	if rf2.bootstraps.Load() != 0 {
+		t.Fatal("caught up by bootstrapping, not from the levels")
+	}
+	assertSame(t, p.src, path)
+	_ = tail
+}
+
+// TestFollowGap: later L0 files exist but nothing contains the next TXID.
+func TestFollowGap(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPrimary(t, dir)
+	rng := rand.New(rand.NewSource(7))
+	p.transfers(2, rng)
+	path := filepath.Join(dir, "follower.db")
+	rf := startFollower(t, p, path)
+	at := rf.waitTXID(t, p.src.txid).TXID
+	rf.stop()
+	p.transfers(3, rng)
+	if err := p.store.Delete(context.Background(), []storage.FileInfo{{Level: 0, MinTXID: at + 1, MaxTXID: at + 1}}); err != nil {
+		t.Fatal(err)
+	}
+	rf2 := startFollower(t, p, path)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := rf2.f.Wait(ctx, func(st Status) bool { return st.State == StateStopped })
+	if err != nil || !strings.Contains(st.Error, "gap in the history") || st.TXID != at {
+		t.Fatalf("%+v %v", st, err)
+	}
+}
+
+// TestFollowHTTP checks /status, /readyz and /metrics of a running follower.
+func TestFollowHTTP(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPrimary(t, dir)
+	rng := rand.New(rand.NewSource(8))
+	p.transfers(2, rng)
+	rf := startFollower(t, p, filepath.Join(dir, "follower.db"))
+	rf.waitTXID(t, p.src.txid)
+	p.transfers(1, rng)
+	rf.waitTXID(t, p.src.txid)
+	srv := httptest.NewServer(Handler(rf.reg, rf.f))
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/status")
+	var st Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil || code != 200 {
+		t.Fatalf("/status: %d %s %v", code, body, err)
+	}
+	if st.Role != "follower" || st.TXID != p.src.txid || st.Checksum != p.src.sum || !strings.Contains(body, `"lag_seconds"`) {
+		t.Fatalf("/status: %s", body)
+	}
+	if code, body := get("/readyz"); code != 200 {
+		t.Fatalf("/readyz: %d %s", code, body)
+	}
+	if code, body := get("/healthz"); code != 200 {
+		t.Fatalf("/healthz: %d %s", code, body)
+	}
+	_, body = get("/metrics")
+	for _, m := range []string{"understudy_follower_txid", "understudy_follower_lag_seconds", "understudy_follower_apply_duration_seconds", `understudy_follower_store_requests_total{db="follower.db",result="not_found",type="get"}`} {
+		if !strings.Contains(body, m) {
+			t.Fatalf("/metrics lacks %s", m)
+		}
+	}
+}
+
+// TestFollowMissingDBWithLeftovers: a -wal left beside a missing database is
+// moved aside before bootstrapping (SQLite would replay it into the new file).
+func TestFollowMissingDBWithLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPrimary(t, dir)
+	path := filepath.Join(dir, "follower.db")
+	if err := os.WriteFile(path+"-wal", []byte("stale"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rf := startFollower(t, p, path)
+	rf.waitTXID(t, p.src.txid)
+	m, _ := filepath.Glob(path + ".orphan-*-wal")
+	if len(m) != 1 {
+		t.Fatalf("leftover -wal not moved aside: %v", m)
+	}
+}
+
+var _ = errors.New

@@ -1,0 +1,121 @@
+package follower
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/superfly/ltx"
+	"github.com/understudy-db/understudy/internal/storage"
+)
+
+// catchUpLevels are listed, in this order, when the next L0 file is missing.
+// Lower levels first: compaction writes the higher level before retention
+// deletes the lower one, so a file that vanished from a level listed earlier
+// is already in a level listed later, and a listing never shows a false gap.
+var catchUpLevels = []int{storage.LevelL0, 1, 2, 3, storage.SnapshotLevel}
+
+// Listing is one level's files from the store.
+type Listing struct {
+	Level int
+	Files []storage.FileInfo
+}
+
+// CatchUp is the decision planCatchUp takes.
+type CatchUp struct {
+	// File to apply next, when Apply is true.
+	File  storage.FileInfo
+	Apply bool
+	// Head is the highest TXID any listed file reaches.
+	Head ltx.TXID
+	// Gap is set when the store holds later TXIDs but nothing that contains
+	// the next one: the history cannot be followed.
+	Gap bool
+}
+
+// planCatchUp picks what a database at txid applies next, from listings of
+// the levels. A file qualifies if it contains txid+1 (it may start earlier:
+// a compaction that straddles the position; see Applier.Apply). Among L0-L3
+// the one reaching furthest wins (ties: the one starting exactly at txid+1,
+// whose pre-apply checksum can be checked, then the lower level, the smaller
+// file). A snapshot (a full image) is used only when no level holds the next
+// TXID: it is the whole database, the most expensive thing to fetch.
+func planCatchUp(txid ltx.TXID, listings []Listing) CatchUp {
+	var d CatchUp
+	var best *storage.FileInfo
+	var snap *storage.FileInfo
+	next := txid + 1
+	better := func(a, b *storage.FileInfo) bool { // is a better than b
+		if b == nil || a.MaxTXID != b.MaxTXID {
+			return b == nil || a.MaxTXID > b.MaxTXID
+		}
+		if (a.MinTXID == next) != (b.MinTXID == next) {
+			return a.MinTXID == next
+		}
+		return a.Level < b.Level
+	}
+	for _, l := range listings {
+		for i := range l.Files {
+			f := &l.Files[i]
+			if f.MaxTXID > d.Head {
+				d.Head = f.MaxTXID
+			}
+			if f.MaxTXID < next {
+				continue
+			}
+			if l.Level == storage.SnapshotLevel {
+				if snap == nil || f.MaxTXID > snap.MaxTXID {
+					snap = f
+				}
+				continue
+			}
+			if f.MinTXID <= next && better(f, best) {
+				best = f
+			}
+		}
+	}
+	switch {
+	case best != nil:
+		d.File, d.Apply = *best, true
+	case snap != nil:
+		d.File, d.Apply = *snap, true
+	case d.Head > txid:
+		d.Gap = true
+	}
+	return d
+}
+
+// objectName names a store object in logs and errors.
+func objectName(level int, minTXID, maxTXID ltx.TXID) string {
+	return fmt.Sprintf("level %d file %s", level, ltx.FormatFilename(minTXID, maxTXID))
+}
+
+// lagOf is the follower's lag: none when the last poll found nothing newer;
+// otherwise the age of the newest applied commit, and the TXIDs between the
+// position and the highest TXID known to exist.
+func lagOf(now time.Time, caughtUp bool, lastCommit time.Time, head, txid ltx.TXID) (time.Duration, uint64) {
+	if caughtUp {
+		return 0, 0
+	}
+	var secs time.Duration
+	if !lastCommit.IsZero() && now.After(lastCommit) {
+		secs = now.Sub(lastCommit)
+	}
+	var txids uint64
+	if head > txid {
+		txids = uint64(head - txid)
+	}
+	return secs, txids
+}
+
+// backoff is the wait before retry n (from 1) of a failed store request or
+// apply: doubling from the poll interval up to max.
+func backoff(poll time.Duration, n int, max time.Duration) time.Duration {
+	d := poll
+	for i := 1; i < n && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d
+}
