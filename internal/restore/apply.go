@@ -15,24 +15,29 @@ import (
 // different pages rarely meet on a lock; a few hundred are plenty.
 const stripes = 256
 
-// applier writes the pages of a plan's files into one output file in any
-// order while giving the result of applying them in plan order: a page is
-// written by a file only if no later file in the plan has written it yet.
-// Files arrive concurrently, so each page's newest writer is tracked.
+// applier writes the pages of a plan's files into one output file so that
+// the result is that of applying them in plan order, in two phases:
 //
-// Memory stays small however big the database: file 0 (the snapshot, most
-// of the bytes) is tracked with one bit per page; later files, which change
-// few pages, with a map entry per page they write.
+//  1. The files after the snapshot arrive concurrently, page by page. A page
+//     is written by a file only if no later file in the plan has written it
+//     yet; each written page's newest writer is kept in a map (these files
+//     change few pages compared to the database).
+//  2. The snapshot (most of the bytes) streams last, in long runs of
+//     contiguous pages written with one call each, skipping the pages phase 1
+//     wrote. The map is read-only by then, so this phase takes no locks.
 //
 // The database checksum (dbsum) of the result is kept as pages are written,
-// XOR-ing out the checksum of a page's previous content when it is
-// overwritten, so no second pass over the file is needed.
+// so no second pass over the file is needed. Memory is one bit per page plus
+// the map, however big the database.
 type applier struct {
 	f        *os.File
 	pageSize int
 	lockPgno uint32
-	base     []atomic.Uint64 // bit per page written by file 0
+	base     []atomic.Uint64 // bit per page written by the snapshot
 	stripes  [stripes]stripe
+
+	baseMu  sync.Mutex
+	baseSum dbsum.Sum
 }
 
 type stripe struct {
@@ -64,42 +69,46 @@ func (a *applier) baseHas(pgno uint32) bool {
 	return a.base[pgno/64].Load()&(1<<(pgno%64)) != 0
 }
 
-// write applies page pgno with checksum sum from the plan's file idx.
+// write applies page pgno with checksum sum from the plan's file idx >= 1
+// (phase 1).
 func (a *applier) write(idx int, pgno uint32, data []byte, sum ltx.Checksum) error {
 	s := &a.stripes[pgno%stripes]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	off := int64(pgno-1) * int64(a.pageSize)
 	prev, owned := s.owner[pgno]
-	if idx == 0 {
-		if owned {
-			return nil // a later file got there first
-		}
-		if _, err := a.f.WriteAt(data, off); err != nil {
-			return fmt.Errorf("write page %d: %w", pgno, err)
-		}
-		a.base[pgno/64].Or(1 << (pgno % 64))
-		s.sum = s.sum.Add(sum)
-		return nil
-	}
-	switch {
-	case owned && prev.idx > idx:
+	if owned && prev.idx > idx {
 		return nil // a later file got there first
-	case owned:
-		s.sum = s.sum.Add(prev.sum)
-	case a.baseHas(pgno):
-		// Overwriting the snapshot's page: take its checksum out first.
-		old := make([]byte, a.pageSize)
-		if _, err := a.f.ReadAt(old, off); err != nil {
-			return fmt.Errorf("read back page %d: %w", pgno, err)
-		}
-		s.sum = s.sum.Add(dbsum.Page(pgno, old))
 	}
-	if _, err := a.f.WriteAt(data, off); err != nil {
+	if _, err := a.f.WriteAt(data, int64(pgno-1)*int64(a.pageSize)); err != nil {
 		return fmt.Errorf("write page %d: %w", pgno, err)
+	}
+	if owned {
+		s.sum = s.sum.Add(prev.sum)
 	}
 	s.owner[pgno] = pageOwner{idx: idx, sum: sum}
 	s.sum = s.sum.Add(sum)
+	return nil
+}
+
+// ownedLater reports whether phase 1 wrote pgno. Only for phase 2, when no
+// phase-1 writer is left.
+func (a *applier) ownedLater(pgno uint32) bool {
+	_, ok := a.stripes[pgno%stripes].owner[pgno]
+	return ok
+}
+
+// writeBase writes a run of contiguous snapshot pages starting at first
+// (phase 2); sum is the checksum of the run's pages.
+func (a *applier) writeBase(first uint32, data []byte, sum dbsum.Sum) error {
+	if _, err := a.f.WriteAt(data, int64(first-1)*int64(a.pageSize)); err != nil {
+		return fmt.Errorf("write pages %d-%d: %w", first, int(first)+len(data)/a.pageSize-1, err)
+	}
+	for p := first; p < first+uint32(len(data)/a.pageSize); p++ {
+		a.base[p/64].Or(1 << (p % 64))
+	}
+	a.baseMu.Lock()
+	a.baseSum ^= sum
+	a.baseMu.Unlock()
 	return nil
 }
 
@@ -110,7 +119,7 @@ func (a *applier) finish(commit uint32) (ltx.Checksum, error) {
 	if err := a.f.Truncate(int64(commit) * int64(a.pageSize)); err != nil {
 		return 0, fmt.Errorf("size the restored file to %d pages: %w", commit, err)
 	}
-	var sum dbsum.Sum
+	sum := a.baseSum
 	for i := range a.stripes {
 		sum ^= a.stripes[i].sum
 	}

@@ -28,10 +28,16 @@ type fileResult struct {
 	md    *storage.Metadata
 }
 
-// download streams the plan's files from the store with at most parallelism
-// files in flight, decodes them, and hands their pages to page workers that
-// checksum and write them through the applier. Memory is bounded by the
-// buffer pool: a file is never held whole.
+// chunkBytes is the size of the runs of snapshot pages written with one
+// call: big enough that system calls cost nothing next to the copying.
+// (A variable so that tests can make runs of a few pages.)
+var chunkBytes = 1 << 20
+
+// download streams the plan's files from the store, decodes and verifies
+// them, and hands their pages to workers that checksum and write them
+// through the applier, in the applier's two phases: the files after the
+// snapshot (at most parallelism in flight), then the snapshot. Memory is
+// bounded by the buffer pools: a file is never held whole.
 type download struct {
 	client  storage.Client
 	files   []storage.FileInfo
@@ -41,8 +47,6 @@ type download struct {
 	results []fileResult
 
 	pageSize int
-	bufs     chan []byte
-	jobs     chan pageJob
 
 	bytesDone atomic.Int64
 	filesDone atomic.Int64
@@ -52,10 +56,12 @@ type download struct {
 	cancel   context.CancelFunc
 }
 
+// pageJob is a run of n >= 1 decoded pages from first, from file idx.
 type pageJob struct {
-	idx  int
-	pgno uint32
-	buf  []byte
+	idx   int
+	first uint32
+	data  []byte // the pages
+	buf   []byte // the pool buffer data lives in
 }
 
 // pageLimits returns, for each file, the page count below which its pages
@@ -86,69 +92,243 @@ func (d *download) run(ctx context.Context, parallelism int) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	d.cancel = cancel
-
-	workers := runtime.GOMAXPROCS(0)
-	nbufs := 4*workers + 2*parallelism
-	d.bufs = make(chan []byte, nbufs)
-	for i := 0; i < nbufs; i++ {
-		d.bufs <- make([]byte, d.pageSize)
-	}
-	d.jobs = make(chan pageJob, 2*workers)
 	d.results = make([]fileResult, len(d.files))
+	workers := runtime.GOMAXPROCS(0)
 
-	var wwg sync.WaitGroup
-	for i := 0; i < workers; i++ {
-		wwg.Add(1)
-		go func() {
-			defer wwg.Done()
-			d.pageWorker(ctx)
-		}()
-	}
-
-	var fwg sync.WaitGroup
-	sem := make(chan struct{}, parallelism)
-	for i := range d.files {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		fwg.Add(1)
-		go func(i int) {
-			defer fwg.Done()
-			defer func() { <-sem }()
-			if err := d.file(ctx, i); err != nil {
-				d.fail(err)
-				return
+	// Phase 1: the files after the snapshot, page by page.
+	if len(d.files) > 1 {
+		pool := newPool(2*workers+2*parallelism, d.pageSize)
+		jobs := make(chan pageJob, 2*workers)
+		done := d.startWorkers(ctx, workers, jobs, pool, func(j pageJob) error {
+			return d.app.write(j.idx, j.first, j.data, dbsum.Page(j.first, j.data))
+		})
+		var fwg sync.WaitGroup
+		sem := make(chan struct{}, parallelism)
+		for i := 1; i < len(d.files); i++ {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
 			}
-			d.filesDone.Add(1)
-		}(i)
+			if ctx.Err() != nil {
+				break
+			}
+			fwg.Add(1)
+			go func(i int) {
+				defer fwg.Done()
+				defer func() { <-sem }()
+				sink := &pageSink{idx: i, pool: pool, jobs: jobs}
+				if err := d.file(ctx, i, sink); err != nil {
+					d.fail(err)
+				}
+			}(i)
+		}
+		fwg.Wait()
+		close(jobs)
+		done()
+		if d.firstErr != nil {
+			return d.firstErr
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 	}
-	fwg.Wait()
-	close(d.jobs)
-	wwg.Wait()
+
+	// Phase 2: the snapshot, in runs of contiguous pages.
+	chunkPages := chunkBytes / d.pageSize
+	if chunkPages < 1 {
+		chunkPages = 1
+	}
+	pool := newPool(2*workers+1, chunkPages*d.pageSize)
+	jobs := make(chan pageJob, workers)
+	done := d.startWorkers(ctx, workers, jobs, pool, func(j pageJob) error {
+		var sum dbsum.Sum
+		for k := 0; k*d.pageSize < len(j.data); k++ {
+			sum = sum.Add(dbsum.Page(j.first+uint32(k), j.data[k*d.pageSize:(k+1)*d.pageSize]))
+		}
+		return d.app.writeBase(j.first, j.data, sum)
+	})
+	sink := &runSink{pool: pool, jobs: jobs, pageSize: d.pageSize, chunkPages: chunkPages, app: d.app}
+	if err := d.file(ctx, 0, sink); err != nil {
+		d.fail(err)
+	}
+	close(jobs)
+	done()
 	if d.firstErr != nil {
 		return d.firstErr
 	}
 	return ctx.Err()
 }
 
-func (d *download) pageWorker(ctx context.Context) {
-	for job := range d.jobs {
-		if ctx.Err() == nil {
-			sum := dbsum.Page(job.pgno, job.buf)
-			if err := d.app.write(job.idx, job.pgno, job.buf, sum); err != nil {
-				d.fail(fmt.Errorf("restored file: %w", err))
+// startWorkers starts n workers applying jobs; the returned function waits
+// for them after jobs is closed. Every job's buffer goes back to pool.
+func (d *download) startWorkers(ctx context.Context, n int, jobs <-chan pageJob, pool chan []byte, apply func(pageJob) error) (wait func()) {
+	var wg sync.WaitGroup
+	for w := 0; w < n; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				if ctx.Err() == nil {
+					if err := apply(j); err != nil {
+						d.fail(fmt.Errorf("restored file: %w", err))
+					}
+				}
+				pool <- j.buf
 			}
+		}()
+	}
+	return wg.Wait
+}
+
+func newPool(n, size int) chan []byte {
+	pool := make(chan []byte, n)
+	for i := 0; i < n; i++ {
+		pool <- make([]byte, size)
+	}
+	return pool
+}
+
+// sink receives the pages of one file as it is decoded: buffer gives the
+// page-sized slice to decode the next page into; keep or drop says what
+// becomes of it; flush ends the file.
+type sink interface {
+	buffer(ctx context.Context) ([]byte, error)
+	keep(ctx context.Context, pgno uint32) error
+	drop(pgno uint32) bool // reports whether the page is to be skipped anyway
+	flush(ctx context.Context) error
+}
+
+// pageSink sends each page as its own job (phase 1).
+type pageSink struct {
+	idx  int
+	pool chan []byte
+	jobs chan<- pageJob
+	cur  []byte
+}
+
+func (s *pageSink) buffer(ctx context.Context) ([]byte, error) {
+	if s.cur == nil {
+		select {
+		case s.cur = <-s.pool:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		d.bufs <- job.buf
+	}
+	return s.cur, nil
+}
+
+func (s *pageSink) keep(ctx context.Context, pgno uint32) error {
+	select {
+	case s.jobs <- pageJob{idx: s.idx, first: pgno, data: s.cur, buf: s.cur}:
+		s.cur = nil
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
-// file downloads, decodes and verifies the plan's file i.
-func (d *download) file(ctx context.Context, i int) error {
+func (s *pageSink) drop(uint32) bool { return false }
+
+func (s *pageSink) flush(context.Context) error {
+	if s.cur != nil {
+		s.pool <- s.cur
+		s.cur = nil
+	}
+	return nil
+}
+
+// runSink gathers contiguous snapshot pages into runs (phase 2), leaving
+// out the pages a later file wrote in phase 1.
+type runSink struct {
+	pool       chan []byte
+	jobs       chan<- pageJob
+	pageSize   int
+	chunkPages int
+	app        *applier
+
+	cur   []byte
+	first uint32 // page number of the run's first page
+	n     int    // pages in the run; the next page decodes into slot n
+}
+
+func (s *runSink) buffer(ctx context.Context) ([]byte, error) {
+	if s.cur == nil {
+		select {
+		case s.cur = <-s.pool:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		s.n = 0
+	}
+	return s.cur[s.n*s.pageSize : (s.n+1)*s.pageSize], nil
+}
+
+func (s *runSink) drop(pgno uint32) bool { return s.app.ownedLater(pgno) }
+
+func (s *runSink) keep(ctx context.Context, pgno uint32) error {
+	if s.n > 0 && pgno != s.first+uint32(s.n) {
+		// Not contiguous: send the run so far and start a new one with
+		// the page just decoded.
+		old, n := s.cur, s.n
+		s.cur = nil
+		if _, err := s.buffer(ctx); err != nil {
+			s.pool <- old
+			return err
+		}
+		copy(s.cur[:s.pageSize], old[n*s.pageSize:(n+1)*s.pageSize])
+		if err := s.send(ctx, old, n); err != nil {
+			return err
+		}
+	}
+	if s.n == 0 {
+		s.first = pgno
+	}
+	s.n++
+	if s.n == s.chunkPages {
+		buf, n := s.cur, s.n
+		s.cur, s.n = nil, 0
+		return s.send(ctx, buf, n)
+	}
+	return nil
+}
+
+func (s *runSink) send(ctx context.Context, buf []byte, n int) error {
+	select {
+	case s.jobs <- pageJob{first: s.first, data: buf[:n*s.pageSize], buf: buf}:
+		return nil
+	case <-ctx.Done():
+		s.pool <- buf
+		return ctx.Err()
+	}
+}
+
+func (s *runSink) flush(ctx context.Context) error {
+	if s.cur == nil {
+		return nil
+	}
+	buf, n := s.cur, s.n
+	s.cur, s.n = nil, 0
+	if n == 0 {
+		s.pool <- buf
+		return nil
+	}
+	return s.send(ctx, buf, n)
+}
+
+// file downloads, decodes and verifies the plan's file i, handing the pages
+// to apply to sink.
+func (d *download) file(ctx context.Context, i int, sink sink) error {
+	err := d.decodeFile(ctx, i, sink)
+	if ferr := sink.flush(ctx); err == nil {
+		err = ferr
+	}
+	if err == nil {
+		d.filesDone.Add(1)
+	}
+	return err
+}
+
+func (d *download) decodeFile(ctx context.Context, i int, sink sink) error {
 	f := d.files[i]
 	name := FileName(f)
 	obj, err := d.client.Open(ctx, f.Level, f.MinTXID, f.MaxTXID, 0, -1)
@@ -165,8 +345,7 @@ func (d *download) file(ctx context.Context, i int) error {
 		return d.decodeErr(ctx, name, "header", err)
 	}
 	hdr := dec.Header()
-	want := d.headers[i].Header
-	if hdr != want {
+	if hdr != d.headers[i].Header {
 		return fmt.Errorf("%s: %w: header changed between reads (the object was replaced during the restore)", name, ErrCorrupt)
 	}
 	if int(hdr.PageSize) != d.pageSize {
@@ -176,33 +355,24 @@ func (d *download) file(ctx context.Context, i int) error {
 	lockPgno := hdr.LockPgno()
 	var ph ltx.PageHeader
 	for {
-		var buf []byte
-		select {
-		case buf = <-d.bufs:
-		case <-ctx.Done():
-			return ctx.Err()
+		buf, err := sink.buffer(ctx)
+		if err != nil {
+			return err
 		}
-		err := dec.DecodePage(&ph, buf)
+		err = dec.DecodePage(&ph, buf)
 		if err == io.EOF {
-			d.bufs <- buf
 			break
 		} else if err != nil {
-			d.bufs <- buf
 			return d.decodeErr(ctx, name, fmt.Sprintf("page %d", dec.PageN()+1), err)
 		}
 		if ph.Pgno > hdr.Commit {
-			d.bufs <- buf
 			return fmt.Errorf("%s: %w: page %d is beyond the database size of %d pages in its header", name, ErrCorrupt, ph.Pgno, hdr.Commit)
 		}
-		if ph.Pgno == lockPgno || ph.Pgno > limit {
-			d.bufs <- buf
+		if ph.Pgno == lockPgno || ph.Pgno > limit || sink.drop(ph.Pgno) {
 			continue
 		}
-		select {
-		case d.jobs <- pageJob{idx: i, pgno: ph.Pgno, buf: buf}:
-		case <-ctx.Done():
-			d.bufs <- buf
-			return ctx.Err()
+		if err := sink.keep(ctx, ph.Pgno); err != nil {
+			return err
 		}
 	}
 	if err := dec.Close(); err != nil {

@@ -75,6 +75,21 @@ func TestRestoreEveryTXIDAndTime(t *testing.T) {
 	}
 }
 
+// TestRestoreShortRuns restores with snapshot runs of 3 pages, so that runs
+// fill up, break at pages a later file wrote, and restart mid-buffer.
+func TestRestoreShortRuns(t *testing.T) {
+	defer func(n int) { chunkBytes = n }(chunkBytes)
+	chunkBytes = 3 * testPageSize
+	s := buildHistory(t)
+	for _, txid := range []ltx.TXID{1, 9, 11, 12, 15, 18} {
+		out, res, err := restoreTo(t, s.client, Target{TXID: txid}, nil)
+		if err != nil {
+			t.Fatalf("restore TXID %s: %v", txid, err)
+		}
+		assertRestored(t, s, out, res, txid)
+	}
+}
+
 func TestRestoreLatestUsesFewestFiles(t *testing.T) {
 	s := buildHistory(t)
 	plan, err := BuildPlan(context.Background(), s.client, Target{})

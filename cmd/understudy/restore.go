@@ -1,0 +1,180 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/superfly/ltx"
+	"github.com/urfave/cli/v2"
+
+	"github.com/understudy-db/understudy/internal/restore"
+)
+
+func init() {
+	registerCommand(&cli.Command{
+		Name:  "restore",
+		Usage: "restore a database from a replica into a new file, at the newest position or at a TXID or time",
+		Description: "Writes the database into a temp file beside OUT, verifies every file checksum, the chain of\n" +
+			"database checksums and the final checksum, then renames it to OUT. OUT is never overwritten.",
+		ArgsUsage: "(DB_PATH | REPLICA_URL)",
+		Flags: commonFlags(
+			&cli.StringFlag{Name: "o", Aliases: []string{"output"}, Usage: "output `PATH`; must not exist"},
+			&cli.StringFlag{Name: "replica", Usage: "replica `NAME` from the config (default: the one with the newest position)"},
+			&cli.StringFlag{Name: "txid", Usage: "restore to `TXID` (hex, as in `understudy ltx`)"},
+			&cli.StringFlag{Name: "timestamp", Usage: "restore to the newest position at or before `TIME` (RFC 3339)"},
+			&cli.IntFlag{Name: "parallelism", Value: restore.DefaultParallelism, Usage: "files downloaded at once"},
+			&cli.BoolFlag{Name: "if-db-not-exists", Usage: "exit successfully without restoring if OUT exists"},
+			&cli.BoolFlag{Name: "if-replica-exists", Usage: "exit successfully without restoring if the replica holds nothing to restore"},
+			&cli.StringFlag{Name: "integrity-check", Value: string(restore.IntegrityNone), Usage: "SQLite check of the result before the rename: none, quick or full"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan (files per level, bytes) and exit"},
+		),
+		Action: runRestore,
+	})
+}
+
+// parseTXID parses up to 16 hex digits (leading zeros optional).
+func parseTXID(s string) (ltx.TXID, error) {
+	s = strings.TrimPrefix(strings.ToLower(s), "0x")
+	v, err := strconv.ParseUint(s, 16, 64)
+	if err != nil || len(s) > 16 || v == 0 {
+		return 0, fmt.Errorf("invalid TXID %q: give 1 to 16 hex digits, as `understudy ltx` prints them", s)
+	}
+	return ltx.TXID(v), nil
+}
+
+func restoreTarget(c *cli.Context) (restore.Target, error) {
+	var t restore.Target
+	if c.IsSet("txid") && c.IsSet("timestamp") {
+		return t, errors.New("give -txid or -timestamp, not both")
+	}
+	if s := c.String("txid"); s != "" {
+		txid, err := parseTXID(s)
+		if err != nil {
+			return t, err
+		}
+		t.TXID = txid
+	}
+	if s := c.String("timestamp"); s != "" {
+		ts, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return t, fmt.Errorf("invalid -timestamp %q: use RFC 3339, e.g. 2006-01-02T15:04:05Z", s)
+		}
+		t.Timestamp = ts
+	}
+	return t, nil
+}
+
+func runRestore(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return fmt.Errorf("restore: give one DB_PATH or REPLICA_URL (got %d arguments)", c.NArg())
+	}
+	out := c.String("o")
+	dryRun := c.Bool("dry-run")
+	if out == "" && !dryRun {
+		return errors.New("restore: -o OUT is required: the path to write the database to (it must not exist)")
+	}
+	target, err := restoreTarget(c)
+	if err != nil {
+		return err
+	}
+	check, err := restore.ParseIntegrityCheck(c.String("integrity-check"))
+	if err != nil {
+		return err
+	}
+	par := c.Int("parallelism")
+	if par < 1 {
+		return fmt.Errorf("invalid -parallelism %d: use 1 or more", par)
+	}
+	rep, err := openReplicaArg(c, c.Args().First(), c.String("replica"))
+	if err != nil {
+		return err
+	}
+	log := rep.log
+
+	if out != "" && !dryRun {
+		if _, err := os.Lstat(out); err == nil {
+			if c.Bool("if-db-not-exists") {
+				log.Info("database already exists, skipping restore (-if-db-not-exists)", "output", out)
+				return nil
+			}
+			return fmt.Errorf("restore: %s exists; restore never overwrites a database: choose another -o path or remove it", out)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("restore: check %s: %w", out, err)
+		}
+	}
+
+	noBackups := func(err error) bool {
+		return c.Bool("if-replica-exists") && (errors.Is(err, restore.ErrEmptyReplica) || errors.Is(err, restore.ErrNoSnapshot))
+	}
+	if dryRun {
+		plan, err := restore.BuildPlan(c.Context, rep.client, target)
+		if noBackups(err) {
+			log.Info("replica holds nothing to restore, skipping (-if-replica-exists)", "replica", rep.name, "reason", err)
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("restore from %s replica %s: %w", rep.client.Type(), rep.name, err)
+		}
+		return printPlan(c.App.Writer, rep.name, target, plan)
+	}
+
+	res, err := restore.Restore(c.Context, rep.client, restore.Options{
+		OutputPath:     out,
+		Target:         target,
+		Parallelism:    par,
+		IntegrityCheck: check,
+		Logger:         log,
+		Progress:       progressLogger(log),
+	})
+	if noBackups(err) {
+		log.Info("replica holds nothing to restore, skipping (-if-replica-exists)", "replica", rep.name, "reason", err)
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("restore from %s replica %s: %w", rep.client.Type(), rep.name, err)
+	}
+	mbps := float64(res.Bytes) / 1e6 / res.Elapsed.Seconds()
+	log.Info("restore complete", "output", out, "txid", res.TXID, "checksum", res.PostApplyChecksum, "verified", res.Verified,
+		"size", int64(res.PageCount)*int64(res.PageSize), "elapsed", res.Elapsed.Round(time.Millisecond), "download_mb_per_s", fmt.Sprintf("%.1f", mbps))
+	return nil
+}
+
+// progressLogger logs a line per progress report.
+func progressLogger(log hclog.Logger) func(restore.Progress) {
+	return func(p restore.Progress) {
+		log.Info("progress", "files", fmt.Sprintf("%d/%d", p.Files, p.FilesTotal),
+			"bytes", fmt.Sprintf("%d/%d", p.Bytes, p.BytesTotal), "elapsed", p.Elapsed.Round(time.Millisecond))
+	}
+}
+
+func printPlan(w io.Writer, replica string, target restore.Target, plan restore.Plan) error {
+	fmt.Fprintf(w, "replica:  %s\ntarget:   %s\nrestores: TXID %s\nfiles:    %d (%d bytes)\n\n", replica, target, plan.Target, len(plan.Files), plan.Bytes())
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "LEVEL\tFILES\tBYTES")
+	levels := plan.Levels()
+	var keys []int
+	for l := range levels {
+		keys = append(keys, l)
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(keys)))
+	for _, l := range keys {
+		fmt.Fprintf(tw, "%d\t%d\t%d\n", l, levels[l].Files, levels[l].Bytes)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "LEVEL\tMIN_TXID\tMAX_TXID\tSIZE")
+	for _, f := range plan.Files {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\n", f.Level, f.MinTXID, f.MaxTXID, f.Size)
+	}
+	return tw.Flush()
+}
