@@ -25,7 +25,8 @@ const serfHealthCheck = "serfHealth"
 // consulLease is a lock on the KV key <prefix><db>/primary held through a
 // session with Behavior "release". The session is renewed by our own loop (not
 // api.Lock, which can return nil, nil, nor RenewPeriodic, which gives up only
-// after a whole TTL) and a watchdog closes Lost at SafeUntil.
+// after a whole TTL); a watchdog closes Lost at SafeUntil, and a blocking
+// query on the key closes it as soon as the key names another session.
 type consulLease struct {
 	kv       *api.KV // calls bounded by callTimeout
 	sessions *api.Session
@@ -318,9 +319,10 @@ func (c *consulLease) acquireWith(ctx context.Context, session string, sent time
 	c.mu.Lock()
 	c.t = t
 	c.mu.Unlock()
-	t.done.Add(2)
+	t.done.Add(3)
 	go func() { defer t.done.Done(); c.renewLoop(ctx, t) }()
 	go func() { defer t.done.Done(); c.watchdog(ctx, t) }()
+	go func() { defer t.done.Done(); c.watchKey(ctx, t) }()
 	c.logger.Info("lease acquired", "key", c.key, "node", c.node, "token", t.token, "ttl", c.ttl, "safe_window", c.ttl-c.margin)
 	return t.token, true, nil
 }

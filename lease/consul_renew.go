@@ -119,3 +119,34 @@ func (c *consulLease) markLostLocked(t *tenure, reason string) {
 	}
 	c.logger.Error("lease lost: this node must stop acting as primary", "key", c.key, "token", t.token, "reason", reason, "safe_until", t.safeUntil)
 }
+
+// watchKey follows the key with blocking queries and ends the tenure as soon
+// as the key no longer names this tenure's session: a destroyed session
+// (promote -force, a failed health check attached to it) frees the key at
+// once, and only the lock-delay stands between that and a new holder, so
+// waiting for the next renewal to notice would be too slow. Errors are only
+// retried: an unreachable Consul is the watchdog's business.
+func (c *consulLease) watchKey(ctx context.Context, t *tenure) {
+	var index uint64
+	for {
+		pair, meta, err := c.watchKV.Get(c.key, (&api.QueryOptions{WaitIndex: index, WaitTime: DefaultWatchWait}).WithContext(ctx))
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.lost:
+				return
+			case <-time.After(RetryInterval(c.ttl, c.margin)):
+			}
+			continue
+		}
+		if pair == nil || pair.Session != t.session {
+			c.markLost(t, "the lease key no longer names this node's session (session destroyed by promote -force, an operator or a failed health check)")
+			return
+		}
+		index = nextIndex(index, meta.LastIndex)
+	}
+}

@@ -343,6 +343,11 @@ func testBreak(t *testing.T, c *harness.Consul) {
 	a := newConsulLease(t, c.HTTPAddr, "a", config.ConsulLease{})
 	b := newConsulLease(t, c.HTTPAddr, "b", config.ConsulLease{})
 	tokA := mustAcquire(t, ctx, a)
+	lostAt := make(chan time.Time, 1)
+	go func() {
+		<-a.Lost()
+		lostAt <- time.Now()
+	}()
 
 	h, err := lease.Break(ctx, b)
 	if err != nil {
@@ -355,8 +360,16 @@ func testBreak(t *testing.T, c *harness.Consul) {
 	if err != nil || after.Held {
 		t.Errorf("Holder after Break: (%+v, %v), want free", after, err)
 	}
-	waitClosed(t, a.Lost(), 2*lease.DefaultTTL, "a's Lost after its session was destroyed")
 	tokB := mustAcquire(t, ctx, b)
+	acquiredAt := time.Now()
+	select {
+	case at := <-lostAt:
+		if !at.Before(acquiredAt) {
+			t.Errorf("a noticed the break at %v, not before b acquired at %v", at, acquiredAt)
+		}
+	case <-time.After(2 * lease.DefaultTTL):
+		t.Fatal("a's Lost still open after its session was destroyed")
+	}
 	if tokB <= tokA {
 		t.Errorf("token after Break %d is not above the broken holder's %d", tokB, tokA)
 	}
@@ -409,6 +422,7 @@ func testHealthCheck(t *testing.T, c *harness.Consul) {
 	t.Cleanup(func() { _ = raw.Agent().CheckDeregister(checkID) })
 
 	a := newConsulLease(t, c.HTTPAddr, "a", config.ConsulLease{HealthCheck: checkID})
+	b := newConsulLease(t, c.HTTPAddr, "b", config.ConsulLease{})
 	mustAcquire(t, ctx, a)
 	pair, _, err := raw.KV().Get(lease.DefaultKeyPrefix+dbName(t)+"/primary", nil)
 	if err != nil || pair == nil {
@@ -426,9 +440,10 @@ func testHealthCheck(t *testing.T, c *harness.Consul) {
 	if err := raw.Agent().UpdateTTL(checkID, "app down", api.HealthCritical); err != nil {
 		t.Fatalf("fail check: %v", err)
 	}
-	waitClosed(t, a.Lost(), 2*lease.DefaultTTL, "Lost after the attached health check went critical")
-	if h, err := a.Holder(ctx); err != nil || h.Held {
-		t.Errorf("Holder after the check failed: (%+v, %v), want free", h, err)
+	lostAt := waitClosed(t, a.Lost(), 2*lease.DefaultTTL, "Lost after the attached health check went critical")
+	mustAcquire(t, ctx, b)
+	if acquiredAt := time.Now(); !lostAt.Before(acquiredAt) {
+		t.Errorf("a noticed at %v, not before b acquired at %v", lostAt, acquiredAt)
 	}
 }
 

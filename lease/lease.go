@@ -26,7 +26,7 @@ const (
 	TypeStatic = "static"
 
 	// DefaultType is used when lease.type is empty.
-	DefaultType = TypeConsul
+	DefaultType = config.DefaultLeaseType
 )
 
 // ErrNotStaticPrimary is returned by a static lease's TryAcquire on a node

@@ -1,18 +1,22 @@
 package lease
 
-import "time"
+import (
+	"time"
+
+	"github.com/understudy-db/understudy/config"
+)
 
 // Timing defaults and limits of the Consul lease.
 const (
 	// DefaultTTL is the session TTL; 10 s is the smallest Consul accepts.
-	DefaultTTL = 10 * time.Second
-	MinTTL     = 10 * time.Second
+	DefaultTTL = config.DefaultConsulTTL
+	MinTTL     = config.MinConsulTTL
 	MaxTTL     = 24 * time.Hour // Consul's session TTL ceiling
 
 	// DefaultLockDelay keeps a lease free briefly after its holder's session
 	// was invalidated, so a holder that just lost it stops before anyone else
 	// starts. It is never sent as 0: Consul reads 0 as its own default, 15 s.
-	DefaultLockDelay = 1 * time.Second
+	DefaultLockDelay = config.DefaultConsulLockDelay
 	MaxLockDelay     = 60 * time.Second // Consul's ceiling
 
 	// DefaultMargin is the least safety margin between the holder's own
@@ -20,7 +24,7 @@ const (
 	DefaultMargin = 2 * time.Second
 
 	// DefaultKeyPrefix prefixes the lease key <prefix><db name>/primary.
-	DefaultKeyPrefix = "understudy/"
+	DefaultKeyPrefix = config.DefaultConsulKeyPrefix
 
 	// DefaultCallTimeout bounds every non-blocking Consul call made outside
 	// the renew loop (create, acquire, read, release, destroy).
