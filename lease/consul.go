@@ -352,7 +352,10 @@ func (c *consulLease) releaseLocked(ctx context.Context, txid ltx.TXID) error {
 	rctx, cancel := call(ctx)
 	defer cancel()
 	wo := (&api.WriteOptions{}).WithContext(rctx)
-	if _, _, err := c.kv.Release(&api.KVPair{Key: c.key, Value: c.valueJSON(txid), Session: t.session}, wo); err != nil {
+	// Consul refuses (false, no error) a release by a session that no longer
+	// holds the key, leaving the new holder's value alone.
+	released, _, err := c.kv.Release(&api.KVPair{Key: c.key, Value: c.valueJSON(txid), Session: t.session}, wo)
+	if err != nil {
 		errs = append(errs, fmt.Errorf("releasing %s: %w", c.key, err))
 	}
 	if _, err := c.sessions.Destroy(t.session, wo); err != nil {
@@ -360,6 +363,10 @@ func (c *consulLease) releaseLocked(ctx context.Context, txid ltx.TXID) error {
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("lease: release: %w", errors.Join(errs...))
+	}
+	if !released {
+		c.logger.Info("lease ended; the key was no longer held by this node", "key", c.key, "token", t.token)
+		return nil
 	}
 	c.logger.Info("lease released", "key", c.key, "token", t.token, "txid", txid)
 	return nil

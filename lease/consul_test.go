@@ -373,11 +373,15 @@ func testBreak(t *testing.T, c *harness.Consul) {
 	if tokB <= tokA {
 		t.Errorf("token after Break %d is not above the broken holder's %d", tokB, tokA)
 	}
+	// The deposed holder's Release must leave the new holder's key alone.
+	if err := a.Release(ctx, 99); err != nil {
+		t.Errorf("Release by the deposed holder: %v", err)
+	}
+	if h, err := b.Holder(ctx); err != nil || !h.Held || h.Node != "b" || h.TXID != 0 || h.LockIndex != tokB {
+		t.Errorf("after the deposed holder's Release: (%+v, %v), want b's tenure untouched", h, err)
+	}
 	if h, err := lease.Break(ctx, a); err != nil || h.Node != "b" {
 		t.Errorf("a breaking b: (%+v, %v)", h, err)
-	}
-	if err := a.Release(ctx, 0); err != nil {
-		t.Logf("Release after the session was destroyed: %v", err)
 	}
 }
 
