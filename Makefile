@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.Version=$(VERSION)
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
-.PHONY: build tools test unit integration bench clean
+.PHONY: build tools test unit bench demo clean
 
 build:
 	go build -trimpath -ldflags "$(LDFLAGS)" -o bin/understudy ./cmd/understudy
@@ -29,3 +29,8 @@ bench: tools build
 
 clean:
 	rm -rf bin
+
+# A live demo on the embedded default: a sample database with a writer, a
+# file replica in a temp directory and a follower. Ctrl-C stops and cleans up.
+demo: build
+	go run ./scripts/demo -bin ./bin/understudy
