@@ -33,6 +33,20 @@ func TestConsul(t *testing.T) {
 			Primary: "n1", Other: "n2", AdvertiseURL: advertiseURL,
 		})
 	})
+	// Not parallel: it sets the environment, and runs before the parallel
+	// subtests resume.
+	t.Run("AddressFromEnvironment", func(t *testing.T) {
+		t.Setenv("CONSUL_HTTP_ADDR", c.HTTPAddr)
+		l, err := lease.New(&config.Lease{Node: "env"}, dbName(t), testLogger(t))
+		if err != nil {
+			t.Fatalf("lease.New: %v", err)
+		}
+		ctx := ctxFor(t, 20*time.Second)
+		mustAcquire(t, ctx, l)
+		if err := l.Release(ctx, 0); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+	})
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, c *harness.Consul)

@@ -3,6 +3,12 @@
 // to the store and accept app writes, and every object it writes carries the
 // lease's fencing token. Two implementations: Consul (election, failover) and
 // static (the config names the primary; no election).
+//
+// A primary's loop: tok, err := l.Acquire(ctx); write tok into every object's
+// metadata; when <-l.Lost() fires, stop shipping and halt app writes at once,
+// then call Release (which frees the key sooner than letting it expire).
+// Lost fires before Consul could give the lease to anyone else: at SafeUntil
+// of the last successful renewal, or as soon as the key names another session.
 package lease
 
 import (
