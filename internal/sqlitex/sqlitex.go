@@ -1,0 +1,163 @@
+// Package sqlitex holds small helpers around single SQLite connections, as
+// the primary and follower use them: each connection has one job (pin the
+// WAL, notice commits, hold the write lock, read pages) and must stay the
+// same physical connection for its life, so each Conn owns a database/sql
+// pool limited to one connection that never expires.
+//
+// Why not open files directly: closing any descriptor of a file drops all of
+// the process's POSIX locks on it, including the read mark that pins the WAL
+// (SQLITE-NOTES.md). SQLite's own VFS knows this and defers such closes;
+// code outside it does not. So the database and -shm files are only ever
+// opened through connections from this package.
+package sqlitex
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+)
+
+// DefaultBusyTimeout is how long a statement waits for a lock by default.
+const DefaultBusyTimeout = 5 * time.Second
+
+// Options configure a connection.
+type Options struct {
+	ReadOnly    bool          // open with mode=ro
+	BusyTimeout time.Duration // 0 = DefaultBusyTimeout; < 0 = do not wait at all
+}
+
+// Conn is one physical SQLite connection.
+type Conn struct {
+	path string
+	db   *sql.DB
+	c    *sql.Conn
+}
+
+// Open opens one connection to the existing database at path (it is never
+// created).
+func Open(ctx context.Context, path string, opts Options) (*Conn, error) {
+	bt := opts.BusyTimeout
+	if bt == 0 {
+		bt = DefaultBusyTimeout
+	}
+	if bt < 0 {
+		bt = 0
+	}
+	mode := "rw"
+	if opts.ReadOnly {
+		mode = "ro"
+	}
+	q := url.Values{}
+	q.Set("mode", mode)
+	q.Set("_busy_timeout", fmt.Sprint(bt.Milliseconds()))
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	c, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	return &Conn{path: path, db: db, c: c}, nil
+}
+
+// Path is the database path.
+func (c *Conn) Path() string { return c.path }
+
+// Exec runs a statement.
+func (c *Conn) Exec(ctx context.Context, query string, args ...any) error {
+	if _, err := c.c.ExecContext(ctx, query, args...); err != nil {
+		return fmt.Errorf("%s: %s: %w", c.path, query, err)
+	}
+	return nil
+}
+
+// QueryRow runs a query that returns one row.
+func (c *Conn) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return c.c.QueryRowContext(ctx, query, args...)
+}
+
+// Query runs a query.
+func (c *Conn) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	rows, err := c.c.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", c.path, query, err)
+	}
+	return rows, nil
+}
+
+// Int runs a query returning one integer.
+func (c *Conn) Int(ctx context.Context, query string, args ...any) (int64, error) {
+	var n int64
+	if err := c.c.QueryRowContext(ctx, query, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("%s: %s: %w", c.path, query, err)
+	}
+	return n, nil
+}
+
+// DataVersion returns PRAGMA data_version: it changes when another
+// connection commits. It does not change inside an open read transaction.
+func (c *Conn) DataVersion(ctx context.Context) (int64, error) {
+	return c.Int(ctx, "PRAGMA data_version")
+}
+
+// CheckpointResult is the row of PRAGMA wal_checkpoint.
+type CheckpointResult struct {
+	Busy         bool  // the checkpoint could not finish (a reader or writer in the way)
+	Log          int64 // frames in the WAL
+	Checkpointed int64 // frames copied back into the database
+}
+
+// Checkpoint runs PRAGMA wal_checkpoint(mode); mode is PASSIVE, FULL,
+// RESTART, TRUNCATE or NOOP.
+func (c *Conn) Checkpoint(ctx context.Context, mode string) (CheckpointResult, error) {
+	var busy int
+	var r CheckpointResult
+	q := "PRAGMA wal_checkpoint(" + mode + ")"
+	if err := c.c.QueryRowContext(ctx, q).Scan(&busy, &r.Log, &r.Checkpointed); err != nil {
+		return r, fmt.Errorf("%s: %s: %w", c.path, q, err)
+	}
+	r.Busy = busy != 0
+	return r, nil
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error {
+	err1 := c.c.Close()
+	err2 := c.db.Close()
+	return errors.Join(err1, err2)
+}
+
+// IsBusy reports whether err is SQLITE_BUSY or SQLITE_LOCKED.
+func IsBusy(err error) bool {
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		return se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked
+	}
+	return false
+}
+
+// IsNotADB reports whether err says the file is not a SQLite database.
+func IsNotADB(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && se.Code == sqlite3.ErrNotADB
+}
+
+// HasDBPage reports whether the sqlite_dbpage virtual table is compiled in
+// (it needs CGO_CFLAGS=-DSQLITE_ENABLE_DBPAGE_VTAB at build time).
+func (c *Conn) HasDBPage(ctx context.Context) bool {
+	var n int64
+	err := c.c.QueryRowContext(ctx, "SELECT count(*) FROM pragma_module_list WHERE name = 'sqlite_dbpage'").Scan(&n)
+	return err == nil && n > 0
+}

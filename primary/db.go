@@ -1,0 +1,405 @@
+package primary
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/superfly/ltx"
+	"golang.org/x/sys/unix"
+
+	"github.com/understudy-db/understudy/internal/sqlitex"
+	"github.com/understudy-db/understudy/internal/wal"
+)
+
+// DB ships one database to its replicas.
+type DB struct {
+	opts  Options
+	log   hclog.Logger
+	m     *metrics
+	clock Clock
+	local *localStore
+
+	replicas []*replica
+
+	// head is the newest TXID written locally (read by the uploaders).
+	head atomic.Uint64
+	// fenced is set once a create-only upload found its key taken.
+	fenced    atomic.Pointer[error]
+	fencedCh  chan struct{}
+	fenceOnce sync.Once
+
+	snapReq chan struct{} // snapshot requests to the ship loop
+
+	snapMu    sync.Mutex
+	snapshots []*snapshotJob // level-9 files waiting for upload
+
+	// mu guards the shipper state below: the connections, the WAL position
+	// and the page table. Every sync, checkpoint and snapshot holds it.
+	mu     sync.Mutex
+	opened bool
+	closed bool
+	watch  *sqlitex.Conn    // notices commits (data_version); never in a transaction
+	writer *sqlitex.Conn    // BEGIN IMMEDIATE: quiesce and write halt
+	ckpt   *sqlitex.Conn    // checkpoints; never in a transaction
+	pins   [2]*sqlitex.Conn // the WAL pin, rotated between the two
+	pinIdx int              // active pin, -1 none
+	halted bool             // writer holds the write lock for good
+
+	walPath  string
+	inode    uint64
+	pageSize uint32
+	table    *pageTable
+	txid     ltx.TXID
+	checksum ltx.Checksum // == table.checksum()
+
+	haveWAL bool
+	walHdr  wal.Header
+	walPos  wal.Position // after the last shipped commit frame
+	// expectRestart: we saw, under the write lock, that the current WAL
+	// generation ends at walPos, so a new generation starts from a database
+	// file equal to our position.
+	expectRestart bool
+
+	lastSync   time.Time
+	maxHold    time.Duration
+	lastCkptAt int64 // WAL frame count at the last PASSIVE checkpoint
+}
+
+// New validates the options and returns an unopened DB.
+func New(opts Options) (*DB, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	d := &DB{
+		opts:     o,
+		log:      o.Logger.With("db", o.Path),
+		m:        newMetrics(o.Registerer),
+		clock:    o.Clock,
+		walPath:  o.Path + "-wal",
+		pinIdx:   -1,
+		fencedCh: make(chan struct{}),
+		snapReq:  make(chan struct{}, 1),
+	}
+	for _, ro := range o.Replicas {
+		d.replicas = append(d.replicas, newReplica(d, ro))
+	}
+	return d, nil
+}
+
+// Path is the database path.
+func (d *DB) Path() string { return d.opts.Path }
+
+// checkFile gives a clear error for a path that cannot be a database we can
+// replicate. It only stats the file: opening and closing a descriptor of the
+// database would drop the process's SQLite locks on it.
+func checkFile(path string) (uint64, error) {
+	st, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("database %s does not exist; create it (start the application once) or fix the path", path)
+	} else if errors.Is(err, fs.ErrPermission) {
+		return 0, fmt.Errorf("database %s: permission denied; run as a user that can read and write it and its directory", path)
+	} else if err != nil {
+		return 0, fmt.Errorf("database %s: %w", path, err)
+	}
+	if st.IsDir() {
+		return 0, fmt.Errorf("database %s is a directory, not a SQLite database file", path)
+	}
+	if !st.Mode().IsRegular() {
+		return 0, fmt.Errorf("database %s is not a regular file", path)
+	}
+	if err := unix.Access(path, unix.R_OK|unix.W_OK); err != nil {
+		return 0, fmt.Errorf("database %s: no read/write permission (%v); the shipper needs write access for checkpoints and to halt writes", path, err)
+	}
+	return st.Sys().(*syscall.Stat_t).Ino, nil
+}
+
+// Open opens the database, puts it in WAL mode, pins the WAL, and decides
+// how to continue the history in the replica stores.
+func (d *DB) Open(ctx context.Context) (err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.opened {
+		return fmt.Errorf("database %s: already open", d.opts.Path)
+	}
+	path := d.opts.Path
+	if d.inode, err = checkFile(path); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			d.closeConnsLocked()
+		}
+	}()
+	if err := d.openConnsLocked(ctx); err != nil {
+		return err
+	}
+	if d.local, err = openLocalStore(d.opts.ShadowDir); err != nil {
+		return err
+	}
+
+	// What the stores hold.
+	for _, r := range d.replicas {
+		if err := r.load(ctx); err != nil {
+			return err
+		}
+	}
+
+	// The database as it is now: capture an image at a known WAL position.
+	if err := d.captureLocked(ctx, false); err != nil {
+		return err
+	}
+	img, err := d.readImageLocked(ctx, nil)
+	if err != nil {
+		return err
+	}
+	d.table = img.table
+
+	in, err := d.resumeInputLocked(ctx, img.table.checksum())
+	if err != nil {
+		return err
+	}
+	dec := decideResume(in)
+	d.log.Info("opened", "page_size", d.pageSize, "pages", d.table.commit(), "store_txid", in.StoreTXID,
+		"local_txid", in.LocalTXID, "decision", dec.Action.String(), "base_txid", dec.TXID, "reason", dec.Reason)
+	if !dec.UseLocal {
+		// The local files do not continue the store's history.
+		if err := d.local.remove(^ltx.TXID(0)); err != nil {
+			return err
+		}
+	}
+	d.txid, d.checksum = dec.TXID, dec.Checksum
+	d.head.Store(uint64(d.txid))
+	switch dec.Action {
+	case resumeContinue:
+		d.checksum = d.table.checksum()
+	case resumeDelta:
+		lp, _, _ := d.local.position()
+		if err := d.shipDeltaLocked(ctx, lp, img.table); err != nil {
+			return err
+		}
+	case resumeFull:
+		if err := d.writeFullImageCapturedLocked(ctx, dec.Reason); err != nil {
+			return err
+		}
+	}
+	if err := d.savePositionLocked(); err != nil {
+		return err
+	}
+	for _, r := range d.replicas {
+		r.afterOpen()
+	}
+	d.opened = true
+	return nil
+}
+
+func (d *DB) openConnsLocked(ctx context.Context) error {
+	path := d.opts.Path
+	var err error
+	if d.writer, err = sqlitex.Open(ctx, path, sqlitex.Options{}); err != nil {
+		return fmt.Errorf("database %s: cannot open: %w", path, err)
+	}
+	mode, err := d.journalMode(ctx)
+	if err != nil {
+		if sqlitex.IsNotADB(err) {
+			return fmt.Errorf("database %s is not a SQLite database (file is not a database); check the path", path)
+		}
+		return fmt.Errorf("database %s: cannot read it: %w", path, err)
+	}
+	if !d.writer.HasDBPage(ctx) {
+		return fmt.Errorf("this binary was built without the sqlite_dbpage virtual table; rebuild with CGO_CFLAGS=\"-O2 -g -DSQLITE_ENABLE_DBPAGE_VTAB\"")
+	}
+	if mode != "wal" {
+		var got string
+		if err := d.writer.QueryRow(ctx, "PRAGMA journal_mode=WAL").Scan(&got); err != nil {
+			return fmt.Errorf("database %s: set WAL mode: %w", path, err)
+		}
+		if got != "wal" {
+			return fmt.Errorf("database %s: could not switch to WAL mode (journal_mode is %q); stop other users of the database and retry", path, got)
+		}
+		d.log.Info("switched database to WAL mode", "previous_journal_mode", mode)
+	}
+	n, err := d.writer.Int(ctx, "PRAGMA page_size")
+	if err != nil {
+		return err
+	}
+	d.pageSize = uint32(n)
+	if d.watch, err = sqlitex.Open(ctx, path, sqlitex.Options{}); err != nil {
+		return err
+	}
+	if d.ckpt, err = sqlitex.Open(ctx, path, sqlitex.Options{BusyTimeout: -1}); err != nil {
+		return err
+	}
+	for i := range d.pins {
+		if d.pins[i], err = sqlitex.Open(ctx, path, sqlitex.Options{}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *DB) journalMode(ctx context.Context) (string, error) {
+	var mode string
+	if err := d.writer.QueryRow(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return "", err
+	}
+	return mode, nil
+}
+
+func (d *DB) closeConnsLocked() {
+	for i, c := range d.pins {
+		if c != nil {
+			c.Close()
+			d.pins[i] = nil
+		}
+	}
+	for _, c := range []**sqlitex.Conn{&d.watch, &d.ckpt, &d.writer} {
+		if *c != nil {
+			(*c).Close()
+			*c = nil
+		}
+	}
+	d.pinIdx = -1
+	d.halted = false
+}
+
+// Close releases the pin, any write halt, and the connections. It does not
+// sync; call Sync first to ship what is committed.
+func (d *DB) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	if d.halted {
+		d.writer.Exec(context.Background(), "ROLLBACK")
+	}
+	d.closeConnsLocked()
+	d.snapMu.Lock()
+	for _, j := range d.snapshots {
+		os.Remove(j.path)
+	}
+	d.snapshots = nil
+	d.snapMu.Unlock()
+	return nil
+}
+
+// resumeInputLocked gathers what decideResume needs.
+func (d *DB) resumeInputLocked(ctx context.Context, dbSum ltx.Checksum) (resumeInput, error) {
+	in := resumeInput{DBChecksum: dbSum}
+	for _, r := range d.replicas {
+		txid, md, err := r.newest(ctx)
+		if err != nil {
+			return in, err
+		}
+		switch {
+		case txid > in.StoreTXID:
+			in.StoreTXID = txid
+			in.StoreHasSum = md != nil
+			if md != nil {
+				in.StoreChecksum = md.PostApplyChecksum
+			}
+		case txid == in.StoreTXID && txid > 0 && md != nil && in.StoreHasSum && md.PostApplyChecksum != in.StoreChecksum:
+			return in, fmt.Errorf("database %s: replicas disagree at TXID %s (checksums %s and %s): two writers forked the history; "+
+				"keep the replica you trust and empty the others", d.opts.Path, txid, in.StoreChecksum, md.PostApplyChecksum)
+		}
+	}
+	lp, ok, err := d.local.position()
+	if err != nil {
+		return in, err
+	}
+	if ok && lp.PageSize == d.pageSize {
+		in.HaveLocal, in.LocalTXID, in.LocalChecksum = true, lp.TXID, lp.Checksum
+		in.WALContinues = d.walContinuesLocked(lp)
+	}
+	return in, nil
+}
+
+// walContinuesLocked reports whether the WAL, as captured, holds every frame
+// up to the local position with the same salts and checksum chain, and the
+// database size there matches: then the frames after it are the exact
+// continuation of what was shipped.
+func (d *DB) walContinuesLocked(lp localPosition) bool {
+	if !lp.HaveWAL || !d.haveWAL || d.walHdr.Salt1 != lp.Salt1 || d.walHdr.Salt2 != lp.Salt2 {
+		return false
+	}
+	if lp.WALOffset > d.walPos.Offset {
+		return false
+	}
+	f, err := os.Open(d.walPath)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b, err := wal.Scan(f, d.walHdr, wal.Start(d.walHdr), 0, lp.WALOffset)
+	if err != nil {
+		return false
+	}
+	return b.End == lp.walPosition() && (b.Commits == 0 || b.Commit == lp.Commit)
+}
+
+func (d *DB) savePositionLocked() error {
+	return d.local.setPosition(localPosition{
+		TXID: d.txid, Checksum: d.checksum, PageSize: d.pageSize, Commit: d.table.commit(),
+		Salt1: d.walHdr.Salt1, Salt2: d.walHdr.Salt2, HaveWAL: d.haveWAL,
+		WALOffset: d.walPos.Offset, WALChecksum: [2]uint32{d.walPos.Checksum.S1, d.walPos.Checksum.S2},
+	})
+}
+
+// ReplicaStatus is one replica's state.
+type ReplicaStatus struct {
+	Name      string
+	TXID      ltx.TXID     // newest TXID in the store
+	Checksum  ltx.Checksum // its post-apply checksum
+	LastSync  time.Time    // last successful upload
+	LastError string       // last error, "" after a success
+	Pending   int          // TXIDs written locally but not in the store yet
+}
+
+// Status is the DB's state.
+type Status struct {
+	Path     string
+	TXID     ltx.TXID     // newest TXID written (locally)
+	Checksum ltx.Checksum // database checksum at TXID
+	Fenced   bool
+	Replicas []ReplicaStatus
+}
+
+// Status returns the current positions. It does not wait for a sync.
+func (d *DB) Status() Status {
+	s := Status{Path: d.opts.Path, TXID: ltx.TXID(d.head.Load()), Fenced: d.fenced.Load() != nil}
+	if d.mu.TryLock() {
+		s.Checksum = d.checksum
+		d.mu.Unlock()
+	}
+	for _, r := range d.replicas {
+		s.Replicas = append(s.Replicas, r.status(s.TXID))
+	}
+	return s
+}
+
+// fence records that another writer owns the history and wakes Run.
+func (d *DB) fence(err error) {
+	d.fenceOnce.Do(func() {
+		e := fmt.Errorf("database %s: %w", d.opts.Path, err)
+		d.fenced.Store(&e)
+		close(d.fencedCh)
+	})
+}
+
+// fencedErr returns the fencing error, or nil.
+func (d *DB) fencedErr() error {
+	if p := d.fenced.Load(); p != nil {
+		return *p
+	}
+	return nil
+}

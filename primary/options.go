@@ -1,0 +1,187 @@
+// Package primary is the WAL shipper that runs next to the application
+// writing a SQLite database: it pins the WAL, reads every committed frame,
+// turns each sync into one L0 LTX file (one TXID), uploads it create-only to
+// every replica, owns the checkpoints, takes snapshots, compacts and enforces
+// retention, and halts the application's writes when another writer turns
+// out to own the history (storage.ErrExists).
+//
+// SQLITE-NOTES.md ("Reading the WAL on the primary", "Noticing commits") is
+// the specification of the parts that touch SQLite; comments cite it.
+package primary
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/understudy-db/understudy/internal/storage"
+)
+
+// Defaults for options left zero.
+const (
+	DefaultSyncInterval           = 1 * time.Second
+	DefaultSnapshotInterval       = 24 * time.Hour
+	DefaultRetention              = 24 * time.Hour
+	DefaultRetentionCheckInterval = 1 * time.Hour
+	DefaultMinCheckpointPageCount = 1000
+	DefaultMaxCheckpointPageCount = 10000
+	DefaultL0Retention            = 5 * time.Minute
+	// DefaultPollInterval is how often data_version is polled between inotify
+	// wake-ups (inotify fires before the commit is visible in ~25% of events).
+	DefaultPollInterval = 20 * time.Millisecond
+	// DefaultMonitorInterval is how often the shipper looks at the WAL even
+	// without a noticed commit (inode changes, checkpoints, snapshots due).
+	DefaultMonitorInterval = 1 * time.Second
+)
+
+// DefaultLevels are the compaction intervals of L1, L2 and L3.
+var DefaultLevels = []time.Duration{30 * time.Second, 5 * time.Minute, time.Hour}
+
+// ErrFenced means a create-only upload found its key taken: another writer
+// owns the replica history. The application's writes are held until Close.
+var ErrFenced = errors.New("another writer owns the replica history (create-only upload found the object present)")
+
+// Clock tells the time; tests inject their own.
+type Clock interface{ Now() time.Time }
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+// ReplicaOptions configure one replica store of the database.
+type ReplicaOptions struct {
+	Name                   string
+	Client                 storage.Client
+	SyncInterval           time.Duration // how often new L0 files are uploaded (0 = default)
+	SnapshotInterval       time.Duration // how often a level-9 snapshot is written (0 = default)
+	Retention              time.Duration // how far back restores must remain possible (0 = default)
+	RetentionCheckInterval time.Duration // how often retention runs (0 = default)
+}
+
+// Options configure a DB.
+type Options struct {
+	Path     string // database path
+	Node     string // node name written into every object's metadata
+	Replicas []ReplicaOptions
+
+	MinCheckpointPageCount int             // PASSIVE checkpoint from this many WAL frames
+	MaxCheckpointPageCount int             // quiesced WAL restart from this many WAL frames
+	Levels                 []time.Duration // compaction intervals of L1, L2, ... (nil = DefaultLevels)
+	L0Retention            time.Duration   // how long L0 files stay after compaction into L1
+
+	// FencingToken returns the lease's fencing token written with every
+	// upload; nil means 0 (no lease).
+	FencingToken func() uint64
+
+	PollInterval    time.Duration // data_version poll (0 = DefaultPollInterval)
+	MonitorInterval time.Duration // idle check interval (0 = DefaultMonitorInterval)
+
+	// ShadowDir holds L0 files not yet on every replica and the local
+	// position; "" = ".<db name>-understudy" beside the database.
+	ShadowDir string
+
+	Logger     hclog.Logger          // nil = no logging
+	Registerer prometheus.Registerer // metrics; nil = none
+	Clock      Clock                 // nil = real time
+}
+
+// withDefaults validates o and fills in defaults.
+func (o Options) withDefaults() (Options, error) {
+	if o.Path == "" {
+		return o, errors.New("primary: database path is empty; set the db's path")
+	}
+	abs, err := filepath.Abs(o.Path)
+	if err != nil {
+		return o, fmt.Errorf("primary: database path %s: %w", o.Path, err)
+	}
+	o.Path = abs
+	if len(o.Replicas) == 0 {
+		return o, fmt.Errorf("primary: database %s has no replicas; configure at least one", o.Path)
+	}
+	if o.Node == "" {
+		return o, fmt.Errorf("primary: database %s: node name is empty", o.Path)
+	}
+	names := map[string]bool{}
+	for i := range o.Replicas {
+		r := &o.Replicas[i]
+		if r.Name == "" {
+			r.Name = fmt.Sprintf("replica%d", i+1)
+		}
+		if names[r.Name] {
+			return o, fmt.Errorf("primary: database %s: two replicas named %q; give each a unique name", o.Path, r.Name)
+		}
+		names[r.Name] = true
+		if r.Client == nil {
+			return o, fmt.Errorf("primary: database %s: replica %q has no storage client", o.Path, r.Name)
+		}
+		if r.SyncInterval <= 0 {
+			r.SyncInterval = DefaultSyncInterval
+		}
+		if r.SnapshotInterval <= 0 {
+			r.SnapshotInterval = DefaultSnapshotInterval
+		}
+		if r.Retention <= 0 {
+			r.Retention = DefaultRetention
+		}
+		if r.RetentionCheckInterval <= 0 {
+			r.RetentionCheckInterval = DefaultRetentionCheckInterval
+		}
+	}
+	if o.MinCheckpointPageCount <= 0 {
+		o.MinCheckpointPageCount = DefaultMinCheckpointPageCount
+	}
+	if o.MaxCheckpointPageCount <= 0 {
+		o.MaxCheckpointPageCount = DefaultMaxCheckpointPageCount
+	}
+	if o.MaxCheckpointPageCount < o.MinCheckpointPageCount {
+		return o, fmt.Errorf("primary: database %s: max-checkpoint-page-count %d is below min-checkpoint-page-count %d",
+			o.Path, o.MaxCheckpointPageCount, o.MinCheckpointPageCount)
+	}
+	if o.Levels == nil {
+		o.Levels = DefaultLevels
+	}
+	for i, d := range o.Levels {
+		if d <= 0 {
+			return o, fmt.Errorf("primary: database %s: compaction interval of level %d must be positive", o.Path, i+1)
+		}
+	}
+	if len(o.Levels) > 8 {
+		return o, fmt.Errorf("primary: database %s: at most 8 compaction levels (level 9 holds snapshots)", o.Path)
+	}
+	if o.L0Retention <= 0 {
+		o.L0Retention = DefaultL0Retention
+	}
+	if o.FencingToken == nil {
+		o.FencingToken = func() uint64 { return 0 }
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = DefaultPollInterval
+	}
+	if o.MonitorInterval <= 0 {
+		o.MonitorInterval = DefaultMonitorInterval
+	}
+	if o.ShadowDir == "" {
+		o.ShadowDir = filepath.Join(filepath.Dir(o.Path), "."+filepath.Base(o.Path)+"-understudy")
+	}
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	if o.Clock == nil {
+		o.Clock = realClock{}
+	}
+	return o, nil
+}
+
+// minSyncInterval is the shortest replica sync interval: how often the
+// shipper cuts a new TXID while commits keep coming.
+func (o Options) minSyncInterval() time.Duration {
+	d := o.Replicas[0].SyncInterval
+	for _, r := range o.Replicas[1:] {
+		d = min(d, r.SyncInterval)
+	}
+	return d
+}

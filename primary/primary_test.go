@@ -1,0 +1,272 @@
+package primary
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"github.com/superfly/ltx"
+	"math/rand"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/understudy-db/understudy/internal/storage"
+)
+
+func TestSyncShipsWhatCommitted(t *testing.T) {
+	e := newEnv(t, 2)
+	e.exec("INSERT INTO t (v) VALUES ('a'), ('b')")
+	d := e.open(e.options())
+	defer d.Close()
+	ctx := context.Background()
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Empty stores: TXID 1 is a full image, and a level-9 snapshot 1-1.
+	for _, c := range e.stores {
+		if l0 := listLevel(t, c, 0); len(l0) != 1 || l0[0].MaxTXID != 1 {
+			t.Fatalf("L0 after open = %+v", l0)
+		}
+		if l9 := listLevel(t, c, storage.SnapshotLevel); len(l9) != 1 || l9[0].MinTXID != 1 || l9[0].MaxTXID != 1 {
+			t.Fatalf("L9 after open = %+v", l9)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		e.exec("INSERT INTO t (v) VALUES (?)", strings.Repeat("x", 100*i))
+		e.exec("UPDATE t SET v = v || 'y'")
+		if err := d.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := d.Status().TXID; got != 4 {
+		t.Fatalf("TXID = %d, want 4 (one per sync with commits)", got)
+	}
+	// Nothing committed: no store request at all.
+	before := e.clients[0].creates.Load()
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.clients[0].creates.Load(); got != before {
+		t.Fatalf("idle sync made %d creates", got-before)
+	}
+	e.checkRestore(d)
+	want := d.Status().Checksum
+	d.Close()
+	e.checkPrimaryFile(want)
+}
+
+func TestSlowReplicaCatchesUp(t *testing.T) {
+	e := newEnv(t, 2)
+	d := e.open(e.options())
+	defer d.Close()
+	ctx := context.Background()
+	e.clients[1].fail.Store(true)
+	for i := 0; i < 5; i++ {
+		e.exec("INSERT INTO t (v) VALUES ('row')")
+		if err := d.Sync(ctx); err == nil {
+			t.Fatal("Sync with a failing replica returned no error")
+		}
+	}
+	st := d.Status()
+	if st.Replicas[0].TXID != st.TXID || st.Replicas[1].TXID >= st.TXID || st.Replicas[1].LastError == "" {
+		t.Fatalf("status = %+v; the healthy replica must be at the head, the failing one behind with an error", st)
+	}
+	e.clients[1].fail.Store(false)
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.checkRestore(d)
+}
+
+// TestWriterMix runs an application doing inserts, updates, deletes, DDL,
+// shrinking VACUUMs and large blobs while the shipper runs, then restores.
+func TestWriterMix(t *testing.T) {
+	e := newEnv(t, 1)
+	opts := e.options()
+	opts.MinCheckpointPageCount, opts.MaxCheckpointPageCount = 50, 300
+	d := e.open(opts)
+	defer d.Close()
+	stop := run(t, d)
+	rng := rand.New(rand.NewSource(1))
+	n := 1500
+	if testing.Short() {
+		n = 300
+	}
+	for i := 0; i < n; i++ {
+		switch op := rng.Intn(100); {
+		case op < 40:
+			e.exec("INSERT INTO t (v, b) VALUES (?, randomblob(?))", strings.Repeat("v", rng.Intn(300)), rng.Intn(2000))
+		case op < 60:
+			e.exec("UPDATE t SET v = v || 'u' WHERE id % 7 = ?", rng.Intn(7))
+		case op < 75:
+			e.exec("DELETE FROM t WHERE id % 5 = ?", rng.Intn(5))
+		case op < 80:
+			e.exec("INSERT INTO t (b) VALUES (randomblob(?))", 50000+rng.Intn(200000))
+		case op < 85:
+			e.exec("CREATE TABLE IF NOT EXISTS extra (k INTEGER PRIMARY KEY, v BLOB)")
+			e.exec("INSERT INTO extra (v) VALUES (randomblob(3000))")
+			e.exec("CREATE INDEX IF NOT EXISTS t_v ON t(v)")
+		case op < 90:
+			e.exec("DROP TABLE IF EXISTS extra")
+			e.exec("DROP INDEX IF EXISTS t_v")
+		case op < 93:
+			e.exec("DELETE FROM t WHERE id % 2 = 0")
+			e.exec("VACUUM")
+		default:
+			e.exec("BEGIN")
+			for j := 0; j < 20; j++ {
+				e.exec("INSERT INTO t (v) VALUES (?)", strings.Repeat("z", j*10))
+			}
+			e.exec("COMMIT")
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.checkRestore(d)
+	want := d.Status().Checksum
+	t.Logf("TXIDs %d, max write hold %v", d.Status().TXID, d.maxHold)
+	d.Close()
+	e.checkPrimaryFile(want)
+}
+
+func TestResumeWithoutGap(t *testing.T) {
+	e := newEnv(t, 1)
+	ctx := context.Background()
+	d := e.open(e.options())
+	e.exec("INSERT INTO t (v) VALUES ('one')")
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+
+	// Reopen with nothing new: continue at the same TXID.
+	d = e.open(e.options())
+	if got := d.Status().TXID; got != 2 {
+		t.Fatalf("TXID after reopen = %d, want 2", got)
+	}
+	d.Close()
+
+	// The application writes while the shipper is down (no checkpoint):
+	// the WAL still holds those frames, so they ship as one TXID, no snapshot.
+	for i := 0; i < 20; i++ {
+		e.exec("INSERT INTO t (v) VALUES ('while down')")
+	}
+	d = e.open(e.options())
+	defer d.Close()
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Status().TXID; got != 3 {
+		t.Fatalf("TXID after resume = %d, want 3", got)
+	}
+	if l9 := listLevel(t, e.stores[0], storage.SnapshotLevel); len(l9) != 1 {
+		t.Fatalf("resume wrote a snapshot: %+v", l9)
+	}
+	e.exec("INSERT INTO t (v) VALUES ('after')")
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.checkRestore(d)
+}
+
+func TestCheckpointWhileDownSnapshots(t *testing.T) {
+	e := newEnv(t, 1)
+	ctx := context.Background()
+	d := e.open(e.options())
+	e.exec("INSERT INTO t (v) VALUES ('one')")
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	for i := 0; i < 20; i++ {
+		e.exec("INSERT INTO t (v) VALUES ('while down')")
+	}
+	e.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+	e.exec("INSERT INTO t (v) VALUES ('after checkpoint')")
+
+	d = e.open(e.options())
+	defer d.Close()
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l9 := listLevel(t, e.stores[0], storage.SnapshotLevel)
+	if len(l9) != 2 || l9[1].MinTXID != 1 || l9[1].MaxTXID != 3 {
+		t.Fatalf("L9 after a checkpoint while down = %+v; want a snapshot 1-3", l9)
+	}
+	e.exec("INSERT INTO t (v) VALUES ('later')")
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.checkRestore(d)
+}
+
+func TestFencedHaltsWrites(t *testing.T) {
+	e := newEnv(t, 1)
+	ctx := context.Background()
+	d := e.open(e.options())
+	defer d.Close()
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Another writer claims TXID 2 (a zero-page file, as a promoting node does).
+	claim := listLevel(t, e.stores[0], 0)
+	if len(claim) != 1 {
+		t.Fatalf("L0 = %+v", claim)
+	}
+	if _, err := e.stores[0].Create(ctx, 0, 2, 2, bytes.NewReader(zeroPageLTX(t, 2, d.table.commit(), d.pageSize)),
+		storage.Metadata{Node: "node-b", FencingToken: 7}); err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, d)
+	e.exec("INSERT INTO t (v) VALUES ('doomed')")
+	var runErr error
+	for i := 0; i < 500 && runErr == nil; i++ {
+		if d.Status().Fenced {
+			runErr = stop()
+		} else {
+			sleepTick()
+		}
+	}
+	if runErr == nil {
+		runErr = stop()
+	}
+	if !errors.Is(runErr, ErrFenced) {
+		t.Fatalf("Run = %v, want ErrFenced", runErr)
+	}
+	app := openApp(t, e.path)
+	if _, err := app.Exec("PRAGMA busy_timeout = 100"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := app.Exec("INSERT INTO t (v) VALUES ('must not commit')")
+	if err == nil || !strings.Contains(err.Error(), "locked") {
+		t.Fatalf("application write while fenced: %v, want SQLITE_BUSY", err)
+	}
+	d.Close()
+	if _, err := app.Exec("INSERT INTO t (v) VALUES ('after close')"); err != nil {
+		t.Fatalf("write after Close: %v", err)
+	}
+}
+
+// zeroPageLTX encodes a file with no pages: how a promoting node claims a TXID.
+func zeroPageLTX(t *testing.T, txid ltx.TXID, commit, pageSize uint32) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	enc, err := ltx.NewEncoder(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := enc.EncodeHeader(ltx.Header{Version: ltx.Version, Flags: ltx.HeaderFlagNoChecksum, PageSize: pageSize,
+		Commit: commit, MinTXID: txid, MaxTXID: txid, Timestamp: time.Now().UnixMilli()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := enc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func sleepTick() { time.Sleep(10 * time.Millisecond) }

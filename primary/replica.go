@@ -1,0 +1,356 @@
+package primary
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/superfly/ltx"
+
+	"github.com/understudy-db/understudy/internal/storage"
+)
+
+// replica is one store of the database. It has its own position: the L0
+// files are written once, locally, and each replica uploads the ones it has
+// not got yet, so a slow or failing replica never holds back the others and
+// catches up with exactly the same files.
+type replica struct {
+	d    *DB
+	name string
+	c    storage.Client
+	opts ReplicaOptions
+	log  hclog.Logger
+	wake chan struct{}
+
+	upMu sync.Mutex // serializes uploads of L0 files
+
+	mu           sync.Mutex
+	pos          ltx.TXID // L0 files through pos are in the store (or covered by a snapshot there)
+	posSum       ltx.Checksum
+	jump         ltx.TXID // TXID of a catch-up snapshot: local files up to it are not needed
+	needSnapshot bool     // local files to catch up are gone: needs a snapshot
+	snapDue      bool     // the snapshot interval has passed
+	levels       map[int][]storage.FileInfo
+	sent         map[ltx.TXID]storage.Metadata // creates whose outcome is unknown
+	lastSync     time.Time
+	lastErr      error
+}
+
+func newReplica(d *DB, o ReplicaOptions) *replica {
+	return &replica{
+		d: d, name: o.Name, c: o.Client, opts: o,
+		log:    d.log.With("replica", o.Name),
+		wake:   make(chan struct{}, 1),
+		levels: map[int][]storage.FileInfo{},
+		sent:   map[ltx.TXID]storage.Metadata{},
+	}
+}
+
+// poke wakes the replica's uploader.
+func (r *replica) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *replica) count(op string, bytes int64, err error) {
+	m := r.d.m
+	m.storeRequests.WithLabelValues(r.d.opts.Path, r.name, op).Inc()
+	if bytes > 0 {
+		m.storeBytes.WithLabelValues(r.d.opts.Path, r.name, op).Add(float64(bytes))
+	}
+	if err != nil && !errors.Is(err, storage.ErrExists) {
+		m.syncErrors.WithLabelValues(r.d.opts.Path, r.name).Inc()
+		r.mu.Lock()
+		r.lastErr = err
+		r.mu.Unlock()
+	}
+}
+
+// levelNumbers are the levels the replica uses.
+func (r *replica) levelNumbers() []int {
+	out := []int{0}
+	for i := range r.d.opts.Levels {
+		out = append(out, i+1)
+	}
+	return append(out, storage.SnapshotLevel)
+}
+
+// load lists the store into the in-memory index. After this the shipper
+// knows what it wrote and needs no listing in steady state.
+func (r *replica) load(ctx context.Context) error {
+	levels := map[int][]storage.FileInfo{}
+	for _, lvl := range r.levelNumbers() {
+		it, err := r.c.List(ctx, lvl, 0)
+		r.count("list", 0, err)
+		if err != nil {
+			return fmt.Errorf("replica %s: list level %d: %w", r.name, lvl, err)
+		}
+		for it.Next() {
+			levels[lvl] = append(levels[lvl], it.Item())
+		}
+		err = it.Err()
+		it.Close()
+		if err != nil {
+			return fmt.Errorf("replica %s: list level %d: %w", r.name, lvl, err)
+		}
+	}
+	r.mu.Lock()
+	r.levels = levels
+	r.mu.Unlock()
+	return nil
+}
+
+// newest returns the highest TXID in the store and that file's metadata.
+func (r *replica) newest(ctx context.Context) (ltx.TXID, *storage.Metadata, error) {
+	r.mu.Lock()
+	var best storage.FileInfo
+	for _, lvl := range r.levelNumbers() {
+		for _, f := range r.levels[lvl] {
+			if f.MaxTXID > best.MaxTXID {
+				best = f
+			}
+		}
+	}
+	r.mu.Unlock()
+	if best.MaxTXID == 0 {
+		return 0, nil, nil
+	}
+	obj, err := r.c.Open(ctx, best.Level, best.MinTXID, best.MaxTXID, 0, 0)
+	r.count("get", 0, err)
+	if err != nil {
+		return 0, nil, fmt.Errorf("replica %s: read metadata of level %d %s: %w", r.name, best.Level,
+			storage.FormatFilename(best.MinTXID, best.MaxTXID), err)
+	}
+	obj.Close()
+	return best.MaxTXID, obj.Info.Metadata, nil
+}
+
+// afterOpen sets the replica's position from its index once the DB knows
+// the head, and notes whether it can catch up from local files.
+func (r *replica) afterOpen() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, lvl := range r.levelNumbers() {
+		for _, f := range r.levels[lvl] {
+			r.pos = max(r.pos, f.MaxTXID)
+		}
+	}
+	head := ltx.TXID(r.d.head.Load())
+	if r.pos > head {
+		r.pos = head
+	}
+	for t := r.pos + 1; t <= head; t++ {
+		if !r.d.local.has(t) {
+			r.needSnapshot = true
+			r.log.Warn("replica is behind and the local files to catch up are gone; it will get a snapshot",
+				"replica_txid", r.pos, "txid", head)
+			break
+		}
+	}
+	r.d.m.txid.WithLabelValues(r.d.opts.Path, r.name).Set(float64(r.pos))
+}
+
+func (r *replica) addFile(fi storage.FileInfo) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fs := r.levels[fi.Level]
+	fs = append(fs, fi)
+	sort.Slice(fs, func(i, j int) bool { return fs[i].MinTXID < fs[j].MinTXID })
+	r.levels[fi.Level] = fs
+}
+
+func (r *replica) status(head ltx.TXID) ReplicaStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := ReplicaStatus{Name: r.name, TXID: r.pos, Checksum: r.posSum, LastSync: r.lastSync}
+	if r.lastErr != nil {
+		s.LastError = r.lastErr.Error()
+	}
+	if head > r.pos {
+		s.Pending = int(head - r.pos)
+	}
+	return s
+}
+
+// create uploads a file create-only. A key found taken is ours only if an
+// earlier attempt of this process may have succeeded without us hearing of
+// it and the object carries exactly the metadata we sent; otherwise
+// another writer owns the history and the DB is fenced.
+func (r *replica) create(ctx context.Context, level int, min, max ltx.TXID, path string, size int64, md storage.Metadata) (storage.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return storage.FileInfo{}, fmt.Errorf("open local %s: %w", path, err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || st.Size() != size {
+		return storage.FileInfo{}, fmt.Errorf("local file %s is damaged (size %d, want %d)", path, st.Size(), size)
+	}
+	key := ltx.TXID(0)
+	if level == 0 {
+		key = min
+	}
+	if level == 0 { // r.sent is only touched for L0, under upMu
+		if prev, ok := r.sent[key]; ok {
+			md = prev
+		}
+	}
+	info, err := r.c.Create(ctx, level, min, max, f, md)
+	r.count("put", size, err)
+	name := fmt.Sprintf("level %d %s", level, storage.FormatFilename(min, max))
+	if errors.Is(err, storage.ErrExists) {
+		if level == 0 && r.isAmbiguous(key) && r.isOurs(ctx, level, min, max, md, size) {
+			delete(r.sent, key)
+			return storage.FileInfo{Level: level, MinTXID: min, MaxTXID: max, Size: size, CreatedAt: md.CommitTime, Metadata: &md}, nil
+		}
+		ferr := fmt.Errorf("replica %s: create %s: %w (%v); stop this writer: another node is primary", r.name, name, ErrFenced, err)
+		r.d.fence(ferr)
+		return storage.FileInfo{}, ferr
+	} else if err != nil {
+		if level == 0 {
+			r.sent[key] = md
+		}
+		return storage.FileInfo{}, fmt.Errorf("replica %s: create %s: %w", r.name, name, err)
+	}
+	if level == 0 {
+		delete(r.sent, key)
+	}
+	return info, nil
+}
+
+func (r *replica) isAmbiguous(t ltx.TXID) bool { _, ok := r.sent[t]; return ok }
+
+func (r *replica) isOurs(ctx context.Context, level int, min, max ltx.TXID, md storage.Metadata, size int64) bool {
+	obj, err := r.c.Open(ctx, level, min, max, 0, 0)
+	r.count("get", 0, err)
+	if err != nil {
+		return false
+	}
+	obj.Close()
+	got := obj.Info.Metadata
+	return got != nil && obj.Info.Size == size && got.Node == md.Node && got.FencingToken == md.FencingToken &&
+		got.CommitTime.Equal(md.CommitTime) && got.PreApplyChecksum == md.PreApplyChecksum &&
+		got.PostApplyChecksum == md.PostApplyChecksum
+}
+
+// uploadPending uploads the local L0 files the store does not have yet, in
+// TXID order, then any snapshot waiting for this replica.
+func (r *replica) uploadPending(ctx context.Context) error {
+	r.upMu.Lock()
+	defer r.upMu.Unlock()
+	if err := r.uploadSnapshots(ctx); err != nil {
+		return err
+	}
+	for {
+		if err := r.d.fencedErr(); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		t, need := r.pos+1, r.needSnapshot
+		r.mu.Unlock()
+		if t > ltx.TXID(r.d.head.Load()) {
+			return nil
+		}
+		if !r.d.local.has(t) {
+			if !need {
+				r.log.Warn("local L0 file to catch up is missing; the replica needs a snapshot", "txid", t)
+				r.mu.Lock()
+				r.needSnapshot = true
+				r.mu.Unlock()
+				r.d.requestSnapshot()
+			}
+			return nil
+		}
+		md, err := r.d.local.meta(t)
+		if err != nil {
+			return fmt.Errorf("replica %s: local metadata of TXID %s: %w", r.name, t, err)
+		}
+		info, err := r.create(ctx, 0, t, t, r.d.local.path(t), md.Size, r.d.storeMetadata(md, true))
+		if err != nil {
+			return err
+		}
+		r.addFile(info)
+		r.mu.Lock()
+		r.pos, r.posSum, r.lastSync, r.lastErr = t, md.Post, r.d.clock.Now(), nil
+		r.mu.Unlock()
+		r.d.m.syncs.WithLabelValues(r.d.opts.Path, r.name).Inc()
+		r.d.m.txid.WithLabelValues(r.d.opts.Path, r.name).Set(float64(t))
+		r.log.Debug("uploaded", "txid", t, "size", md.Size, "pages", md.Pages)
+	}
+}
+
+// uploadSnapshots uploads the level-9 snapshots queued for this replica.
+func (r *replica) uploadSnapshots(ctx context.Context) error {
+	for _, j := range r.d.pendingSnapshots(r) {
+		if r.hasFile(storage.SnapshotLevel, 1, j.txid) {
+			r.d.snapshotDone(j, r)
+			continue
+		}
+		info, err := r.create(ctx, storage.SnapshotLevel, 1, j.txid, j.path, j.md.Size, r.d.storeMetadata(j.md, false))
+		if err != nil {
+			return err
+		}
+		r.addFile(info)
+		r.mu.Lock()
+		if r.needSnapshot && r.pos < j.txid {
+			r.pos, r.posSum, r.jump, r.needSnapshot = j.txid, j.md.Post, j.txid, false
+			r.d.m.txid.WithLabelValues(r.d.opts.Path, r.name).Set(float64(j.txid))
+		}
+		r.mu.Unlock()
+		r.log.Info("uploaded snapshot", "txid", j.txid, "size", j.md.Size)
+		r.d.snapshotDone(j, r)
+	}
+	return nil
+}
+
+func (r *replica) hasFile(level int, min, max ltx.TXID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.levels[level] {
+		if f.MinTXID == min && f.MaxTXID == max {
+			return true
+		}
+	}
+	return false
+}
+
+// localFloor is the TXID through which this replica needs no local L0
+// file any more: uploaded, and compacted into L1 (or covered by a snapshot).
+func (r *replica) localFloor() ltx.TXID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.d.opts.Levels) == 0 {
+		return r.pos
+	}
+	var l1 ltx.TXID
+	for _, f := range r.levels[1] {
+		l1 = max(l1, f.MaxTXID)
+	}
+	return min(r.pos, max(l1, r.jump))
+}
+
+// openInput opens one compaction input: an L0 file from the shadow
+// directory when it is still there, otherwise from the store.
+func (r *replica) openInput(ctx context.Context, fi storage.FileInfo) (io.ReadCloser, *storage.Metadata, error) {
+	if fi.Level == 0 && r.d.local.has(fi.MinTXID) {
+		if md, err := r.d.local.meta(fi.MinTXID); err == nil {
+			if f, err := os.Open(r.d.local.path(fi.MinTXID)); err == nil {
+				smd := r.d.storeMetadata(md, true)
+				return f, &smd, nil
+			}
+		}
+	}
+	obj, err := r.c.Open(ctx, fi.Level, fi.MinTXID, fi.MaxTXID, 0, -1)
+	r.count("get", fi.Size, err)
+	if err != nil {
+		return nil, nil, err
+	}
+	return obj, obj.Info.Metadata, nil
+}

@@ -1,0 +1,375 @@
+package primary
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/understudy-db/understudy/internal/sqlitex"
+)
+
+// Run ships, checkpoints, snapshots, compacts and enforces retention until
+// ctx is done (then it returns nil) or another writer turns out to own the
+// history: then the application's writes are halted (the write lock is
+// held until Close, so the application gets SQLITE_BUSY) and Run returns an
+// error wrapping ErrFenced.
+func (d *DB) Run(ctx context.Context) error {
+	d.mu.Lock()
+	ok := d.opened && !d.closed
+	d.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("database %s: Run before Open", d.opts.Path)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	notify := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); d.watchCommits(ctx, notify) }()
+	for _, r := range d.replicas {
+		wg.Add(2)
+		go func() { defer wg.Done(); r.runUploads(ctx) }()
+		go func() { defer wg.Done(); r.runMaintenance(ctx) }()
+	}
+	err := d.shipLoop(ctx, notify)
+	cancel()
+	wg.Wait()
+	if ferr := d.fencedErr(); ferr != nil {
+		if herr := d.haltWrites(); herr != nil {
+			return errors.Join(ferr, herr)
+		}
+		return ferr
+	}
+	return err
+}
+
+// requestSnapshot asks the ship loop to write a snapshot for the replicas
+// that need one.
+func (d *DB) requestSnapshot() {
+	if d.snapReq == nil {
+		return
+	}
+	select {
+	case d.snapReq <- struct{}{}:
+	default:
+	}
+}
+
+func (d *DB) shipLoop(ctx context.Context, notify <-chan struct{}) error {
+	monitor := time.NewTicker(d.opts.MonitorInterval)
+	defer monitor.Stop()
+	interval := d.opts.minSyncInterval()
+	var last time.Time
+	var timer *time.Timer
+	var timerC <-chan time.Time
+	step := func() {
+		if timer != nil {
+			timer.Stop()
+			timer, timerC = nil, nil
+		}
+		last = time.Now()
+		d.step(ctx)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.fencedCh:
+			return d.fencedErr()
+		case <-notify:
+			if wait := interval - time.Since(last); wait > 0 && !d.walGrowingFast() {
+				if timer == nil {
+					timer = time.NewTimer(wait)
+					timerC = timer.C
+				}
+				continue
+			}
+			step()
+		case <-timerC:
+			timer, timerC = nil, nil
+			step()
+		case <-monitor.C:
+			step()
+		case <-d.snapReq:
+			step()
+		}
+	}
+}
+
+// walGrowingFast reports whether the unshipped part of the WAL is large
+// enough to sync before the interval is up (keeps files and holds small).
+func (d *DB) walGrowingFast() bool {
+	st, err := os.Stat(d.walPath)
+	if err != nil || !d.mu.TryLock() {
+		return false
+	}
+	defer d.mu.Unlock()
+	unshipped := st.Size() - d.walPos.Offset
+	return unshipped > int64(d.opts.MinCheckpointPageCount)*int64(d.pageSize)
+}
+
+// step is one round of the ship loop: sync, checkpoint, snapshots.
+func (d *DB) step(ctx context.Context) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed || d.fencedErr() != nil {
+		return
+	}
+	_, err := d.rotateAndSyncLocked(ctx)
+	if hb, ok := isBreak(err); ok {
+		err = d.writeFullImageLocked(ctx, hb.reason)
+	}
+	if err == nil {
+		err = d.checkpointLocked(ctx)
+		if hb, ok := isBreak(err); ok {
+			err = d.writeFullImageLocked(ctx, hb.reason)
+		}
+	}
+	if err == nil {
+		if targets := d.snapshotTargets(); len(targets) > 0 {
+			err = d.snapshotLocked(ctx, targets, "interval")
+		}
+	}
+	if err != nil && ctx.Err() == nil && d.fencedErr() == nil {
+		d.log.Error("sync failed", "txid", d.txid, "error", err)
+	}
+	d.gcLocal()
+}
+
+// snapshotTargets are the replicas that need a snapshot and have none
+// queued.
+func (d *DB) snapshotTargets() []*replica {
+	var out []*replica
+	for _, r := range d.replicas {
+		r.mu.Lock()
+		want := r.snapDue || r.needSnapshot
+		r.mu.Unlock()
+		if want && len(d.pendingSnapshots(r)) == 0 {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// gcLocal removes local L0 files that every replica has uploaded and
+// compacted.
+func (d *DB) gcLocal() {
+	floor := d.replicas[0].localFloor()
+	for _, r := range d.replicas[1:] {
+		floor = min(floor, r.localFloor())
+	}
+	if floor > 0 {
+		if err := d.local.remove(floor); err != nil {
+			d.log.Warn("remove local L0 files", "error", err)
+		}
+	}
+}
+
+// watchCommits notices commits: inotify on the -wal file wakes it, and
+// PRAGMA data_version on a dedicated connection confirms (inotify fires
+// before the commit is visible in about a quarter of events, so a short
+// poll backs it up).
+func (d *DB) watchCommits(ctx context.Context, notify chan<- struct{}) {
+	var events <-chan fsnotify.Event
+	if w, err := fsnotify.NewWatcher(); err != nil {
+		d.log.Warn("inotify unavailable; polling only", "error", err)
+	} else {
+		defer w.Close()
+		if err := w.Add(filepath.Dir(d.opts.Path)); err != nil {
+			d.log.Warn("inotify unavailable; polling only", "error", err)
+		} else {
+			events = w.Events
+		}
+	}
+	poll := time.NewTicker(d.opts.PollInterval)
+	defer poll.Stop()
+	var lastVersion int64 = -1
+	var lastCheck time.Time
+	check := func() {
+		lastCheck = time.Now()
+		v, err := d.watch.DataVersion(ctx)
+		if err != nil {
+			if ctx.Err() == nil && !sqlitex.IsBusy(err) {
+				d.log.Warn("read data_version", "error", err)
+			}
+			return
+		}
+		if v != lastVersion {
+			lastVersion = v
+			select {
+			case notify <- struct{}{}:
+			default:
+			}
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if ev.Name == d.walPath && time.Since(lastCheck) >= d.opts.PollInterval/4 {
+				check()
+			}
+		case <-poll.C:
+			check()
+		}
+	}
+}
+
+// runUploads uploads new L0 files as they appear, at most once per the
+// replica's sync interval, retrying failures after the interval.
+func (r *replica) runUploads(ctx context.Context) {
+	retry := time.NewTicker(max(r.opts.SyncInterval, time.Second))
+	defer retry.Stop()
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		case <-retry.C:
+		}
+		if wait := r.opts.SyncInterval - time.Since(last); wait > 0 && r.opts.SyncInterval > r.d.opts.minSyncInterval() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		last = time.Now()
+		if err := r.uploadPending(ctx); err != nil {
+			if errors.Is(err, ErrFenced) {
+				return
+			}
+			if ctx.Err() == nil {
+				r.log.Error("upload failed; will retry", "error", err)
+			}
+		}
+	}
+}
+
+// runMaintenance compacts each level on its interval, enforces retention
+// and notices when a snapshot is due.
+func (r *replica) runMaintenance(ctx context.Context) {
+	tick := time.NewTicker(min(time.Second, r.d.opts.MonitorInterval))
+	defer tick.Stop()
+	start := time.Now()
+	nextCompact := make([]time.Time, len(r.d.opts.Levels))
+	for i, iv := range r.d.opts.Levels {
+		nextCompact[i] = start.Add(iv)
+	}
+	nextRetention := start.Add(r.opts.RetentionCheckInterval)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if r.d.fencedErr() != nil {
+			return
+		}
+		now := time.Now()
+		for i, iv := range r.d.opts.Levels {
+			if now.Before(nextCompact[i]) {
+				continue
+			}
+			nextCompact[i] = now.Add(iv)
+			if err := r.compact(ctx, i+1); err != nil && ctx.Err() == nil {
+				r.log.Error("compaction failed", "level", i+1, "error", err)
+			}
+			if i == 0 {
+				r.d.gcLocalAsync()
+			}
+		}
+		if !now.Before(nextRetention) {
+			nextRetention = now.Add(r.opts.RetentionCheckInterval)
+			if err := r.enforceRetention(ctx); err != nil && ctx.Err() == nil {
+				r.log.Error("retention failed", "error", err)
+			}
+		}
+		if r.snapshotDue(r.d.clock.Now()) && len(r.d.pendingSnapshots(r)) == 0 {
+			r.mu.Lock()
+			was := r.snapDue
+			r.snapDue = true
+			r.mu.Unlock()
+			if !was {
+				r.d.requestSnapshot()
+			}
+		}
+		// Snapshots queued for this replica are uploaded by its uploader.
+		if len(r.d.pendingSnapshots(r)) > 0 {
+			r.poke()
+		}
+	}
+}
+
+// gcLocalAsync runs gcLocal when the shipper is not busy.
+func (d *DB) gcLocalAsync() {
+	if d.mu.TryLock() {
+		d.gcLocal()
+		d.mu.Unlock()
+	}
+}
+
+// Sync ships everything committed now and waits until every replica has
+// it (or ctx ends). Use it for the final sync on shutdown, before Close.
+func (d *DB) Sync(ctx context.Context) error {
+	d.mu.Lock()
+	if !d.opened || d.closed {
+		d.mu.Unlock()
+		return fmt.Errorf("database %s: Sync on a closed database", d.opts.Path)
+	}
+	if err := d.fencedErr(); err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	_, err := d.rotateAndSyncLocked(ctx)
+	if hb, ok := isBreak(err); ok {
+		err = d.writeFullImageLocked(ctx, hb.reason)
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	errs := make([]error, len(d.replicas))
+	var wg sync.WaitGroup
+	for i, r := range d.replicas {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = r.uploadPending(ctx) }()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// haltWrites takes the database's write lock and keeps it until Close, so
+// that the application cannot commit a history nobody will ship.
+func (d *DB) haltWrites() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.halted || d.writer == nil {
+		return nil
+	}
+	var err error
+	for i := 0; i < 12; i++ { // the busy timeout is 5 s per attempt
+		if err = d.writer.Exec(context.Background(), "BEGIN IMMEDIATE"); err == nil {
+			d.halted = true
+			d.log.Error("halted the application's writes: another writer owns the replica history; this node must not write on",
+				"txid", d.txid)
+			return nil
+		}
+		if !sqlitex.IsBusy(err) {
+			break
+		}
+	}
+	return fmt.Errorf("database %s: could not halt writes: %w", d.opts.Path, err)
+}

@@ -1,0 +1,408 @@
+package primary
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/superfly/ltx"
+
+	"github.com/understudy-db/understudy/internal/dbsum"
+	"github.com/understudy-db/understudy/internal/wal"
+)
+
+// historyBreak means the WAL history since the shipped position cannot be
+// followed; the only correct recovery is a full image as the next TXID.
+type historyBreak struct{ reason string }
+
+func (h *historyBreak) Error() string { return "history break: " + h.reason }
+
+func isBreak(err error) (*historyBreak, bool) {
+	var hb *historyBreak
+	ok := errors.As(err, &hb)
+	return hb, ok
+}
+
+// startPinLocked starts a read transaction on the idle pin connection. A
+// read transaction with a nonzero read mark stops every checkpoint from
+// resetting the WAL (SQLITE-NOTES.md), so frames not yet shipped survive.
+func (d *DB) startPinLocked() (int, error) {
+	i := 0
+	if d.pinIdx == 0 {
+		i = 1
+	}
+	c := d.pins[i]
+	ctx := context.Background() // never interrupt a pin half-way
+	if err := c.Exec(ctx, "BEGIN"); err != nil {
+		return -1, fmt.Errorf("pin the WAL: %w", err)
+	}
+	if _, err := c.Int(ctx, "SELECT count(*) FROM sqlite_master"); err != nil {
+		c.Exec(ctx, "ROLLBACK")
+		return -1, fmt.Errorf("pin the WAL: %w", err)
+	}
+	return i, nil
+}
+
+func (d *DB) endPinLocked(i int) {
+	if i >= 0 && d.pins[i] != nil {
+		if err := d.pins[i].Exec(context.Background(), "COMMIT"); err != nil {
+			d.log.Warn("release WAL pin", "error", err)
+		}
+	}
+}
+
+// rotateAndSyncLocked moves the pin forward and ships what is committed:
+// the new pin starts first, then the WAL is read to its end (which covers
+// everything the new pin sees), and only then the old pin is released. So
+// no checkpoint can ever pass, and no writer restart, a frame not shipped.
+func (d *DB) rotateAndSyncLocked(ctx context.Context) (bool, error) {
+	newIdx, err := d.startPinLocked()
+	if err != nil {
+		return false, err
+	}
+	shipped, err := d.syncLocked(ctx)
+	if err != nil {
+		d.endPinLocked(newIdx)
+		return false, err
+	}
+	old := d.pinIdx
+	d.pinIdx = newIdx
+	d.endPinLocked(old)
+	return shipped, nil
+}
+
+// quiesceLocked runs fn while holding the database's write lock, so that no
+// transaction commits meanwhile. The hold is measured and reported.
+func (d *DB) quiesceLocked(ctx context.Context, fn func() error) error {
+	if d.halted {
+		return fn()
+	}
+	if err := d.writer.Exec(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("take the write lock: %w", err)
+	}
+	t0 := time.Now()
+	err := fn()
+	if rerr := d.writer.Exec(context.Background(), "ROLLBACK"); rerr != nil && err == nil {
+		err = fmt.Errorf("release the write lock: %w", rerr)
+	}
+	hold := time.Since(t0)
+	if hold > d.maxHold {
+		d.maxHold = hold
+		d.m.writeHold.WithLabelValues(d.opts.Path).Set(hold.Seconds())
+	}
+	return err
+}
+
+// openWAL opens the -wal file and reads its header. ok is false if there is
+// no WAL or no valid header (an empty WAL holds no frames).
+func (d *DB) openWAL() (*os.File, wal.Header, bool, error) {
+	f, err := os.Open(d.walPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, wal.Header{}, false, nil
+	} else if err != nil {
+		return nil, wal.Header{}, false, fmt.Errorf("open %s: %w", d.walPath, err)
+	}
+	h, err := wal.ReadHeader(f)
+	if errors.Is(err, wal.ErrNoHeader) {
+		f.Close()
+		return nil, wal.Header{}, false, nil
+	} else if err != nil {
+		f.Close()
+		return nil, wal.Header{}, false, err
+	}
+	return f, h, true, nil
+}
+
+// captureLocked brings the shipper to an exact, known point under the write
+// lock and pins it there: with shipTail the committed tail is shipped first
+// (the image then equals TXID d.txid); without, the WAL is read from its
+// start to its last commit (the position of a fresh image). Either way the
+// new pin's snapshot is exactly d.walPos, and since everything up to the
+// end of the WAL generation has been seen, a restart that follows is
+// expected.
+func (d *DB) captureLocked(ctx context.Context, shipTail bool) error {
+	return d.quiesceLocked(ctx, func() error {
+		if shipTail {
+			if _, err := d.syncLocked(ctx); err != nil {
+				return err
+			}
+		} else {
+			f, h, ok, err := d.openWAL()
+			if err != nil {
+				return err
+			}
+			d.haveWAL, d.walHdr, d.walPos = ok, h, wal.Position{}
+			if ok {
+				if h.PageSize != d.pageSize {
+					f.Close()
+					return fmt.Errorf("%s: WAL page size %d differs from the database's %d", d.walPath, h.PageSize, d.pageSize)
+				}
+				b, err := wal.Scan(f, h, wal.Start(h), 0, 0)
+				f.Close()
+				if err != nil {
+					return err
+				}
+				d.walPos = b.End
+				r, err := d.ckpt.Checkpoint(ctx, "NOOP")
+				if err != nil {
+					return err
+				}
+				// SQLite knowing more frames than we could read would mean
+				// frames we cannot see; fewer is a restart not yet written.
+				if r.Log > wal.FrameIndex(b.End.Offset, d.pageSize) {
+					return fmt.Errorf("%s: SQLite reports %d WAL frames but only %d validate; refusing to guess",
+						d.walPath, r.Log, wal.FrameIndex(b.End.Offset, d.pageSize))
+				}
+			}
+		}
+		idx, err := d.startPinLocked()
+		if err != nil {
+			return err
+		}
+		d.endPinLocked(d.pinIdx)
+		d.pinIdx = idx
+		d.expectRestart = true
+		return nil
+	})
+}
+
+// image is a database image read through the pin.
+type image struct {
+	table *pageTable
+	pages uint32
+}
+
+// readImageLocked reads every page through the pin's read transaction (so
+// at exactly the pinned position, via sqlite_dbpage: never by opening the
+// database file) and passes each to fn (nil = checksums only).
+func (d *DB) readImageLocked(ctx context.Context, fn func(pgno uint32, data []byte) error) (*image, error) {
+	if d.pinIdx < 0 {
+		return nil, errors.New("read image: no pin")
+	}
+	pin := d.pins[d.pinIdx]
+	n, err := pin.Int(ctx, "PRAGMA page_count")
+	if err != nil {
+		return nil, err
+	}
+	rows, err := pin.Query(ctx, "SELECT pgno, data FROM sqlite_dbpage WHERE pgno <= ?", n)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	t := newPageTable(d.pageSize)
+	changes := make([]pageSum, 0, n)
+	var pgno uint32
+	var data []byte
+	for rows.Next() {
+		if err := rows.Scan(&pgno, &data); err != nil {
+			return nil, fmt.Errorf("read page: %w", err)
+		}
+		if pgno == t.lockPgno {
+			continue
+		}
+		if uint32(len(data)) != d.pageSize {
+			return nil, fmt.Errorf("read page %d: %d bytes, want %d", pgno, len(data), d.pageSize)
+		}
+		changes = append(changes, pageSum{pgno, dbsum.Page(pgno, data)})
+		if fn != nil {
+			if err := fn(pgno, data); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read pages of %s: %w", d.opts.Path, err)
+	}
+	t.apply(changes, uint32(n))
+	return &image{table: t, pages: uint32(n)}, nil
+}
+
+// syncLocked reads the WAL from the shipped position and, if anything was
+// committed, writes it as the next L0 file. It returns a *historyBreak when
+// the WAL cannot be followed.
+func (d *DB) syncLocked(ctx context.Context) (bool, error) {
+	if err := d.fencedErr(); err != nil {
+		return false, err
+	}
+	t0 := time.Now()
+	if ino, err := checkFile(d.opts.Path); err != nil {
+		return false, err
+	} else if ino != d.inode {
+		d.inode = ino
+		return false, &historyBreak{"the database file was replaced (new inode)"}
+	}
+	f, h, ok, err := d.openWAL()
+	if err != nil || !ok {
+		return false, err
+	}
+	defer f.Close()
+	if h.PageSize != d.pageSize {
+		return false, &historyBreak{fmt.Sprintf("WAL page size %d differs from %d", h.PageSize, d.pageSize)}
+	}
+	start := d.walPos
+	if !d.haveWAL || h.Salt1 != d.walHdr.Salt1 || h.Salt2 != d.walHdr.Salt2 {
+		if !d.expectRestart {
+			return false, &historyBreak{"the WAL restarted unexpectedly (salts changed)"}
+		}
+		start = wal.Start(h)
+	}
+	b, err := wal.Scan(f, h, start, d.table.commit(), 0)
+	if err != nil {
+		return false, err
+	}
+	if st, err := f.Stat(); err == nil {
+		d.m.walBytes.WithLabelValues(d.opts.Path).Set(float64(st.Size()))
+	}
+	if b.Grown {
+		return false, &historyBreak{"a commit grew the database without writing its new pages"}
+	}
+	if b.Commits == 0 {
+		return false, nil
+	}
+	if start.Offset == wal.HeaderSize && (!d.haveWAL || h.Salt1 != d.walHdr.Salt1 || h.Salt2 != d.walHdr.Salt2) {
+		d.log.Debug("following new WAL generation", "salt1", h.Salt1, "salt2", h.Salt2)
+	}
+	md, changes, err := d.writeL0FromWAL(f, b)
+	if err != nil {
+		return false, err
+	}
+	d.table.apply(changes, b.Commit)
+	d.haveWAL, d.walHdr, d.walPos = true, h, b.End
+	d.expectRestart = false
+	d.advanceLocked(md)
+	if err := d.savePositionLocked(); err != nil {
+		return true, err
+	}
+	d.lastSync = d.clock.Now()
+	d.m.syncSeconds.WithLabelValues(d.opts.Path).Observe(time.Since(t0).Seconds())
+	d.log.Debug("sync", "txid", md.TXID, "pages", md.Pages, "commits", b.Commits, "frames", b.Frames,
+		"size", md.Size, "db_pages", md.Commit, "wal_offset", b.End.Offset)
+	return true, nil
+}
+
+// advanceLocked makes a freshly written local L0 file the new head.
+func (d *DB) advanceLocked(md fileMeta) {
+	d.txid, d.checksum = md.TXID, md.Post
+	d.head.Store(uint64(md.TXID))
+	for _, r := range d.replicas {
+		r.poke()
+	}
+}
+
+// newEncoder starts an LTX file exactly as Litestream 0.5 writes one: no
+// database checksums in the file (they travel in the metadata), file
+// checksum present.
+func (d *DB) newEncoder(w io.Writer, minTXID, maxTXID ltx.TXID, commit uint32, ts time.Time) (*ltx.Encoder, error) {
+	enc, err := ltx.NewEncoder(w)
+	if err != nil {
+		return nil, err
+	}
+	enc.SetSpillDir(d.local.dir + "/tmp")
+	if err := enc.EncodeHeader(ltx.Header{
+		Version:   ltx.Version,
+		Flags:     ltx.HeaderFlagNoChecksum,
+		PageSize:  d.pageSize,
+		Commit:    commit,
+		MinTXID:   minTXID,
+		MaxTXID:   maxTXID,
+		Timestamp: ts.UnixMilli(),
+	}); err != nil {
+		return nil, fmt.Errorf("encode ltx header %s-%s: %w", minTXID, maxTXID, err)
+	}
+	return enc, nil
+}
+
+// writeL0FromWAL writes the next L0 file from the newest version of each
+// page in b and commits it to the shadow directory. The page table is not
+// changed; the caller applies the returned changes.
+func (d *DB) writeL0FromWAL(f *os.File, b *wal.Batch) (fileMeta, []pageSum, error) {
+	txid := d.txid + 1
+	now := d.clock.Now()
+	pgnos := make([]uint32, 0, len(b.Pages))
+	for p := range b.Pages {
+		pgnos = append(pgnos, p)
+	}
+	slices.Sort(pgnos)
+	tmp, err := d.local.tempFile("l0-*.ltx")
+	if err != nil {
+		return fileMeta{}, nil, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	enc, err := d.newEncoder(tmp, txid, txid, b.Commit, now)
+	if err != nil {
+		return fileMeta{}, nil, err
+	}
+	defer enc.Cleanup()
+	data := make([]byte, d.pageSize)
+	changes := make([]pageSum, 0, len(pgnos))
+	for _, p := range pgnos {
+		if err := wal.PageData(f, b.Pages[p], data); err != nil {
+			return fileMeta{}, nil, err
+		}
+		changes = append(changes, pageSum{p, dbsum.Page(p, data)})
+		if err := enc.EncodePage(ltx.PageHeader{Pgno: p}, data); err != nil {
+			return fileMeta{}, nil, fmt.Errorf("encode page %d of TXID %s: %w", p, txid, err)
+		}
+	}
+	md := fileMeta{TXID: txid, Pre: d.checksum, Post: d.table.preview(changes, b.Commit),
+		CommitTime: now, Pages: len(pgnos), Commit: b.Commit}
+	if err := d.finishLocal(tmp, enc, &md); err != nil {
+		return fileMeta{}, nil, err
+	}
+	return md, changes, nil
+}
+
+// finishLocal closes the encoder, makes the temp file durable and moves it
+// to its L0 name with its metadata.
+func (d *DB) finishLocal(tmp *os.File, enc *ltx.Encoder, md *fileMeta) error {
+	if err := enc.Close(); err != nil {
+		return fmt.Errorf("encode TXID %s: %w", md.TXID, err)
+	}
+	md.Size = enc.N()
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return d.local.commitFile(tmp.Name(), *md)
+}
+
+// shipDeltaLocked ships, at Open, the frames after the local position as
+// the next TXID: the WAL proved they continue the shipped history, and the
+// captured image gives the exact database checksum after them.
+func (d *DB) shipDeltaLocked(ctx context.Context, lp localPosition, img *pageTable) error {
+	f, h, ok, err := d.openWAL()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("ship WAL since last position: the WAL vanished")
+	}
+	defer f.Close()
+	b, err := wal.Scan(f, h, lp.walPosition(), lp.Commit, d.walPos.Offset)
+	if err != nil {
+		return err
+	}
+	if b.End != d.walPos || b.Commits == 0 || b.Grown {
+		// Not what the capture saw: do not guess.
+		return d.writeFullImageLocked(ctx, "the WAL after the last position changed while reading it")
+	}
+	md, _, err := d.writeL0FromWAL(f, b)
+	if err != nil {
+		return err
+	}
+	md.Post = img.checksum()
+	if err := writeJSON(d.local.metaPath(md.TXID), md); err != nil {
+		return err
+	}
+	d.table = img
+	d.advanceLocked(md)
+	d.log.Info("shipped WAL written while the shipper was down", "txid", md.TXID, "pages", md.Pages, "commits", b.Commits)
+	return nil
+}
