@@ -1,0 +1,319 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/superfly/ltx"
+	"github.com/understudy-db/understudy/config"
+	"github.com/understudy-db/understudy/internal/httpserver"
+	"github.com/understudy-db/understudy/internal/replicaclient"
+	"github.com/understudy-db/understudy/primary"
+	"github.com/urfave/cli/v2"
+)
+
+func init() {
+	registerCommand(&cli.Command{
+		Name:      "replicate",
+		Usage:     "ship every committed transaction of the configured databases to their replicas",
+		ArgsUsage: "[DB_PATH REPLICA_URL...]",
+		Description: "Runs as a daemon next to the application. With no arguments it replicates every db in the\n" +
+			"config file; with DB_PATH REPLICA_URL... it needs no config. SIGINT/SIGTERM ship everything\n" +
+			"committed, then exit 0.",
+		Flags: commonFlags(
+			&cli.StringFlag{Name: "exec", Usage: "run `CMD` as the application: forward signals, sync after it exits, exit with its status"},
+			&cli.StringFlag{Name: "addr", Usage: "serve /metrics, /healthz and /status on `ADDR` (overrides the config's addr)"},
+			&cli.StringFlag{Name: "node", Usage: "node `NAME` written into every object's metadata (default: the host name)"},
+		),
+		Action: runReplicate,
+	})
+}
+
+// replicateConfig returns the config for the command: from arguments when
+// given, else from the config file.
+func replicateConfig(c *cli.Context) (*config.Config, error) {
+	if c.NArg() > 0 {
+		if c.NArg() < 2 {
+			return nil, errors.New("replicate: give DB_PATH and at least one REPLICA_URL, or no arguments to use the config file")
+		}
+		db, err := config.NewDB(c.Args().First(), c.Args().Tail()...)
+		if err != nil {
+			return nil, err
+		}
+		cfg := &config.Config{DBs: []*config.DB{db}}
+		if path, explicit := configPath(c); explicit {
+			return nil, fmt.Errorf("replicate: give either a config file (%s) or DB_PATH REPLICA_URL..., not both", path)
+		}
+		return cfg, nil
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.DBs) == 0 {
+		path, _ := configPath(c)
+		return nil, fmt.Errorf("replicate: config %s has no dbs: add a dbs: entry with a path and replicas", path)
+	}
+	return cfg, nil
+}
+
+func nodeName(c *cli.Context, db *config.DB) string {
+	if n := c.String("node"); n != "" {
+		return n
+	}
+	if db.Lease != nil && db.Lease.Node != "" {
+		return db.Lease.Node
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "understudy"
+	}
+	return h
+}
+
+func runReplicate(c *cli.Context) error {
+	cfg, err := replicateConfig(c)
+	if err != nil {
+		return cli.Exit(err, 2)
+	}
+	logger, err := newLogger(c, cfg.Logging.Level, cfg.Logging.Type)
+	if err != nil {
+		return cli.Exit(err, 2)
+	}
+	logger.Debug("config", "config", cfg.Redacted())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	dbs, err := openPrimaries(ctx, c, cfg, logger, reg)
+	for _, db := range dbs {
+		defer db.Close()
+	}
+	if err != nil {
+		return err
+	}
+
+	addr := cfg.Addr
+	if a := c.String("addr"); a != "" {
+		addr = a
+	}
+	if addr != "" {
+		srv, err := httpserver.Start(httpserver.Options{
+			Addr:     addr,
+			Gatherer: reg,
+			Healthy:  func() error { return primariesHealthy(dbs) },
+			Status:   func() any { return primariesStatus(dbs) },
+		})
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		logger.Info("serving metrics and health", "addr", srv.Addr())
+	}
+
+	// Run every database until a signal, the app's exit or a fatal error.
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	errs := make(chan error, len(dbs))
+	var wg sync.WaitGroup
+	for _, db := range dbs {
+		wg.Add(1)
+		go func(db *primary.DB) {
+			defer wg.Done()
+			if err := db.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+				errs <- fmt.Errorf("database %s: %w", db.Path(), err)
+			}
+		}(db)
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	var app *exec.Cmd
+	appDone := make(chan error, 1)
+	if cmdline := c.String("exec"); cmdline != "" {
+		app = exec.Command("/bin/sh", "-c", cmdline)
+		app.Stdin, app.Stdout, app.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := app.Start(); err != nil {
+			return cli.Exit(fmt.Errorf("replicate: start -exec %q: %w", cmdline, err), 1)
+		}
+		logger.Info("started application", "pid", app.Process.Pid, "exec", cmdline)
+		go func() { appDone <- app.Wait() }()
+	}
+
+	exitCode := 0
+	var runErr error
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			if app != nil {
+				// The app decides when it is done; we sync after it exits.
+				logger.Info("forwarding signal to application", "signal", sig.String())
+				_ = app.Process.Signal(sig)
+				continue
+			}
+			logger.Info("signal received: shipping what is committed, then exiting", "signal", sig.String())
+			break wait
+		case err := <-appDone:
+			exitCode = app.ProcessState.ExitCode()
+			logger.Info("application exited: shipping what is committed", "status", exitCode, "error", errString(err))
+			break wait
+		case runErr = <-errs:
+			logger.Error("replication stopped", "error", runErr)
+			break wait
+		}
+	}
+	stopRun()
+	wg.Wait()
+
+	if runErr != nil {
+		if app != nil && app.ProcessState == nil {
+			_ = app.Process.Signal(syscall.SIGTERM)
+		}
+		return cli.Exit(runErr, 1)
+	}
+	// Final sync: ship everything the app committed before it stopped.
+	var syncErr error
+	for _, db := range dbs {
+		sctx, cancel := context.WithTimeout(context.Background(), finalSyncTimeout)
+		if err := db.Sync(sctx); err != nil {
+			logger.Error("final sync failed", "db", db.Path(), "error", err)
+			syncErr = errors.Join(syncErr, fmt.Errorf("final sync of %s: %w", db.Path(), err))
+		}
+		cancel()
+	}
+	if syncErr != nil {
+		return cli.Exit(syncErr, 1)
+	}
+	logger.Info("all committed transactions shipped")
+	if exitCode != 0 {
+		return cli.Exit("", exitCode)
+	}
+	return nil
+}
+
+// finalSyncTimeout bounds the last sync on shutdown, so a dead store cannot
+// hang the exit forever.
+const finalSyncTimeout = time.Minute
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// openPrimaries builds and opens one primary.DB per configured database. It
+// returns the ones it opened even on error, so the caller can close them.
+func openPrimaries(ctx context.Context, c *cli.Context, cfg *config.Config, logger hclog.Logger, reg prometheus.Registerer) ([]*primary.DB, error) {
+	var dbs []*primary.DB
+	for _, dbc := range cfg.DBs {
+		opts := primary.Options{
+			Path:                   dbc.Path,
+			Node:                   nodeName(c, dbc),
+			MinCheckpointPageCount: dbc.MinCheckpointPageCount,
+			MaxCheckpointPageCount: dbc.MaxCheckpointPageCount,
+			Levels:                 dbc.Levels,
+			L0Retention:            dbc.L0Retention,
+			Logger:                 logger.Named(dbc.Name()),
+			Registerer:             reg,
+		}
+		for _, rc := range dbc.Replicas {
+			client, err := replicaclient.New(ctx, rc, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
+			if err != nil {
+				return dbs, cli.Exit(fmt.Errorf("database %s: replica %s: %w", dbc.Path, rc.Name, err), 1)
+			}
+			if err := client.ProbeCreateOnly(ctx); err != nil {
+				return dbs, cli.Exit(fmt.Errorf("database %s: replica %s (%s): %w", dbc.Path, rc.Name, rc.Location(), err), 1)
+			}
+			opts.Replicas = append(opts.Replicas, primary.ReplicaOptions{
+				Name:                   rc.Name,
+				Client:                 client,
+				SyncInterval:           rc.SyncInterval,
+				SnapshotInterval:       rc.SnapshotInterval,
+				Retention:              rc.Retention,
+				RetentionCheckInterval: rc.RetentionCheckInterval,
+			})
+		}
+		db, err := primary.New(opts)
+		if err != nil {
+			return dbs, cli.Exit(err, 1)
+		}
+		if err := db.Open(ctx); err != nil {
+			return dbs, cli.Exit(err, 1)
+		}
+		dbs = append(dbs, db)
+		logger.Info("replicating", "db", dbc.Path, "replicas", len(opts.Replicas), "node", opts.Node)
+	}
+	return dbs, nil
+}
+
+// primariesHealthy is /healthz: unhealthy when a database is fenced or a
+// replica's last upload failed.
+func primariesHealthy(dbs []*primary.DB) error {
+	var err error
+	for _, db := range dbs {
+		st := db.Status()
+		if st.Fenced {
+			err = errors.Join(err, fmt.Errorf("%s: fenced: another writer owns the replica history", db.Path()))
+		}
+		for _, r := range st.Replicas {
+			if r.LastError != "" {
+				err = errors.Join(err, fmt.Errorf("%s replica %s: %s", db.Path(), r.Name, r.LastError))
+			}
+		}
+	}
+	return err
+}
+
+// statusDoc is one database in /status and `understudy status -json`.
+type statusDoc struct {
+	Role     string             `json:"role"`
+	DB       string             `json:"db"`
+	TXID     ltx.TXID           `json:"txid"`
+	Checksum ltx.Checksum       `json:"checksum"`
+	Fenced   bool               `json:"fenced"`
+	Replicas []replicaStatusDoc `json:"replicas"`
+}
+
+type replicaStatusDoc struct {
+	Name      string       `json:"name"`
+	TXID      ltx.TXID     `json:"txid"`
+	Checksum  ltx.Checksum `json:"checksum"`
+	LastSync  *time.Time   `json:"last_sync,omitempty"`
+	LastError string       `json:"last_error,omitempty"`
+	Pending   int          `json:"pending_txids"`
+}
+
+func primariesStatus(dbs []*primary.DB) any {
+	out := make([]statusDoc, 0, len(dbs))
+	for _, db := range dbs {
+		st := db.Status()
+		doc := statusDoc{Role: "primary", DB: db.Path(), TXID: st.TXID, Checksum: st.Checksum, Fenced: st.Fenced}
+		for _, r := range st.Replicas {
+			rd := replicaStatusDoc{Name: r.Name, TXID: r.TXID, Checksum: r.Checksum, LastError: r.LastError, Pending: r.Pending}
+			if !r.LastSync.IsZero() {
+				t := r.LastSync.UTC()
+				rd.LastSync = &t
+			}
+			doc.Replicas = append(doc.Replicas, rd)
+		}
+		out = append(out, doc)
+	}
+	return map[string]any{"dbs": out}
+}
