@@ -373,6 +373,7 @@ func (f *Follower) follow(ctx context.Context, a *Applier) error {
 	needCheck := true
 	var lastCheck time.Time
 	failures := 0
+	warnedNoMeta := false
 	for ctx.Err() == nil {
 		pos := a.Position()
 		var obj *storage.Object
@@ -389,6 +390,9 @@ func (f *Follower) follow(ctx context.Context, a *Applier) error {
 					}
 				})
 				switch {
+				case d.Behind:
+					return &VerifyError{Local: pos, Err: fmt.Errorf(
+						"the replica's history ends at TXID %s, before the local position: the replica was reset or is not the one this database came from; move the local database aside to bootstrap again", d.Head)}
 				case d.Gap:
 					return &VerifyError{Local: pos, Err: fmt.Errorf(
 						"gap in the history: the store has TXIDs up to %s but no file that contains the next TXID %s", d.Head, pos.TXID+1)}
@@ -436,8 +440,9 @@ func (f *Follower) follow(ctx context.Context, a *Applier) error {
 
 		info := obj.Info
 		name := objectName(info.Level, info.MinTXID, info.MaxTXID)
-		if info.Metadata == nil {
-			f.log.Debug("object carries no database checksums; verifying by file checksum only", "object", name)
+		if info.Metadata == nil && !warnedNoMeta {
+			warnedNoMeta = true
+			f.log.Info("the replica's files carry no database checksums (written by another tool?); verifying them by file checksum only", "object", name)
 		}
 		res, err := a.Apply(ctx, name, obj, info.Metadata)
 		obj.Close()
@@ -498,7 +503,7 @@ func (f *Follower) planCatchUp(ctx context.Context, txid ltx.TXID) (CatchUp, err
 	for _, level := range catchUpLevels {
 		seek := ltx.TXID(0)
 		if level == storage.LevelL0 {
-			seek = txid + 1 // L0 files hold one TXID each
+			seek = txid // L0 files hold one TXID each; txid itself proves the store reaches us
 		}
 		files, err := listLevel(ctx, f.cfg.Client, level, seek)
 		f.request("list", result(err))

@@ -11,10 +11,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -498,3 +500,74 @@ func TestFollowMissingDBWithLeftovers(t *testing.T) {
 }
 
 var _ = errors.New
+
+// TestHelperFollowerProcess is the child of TestFollowKill9: a follower in
+// its own process, killed with SIGKILL by the parent.
+func TestHelperFollowerProcess(t *testing.T) {
+	replica, path := os.Getenv("FOLLOWER_TEST_REPLICA"), os.Getenv("FOLLOWER_TEST_DB")
+	if replica == "" {
+		t.Skip("only run as the child of TestFollowKill9")
+	}
+	store, err := file.New(replica)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Config{Path: path, Client: store, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Fatal(f.Run(context.Background())) // runs until killed
+}
+
+// TestFollowKill9: a follower process killed with SIGKILL while it applies
+// resumes from its recorded position without a new bootstrap, and ends
+// identical to the source.
+func TestFollowKill9(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPrimary(t, dir)
+	rng := rand.New(rand.NewSource(9))
+	p.transfers(2, rng)
+	path := filepath.Join(dir, "follower.db")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperFollowerProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "FOLLOWER_TEST_REPLICA="+p.store.Dir(), "FOLLOWER_TEST_DB="+path)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	// Wait for the child's bootstrap, then give it a stream to apply.
+	posAt := func() ltx.TXID {
+		rec, err := readPosition(PositionPath(path))
+		if err != nil {
+			return 0
+		}
+		return rec.TXID
+	}
+	for posAt() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := 0; i < 200; i++ {
+		p.commit(func(s *source) {
+			s.exec(`INSERT INTO blobs (b) VALUES (randomblob(?))`, 2000+rng.Intn(20000))
+			s.transfer(rng)
+		}, nil)
+		if i == 100 {
+			p.commit(func(s *source) { s.exec(`DELETE FROM blobs`); s.exec(`VACUUM`) }, nil)
+		}
+	}
+	for posAt() < 40 {
+		time.Sleep(time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	killedAt := posAt()
+
+	rf := startFollower(t, p, path)
+	st := rf.waitTXID(t, p.src.txid)
+	if rf.bootstraps.Load() != 0 || st.MovedAside != "" {
+		t.Fatalf("restart after SIGKILL at TXID %s bootstrapped again: %+v", killedAt, st)
+	}
+	t.Logf("killed at recorded TXID %s of %s; resumed and caught up", killedAt, p.src.txid)
+	assertSame(t, p.src, path)
+}

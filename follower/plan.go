@@ -30,10 +30,13 @@ type CatchUp struct {
 	// Gap is set when the store holds later TXIDs but nothing that contains
 	// the next one: the history cannot be followed.
 	Gap bool
+	// Behind is set when the store's history ends before txid: the replica
+	// was reset or replaced, and this database is not part of its history.
+	Behind bool
 }
 
 // planCatchUp picks what a database at txid applies next, from listings of
-// the levels. A file qualifies if it contains txid+1 (it may start earlier:
+// the levels (L0 from txid on, the others whole). A file qualifies if it contains txid+1 (it may start earlier:
 // a compaction that straddles the position; see Applier.Apply). Among L0-L3
 // the one reaching furthest wins (ties: the one starting exactly at txid+1,
 // whose pre-apply checksum can be checked, then the lower level, the smaller
@@ -80,6 +83,11 @@ func planCatchUp(txid ltx.TXID, listings []Listing) CatchUp {
 		d.File, d.Apply = *snap, true
 	case d.Head > txid:
 		d.Gap = true
+	case d.Head < txid:
+		// The L0 listing starts at txid itself, and compaction writes a
+		// level before deleting what it merged, so a store at txid always
+		// shows a file reaching txid.
+		d.Behind = true
 	}
 	return d
 }

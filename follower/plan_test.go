@@ -1,0 +1,95 @@
+package follower
+
+import (
+	"testing"
+	"time"
+
+	"github.com/superfly/ltx"
+	"github.com/understudy-db/understudy/internal/storage"
+)
+
+func fi(level int, minTXID, maxTXID ltx.TXID) storage.FileInfo {
+	return storage.FileInfo{Level: level, MinTXID: minTXID, MaxTXID: maxTXID}
+}
+
+func TestPlanCatchUp(t *testing.T) {
+	tests := []struct {
+		name     string
+		txid     ltx.TXID
+		listings []Listing
+		want     CatchUp
+	}{
+		{"empty store", 5, nil, CatchUp{Behind: true}},
+		{"caught up", 5, []Listing{{0, nil}, {1, []storage.FileInfo{fi(1, 1, 5)}}, {9, []storage.FileInfo{fi(9, 1, 3)}}},
+			CatchUp{Head: 5}},
+		{"caught up, L0 shows txid", 5, []Listing{{0, []storage.FileInfo{fi(0, 5, 5)}}, {1, []storage.FileInfo{fi(1, 1, 3)}}},
+			CatchUp{Head: 5}},
+		{"store reset", 5, []Listing{{0, nil}, {1, []storage.FileInfo{fi(1, 1, 2)}}, {9, []storage.FileInfo{fi(9, 1, 1)}}},
+			CatchUp{Head: 2, Behind: true}},
+		{"next L0 present", 5, []Listing{{0, []storage.FileInfo{fi(0, 6, 6), fi(0, 7, 7)}}},
+			CatchUp{File: fi(0, 6, 6), Apply: true, Head: 7}},
+		{"L1 starting at next", 5, []Listing{{0, []storage.FileInfo{fi(0, 20, 20)}}, {1, []storage.FileInfo{fi(1, 1, 5), fi(1, 6, 19)}}},
+			CatchUp{File: fi(1, 6, 19), Apply: true, Head: 20}},
+		{"straddling L1", 5, []Listing{{1, []storage.FileInfo{fi(1, 3, 9), fi(1, 10, 12)}}},
+			CatchUp{File: fi(1, 3, 9), Apply: true, Head: 12}},
+		{"furthest level wins", 5, []Listing{{1, []storage.FileInfo{fi(1, 6, 9)}}, {2, []storage.FileInfo{fi(2, 1, 30)}}, {3, []storage.FileInfo{fi(3, 6, 20)}}},
+			CatchUp{File: fi(2, 1, 30), Apply: true, Head: 30}},
+		{"tie prefers the file starting at next", 5, []Listing{{1, []storage.FileInfo{fi(1, 6, 9)}}, {2, []storage.FileInfo{fi(2, 1, 9)}}},
+			CatchUp{File: fi(1, 6, 9), Apply: true, Head: 9}},
+		{"tie prefers the lower level", 5, []Listing{{1, []storage.FileInfo{fi(1, 6, 9)}}, {3, []storage.FileInfo{fi(3, 6, 9)}}},
+			CatchUp{File: fi(1, 6, 9), Apply: true, Head: 9}},
+		{"file after next is no candidate", 5, []Listing{{1, []storage.FileInfo{fi(1, 7, 9)}}, {9, []storage.FileInfo{fi(9, 1, 8)}}},
+			CatchUp{File: fi(9, 1, 8), Apply: true, Head: 9}},
+		{"snapshot only when no level has next", 5, []Listing{{1, []storage.FileInfo{fi(1, 6, 7)}}, {9, []storage.FileInfo{fi(9, 1, 50)}}},
+			CatchUp{File: fi(1, 6, 7), Apply: true, Head: 50}},
+		{"newest snapshot", 5, []Listing{{9, []storage.FileInfo{fi(9, 1, 10), fi(9, 1, 40)}}},
+			CatchUp{File: fi(9, 1, 40), Apply: true, Head: 40}},
+		{"gap", 5, []Listing{{0, []storage.FileInfo{fi(0, 8, 8)}}, {1, []storage.FileInfo{fi(1, 1, 5)}}},
+			CatchUp{Head: 8, Gap: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := planCatchUp(tt.txid, tt.listings); got != tt.want {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLagOf(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 10, 0, time.UTC)
+	tests := []struct {
+		name       string
+		caughtUp   bool
+		lastCommit time.Time
+		head, txid ltx.TXID
+		secs       time.Duration
+		txids      uint64
+	}{
+		{"caught up", true, now.Add(-time.Hour), 9, 9, 0, 0},
+		{"behind", false, now.Add(-3 * time.Second), 12, 9, 3 * time.Second, 3},
+		{"head unknown", false, now.Add(-time.Second), 9, 9, time.Second, 0},
+		{"no commit time", false, time.Time{}, 10, 9, 0, 1},
+		{"clock skew", false, now.Add(time.Second), 10, 9, 0, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			secs, txids := lagOf(now, tt.caughtUp, tt.lastCommit, tt.head, tt.txid)
+			if secs != tt.secs || txids != tt.txids {
+				t.Fatalf("got %s, %d; want %s, %d", secs, txids, tt.secs, tt.txids)
+			}
+		})
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	tests := []struct {
+		n    int
+		want time.Duration
+	}{{1, time.Second}, {2, 2 * time.Second}, {3, 4 * time.Second}, {6, 30 * time.Second}, {100, 30 * time.Second}}
+	for _, tt := range tests {
+		if got := backoff(time.Second, tt.n, 30*time.Second); got != tt.want {
+			t.Fatalf("backoff(%d) = %s, want %s", tt.n, got, tt.want)
+		}
+	}
+}
