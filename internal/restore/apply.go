@@ -98,18 +98,22 @@ func (a *applier) ownedLater(pgno uint32) bool {
 }
 
 // writeBase writes a run of contiguous snapshot pages starting at first
-// (phase 2); sum is the checksum of the run's pages.
-func (a *applier) writeBase(first uint32, data []byte, sum dbsum.Sum) error {
+// (phase 2).
+func (a *applier) writeBase(first uint32, data []byte) error {
 	if _, err := a.f.WriteAt(data, int64(first-1)*int64(a.pageSize)); err != nil {
 		return fmt.Errorf("write pages %d-%d: %w", first, int(first)+len(data)/a.pageSize-1, err)
 	}
 	for p := first; p < first+uint32(len(data)/a.pageSize); p++ {
 		a.base[p/64].Or(1 << (p % 64))
 	}
+	return nil
+}
+
+// addBaseSum adds the checksum of snapshot pages written with writeBase.
+func (a *applier) addBaseSum(sum dbsum.Sum) {
 	a.baseMu.Lock()
 	a.baseSum ^= sum
 	a.baseMu.Unlock()
-	return nil
 }
 
 // finish sizes the file to commit pages and returns the checksum of the

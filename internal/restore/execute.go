@@ -133,7 +133,15 @@ func (d *download) run(ctx context.Context, parallelism int) error {
 		}
 	}
 
-	// Phase 2: the snapshot, in runs of contiguous pages.
+	// Phase 2: the snapshot, in runs of contiguous pages, decoded in
+	// parallel where the format allows (snapshot.go).
+	if err := d.snapshotFast(ctx, workers); !errors.Is(err, errSlowPath) {
+		if err != nil {
+			d.fail(err)
+			return d.firstErr
+		}
+		return ctx.Err()
+	}
 	chunkPages := chunkBytes / d.pageSize
 	if chunkPages < 1 {
 		chunkPages = 1
@@ -145,7 +153,11 @@ func (d *download) run(ctx context.Context, parallelism int) error {
 		for k := 0; k*d.pageSize < len(j.data); k++ {
 			sum = sum.Add(dbsum.Page(j.first+uint32(k), j.data[k*d.pageSize:(k+1)*d.pageSize]))
 		}
-		return d.app.writeBase(j.first, j.data, sum)
+		if err := d.app.writeBase(j.first, j.data); err != nil {
+			return err
+		}
+		d.app.addBaseSum(sum)
+		return nil
 	})
 	sink := &runSink{pool: pool, jobs: jobs, pageSize: d.pageSize, chunkPages: chunkPages, app: d.app}
 	if err := d.file(ctx, 0, sink); err != nil {

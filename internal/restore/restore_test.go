@@ -3,6 +3,7 @@ package restore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,15 +79,18 @@ func TestRestoreEveryTXIDAndTime(t *testing.T) {
 // TestRestoreShortRuns restores with snapshot runs of 3 pages, so that runs
 // fill up, break at pages a later file wrote, and restart mid-buffer.
 func TestRestoreShortRuns(t *testing.T) {
-	defer func(n int) { chunkBytes = n }(chunkBytes)
+	defer func(n int, slow bool) { chunkBytes, forceSlowSnapshot = n, slow }(chunkBytes, forceSlowSnapshot)
 	chunkBytes = 3 * testPageSize
 	s := buildHistory(t)
-	for _, txid := range []ltx.TXID{1, 9, 11, 12, 15, 18} {
-		out, res, err := restoreTo(t, s.client, Target{TXID: txid}, nil)
-		if err != nil {
-			t.Fatalf("restore TXID %s: %v", txid, err)
+	for _, slow := range []bool{false, true} {
+		forceSlowSnapshot = slow
+		for _, txid := range []ltx.TXID{1, 9, 11, 12, 15, 18} {
+			out, res, err := restoreTo(t, s.client, Target{TXID: txid}, nil)
+			if err != nil {
+				t.Fatalf("restore TXID %s (slow=%v): %v", txid, slow, err)
+			}
+			assertRestored(t, s, out, res, txid)
 		}
-		assertRestored(t, s, out, res, txid)
 	}
 }
 
@@ -198,6 +202,24 @@ func TestRestoreErrors(t *testing.T) {
 			errText: "L9 0000000000000001-000000000000000c: corrupt object",
 		},
 		{
+			name:    "corrupt snapshot trailer",
+			break_:  func(t *testing.T, s *source) { flipByte(t, s.path(9, 1, 12), 1) },
+			wantErr: ErrCorrupt,
+			errText: "L9 0000000000000001-000000000000000c: corrupt object: file checksum mismatch",
+		},
+		{
+			name:    "corrupt snapshot page index",
+			break_:  func(t *testing.T, s *source) { flipAt(t, s.path(9, 1, 12), -25) },
+			wantErr: ErrCorrupt,
+			errText: "L9 0000000000000001-000000000000000c: corrupt object",
+		},
+		{
+			name:    "truncated snapshot",
+			break_:  func(t *testing.T, s *source) { truncate(t, s.path(9, 1, 12), 0.7) },
+			wantErr: ErrCorrupt,
+			errText: "L9 0000000000000001-000000000000000c: corrupt object: truncated",
+		},
+		{
 			name: "foreign object",
 			break_: func(t *testing.T, s *source) {
 				if err := os.WriteFile(s.path(0, 19, 19), []byte("this is not an LTX file, but it has an LTX file's name............................................................"), 0o644); err != nil {
@@ -262,21 +284,25 @@ func TestRestoreErrors(t *testing.T) {
 			errText: "recorded with L0 0000000000000012-0000000000000012; the replica is inconsistent",
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			s := buildHistory(t)
-			if tc.break_ != nil {
-				tc.break_(t, s)
-			}
-			out, _, err := restoreTo(t, s.client, tc.target, nil)
-			if !errors.Is(err, tc.wantErr) {
-				t.Fatalf("err = %v, want %v", err, tc.wantErr)
-			}
-			if !strings.Contains(err.Error(), tc.errText) {
-				t.Fatalf("err = %q\nwant it to contain %q", err, tc.errText)
-			}
-			assertNothingLeft(t, out)
-		})
+	for _, slow := range []bool{false, true} {
+		for _, tc := range tests {
+			t.Run(fmt.Sprintf("%s/slow=%v", tc.name, slow), func(t *testing.T) {
+				defer func(v bool) { forceSlowSnapshot = v }(forceSlowSnapshot)
+				forceSlowSnapshot = slow
+				s := buildHistory(t)
+				if tc.break_ != nil {
+					tc.break_(t, s)
+				}
+				out, _, err := restoreTo(t, s.client, tc.target, nil)
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				if !strings.Contains(err.Error(), tc.errText) {
+					t.Fatalf("err = %q\nwant it to contain %q", err, tc.errText)
+				}
+				assertNothingLeft(t, out)
+			})
+		}
 	}
 }
 
@@ -322,6 +348,28 @@ func TestExecuteFileDeletedAfterPlanning(t *testing.T) {
 func remove(t *testing.T, path string) {
 	t.Helper()
 	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flipAt inverts the byte at offset off from the end of the file (off < 0).
+func flipAt(t *testing.T, path string, off int64) {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipByte(t, path, float64(st.Size()+off)/float64(st.Size()-1))
+}
+
+// truncate cuts the file to fraction at of its length.
+func truncate(t *testing.T, path string, at float64) {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, int64(float64(st.Size())*at)); err != nil {
 		t.Fatal(err)
 	}
 }
