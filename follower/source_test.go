@@ -32,7 +32,9 @@ type source struct {
 	now      time.Time
 }
 
-const testAccounts = 50
+// The accounts span many pages (a filler column), so that a transfer
+// usually changes two pages and a torn apply would show in the total.
+const testAccounts = 400
 const testBalance = 1000
 
 // newSource creates a database with an accounts table (testAccounts rows of
@@ -47,11 +49,10 @@ func newSource(t *testing.T, dir string) *source {
 	db.SetMaxOpenConns(1)
 	t.Cleanup(func() { db.Close() })
 	s := &source{t: t, path: path, db: db, now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	s.exec(`CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)`)
+	s.exec(`CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, filler BLOB)`)
 	s.exec(`CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB)`)
-	for i := 1; i <= testAccounts; i++ {
-		s.exec(`INSERT INTO accounts VALUES (?, ?)`, i, testBalance)
-	}
+	s.exec(`WITH RECURSIVE g(v) AS (SELECT 1 UNION ALL SELECT v+1 FROM g WHERE v < ?)
+		INSERT INTO accounts SELECT v, ?, randomblob(300) FROM g`, testAccounts, testBalance)
 	s.pages = s.snapshot()
 	s.pageSize = uint32(len(s.pages[0]))
 	s.txid = 1
