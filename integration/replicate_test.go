@@ -356,7 +356,9 @@ func TestReplicateSecondWriterRefused(t *testing.T) {
 	app := openDB(t, s.dbPath)
 	w := startWriter(t, app, 3)
 	a := s.replicate(t)
-	s.waitShipped(t, func() image { w.pause.Lock(); defer w.pause.Unlock(); return snapshotImage(t, app) }())
+	w.pause.Lock()
+	s.waitShipped(t, snapshotImage(t, app))
+	w.pause.Unlock()
 	before := storeDigest(t, s.fileReplica)
 
 	// A second node with its own database and the same replicas.
