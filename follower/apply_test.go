@@ -56,6 +56,7 @@ func TestApplyShapes(t *testing.T) {
 		change func(s *source)
 	}{
 		{"update", func(s *source) { s.exec(`UPDATE accounts SET balance = balance + 1 WHERE id = 3`) }},
+		{"zero pages (a node claiming the next TXID)", func(s *source) {}},
 		{"grow by more than 64 KiB in one transaction", func(s *source) {
 			s.exec(`INSERT INTO blobs (b) VALUES (randomblob(300000))`)
 		}},
@@ -428,8 +429,8 @@ func TestApplyWithReaders(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	t.Logf("%d files applied, %d shrinking VACUUMs, %d growths > 64 KiB, %d schema changes; %d read transactions, %d inconsistent",
-		files, shrinks, bigGrowths, schema, reads.Load(), bad.Load())
+	t.Logf("%d files applied, %d shrinking VACUUMs, %d growths > 64 KiB, %d schema changes; %d read transactions, %d inconsistent; longest reader start %s",
+		files, shrinks, bigGrowths, schema, reads.Load(), bad.Load(), time.Duration(maxStartWait.Load()))
 	if len(readErrs) > 0 {
 		t.Fatalf("reader errors: %v", readErrs)
 	}
@@ -441,6 +442,10 @@ func TestApplyWithReaders(t *testing.T) {
 	}
 	assertSame(t, s, path)
 }
+
+// maxStartWait is the longest time any reader took to begin a read
+// transaction and run its first query, in nanoseconds.
+var maxStartWait atomic.Int64
 
 // readLoop runs read transactions on its own read-only connection until
 // stop: the total balance must always be testAccounts*testBalance, and the
@@ -458,6 +463,7 @@ func readLoop(path string, stop <-chan struct{}, reads, bad *atomic.Int64) error
 			return nil
 		default:
 		}
+		start := time.Now()
 		tx, err := db.Begin()
 		if err != nil {
 			return err
@@ -466,6 +472,13 @@ func readLoop(path string, stop <-chan struct{}, reads, bad *atomic.Int64) error
 		if err := tx.QueryRow(`SELECT sum(balance), count(*) FROM accounts`).Scan(&total, &n); err != nil {
 			tx.Rollback()
 			return err
+		}
+		// The longest a reader waited to start reading (informational).
+		for d := int64(time.Since(start)); ; {
+			old := maxStartWait.Load()
+			if d <= old || maxStartWait.CompareAndSwap(old, d) {
+				break
+			}
 		}
 		if err := tx.QueryRow(`SELECT count(*) FROM sqlite_master`).Scan(&tables); err != nil {
 			tx.Rollback()

@@ -403,7 +403,11 @@ func (f *Follower) follow(ctx context.Context, a *Applier) error {
 					f.request("get", result(err))
 					planned = true
 					if err == nil {
-						f.log.Info("catching up from a compacted level", "object", objectName(d.File.Level, d.File.MinTXID, d.File.MaxTXID), "local", pos.TXID.String())
+						what := "catching up from a compacted level"
+						if d.File.Level == storage.SnapshotLevel {
+							what = "catching up from a snapshot (no level holds the next TXID)"
+						}
+						f.log.Info(what, "object", objectName(d.File.Level, d.File.MinTXID, d.File.MaxTXID), "local", pos.TXID.String())
 					}
 				}
 			}

@@ -416,6 +416,44 @@ func TestFollowCompacted(t *testing.T) {
 	_ = tail
 }
 
+// TestFollowFromSnapshot: when no level holds the next TXID but a newer
+// snapshot exists, the follower applies the snapshot as a full image
+// instead of bootstrapping again.
+func TestFollowFromSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPrimary(t, dir)
+	rng := rand.New(rand.NewSource(10))
+	p.transfers(2, rng)
+	path := filepath.Join(dir, "follower.db")
+	rf := startFollower(t, p, path)
+	at := rf.waitTXID(t, p.src.txid).TXID
+	rf.stop()
+	p.transfers(5, rng)
+	p.commit(func(s *source) { s.exec(`INSERT INTO blobs (b) VALUES (randomblob(100000))`) }, nil)
+	snap := p.src.txid
+	var all []uint32
+	for i := range p.src.pages {
+		all = append(all, uint32(i+1))
+	}
+	pages := p.src.pages
+	data := encodeLTX(t, p.src.pageSize, uint32(len(pages)), 1, snap, p.src.now, all, func(pg uint32) []byte { return pages[pg-1] })
+	p.put(storage.SnapshotLevel, 1, snap, data, storage.Metadata{Node: "test", CommitTime: p.src.now, PostApplyChecksum: p.src.sum})
+	var del []storage.FileInfo
+	for x := at + 1; x <= snap; x++ {
+		del = append(del, storage.FileInfo{Level: 0, MinTXID: x, MaxTXID: x})
+	}
+	if err := p.store.Delete(context.Background(), del); err != nil {
+		t.Fatal(err)
+	}
+	p.transfers(2, rng)
+	rf2 := startFollower(t, p, path)
+	rf2.waitTXID(t, p.src.txid)
+	if rf2.bootstraps.Load() != 0 {
+		t.Fatal("bootstrapped again instead of applying the snapshot")
+	}
+	assertSame(t, p.src, path)
+}
+
 // TestFollowGap: later L0 files exist but nothing contains the next TXID.
 func TestFollowGap(t *testing.T) {
 	dir := t.TempDir()
