@@ -36,6 +36,10 @@ const (
 	DefaultMaxBackoff = 30 * time.Second
 )
 
+// emptyReplicaWait is the longest wait between bootstrap attempts while the
+// replica is still empty.
+const emptyReplicaWait = 5 * time.Second
+
 // Follower states in Status.State.
 const (
 	StateStarting      = "starting"
@@ -307,7 +311,10 @@ func (f *Follower) start(ctx context.Context) (*Applier, error) {
 			return nil, err
 		}
 		wait := backoff(f.cfg.PollInterval, attempt, f.cfg.MaxBackoff)
-		if errors.Is(err, restore.ErrEmptyReplica) {
+		if errors.Is(err, restore.ErrEmptyReplica) || errors.Is(err, restore.ErrNoSnapshot) {
+			// Not a failure: the primary has not uploaded yet. Look again
+			// soon, without hammering the store with listings.
+			wait = min(wait, max(f.cfg.PollInterval, emptyReplicaWait))
 			f.log.Info("the replica holds no files yet; waiting for the primary's first upload", "retry_in", wait)
 		} else {
 			f.log.Warn("cannot start following; will retry", "error", err, "retry_in", wait)

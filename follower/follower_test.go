@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"net/http"
@@ -14,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -210,7 +210,7 @@ func (w testWriter) Write(b []byte) (int, error) {
 
 // TestFollowLive: bootstrap by restore, then follow a primary that keeps
 // writing (transfers, schema changes, shrinking VACUUM, big growth) while
-// three readers check the invariant; the follower ends identical to the
+// three reader processes check the invariant; the follower ends identical to the
 // source, and an idle follower only GETs.
 func TestFollowLive(t *testing.T) {
 	dir := t.TempDir()
@@ -221,19 +221,7 @@ func TestFollowLive(t *testing.T) {
 	rf := startFollower(t, p, path)
 	rf.waitTXID(t, p.src.txid)
 
-	var reads, bad atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	errs := make(chan error, 3)
-	for i := 0; i < 3; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := readLoop(path, stop, &reads, &bad); err != nil {
-				errs <- err
-			}
-		}()
-	}
+	readers := startReaderProcesses(t, path, 3)
 	for i := 0; i < 60; i++ {
 		switch i % 15 {
 		case 3:
@@ -253,14 +241,9 @@ func TestFollowLive(t *testing.T) {
 		}
 	}
 	rf.waitTXID(t, p.src.txid)
-	close(stop)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("reader error: %v", err)
-	}
-	if bad.Load() != 0 || reads.Load() == 0 {
-		t.Fatalf("%d inconsistent reads of %d", bad.Load(), reads.Load())
+	reads, bad := readers.stop(t)
+	if bad != 0 || reads == 0 {
+		t.Fatalf("%d inconsistent reads of %d", bad, reads)
 	}
 	st := rf.f.Status()
 	if st.Checksum != p.src.sum || rf.bootstraps.Load() != 1 {
@@ -278,7 +261,7 @@ func TestFollowLive(t *testing.T) {
 	if got := rf.client.lists.Load(); got != lists {
 		t.Fatalf("idle follower listed the store %d times", got-lists)
 	}
-	t.Logf("%d read transactions, 0 inconsistent; %d GETs and %d LISTs in all", reads.Load(), rf.client.opens.Load(), rf.client.lists.Load())
+	t.Logf("3 reader processes: %d read transactions, 0 inconsistent; %d GETs and %d LISTs in all", reads, rf.client.opens.Load(), rf.client.lists.Load())
 }
 
 // TestFollowRestartResumes: a follower stopped mid-stream resumes from its
@@ -608,4 +591,112 @@ func TestFollowKill9(t *testing.T) {
 	}
 	t.Logf("killed at recorded TXID %s of %s; resumed and caught up", killedAt, p.src.txid)
 	assertSame(t, p.src, path)
+}
+
+// TestHelperReaderProcess is a reader child of startReaderProcesses: it runs
+// readLoop on its own read-only connection until the stop file appears, then
+// prints "reads N bad M".
+func TestHelperReaderProcess(t *testing.T) {
+	path, stopFile := os.Getenv("FOLLOWER_TEST_READ_DB"), os.Getenv("FOLLOWER_TEST_READ_STOP")
+	if path == "" {
+		t.Skip("only run as a child of startReaderProcesses")
+	}
+	stop := make(chan struct{})
+	go func() {
+		for {
+			if _, err := os.Stat(stopFile); err == nil {
+				close(stop)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	var reads, bad atomic.Int64
+	if err := readLoop(path, stop, &reads, &bad); err != nil {
+		t.Fatalf("reader: %v", err)
+	}
+	fmt.Printf("reads %d bad %d\n", reads.Load(), bad.Load())
+}
+
+type readerProcesses struct {
+	cmds     []*exec.Cmd
+	outs     []*bytes.Buffer
+	stopFile string
+}
+
+// startReaderProcesses starts n reader processes on the database at path.
+func startReaderProcesses(t *testing.T, path string, n int) *readerProcesses {
+	t.Helper()
+	rp := &readerProcesses{stopFile: filepath.Join(t.TempDir(), "stop")}
+	for i := 0; i < n; i++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperReaderProcess$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), "FOLLOWER_TEST_READ_DB="+path, "FOLLOWER_TEST_READ_STOP="+rp.stopFile)
+		out := &bytes.Buffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		rp.cmds, rp.outs = append(rp.cmds, cmd), append(rp.outs, out)
+	}
+	t.Cleanup(func() {
+		for _, c := range rp.cmds {
+			if c.ProcessState == nil {
+				c.Process.Kill()
+				c.Wait()
+			}
+		}
+	})
+	return rp
+}
+
+// stop ends the readers and sums their counts; a reader error fails t.
+func (rp *readerProcesses) stop(t *testing.T) (reads, bad int64) {
+	t.Helper()
+	if err := os.WriteFile(rp.stopFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range rp.cmds {
+		err := c.Wait()
+		var r, b int64
+		out := rp.outs[i].String()
+		idx := strings.Index(out, "reads ")
+		if err != nil || idx < 0 {
+			t.Fatalf("reader process %d: %v\n%s", i, err, out)
+		}
+		if _, err := fmt.Sscanf(out[idx:], "reads %d bad %d", &r, &b); err != nil {
+			t.Fatalf("reader process %d output: %v\n%s", i, err, out)
+		}
+		reads += r
+		bad += b
+	}
+	return reads, bad
+}
+
+// TestFollowWaitsForFirstUpload: a follower started before the primary's
+// first upload waits, then bootstraps.
+func TestFollowWaitsForFirstUpload(t *testing.T) {
+	dir := t.TempDir()
+	store, err := file.New(filepath.Join(dir, "replica"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Config{Path: filepath.Join(dir, "follower.db"), Client: store, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if st, err := f.Wait(wctx, func(st Status) bool { return st.Error != "" }); err != nil || st.Ready {
+		t.Fatalf("%+v %v", st, err)
+	}
+	p := newTestPrimary(t, dir)
+	p.transfers(2, rand.New(rand.NewSource(11)))
+	st, err := f.Wait(wctx, func(st Status) bool { return st.TXID >= 1 && st.Ready })
+	if err != nil || st.Healthy != true {
+		t.Fatalf("%+v %v", st, err)
+	}
 }
