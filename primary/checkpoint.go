@@ -3,7 +3,6 @@ package primary
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/understudy-db/understudy/internal/wal"
 )
@@ -21,7 +20,7 @@ const (
 // WAL has not grown).
 func checkpointMode(frames, lastPassive int64, minPages, maxPages int) string {
 	switch {
-	case frames >= int64(maxPages):
+	case frames >= int64(maxPages) && frames > lastPassive:
 		return ckptRestart
 	case frames >= int64(minPages) && frames > lastPassive:
 		return ckptPassive
@@ -62,7 +61,6 @@ func (d *DB) restartWALLocked(ctx context.Context) error {
 		return err
 	}
 	d.m.checkpoints.WithLabelValues(d.opts.Path, "passive").Inc()
-	t0 := time.Now()
 	var after int64
 	err := d.quiesceLocked(ctx, func() error {
 		if _, err := d.syncLocked(ctx); err != nil {
@@ -97,7 +95,18 @@ func (d *DB) restartWALLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.lastCkptAt = 0
-	d.log.Debug("checkpoint", "mode", "restart", "checkpointed", after, "hold", time.Since(t0))
+	d.walRestarts++
+	// Until the WAL restarts (or grows), do not repeat.
+	d.lastCkptAt = wal.FrameIndex(d.walPos.Offset, d.pageSize)
+	// Give the disk space back if nobody is writing right now: TRUNCATE
+	// without waiting. It is safe here: everything in the WAL is shipped,
+	// and new frames cannot be copied back past our pin, so a TRUNCATE that
+	// would have to discard unshipped frames reports busy instead.
+	tr, terr := d.ckpt.Checkpoint(ctx, "TRUNCATE")
+	truncated := terr == nil && !tr.Busy
+	if truncated {
+		d.m.checkpoints.WithLabelValues(d.opts.Path, "truncate").Inc()
+	}
+	d.log.Debug("checkpoint", "mode", "restart", "checkpointed", after, "truncated", truncated, "max_hold", d.maxHold)
 	return nil
 }

@@ -46,12 +46,16 @@ type DB struct {
 	mu     sync.Mutex
 	opened bool
 	closed bool
-	watch  *sqlitex.Conn    // notices commits (data_version); never in a transaction
 	writer *sqlitex.Conn    // BEGIN IMMEDIATE: quiesce and write halt
 	ckpt   *sqlitex.Conn    // checkpoints; never in a transaction
 	pins   [2]*sqlitex.Conn // the WAL pin, rotated between the two
 	pinIdx int              // active pin, -1 none
 	halted bool             // writer holds the write lock for good
+	// retired are connections to a database file that was replaced under
+	// us. They are never closed: SQLite's last close checkpoints and deletes
+	// "<path>-wal" by name, which now belongs to the new file.
+	retired []*sqlitex.Conn
+	connGen atomic.Int64 // bumped when the connections are reopened
 
 	walPath  string
 	inode    uint64
@@ -68,9 +72,11 @@ type DB struct {
 	// file equal to our position.
 	expectRestart bool
 
-	lastSync   time.Time
-	maxHold    time.Duration
-	lastCkptAt int64 // WAL frame count at the last PASSIVE checkpoint
+	lastSync      time.Time
+	framesShipped int64 // WAL frames read and shipped since Open
+	walRestarts   int   // quiesced WAL restarts since Open
+	maxHold       time.Duration
+	lastCkptAt    int64 // WAL frame count at the last PASSIVE checkpoint
 }
 
 // New validates the options and returns an unopened DB.
@@ -232,9 +238,6 @@ func (d *DB) openConnsLocked(ctx context.Context) error {
 		return err
 	}
 	d.pageSize = uint32(n)
-	if d.watch, err = sqlitex.Open(ctx, path, sqlitex.Options{}); err != nil {
-		return err
-	}
 	if d.ckpt, err = sqlitex.Open(ctx, path, sqlitex.Options{BusyTimeout: -1}); err != nil {
 		return err
 	}
@@ -261,7 +264,7 @@ func (d *DB) closeConnsLocked() {
 			d.pins[i] = nil
 		}
 	}
-	for _, c := range []**sqlitex.Conn{&d.watch, &d.ckpt, &d.writer} {
+	for _, c := range []**sqlitex.Conn{&d.ckpt, &d.writer} {
 		if *c != nil {
 			(*c).Close()
 			*c = nil
@@ -284,6 +287,7 @@ func (d *DB) Close() error {
 		d.writer.Exec(context.Background(), "ROLLBACK")
 	}
 	d.closeConnsLocked()
+	d.retired = nil // deliberately leaked until the process exits
 	d.snapMu.Lock()
 	for _, j := range d.snapshots {
 		os.Remove(j.path)
@@ -400,6 +404,43 @@ func (d *DB) fence(err error) {
 func (d *DB) fencedErr() error {
 	if p := d.fenced.Load(); p != nil {
 		return *p
+	}
+	return nil
+}
+
+// reopenLocked retires the connections to a database file that was
+// replaced and opens new ones to the file now at the path. The next
+// capture reads the new file's WAL from its start.
+func (d *DB) reopenLocked(ctx context.Context) error {
+	if d.halted {
+		return fmt.Errorf("database %s was replaced while writes were halted", d.opts.Path)
+	}
+	ino, err := checkFile(d.opts.Path)
+	if err != nil {
+		return err
+	}
+	for i := range d.pins {
+		if d.pins[i] != nil {
+			d.retired = append(d.retired, d.pins[i])
+			d.pins[i] = nil
+		}
+	}
+	for _, c := range []**sqlitex.Conn{&d.ckpt, &d.writer} {
+		if *c != nil {
+			d.retired = append(d.retired, *c)
+			*c = nil
+		}
+	}
+	d.pinIdx = -1
+	old := d.pageSize
+	if err := d.openConnsLocked(ctx); err != nil {
+		return err
+	}
+	d.inode = ino
+	d.connGen.Add(1)
+	d.haveWAL, d.walPos, d.expectRestart = false, wal.Position{}, true
+	if d.pageSize != old {
+		d.table = newPageTable(d.pageSize)
 	}
 	return nil
 }

@@ -90,7 +90,7 @@ func (e *testEnv) options() Options {
 		Path: e.path, Node: "node-a", Replicas: reps,
 		Levels:          []time.Duration{time.Hour}, // compaction is driven by hand in tests
 		MonitorInterval: 20 * time.Millisecond,
-		Logger:          hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr}),
+		Logger:          hclog.New(&hclog.LoggerOptions{Level: testLogLevel(), Output: os.Stderr}),
 	}
 }
 
@@ -128,11 +128,23 @@ func listLevel(t *testing.T, c storage.Client, level int) []storage.FileInfo {
 // database before (pre-apply) and after (post-apply) applying it.
 func restoreL0(t *testing.T, c storage.Client, out string) (ltx.TXID, ltx.Checksum) {
 	t.Helper()
-	ctx := context.Background()
 	files := listLevel(t, c, 0)
 	if len(files) == 0 {
 		t.Fatal("restore: no L0 files")
 	}
+	for i, fi := range files {
+		if fi.MinTXID != fi.MaxTXID || fi.MinTXID != ltx.TXID(i+1) {
+			t.Fatalf("restore: L0 file %d is %s-%s; want TXID %d (contiguous from 1)", i, fi.MinTXID, fi.MaxTXID, i+1)
+		}
+	}
+	return restoreFiles(t, c, files, out)
+}
+
+// restoreFiles applies files (of any levels, contiguous, the first a
+// snapshot) in order into out.
+func restoreFiles(t *testing.T, c storage.Client, files []storage.FileInfo, out string) (ltx.TXID, ltx.Checksum) {
+	t.Helper()
+	ctx := context.Background()
 	f, err := os.Create(out)
 	if err != nil {
 		t.Fatal(err)
@@ -140,10 +152,10 @@ func restoreL0(t *testing.T, c storage.Client, out string) (ltx.TXID, ltx.Checks
 	defer f.Close()
 	var cur ltx.Checksum
 	for i, fi := range files {
-		if fi.MinTXID != fi.MaxTXID || fi.MinTXID != ltx.TXID(i+1) {
-			t.Fatalf("restore: L0 file %d is %s-%s; want TXID %d (contiguous from 1)", i, fi.MinTXID, fi.MaxTXID, i+1)
+		if i > 0 && fi.MinTXID != files[i-1].MaxTXID+1 {
+			t.Fatalf("restore: gap between %s and %s", files[i-1].MaxTXID, fi.MinTXID)
 		}
-		obj, err := c.Open(ctx, 0, fi.MinTXID, fi.MaxTXID, 0, -1)
+		obj, err := c.Open(ctx, fi.Level, fi.MinTXID, fi.MaxTXID, 0, -1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -251,4 +263,11 @@ func run(t *testing.T, d *DB) (stop func() error) {
 		cancel()
 		return <-done
 	}
+}
+
+func testLogLevel() hclog.Level {
+	if v := os.Getenv("PRIMARY_TEST_LOG"); v != "" {
+		return hclog.LevelFromString(v)
+	}
+	return hclog.Warn
 }

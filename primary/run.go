@@ -123,12 +123,12 @@ func (d *DB) step(ctx context.Context) {
 	}
 	_, err := d.rotateAndSyncLocked(ctx)
 	if hb, ok := isBreak(err); ok {
-		err = d.writeFullImageLocked(ctx, hb.reason)
+		err = d.handleBreakLocked(ctx, hb)
 	}
 	if err == nil {
 		err = d.checkpointLocked(ctx)
 		if hb, ok := isBreak(err); ok {
-			err = d.writeFullImageLocked(ctx, hb.reason)
+			err = d.handleBreakLocked(ctx, hb)
 		}
 	}
 	if err == nil {
@@ -191,9 +191,28 @@ func (d *DB) watchCommits(ctx context.Context, notify chan<- struct{}) {
 	defer poll.Stop()
 	var lastVersion int64 = -1
 	var lastCheck time.Time
+	// The watcher's own connection: data_version is per connection and
+	// must not be read inside a transaction.
+	var conn *sqlitex.Conn
+	var gen int64 = -1
+	defer func() {
+		if conn != nil && gen == d.connGen.Load() {
+			conn.Close()
+		} // else: a connection to a replaced file, never closed (see DB.retired)
+	}()
 	check := func() {
 		lastCheck = time.Now()
-		v, err := d.watch.DataVersion(ctx)
+		if g := d.connGen.Load(); conn == nil || g != gen {
+			c, err := sqlitex.Open(ctx, d.opts.Path, sqlitex.Options{})
+			if err != nil {
+				if ctx.Err() == nil {
+					d.log.Warn("open connection to notice commits", "error", err)
+				}
+				return
+			}
+			conn, gen, lastVersion = c, g, -1
+		}
+		v, err := conn.DataVersion(ctx)
 		if err != nil {
 			if ctx.Err() == nil && !sqlitex.IsBusy(err) {
 				d.log.Warn("read data_version", "error", err)
@@ -335,7 +354,7 @@ func (d *DB) Sync(ctx context.Context) error {
 	}
 	_, err := d.rotateAndSyncLocked(ctx)
 	if hb, ok := isBreak(err); ok {
-		err = d.writeFullImageLocked(ctx, hb.reason)
+		err = d.handleBreakLocked(ctx, hb)
 	}
 	d.mu.Unlock()
 	if err != nil {

@@ -17,7 +17,11 @@ import (
 
 // historyBreak means the WAL history since the shipped position cannot be
 // followed; the only correct recovery is a full image as the next TXID.
-type historyBreak struct{ reason string }
+// reopen: the database file was replaced; connect to the new one first.
+type historyBreak struct {
+	reason string
+	reopen bool
+}
 
 func (h *historyBreak) Error() string { return "history break: " + h.reason }
 
@@ -232,8 +236,7 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 	if ino, err := checkFile(d.opts.Path); err != nil {
 		return false, err
 	} else if ino != d.inode {
-		d.inode = ino
-		return false, &historyBreak{"the database file was replaced (new inode)"}
+		return false, &historyBreak{reason: "the database file was replaced (new inode)", reopen: true}
 	}
 	f, h, ok, err := d.openWAL()
 	if err != nil || !ok {
@@ -241,12 +244,12 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 	}
 	defer f.Close()
 	if h.PageSize != d.pageSize {
-		return false, &historyBreak{fmt.Sprintf("WAL page size %d differs from %d", h.PageSize, d.pageSize)}
+		return false, &historyBreak{reason: fmt.Sprintf("WAL page size %d differs from %d", h.PageSize, d.pageSize)}
 	}
 	start := d.walPos
 	if !d.haveWAL || h.Salt1 != d.walHdr.Salt1 || h.Salt2 != d.walHdr.Salt2 {
 		if !d.expectRestart {
-			return false, &historyBreak{"the WAL restarted unexpectedly (salts changed)"}
+			return false, &historyBreak{reason: "the WAL restarted unexpectedly (salts changed)"}
 		}
 		start = wal.Start(h)
 	}
@@ -258,19 +261,21 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 		d.m.walBytes.WithLabelValues(d.opts.Path).Set(float64(st.Size()))
 	}
 	if b.Grown {
-		return false, &historyBreak{"a commit grew the database without writing its new pages"}
+		return false, &historyBreak{reason: "a commit grew the database without writing its new pages"}
 	}
 	if b.Commits == 0 {
 		return false, nil
 	}
 	if start.Offset == wal.HeaderSize && (!d.haveWAL || h.Salt1 != d.walHdr.Salt1 || h.Salt2 != d.walHdr.Salt2) {
 		d.log.Debug("following new WAL generation", "salt1", h.Salt1, "salt2", h.Salt2)
+		d.lastCkptAt = 0
 	}
 	md, changes, err := d.writeL0FromWAL(f, b)
 	if err != nil {
 		return false, err
 	}
 	d.table.apply(changes, b.Commit)
+	d.framesShipped += int64(b.Frames)
 	d.haveWAL, d.walHdr, d.walPos = true, h, b.End
 	d.expectRestart = false
 	d.advanceLocked(md)
@@ -280,7 +285,7 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 	d.lastSync = d.clock.Now()
 	d.m.syncSeconds.WithLabelValues(d.opts.Path).Observe(time.Since(t0).Seconds())
 	d.log.Debug("sync", "txid", md.TXID, "pages", md.Pages, "commits", b.Commits, "frames", b.Frames,
-		"size", md.Size, "db_pages", md.Commit, "wal_offset", b.End.Offset)
+		"size", md.Size, "db_pages", md.Commit, "wal_offset", b.End.Offset, "took", time.Since(t0))
 	return true, nil
 }
 

@@ -38,6 +38,18 @@ func (d *DB) writeFullImageLocked(ctx context.Context, reason string) error {
 	return d.writeFullImageCapturedLocked(ctx, reason)
 }
 
+// handleBreakLocked recovers from a history break with a full image,
+// reconnecting first if the database file was replaced.
+func (d *DB) handleBreakLocked(ctx context.Context, hb *historyBreak) error {
+	if hb.reopen {
+		d.log.Warn("database file replaced; reconnecting", "txid", d.txid)
+		if err := d.reopenLocked(ctx); err != nil {
+			return err
+		}
+	}
+	return d.writeFullImageLocked(ctx, hb.reason)
+}
+
 // writeFullImageCapturedLocked is writeFullImageLocked after the capture.
 func (d *DB) writeFullImageCapturedLocked(ctx context.Context, reason string) error {
 	txid := d.txid + 1
@@ -120,7 +132,7 @@ func (d *DB) writeFullImageCapturedLocked(ctx context.Context, reason string) er
 func (d *DB) snapshotLocked(ctx context.Context, targets []*replica, reason string) error {
 	if err := d.captureLocked(ctx, true); err != nil {
 		if hb, ok := isBreak(err); ok {
-			return d.writeFullImageLocked(ctx, hb.reason)
+			return d.handleBreakLocked(ctx, hb)
 		}
 		return err
 	}
