@@ -10,7 +10,6 @@ import (
 	"io"
 	"math/rand"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/superfly/ltx"
+	"github.com/understudy-db/understudy/internal/httpserver"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/internal/storage/file"
 )
@@ -348,11 +348,9 @@ func TestFollowCorruptObject(t *testing.T) {
 	if !strings.Contains(st.Error, name) || !strings.Contains(st.Error, "corrupt object") || st.Healthy || st.TXID != good.TXID {
 		t.Fatalf("status after corrupt object: %+v", st)
 	}
-	h := Handler(rf.reg, rf.f)
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
-	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), name) {
-		t.Fatalf("/healthz: %d %s", rec.Code, rec.Body)
+	srv := serve(t, rf)
+	if code, body := httpGet(t, srv, "/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, name) {
+		t.Fatalf("/healthz: %d %s", code, body)
 	}
 	var total int
 	db, err := sql.Open("sqlite3", ReadOnlyDSN(path))
@@ -470,22 +468,14 @@ func TestFollowHTTP(t *testing.T) {
 	rf.waitTXID(t, p.src.txid)
 	p.transfers(1, rng)
 	rf.waitTXID(t, p.src.txid)
-	srv := httptest.NewServer(Handler(rf.reg, rf.f))
-	defer srv.Close()
-	get := func(path string) (int, string) {
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	srv := serve(t, rf)
+	get := func(path string) (int, string) { return httpGet(t, srv, path) }
 	code, body := get("/status")
-	var st Status
-	if err := json.Unmarshal([]byte(body), &st); err != nil || code != 200 {
+	var doc struct{ DBs []Status }
+	if err := json.Unmarshal([]byte(body), &doc); err != nil || code != 200 || len(doc.DBs) != 1 {
 		t.Fatalf("/status: %d %s %v", code, body, err)
 	}
+	st := doc.DBs[0]
 	if st.Role != "follower" || st.TXID != p.src.txid || st.Checksum != p.src.sum || !strings.Contains(body, `"lag_seconds"`) {
 		t.Fatalf("/status: %s", body)
 	}
@@ -699,4 +689,31 @@ func TestFollowWaitsForFirstUpload(t *testing.T) {
 	if err != nil || st.Healthy != true {
 		t.Fatalf("%+v %v", st, err)
 	}
+}
+
+// serve starts the endpoints of a running follower as the command does.
+func serve(t *testing.T, rf *runningFollower) *httpserver.Server {
+	t.Helper()
+	srv, err := httpserver.Start(httpserver.Options{
+		Addr: "127.0.0.1:0", Gatherer: rf.reg,
+		Healthy: func() error { return HealthError(rf.f) },
+		Ready:   func() error { return ReadyError(rf.f) },
+		Status:  func() any { return StatusDocument(rf.f) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+func httpGet(t *testing.T, srv *httpserver.Server, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + srv.Addr() + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

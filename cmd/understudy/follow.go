@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os/signal"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/follower"
+	"github.com/understudy-db/understudy/internal/httpserver"
 	"github.com/understudy-db/understudy/internal/replicaclient"
 )
 
@@ -71,22 +69,18 @@ func runFollow(c *cli.Context) error {
 	}
 
 	if addr != "" {
-		ln, err := net.Listen("tcp", addr)
+		srv, err := httpserver.Start(httpserver.Options{
+			Addr:     addr,
+			Gatherer: reg,
+			Healthy:  func() error { return follower.HealthError(followers...) },
+			Ready:    func() error { return follower.ReadyError(followers...) },
+			Status:   func() any { return follower.StatusDocument(followers...) },
+		})
 		if err != nil {
-			return fmt.Errorf("follow: listen on %s: %w (choose another -addr)", addr, err)
+			return fmt.Errorf("follow: %w", err)
 		}
-		srv := &http.Server{Handler: follower.Handler(reg, followers...), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("HTTP server failed", "addr", addr, "error", err)
-			}
-		}()
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-		}()
-		log.Info("serving health, status and metrics", "addr", ln.Addr().String())
+		defer srv.Close()
+		log.Info("serving health, status and metrics", "addr", srv.Addr())
 	}
 
 	// Each follower runs until the signal; one that stops on an error stays
