@@ -392,3 +392,46 @@ func flipByte(t *testing.T, path string, at float64) {
 		t.Fatal(err)
 	}
 }
+
+// TestRestoreZeroPageAndFullImage covers two files the primary writes: a
+// zero-page file that claims a TXID (a node taking over), and a full image
+// written after a history break, whose pre-apply checksum does not follow
+// the previous file (the chain restarts there).
+func TestRestoreZeroPageAndFullImage(t *testing.T) {
+	s := newSource(t)
+	s.insert(40, 100)
+	s.sync() // 1
+	s.insert(40, 100)
+	s.sync() // 2
+
+	// 3: a claim with no pages.
+	cur := s.pages()
+	s.txid++
+	s.clock = s.clock.Add(time.Second)
+	sum := s.states[2].sum
+	s.put(0, 3, 3, encode(t, cur, 3, 3, s.clock, []uint32{}), storage.Metadata{Node: "b", CommitTime: s.clock, PreApplyChecksum: sum, PostApplyChecksum: sum})
+	s.states[3] = state{data: cur, sum: sum, time: s.clock}
+
+	// 4: the history broke (say, a checkpoint while the daemon was down):
+	// a full image whose pre-apply checksum is not where the chain stood.
+	s.insert(40, 100)
+	s.exec("DELETE FROM t WHERE id % 3 = 0")
+	cur = s.pages()
+	s.txid++
+	s.clock = s.clock.Add(time.Second)
+	st := state{data: cur, sum: checksumOf(t, cur), time: s.clock}
+	s.put(0, 4, 4, encode(t, cur, 4, 4, s.clock, nil), storage.Metadata{Node: "b", CommitTime: s.clock, PreApplyChecksum: ltx.ChecksumFlag | 12345, PostApplyChecksum: st.sum})
+	s.states[4] = st
+	s.l0[4] = nil
+	s.prev = cur
+	s.insert(10, 100)
+	s.sync() // 5
+
+	for txid := ltx.TXID(1); txid <= 5; txid++ {
+		out, res, err := restoreTo(t, s.client, Target{TXID: txid}, nil)
+		if err != nil {
+			t.Fatalf("restore TXID %s: %v", txid, err)
+		}
+		assertRestored(t, s, out, res, txid)
+	}
+}
