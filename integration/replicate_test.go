@@ -488,3 +488,47 @@ func storeDigest(t testing.TB, dir string) map[string][32]byte {
 	}
 	return out
 }
+
+// TestReplicateIdleBurstsKeepHistory: bursts of writes with idle gaps and
+// frequent checkpoints. The WAL restarts only when the daemon lets it, so
+// the history is never broken: no snapshot beyond the first, and the log
+// never reports an unexpected WAL restart.
+func TestReplicateIdleBurstsKeepHistory(t *testing.T) {
+	s := newStack(t, false)
+	cfg := strings.Replace(mustRead(t, s.configPath), "    replicas:\n",
+		"    min-checkpoint-page-count: 50\n    max-checkpoint-page-count: 400\n    replicas:\n", 1)
+	writeFile(t, s.configPath, cfg)
+	app := openDB(t, s.dbPath)
+	mustExec(t, app, `PRAGMA wal_autocheckpoint = 100`)
+	mustExec(t, app, `CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)`)
+	d := s.replicate(t, "-log-level", "debug")
+	for burst := 0; burst < 8; burst++ {
+		for i := 0; i < 60; i++ {
+			mustExec(t, app, `INSERT INTO t(v) VALUES (randomblob(3000))`)
+		}
+		time.Sleep(700 * time.Millisecond) // idle: the daemon checkpoints
+	}
+	img := snapshotImage(t, app)
+	s.waitShipped(t, img)
+	d.stop(t, syscall.SIGTERM, 30*time.Second)
+	if strings.Contains(d.out.String(), "unexpectedly") {
+		t.Errorf("the WAL restarted behind the daemon's back:\n%s", grepLines(d.out.String(), "unexpectedly"))
+	}
+	if n := countFiles(t, filepath.Join(s.fileReplica, "ltx", "9")); n != 1 {
+		t.Errorf("%d snapshots, want only the first", n)
+	}
+	out := s.restore(t, s.replicaURLs()[0])
+	if got := fileChecksum(t, out); got != img.checksum {
+		t.Fatalf("restore checksum %s, primary %s", got, img.checksum)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
