@@ -72,11 +72,13 @@ type DB struct {
 	// file equal to our position.
 	expectRestart bool
 
-	lastSync      time.Time
-	framesShipped int64 // WAL frames read and shipped since Open
-	walRestarts   int   // quiesced WAL restarts since Open
-	maxHold       time.Duration
-	lastCkptAt    int64 // WAL frame count at the last PASSIVE checkpoint
+	lastSync        time.Time
+	framesShipped   int64 // WAL frames read and shipped since Open
+	walRestarts     int   // quiesced WAL restarts since Open
+	walRestartsSeen int   // WAL generations followed since Open
+	fullImages      int   // full images written since Open
+	maxHold         time.Duration
+	lastCkptAt      int64 // WAL frame count at the last PASSIVE checkpoint
 }
 
 // New validates the options and returns an unopened DB.

@@ -131,7 +131,10 @@ func TestWriterMix(t *testing.T) {
 	}
 	e.checkRestore(d)
 	want := d.Status().Checksum
-	t.Logf("TXIDs %d, max write hold %v", d.Status().TXID, d.maxHold)
+	t.Logf("TXIDs %d, max write hold %v, WAL generations %d, quiesced restarts %d", d.Status().TXID, d.maxHold, d.walRestartsSeen, d.walRestarts)
+	if d.fullImages != 1 {
+		t.Fatalf("%d full images; want only the first (no history break while running)", d.fullImages)
+	}
 	d.Close()
 	e.checkPrimaryFile(want)
 }
@@ -316,6 +319,9 @@ func TestWALBounded(t *testing.T) {
 		walTraffic>>20, maxWAL>>10, restarts, d.maxHold, d.Status().TXID)
 	// Without checkpoints that restart it, the WAL would hold every frame
 	// written; bounded means it holds a fraction of the traffic.
+	if d.fullImages != 1 {
+		t.Fatalf("%d full images; want only the first (no history break while running)", d.fullImages)
+	}
 	if restarts < 2 || maxWAL > walTraffic/2 {
 		t.Fatalf("WAL grew to %d bytes with %d bytes of WAL traffic and %v restarts: not bounded", maxWAL, walTraffic, restarts)
 	}
@@ -452,3 +458,50 @@ func TestCompactionAndRetention(t *testing.T) {
 type fixedClock struct{ t time.Time }
 
 func (c fixedClock) Now() time.Time { return c.t }
+
+// TestRestartAfterFullCheckpoint: after a checkpoint copied everything
+// back, the next pin holds no read mark and the application's next write
+// restarts the WAL outside our quiesced window. Everything was shipped, so
+// the shipper must follow the new generation without a snapshot.
+func TestRestartAfterFullCheckpoint(t *testing.T) {
+	e := newEnv(t, 1)
+	opts := e.options()
+	opts.MinCheckpointPageCount = 2
+	d := e.open(opts)
+	defer d.Close()
+	ctx := context.Background()
+	for i := 0; i < 5; i++ {
+		e.exec("INSERT INTO t (v) VALUES ('x')")
+	}
+	restarted := false
+	for try := 0; try < 5 && !restarted; try++ {
+		if err := d.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		d.mu.Lock()
+		d.lastCkptAt = 0
+		err := d.checkpointLocked(ctx) // PASSIVE: copies every frame back (the pin is at the end)
+		salt := d.walHdr.Salt1
+		d.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Sync(ctx); err != nil { // rotates the pin: the new one has no read mark
+			t.Fatal(err)
+		}
+		e.exec("INSERT INTO t (v) VALUES ('restarts the WAL')")
+		if err := d.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		d.mu.Lock()
+		restarted = d.walHdr.Salt1 != salt
+		d.mu.Unlock()
+	}
+	if !restarted {
+		t.Fatal("the WAL did not restart; the test does not test what it says")
+	}
+	if d.fullImages != 1 {
+		t.Fatalf("%d full images; the restart must be followed, not snapshotted", d.fullImages)
+	}
+	e.checkRestore(d)
+}

@@ -248,10 +248,24 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 	}
 	start := d.walPos
 	if !d.haveWAL || h.Salt1 != d.walHdr.Salt1 || h.Salt2 != d.walHdr.Salt2 {
-		if !d.expectRestart {
-			return false, &historyBreak{reason: "the WAL restarted unexpectedly (salts changed)"}
+		// A new WAL generation. The pin discipline makes every restart we
+		// can observe safe: while a pin with a read mark is held no writer
+		// can restart the WAL, and a pin without one (taken when the WAL
+		// was fully checkpointed) blocks copying any newer frame back, so the
+		// old generation can only have ended where the pin began, which we
+		// shipped before releasing the previous pin. Still, where the old
+		// generation's frames after our position survive in the file, check
+		// that none of them was a commit we did not ship.
+		if d.haveWAL && !d.expectRestart {
+			if old, err := wal.Scan(f, d.walHdr, d.walPos, d.table.commit(), 0); err != nil {
+				return false, err
+			} else if old.Commits > 0 {
+				return false, &historyBreak{reason: fmt.Sprintf(
+					"the WAL restarted while it held %d committed frames that were not shipped", old.Frames)}
+			}
 		}
 		start = wal.Start(h)
+		d.walRestartsSeen++
 	}
 	b, err := wal.Scan(f, h, start, d.table.commit(), 0)
 	if err != nil {

@@ -119,6 +119,7 @@ func (d *DB) writeFullImageCapturedLocked(ctx context.Context, reason string) er
 		return err
 	}
 	d.m.snapshots.WithLabelValues(d.opts.Path, "history-break").Inc()
+	d.fullImages++
 	d.queueSnapshot(txid, snap.Name(), smd, d.replicas)
 	d.log.Info("wrote full image", "txid", txid, "pages", img.pages, "size", md.Size, "reason", reason)
 	return nil
