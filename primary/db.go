@@ -29,8 +29,10 @@ type DB struct {
 
 	replicas []*replica
 
-	// head is the newest TXID written locally (read by the uploaders).
-	head atomic.Uint64
+	// head is the newest TXID written locally (read by the uploaders),
+	// headSum its post-apply checksum.
+	head    atomic.Uint64
+	headSum atomic.Uint64
 	// fenced is set once a create-only upload found its key taken.
 	fenced    atomic.Pointer[error]
 	fencedCh  chan struct{}
@@ -189,6 +191,7 @@ func (d *DB) Open(ctx context.Context) (err error) {
 	switch dec.Action {
 	case resumeContinue:
 		d.checksum = d.table.checksum()
+		d.headSum.Store(uint64(d.checksum))
 	case resumeDelta:
 		lp, _, _ := d.local.position()
 		if err := d.shipDeltaLocked(ctx, lp, img.table); err != nil {
@@ -213,6 +216,9 @@ func (d *DB) openConnsLocked(ctx context.Context) error {
 	path := d.opts.Path
 	var err error
 	if d.writer, err = sqlitex.Open(ctx, path, sqlitex.Options{}); err != nil {
+		if sqlitex.IsNotADB(err) {
+			return fmt.Errorf("database %s is not a SQLite database (file is not a database); check the path", path)
+		}
 		return fmt.Errorf("database %s: cannot open: %w", path, err)
 	}
 	mode, err := d.journalMode(ctx)
@@ -382,11 +388,8 @@ type Status struct {
 
 // Status returns the current positions. It does not wait for a sync.
 func (d *DB) Status() Status {
-	s := Status{Path: d.opts.Path, TXID: ltx.TXID(d.head.Load()), Fenced: d.fenced.Load() != nil}
-	if d.mu.TryLock() {
-		s.Checksum = d.checksum
-		d.mu.Unlock()
-	}
+	s := Status{Path: d.opts.Path, TXID: ltx.TXID(d.head.Load()), Checksum: ltx.Checksum(d.headSum.Load()),
+		Fenced: d.fenced.Load() != nil}
 	for _, r := range d.replicas {
 		s.Replicas = append(s.Replicas, r.status(s.TXID))
 	}

@@ -3,9 +3,11 @@ package primary
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"github.com/superfly/ltx"
+	"github.com/understudy-db/understudy/internal/storage/file"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -504,4 +506,154 @@ func TestRestartAfterFullCheckpoint(t *testing.T) {
 		t.Fatalf("%d full images; the restart must be followed, not snapshotted", d.fullImages)
 	}
 	e.checkRestore(d)
+}
+
+func TestOpenBadInput(t *testing.T) {
+	dir := t.TempDir()
+	notDB := filepath.Join(dir, "notdb")
+	os.WriteFile(notDB, bytes.Repeat([]byte("not a database "), 500), 0o644)
+	c, err := file.New(filepath.Join(dir, "replica"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path, want string
+	}{
+		{"missing", filepath.Join(dir, "missing.db"), "does not exist"},
+		{"directory", dir, "is a directory"},
+		{"not sqlite", notDB, "not a SQLite database"},
+	} {
+		d, err := New(Options{Path: tc.path, Node: "n", Replicas: []ReplicaOptions{{Name: "r", Client: c}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = d.Open(context.Background())
+		d.Close()
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.path) {
+			t.Errorf("%s: Open = %v, want an error naming %s and saying %q", tc.name, err, tc.path, tc.want)
+		}
+	}
+	if b, _ := os.ReadFile(notDB); !bytes.HasPrefix(b, []byte("not a database")) {
+		t.Error("the file that is not a database was modified")
+	}
+	for _, o := range []Options{
+		{Node: "n", Replicas: []ReplicaOptions{{Client: c}}},
+		{Path: "/x.db", Replicas: []ReplicaOptions{{Client: c}}},
+		{Path: "/x.db", Node: "n"},
+		{Path: "/x.db", Node: "n", Replicas: []ReplicaOptions{{Name: "a", Client: c}, {Name: "a", Client: c}}},
+		{Path: "/x.db", Node: "n", Replicas: []ReplicaOptions{{Client: c}}, MinCheckpointPageCount: 100, MaxCheckpointPageCount: 10},
+	} {
+		if _, err := New(o); err == nil {
+			t.Errorf("New(%+v) accepted invalid options", o)
+		}
+	}
+}
+
+func TestOpenSwitchesToWAL(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rollback.db")
+	app, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=DELETE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.Exec("CREATE TABLE x (v); INSERT INTO x VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	app.Close()
+	c, _ := file.New(filepath.Join(dir, "replica"))
+	d, err := New(Options{Path: path, Node: "n", Replicas: []ReplicaOptions{{Name: "r", Client: c}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var mode string
+	if err := d.writer.QueryRow(context.Background(), "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("journal_mode = %q, %v", mode, err)
+	}
+}
+
+// TestUploadAfterRestart: files written locally while every store failed
+// are uploaded after a restart, before anything new, without a gap.
+func TestUploadAfterRestart(t *testing.T) {
+	e := newEnv(t, 1)
+	ctx := context.Background()
+	d := e.open(e.options())
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.clients[0].fail.Store(true)
+	for i := 0; i < 3; i++ {
+		e.exec("INSERT INTO t (v) VALUES ('store down')")
+		if err := d.Sync(ctx); err == nil {
+			t.Fatal("Sync succeeded with the store down")
+		}
+	}
+	d.Close() // as if killed: three TXIDs only in the shadow directory
+	e.clients[0].fail.Store(false)
+	e.exec("INSERT INTO t (v) VALUES ('while down')")
+	d = e.open(e.options())
+	defer d.Close()
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Status().TXID; got != 5 {
+		t.Fatalf("TXID = %d, want 5 (1 + 3 local + 1 shipped from the WAL at open)", got)
+	}
+	e.checkRestore(d)
+}
+
+// TestLaggingReplicaWithoutLocalFilesGetsSnapshot: a replica behind whose
+// catch-up files are gone gets a level-9 snapshot at the head and goes on
+// from there.
+func TestLaggingReplicaWithoutLocalFilesGetsSnapshot(t *testing.T) {
+	e := newEnv(t, 2)
+	ctx := context.Background()
+	d := e.open(e.options())
+	e.clients[1].fail.Store(true)
+	for i := 0; i < 3; i++ {
+		e.exec("INSERT INTO t (v) VALUES ('r1 down')")
+		d.Sync(ctx)
+	}
+	d.Close()
+	e.clients[1].fail.Store(false)
+	if err := os.RemoveAll(filepath.Join(e.dir, ".app.db-understudy", "ltx")); err != nil {
+		t.Fatal(err)
+	}
+	d = e.open(e.options())
+	defer d.Close()
+	stop := run(t, d)
+	for i := 0; i < 500 && d.Status().Replicas[1].TXID != d.Status().TXID; i++ {
+		sleepTick()
+	}
+	e.exec("INSERT INTO t (v) VALUES ('after catch-up')")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := d.Status()
+	if st.Replicas[1].TXID != st.TXID {
+		t.Fatalf("lagging replica at %s, head %s", st.Replicas[1].TXID, st.TXID)
+	}
+	l9 := listLevel(t, e.stores[1], storage.SnapshotLevel)
+	snap := l9[len(l9)-1]
+	var files []storage.FileInfo
+	files = append(files, snap)
+	for _, f := range listLevel(t, e.stores[1], 0) {
+		if f.MinTXID > snap.MaxTXID {
+			files = append(files, f)
+		}
+	}
+	txid, sum := restoreFiles(t, e.stores[1], files, filepath.Join(e.dir, "lagging.db"))
+	if txid != st.TXID || sum != st.Checksum {
+		t.Fatalf("lagging replica restores to %s %s, head %s %s", txid, sum, st.TXID, st.Checksum)
+	}
+	// The healthy replica kept the full L0 chain.
+	if got, _ := restoreL0(t, e.stores[0], filepath.Join(e.dir, "healthy.db")); got != st.TXID {
+		t.Fatalf("healthy replica restores to %s", got)
+	}
 }

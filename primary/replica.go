@@ -147,6 +147,11 @@ func (r *replica) afterOpen() {
 	if r.pos > head {
 		r.pos = head
 	}
+	if r.pos == head {
+		r.posSum = ltx.Checksum(r.d.headSum.Load())
+	} else if md, err := r.d.local.meta(r.pos); err == nil {
+		r.posSum = md.Post
+	}
 	for t := r.pos + 1; t <= head; t++ {
 		if !r.d.local.has(t) {
 			r.needSnapshot = true

@@ -306,6 +306,7 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 // advanceLocked makes a freshly written local L0 file the new head.
 func (d *DB) advanceLocked(md fileMeta) {
 	d.txid, d.checksum = md.TXID, md.Post
+	d.headSum.Store(uint64(md.Post))
 	d.head.Store(uint64(md.TXID))
 	for _, r := range d.replicas {
 		r.poke()
