@@ -657,3 +657,72 @@ func TestLaggingReplicaWithoutLocalFilesGetsSnapshot(t *testing.T) {
 		t.Fatalf("healthy replica restores to %s", got)
 	}
 }
+
+// TestRepeatedRestarts stops the shipper at random moments (without a
+// final sync, as a crash would) while the application keeps writing, then
+// checks that the history in the store has no gap and restores exactly.
+func TestRepeatedRestarts(t *testing.T) {
+	e := newEnv(t, 2)
+	ctx := context.Background()
+	stopWriter := make(chan struct{})
+	writerDone := make(chan error, 1)
+	app := openApp(t, e.path)
+	go func() {
+		rng := rand.New(rand.NewSource(2))
+		for i := 0; ; i++ {
+			select {
+			case <-stopWriter:
+				writerDone <- nil
+				return
+			default:
+			}
+			var err error
+			switch rng.Intn(10) {
+			case 0:
+				_, err = app.Exec("DELETE FROM t WHERE id % 3 = ?", i%3)
+			case 1:
+				_, err = app.Exec("INSERT INTO t (b) VALUES (randomblob(20000))")
+			case 2:
+				if i%50 == 0 {
+					_, err = app.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+				}
+			default:
+				_, err = app.Exec("INSERT INTO t (v) VALUES (?)", strings.Repeat("w", rng.Intn(500)))
+			}
+			if err != nil && !strings.Contains(err.Error(), "locked") {
+				writerDone <- err
+				return
+			}
+		}
+	}()
+	rng := rand.New(rand.NewSource(3))
+	rounds := 8
+	if testing.Short() {
+		rounds = 3
+	}
+	for i := 0; i < rounds; i++ {
+		d := e.open(e.options())
+		stop := run(t, d)
+		for j := rng.Intn(20); j > 0; j-- {
+			sleepTick()
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		d.Close()
+	}
+	close(stopWriter)
+	if err := <-writerDone; err != nil {
+		t.Fatal(err)
+	}
+	d := e.open(e.options())
+	defer d.Close()
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("TXIDs %d", d.Status().TXID)
+	e.checkRestore(d)
+	want := d.Status().Checksum
+	d.Close()
+	e.checkPrimaryFile(want)
+}
