@@ -372,8 +372,8 @@ func (f *Follower) open(ctx context.Context, path string) (*Applier, error) {
 	return a, nil
 }
 
-// follow is the poll loop. Steady state: one GET for the next L0 file per
-// poll, no LIST. Listings happen at start, after failures, and every
+// follow is the poll loop. Steady state: GETs of the next L0 file, timed by
+// pollSchedule (idle: one per poll interval), and no LIST. Listings happen at start, after failures, and every
 // HeadCheckInterval while idle, to find a way forward when the next L0 file
 // is gone (compacted into a higher level).
 func (f *Follower) follow(ctx context.Context, a *Applier) error {
@@ -381,6 +381,7 @@ func (f *Follower) follow(ctx context.Context, a *Applier) error {
 	var lastCheck time.Time
 	failures := 0
 	warnedNoMeta := false
+	sched := pollSchedule{interval: f.cfg.PollInterval}
 	for ctx.Err() == nil {
 		pos := a.Position()
 		var obj *storage.Object
@@ -432,8 +433,10 @@ func (f *Follower) follow(ctx context.Context, a *Applier) error {
 				if time.Since(lastCheck) >= f.cfg.HeadCheckInterval {
 					needCheck = true
 				}
-				sleep(ctx, f.cfg.PollInterval)
+				sleep(ctx, sched.miss(time.Now()))
 				continue
+			} else if err == nil {
+				sched.found()
 			}
 		}
 		if err != nil {

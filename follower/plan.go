@@ -127,3 +127,49 @@ func backoff(poll time.Duration, n int, max time.Duration) time.Duration {
 	}
 	return d
 }
+
+// minProbeInterval bounds how often a follower probes for a file that is due.
+const minProbeInterval = 10 * time.Millisecond
+
+// pollSchedule decides how long to wait before the next GET of the next L0
+// file. A busy primary ships about once per sync interval, which is usually
+// the poll interval too; polling blindly every interval adds up to a whole
+// interval of lag. So the follower estimates when the next file is due: it
+// arrived after the last GET that missed, and the next one comes about an
+// interval after that. Until it is due the follower waits; around that time
+// it probes every quarter interval; an interval past the due time without
+// a file it goes back to one GET per interval (idle). Busy, this costs about
+// three GETs per file; idle, one GET per interval.
+type pollSchedule struct {
+	interval time.Duration
+	due      time.Time // when the next file is expected; zero: not known (idle)
+	lastMiss time.Time
+	missed   bool // the last GET missed
+}
+
+func (s *pollSchedule) probe() time.Duration { return max(s.interval/4, minProbeInterval) }
+
+// found records a GET that found a file. The caller applies it and GETs
+// the next key at once (there may be a backlog).
+func (s *pollSchedule) found() {
+	if s.missed {
+		s.due = s.lastMiss.Add(s.interval)
+	}
+	s.missed = false
+}
+
+// miss records a GET at now that found nothing and returns the wait before
+// the next one.
+func (s *pollSchedule) miss(now time.Time) time.Duration {
+	s.missed, s.lastMiss = true, now
+	switch {
+	case s.due.IsZero():
+		return s.interval
+	case now.Before(s.due):
+		return min(s.due.Sub(now), s.interval)
+	case now.Before(s.due.Add(s.interval)):
+		return s.probe()
+	}
+	s.due = time.Time{}
+	return s.interval
+}

@@ -93,3 +93,66 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+func TestPollSchedule(t *testing.T) {
+	const P = time.Second
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	type step struct {
+		ms    int  // time of the GET
+		found bool // whether it found a file
+		wait  time.Duration
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"idle: one GET per interval", []step{{0, false, P}, {1000, false, P}, {2000, false, P}}},
+		{"a file after a miss sets the due time; wait for it, then probe", []step{
+			{0, false, P},
+			{1000, true, 0}, // arrived in (0, 1000]: the next one from 1000 on
+			{1001, false, P / 4},
+			{1250, false, P / 4},
+			{1500, true, 0}, // arrived in (1250, 1500]: the next one due at 2250
+			{1501, false, 749 * time.Millisecond},
+			{2250, false, P / 4},
+			{2500, true, 0}, // due at 3250
+			{2501, false, 749 * time.Millisecond},
+		}},
+		{"backlog: hits in a row keep the due time", []step{
+			{0, false, P},
+			{1000, true, 0},
+			{1001, true, 0},
+			{1002, false, P / 4},
+		}},
+		{"primary went idle: back to one GET per interval", []step{
+			{0, false, P},
+			{1000, true, 0},
+			{1001, false, P / 4},
+			{1250, true, 0}, // due at 2001
+			{1251, false, 750 * time.Millisecond},
+			{2001, false, P / 4},
+			{2251, false, P / 4},
+			{2501, false, P / 4},
+			{2751, false, P / 4},
+			{3001, false, P},
+			{4001, false, P},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := pollSchedule{interval: P}
+			for i, st := range tt.steps {
+				var wait time.Duration
+				if st.found {
+					s.found()
+				} else {
+					wait = s.miss(at(st.ms))
+				}
+				if wait != st.wait {
+					t.Fatalf("step %d (GET at %d ms, found %v): wait %s, want %s", i, st.ms, st.found, wait, st.wait)
+				}
+			}
+		})
+	}
+}
