@@ -228,16 +228,18 @@ func (s *source) path(level int, minTXID, maxTXID ltx.TXID) string {
 	return s.client.Path(level, minTXID, maxTXID)
 }
 
-// restoreTo runs a restore into a fresh output path in its own directory.
+// restoreTo runs a restore into a fresh output path in its own directory,
+// given relative to the working directory as users give it.
 func restoreTo(t *testing.T, client storage.Client, target Target, mutate func(*Options)) (string, Result, error) {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "out.db")
-	opts := Options{OutputPath: out, Target: target, Parallelism: 3, IntegrityCheck: IntegrityFull}
+	dir := t.TempDir()
+	t.Chdir(dir)
+	opts := Options{OutputPath: "out.db", Target: target, Parallelism: 3, IntegrityCheck: IntegrityFull}
 	if mutate != nil {
 		mutate(&opts)
 	}
 	res, err := Restore(context.Background(), client, opts)
-	return out, res, err
+	return filepath.Join(dir, "out.db"), res, err
 }
 
 // assertRestored checks that out is byte for byte the state at txid and that

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"strings"
 
 	_ "github.com/mattn/go-sqlite3" // SQLite driver for the integrity check
@@ -25,7 +26,11 @@ func integrityCheck(ctx context.Context, path string, check IntegrityCheck) erro
 	default:
 		return fmt.Errorf("invalid integrity check %q", check)
 	}
-	u := url.URL{Scheme: "file", Path: path, RawQuery: "mode=ro&immutable=1"}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("integrity check of %s: %w", path, err)
+	}
+	u := url.URL{Scheme: "file", Path: abs, RawQuery: "mode=ro&immutable=1"}
 	db, err := sql.Open("sqlite3", u.String())
 	if err != nil {
 		return fmt.Errorf("integrity check of %s: %w", path, err)
