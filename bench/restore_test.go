@@ -4,8 +4,9 @@ package bench
 // one snapshot plus UNDERSTUDY_BENCH_L0 (default 100) small L0 files in a
 // file replica, restored by the real binary ($UNDERSTUDY_BIN). It reports
 // seconds, MB/s and the peak RSS of the restore process, next to the disk's
-// own sequential write speed (dd with fsync) measured in the same run.
-// Numbers are reported, not asserted. Run:
+// own sequential write speed (dd with fsync) measured in the same run, and,
+// with UNDERSTUDY_BENCH_LITESTREAM naming a Litestream 0.5 binary, its
+// restore of the same replica. Numbers are reported, not asserted. Run:
 //
 //	UNDERSTUDY_BENCH=1 UNDERSTUDY_BIN=$PWD/bin/understudy go test -run TestRestoreBench -v -timeout 30m ./bench/
 
@@ -137,29 +138,41 @@ func TestRestoreBench(t *testing.T) {
 	ddSecs := time.Since(ddStart).Seconds()
 	_ = os.Remove(ddOut)
 
-	for _, par := range []int{1, 8} {
-		out := filepath.Join(dir, fmt.Sprintf("restored-%d.db", par))
+	mb := float64(dbSize) / 1e6
+	t.Logf("RESULT disk (dd bs=1M conv=fsync): %d MB in %.2f s, %.0f MB/s", dbSize>>20, ddSecs, mb/ddSecs)
+	run := func(label string, out string, args ...string) {
+		t.Helper()
 		_ = os.Remove(out)
-		cmd := exec.Command(bin, "restore", "-parallelism", strconv.Itoa(par), "-o", out, "file://"+client.Dir())
+		_ = exec.Command("sync").Run() // earlier writes must not land in this run's fsync
+		cmd := exec.Command(args[0], args[1:]...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
-		rStart := time.Now()
+		start := time.Now()
 		if err := cmd.Run(); err != nil {
-			t.Fatalf("restore: %v\n%s", err, stderr.String())
+			t.Fatalf("%s: %v\n%s", label, err, stderr.String())
 		}
-		secs := time.Since(rStart).Seconds()
-		rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss // KiB on Linux
+		secs := time.Since(start).Seconds()
+		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 		got, _, err := dbsum.File(out)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got != sum {
-			t.Fatalf("restored checksum %s, want %s", got, sum)
+			t.Fatalf("%s: restored checksum %s, want %s", label, got, sum)
 		}
-		mb := float64(dbSize) / 1e6
-		t.Logf("RESULT restore parallelism=%d: %d MB database, %.2f s, %.0f MB/s, peak RSS %d MB; disk (dd conv=fsync) %.2f s, %.0f MB/s",
-			par, dbSize>>20, secs, mb/secs, rss>>10, ddSecs, mb/ddSecs)
+		t.Logf("RESULT %s: %d MB database, %.2f s, %.0f MB/s, CPU %.2f s user %.2f s sys, peak RSS %d MB",
+			label, dbSize>>20, secs, mb/secs, time.Duration(ru.Utime.Nano()).Seconds(), time.Duration(ru.Stime.Nano()).Seconds(), ru.Maxrss>>10)
 		_ = os.Remove(out)
+	}
+	for _, par := range []int{1, 8} {
+		out := filepath.Join(dir, "restored.db")
+		run(fmt.Sprintf("understudy restore -parallelism %d", par), out,
+			bin, "restore", "-parallelism", strconv.Itoa(par), "-o", out, "file://"+client.Dir())
+	}
+	// A peer binary for comparison, built locally from fetched source.
+	if peer := os.Getenv("UNDERSTUDY_BENCH_LITESTREAM"); peer != "" {
+		out := filepath.Join(dir, "restored-litestream.db")
+		run("litestream restore", out, peer, "restore", "-o", out, "file://"+client.Dir())
 	}
 }
 
