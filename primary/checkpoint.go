@@ -18,11 +18,14 @@ const (
 // frames in the WAL generation (all shipped at this point) and the frame
 // count at the last PASSIVE checkpoint (no point in repeating one when the
 // WAL has not grown).
+//
+// A PASSIVE checkpoint runs when the WAL holds min pages and then again
+// every min pages (each one syncs the database file, so not every sync).
 func checkpointMode(frames, lastPassive int64, minPages, maxPages int) string {
 	switch {
 	case frames >= int64(maxPages) && frames > lastPassive:
 		return ckptRestart
-	case frames >= int64(minPages) && frames > lastPassive:
+	case frames >= int64(minPages) && frames-lastPassive >= int64(minPages):
 		return ckptPassive
 	}
 	return ckptNone

@@ -19,7 +19,8 @@ func TestCheckpointMode(t *testing.T) {
 		{999, 0, ckptNone},
 		{1000, 0, ckptPassive},
 		{1500, 1500, ckptNone}, // already checkpointed at this size
-		{1600, 1500, ckptPassive},
+		{1600, 1500, ckptNone}, // not min pages since the last one
+		{2500, 1500, ckptPassive},
 		{10000, 9000, ckptRestart},
 		{12000, 12000, ckptNone}, // restarted already, WAL not restarted by a writer yet
 		{12000, 11000, ckptRestart},

@@ -111,6 +111,10 @@ func (d *DB) walGrowingFast() bool {
 	}
 	defer d.mu.Unlock()
 	unshipped := st.Size() - d.walPos.Offset
+	if st.Size() < d.walPos.Offset || d.expectRestart {
+		// The WAL restarted (or is about to): a new generation is filling.
+		unshipped = st.Size()
+	}
 	return unshipped > int64(d.opts.MinCheckpointPageCount)*int64(d.pageSize)
 }
 
