@@ -147,6 +147,8 @@ func (d *DB) Open(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			d.closeConnsLocked()
+			d.local.close()
+			d.local = nil
 		}
 	}()
 	if err := d.openConnsLocked(ctx); err != nil {
@@ -164,8 +166,17 @@ func (d *DB) Open(ctx context.Context) (err error) {
 	}
 
 	// The database as it is now: capture an image at a known WAL position.
-	if err := d.captureLocked(ctx, false); err != nil {
-		return err
+	// The application may hold the write lock for a while (a TRUNCATE
+	// checkpoint waits for readers with the lock held): retry.
+	for attempt := 1; ; attempt++ {
+		err := d.captureLocked(ctx, false)
+		if err == nil {
+			break
+		}
+		if !sqlitex.IsBusy(err) || attempt == 6 || ctx.Err() != nil {
+			return fmt.Errorf("database %s: %w", path, err)
+		}
+		d.log.Warn("database is busy; retrying", "error", err)
 	}
 	img, err := d.readImageLocked(ctx, nil)
 	if err != nil {
@@ -296,6 +307,7 @@ func (d *DB) Close() error {
 	}
 	d.closeConnsLocked()
 	d.retired = nil // deliberately leaked until the process exits
+	d.local.close()
 	d.snapMu.Lock()
 	for _, j := range d.snapshots {
 		os.Remove(j.path)

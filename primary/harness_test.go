@@ -26,7 +26,23 @@ import (
 type countingClient struct {
 	storage.Client
 	creates atomic.Int64
+	others  atomic.Int64 // opens, lists, deletes
 	fail    atomic.Bool
+}
+
+func (c *countingClient) Open(ctx context.Context, level int, min, max ltx.TXID, offset, size int64) (*storage.Object, error) {
+	c.others.Add(1)
+	return c.Client.Open(ctx, level, min, max, offset, size)
+}
+
+func (c *countingClient) List(ctx context.Context, level int, seek ltx.TXID) (storage.Iterator, error) {
+	c.others.Add(1)
+	return c.Client.List(ctx, level, seek)
+}
+
+func (c *countingClient) Delete(ctx context.Context, files []storage.FileInfo) error {
+	c.others.Add(1)
+	return c.Client.Delete(ctx, files)
 }
 
 func (c *countingClient) Create(ctx context.Context, level int, min, max ltx.TXID, r io.Reader, md storage.Metadata) (storage.FileInfo, error) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/superfly/ltx"
+	"golang.org/x/sys/unix"
 
 	"github.com/understudy-db/understudy/internal/wal"
 )
@@ -23,7 +24,8 @@ import (
 // keeps the local position so a restarted daemon can continue the WAL
 // history it was following without a snapshot.
 type localStore struct {
-	dir string
+	dir  string
+	lock *os.File // flock held for the life of the DB: one shipper per database
 }
 
 // fileMeta is what we know about one L0 file we wrote.
@@ -62,13 +64,33 @@ func openLocalStore(dir string) (*localStore, error) {
 			return nil, fmt.Errorf("create shadow directory %s: %w (the directory beside the database must be writable)", d, err)
 		}
 	}
+	// One shipper per database: a second process would share this
+	// directory and race the first for every TXID. flock on a file of our
+	// own (never the database's files, whose POSIX locks SQLite owns).
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file in %s: %w", dir, err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("another understudy process is already replicating this database (lock %s is held): %w; stop it first",
+			lock.Name(), err)
+	}
 	// Temp files of an earlier process are garbage.
 	if ents, err := os.ReadDir(filepath.Join(dir, "tmp")); err == nil {
 		for _, e := range ents {
 			os.Remove(filepath.Join(dir, "tmp", e.Name()))
 		}
 	}
-	return &localStore{dir: dir}, nil
+	return &localStore{dir: dir, lock: lock}, nil
+}
+
+// close releases the lock.
+func (s *localStore) close() {
+	if s != nil && s.lock != nil {
+		s.lock.Close()
+		s.lock = nil
+	}
 }
 
 func (s *localStore) path(txid ltx.TXID) string {

@@ -667,6 +667,13 @@ func TestRepeatedRestarts(t *testing.T) {
 	stopWriter := make(chan struct{})
 	writerDone := make(chan error, 1)
 	app := openApp(t, e.path)
+	// Checkpoints from a connection that does not wait long: a TRUNCATE
+	// holds the write lock while it waits for readers (our pin).
+	ckpt, err := sql.Open("sqlite3", "file:"+e.path+"?_busy_timeout=50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ckpt.Close()
 	go func() {
 		rng := rand.New(rand.NewSource(2))
 		for i := 0; ; i++ {
@@ -684,7 +691,7 @@ func TestRepeatedRestarts(t *testing.T) {
 				_, err = app.Exec("INSERT INTO t (b) VALUES (randomblob(20000))")
 			case 2:
 				if i%50 == 0 {
-					_, err = app.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+					_, err = ckpt.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 				}
 			default:
 				_, err = app.Exec("INSERT INTO t (v) VALUES (?)", strings.Repeat("w", rng.Intn(500)))
@@ -701,7 +708,9 @@ func TestRepeatedRestarts(t *testing.T) {
 		rounds = 3
 	}
 	for i := 0; i < rounds; i++ {
+		t0 := time.Now()
 		d := e.open(e.options())
+		t.Logf("round %d: open took %v", i, time.Since(t0))
 		stop := run(t, d)
 		for j := rng.Intn(20); j > 0; j-- {
 			sleepTick()
@@ -725,4 +734,53 @@ func TestRepeatedRestarts(t *testing.T) {
 	want := d.Status().Checksum
 	d.Close()
 	e.checkPrimaryFile(want)
+}
+
+func TestSecondShipperRefused(t *testing.T) {
+	e := newEnv(t, 1)
+	d := e.open(e.options())
+	defer d.Close()
+	d2, err := New(e.options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = d2.Open(context.Background())
+	d2.Close()
+	if err == nil || !strings.Contains(err.Error(), "already replicating") {
+		t.Fatalf("second Open = %v, want refusal", err)
+	}
+	d.Close()
+	d3 := e.open(e.options()) // after Close the lock is free
+	d3.Close()
+}
+
+// TestIdleMakesNoRequests: with nothing committed, a running shipper (sync,
+// checkpoint, compaction and retention loops all ticking fast) makes no
+// store request at all.
+func TestIdleMakesNoRequests(t *testing.T) {
+	e := newEnv(t, 1)
+	opts := e.options()
+	opts.Levels = []time.Duration{50 * time.Millisecond}
+	opts.Replicas[0].RetentionCheckInterval = 50 * time.Millisecond
+	d := e.open(opts)
+	defer d.Close()
+	if err := d.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, d)
+	// Let the first compaction and snapshot upload happen, then measure.
+	for i := 0; i < 30; i++ {
+		sleepTick()
+	}
+	c := e.clients[0]
+	creates, others := c.creates.Load(), c.others.Load()
+	for i := 0; i < 50; i++ {
+		sleepTick()
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if dc, do := c.creates.Load()-creates, c.others.Load()-others; dc != 0 || do != 0 {
+		t.Fatalf("idle shipper made %d creates and %d other requests", dc, do)
+	}
 }

@@ -411,7 +411,9 @@ func (d *DB) shipDeltaLocked(ctx context.Context, lp localPosition, img *pageTab
 	}
 	if b.End != d.walPos || b.Commits == 0 || b.Grown {
 		// Not what the capture saw: do not guess.
-		return d.writeFullImageLocked(ctx, "the WAL after the last position changed while reading it")
+		return d.writeFullImageCapturedLocked(ctx, fmt.Sprintf(
+			"the WAL after the last position does not lead to the database as captured (end %d/%d, commits %d, grown %v)",
+			b.End.Offset, d.walPos.Offset, b.Commits, b.Grown))
 	}
 	md, _, err := d.writeL0FromWAL(f, b)
 	if err != nil {
