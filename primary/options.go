@@ -7,6 +7,22 @@
 //
 // SQLITE-NOTES.md ("Reading the WAL on the primary", "Noticing commits") is
 // the specification of the parts that touch SQLite; comments cite it.
+//
+// Life cycle: New validates the options; Open connects, switches the
+// database to WAL mode, pins the WAL and decides how to continue the
+// history in the stores (continue, ship the WAL written while we were down,
+// or write a full image as the next TXID); Run does the work until its
+// context ends; Sync ships everything committed (the final sync on
+// shutdown, after Run returned); Close releases the pin and any write halt.
+//
+// Layout of the work: every sync writes ONE L0 file (one TXID) into a
+// shadow directory beside the database (".<name>-understudy", flock-ed so
+// that only one shipper runs per database); each replica uploads the local
+// files it does not have yet, in order, create-only, so a slow or failing
+// replica never holds back the others and catches up with byte-identical
+// files. A local file is deleted once every replica has uploaded it and
+// compacted it into L1. A replica whose catch-up files are gone gets a
+// level-9 snapshot at the head instead.
 package primary
 
 import (
