@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -57,7 +58,10 @@ func replicateConfig(c *cli.Context) (*config.Config, error) {
 		return cfg, nil
 	}
 	cfg, err := loadConfig(c)
-	if err != nil {
+	if errors.Is(err, fs.ErrNotExist) {
+		path, _ := configPath(c)
+		return nil, fmt.Errorf("replicate: no config file at %s: pass -config PATH (or set $UNDERSTUDY_CONFIG), or run `understudy replicate DB_PATH REPLICA_URL...`", path)
+	} else if err != nil {
 		return nil, err
 	}
 	if len(cfg.DBs) == 0 {
