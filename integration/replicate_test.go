@@ -532,3 +532,11 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func TestReplicateMissingConfigSaysWhatToDo(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "none.yml")
+	res := run(t, []string{"UNDERSTUDY_CONFIG=" + missing}, "replicate")
+	if res.code == 0 || !strings.Contains(res.stderr, missing) || !strings.Contains(res.stderr, "DB_PATH REPLICA_URL") {
+		t.Fatalf("exit %d, stderr %q: want non-zero naming %s and the config-less form", res.code, res.stderr, missing)
+	}
+}
