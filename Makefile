@@ -34,3 +34,9 @@ clean:
 # file replica in a temp directory and a follower. Ctrl-C stops and cleans up.
 demo: build
 	go run ./scripts/demo -bin ./bin/understudy
+
+# A Debian package in ./dist: the binary, the systemd units of each role and
+# the sample config (packaging/build-deb.sh; needs dpkg-deb).
+.PHONY: deb
+deb: build
+	BIN=$(CURDIR)/bin/understudy ./packaging/build-deb.sh
