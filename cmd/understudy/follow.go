@@ -47,6 +47,17 @@ func runFollow(c *cli.Context) error {
 	if err := follower.CheckDBPage(ctx); err != nil {
 		return err
 	}
+	if c.NArg() == 0 {
+		// Databases with a lease: section run as nodes that can promote.
+		if cfg, err := loadConfig(c); err == nil && hasLease(cfg) {
+			log, err := newLogger(c, cfg.Logging.Level, cfg.Logging.Type)
+			if err != nil {
+				return err
+			}
+			stop()
+			return runNodes(c, cfg, log, false)
+		}
+	}
 	targets, addr, log, err := followTargets(c)
 	if err != nil {
 		return err

@@ -95,6 +95,12 @@ func runReplicate(c *cli.Context) error {
 		return cli.Exit(err, 2)
 	}
 	logger.Debug("config", "config", cfg.Redacted())
+	if hasLease(cfg) {
+		if c.String("exec") != "" {
+			return cli.Exit("replicate: -exec is not supported with a lease: section yet; start the application separately", 2)
+		}
+		return runNodes(c, cfg, logger, true)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -307,17 +313,21 @@ type replicaStatusDoc struct {
 func primariesStatus(dbs []*primary.DB) any {
 	out := make([]statusDoc, 0, len(dbs))
 	for _, db := range dbs {
-		st := db.Status()
-		doc := statusDoc{Role: "primary", DB: db.Path(), TXID: st.TXID, Checksum: st.Checksum, Fenced: st.Fenced}
-		for _, r := range st.Replicas {
-			rd := replicaStatusDoc{Name: r.Name, TXID: r.TXID, Checksum: r.Checksum, LastError: r.LastError, Pending: r.Pending}
-			if !r.LastSync.IsZero() {
-				t := r.LastSync.UTC()
-				rd.LastSync = &t
-			}
-			doc.Replicas = append(doc.Replicas, rd)
-		}
-		out = append(out, doc)
+		out = append(out, primaryDoc(db.Status()))
 	}
 	return map[string]any{"dbs": out}
+}
+
+// primaryDoc is one primary database's part of /status.
+func primaryDoc(st primary.Status) statusDoc {
+	doc := statusDoc{Role: "primary", DB: st.Path, TXID: st.TXID, Checksum: st.Checksum, Fenced: st.Fenced}
+	for _, r := range st.Replicas {
+		rd := replicaStatusDoc{Name: r.Name, TXID: r.TXID, Checksum: r.Checksum, LastError: r.LastError, Pending: r.Pending}
+		if !r.LastSync.IsZero() {
+			t := r.LastSync.UTC()
+			rd.LastSync = &t
+		}
+		doc.Replicas = append(doc.Replicas, rd)
+	}
+	return doc
 }

@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+
+	"github.com/understudy-db/understudy/config"
+	"github.com/understudy-db/understudy/follower"
+	"github.com/understudy-db/understudy/internal/replicaclient"
+	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/lease"
+	"github.com/understudy-db/understudy/primary"
+	"github.com/understudy-db/understudy/promote"
+)
+
+// Design: the follower process does the promotion itself. `understudy
+// promote` only asks it (POST /promote on its addr) and waits for the
+// answer. The follower already owns the local database, its connections and
+// its position; a second process taking the file over would first have to
+// stop the follower anyway, and the new primary must be the long-running
+// process that keeps the lease renewed.
+
+func init() {
+	registerCommand(&cli.Command{
+		Name:  "promote",
+		Usage: "make a running follower the primary (planned hand-off, or forced with -force)",
+		Description: "Asks the follower process serving on addr (the config's addr, or -addr) to promote the database.\n" +
+			"When the current primary is alive it hands over first: it ships everything, halts its app's\n" +
+			"writes and releases the lease, so nothing committed is lost. When it is gone, the follower\n" +
+			"waits for its lease to expire, or with -force breaks it at once. Then the follower replays the\n" +
+			"store, claims the next TXID and starts shipping as primary.",
+		Flags: commonFlags(
+			&cli.StringFlag{Name: "db", Usage: "database `PATH` (or name) to promote; needed when the follower runs several"},
+			&cli.BoolFlag{Name: "force", Usage: "break the current holder's lease instead of waiting for it"},
+			&cli.DurationFlag{Name: "timeout", Value: promote.DefaultPromoteTimeout, Usage: "give up after `D`"},
+			&cli.StringFlag{Name: "addr", Usage: "the follower's endpoint `ADDR` (default: the config's addr)"},
+		),
+		Action: runPromote,
+	})
+}
+
+func runPromote(c *cli.Context) error {
+	addr := c.String("addr")
+	name := c.String("db")
+	cfg, err := loadConfigIfPresent(c)
+	if err != nil {
+		return cli.Exit(err, 2)
+	}
+	if cfg != nil {
+		if addr == "" {
+			addr = cfg.Addr
+		}
+		if name != "" {
+			if db := cfg.DB(name); db != nil {
+				name = db.Name()
+			}
+		}
+	}
+	if addr == "" {
+		return cli.Exit("promote: no addr: give -addr HOST:PORT of the follower, or a config with addr:", 2)
+	}
+	base := addr
+	if !strings.Contains(base, "://") {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return cli.Exit(fmt.Errorf("promote: addr %q: %w", addr, err), 2)
+		}
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		base = "http://" + net.JoinHostPort(host, port)
+	}
+	timeout := c.Duration("timeout")
+	q := fmt.Sprintf("?db=%s&timeout=%s", name, timeout)
+	if c.Bool("force") {
+		q += "&force=true"
+	}
+	ctx, cancel := context.WithTimeout(c.Context, timeout+10*time.Second)
+	defer cancel()
+	a, err := promote.Call(ctx, &http.Client{}, base+promote.PathPromote+q)
+	if err != nil {
+		return cli.Exit(fmt.Errorf("promote: %w", err), 1)
+	}
+	out, _ := json.Marshal(a)
+	fmt.Fprintln(c.App.Writer, string(out))
+	return nil
+}
+
+// hasLease reports whether any database of cfg has a lease section: such
+// databases run as promote.Nodes (primary and follower in one process).
+func hasLease(cfg *config.Config) bool {
+	for _, db := range cfg.DBs {
+		if db.Lease != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// runNodes runs every database of cfg that has a lease section (and, for
+// follow, a follower section) as a node starting in the given role, until
+// a signal.
+func runNodes(c *cli.Context, cfg *config.Config, logger hclog.Logger, asPrimary bool) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := follower.CheckDBPage(ctx); err != nil {
+		return cli.Exit(err, 1)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := follower.NewMetrics(reg)
+
+	var nodes []*promote.Node
+	for _, dbc := range cfg.DBs {
+		if dbc.Lease == nil {
+			return cli.Exit(fmt.Errorf("database %s has no lease: section while others do; give every database one (type static for a fixed primary)", dbc.Path), 2)
+		}
+		if !asPrimary && dbc.Follower == nil {
+			continue
+		}
+		n, err := newNode(ctx, c, cfg, dbc, logger, reg, metrics)
+		if err != nil {
+			return cli.Exit(err, 1)
+		}
+		nodes = append(nodes, n)
+	}
+	if len(nodes) == 0 {
+		return cli.Exit("no database to run: add a follower: section to follow", 2)
+	}
+
+	addr := cfg.Addr
+	if c.IsSet("addr") {
+		addr = c.String("addr")
+	}
+	if addr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		check := func(w http.ResponseWriter, _ *http.Request) {
+			if err := nodesHealthy(nodes); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		}
+		mux.HandleFunc("/healthz", check)
+		mux.HandleFunc("/readyz", check)
+		mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(nodesStatus(nodes))
+		})
+		promote.Handle(mux, nodes)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return cli.Exit(fmt.Errorf("listen on addr %s: %w (is another process using it?)", addr, err), 1)
+		}
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+		logger.Info("serving health, status, metrics and promotion", "addr", ln.Addr().String())
+	}
+
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = n.Run(rctx, asPrimary)
+			if errs[i] != nil {
+				logger.Error("database stopped", "db", n.Name(), "error", errs[i])
+				cancel() // one fatal error stops the process, as replicate does
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return cli.Exit(err, 1)
+	}
+	return nil
+}
+
+// newNode builds one database's node: lease, replica clients, and the
+// primary and follower settings it switches between.
+func newNode(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *config.DB, logger hclog.Logger,
+	reg prometheus.Registerer, metrics *follower.Metrics) (*promote.Node, error) {
+	node := nodeName(c, dbc)
+	lcfg := *dbc.Lease
+	if lcfg.Node == "" {
+		lcfg.Node = node
+	}
+	l, err := lease.New(&lcfg, dbc.Name(), logger.Named(dbc.Name()))
+	if err != nil {
+		return nil, fmt.Errorf("database %s: %w", dbc.Path, err)
+	}
+	popts := primary.Options{
+		Path:                   dbc.Path,
+		Node:                   node,
+		MinCheckpointPageCount: dbc.MinCheckpointPageCount,
+		MaxCheckpointPageCount: dbc.MaxCheckpointPageCount,
+		Levels:                 dbc.Levels,
+		L0Retention:            dbc.L0Retention,
+		Logger:                 logger.Named(dbc.Name()),
+		Registerer:             reg,
+	}
+	followName := ""
+	poll := time.Duration(0)
+	auto := false
+	if dbc.Follower != nil {
+		followName, poll, auto = dbc.Follower.Replica, dbc.Follower.PollInterval, dbc.Follower.AutoPromote
+	}
+	if c.IsSet("poll-interval") {
+		poll = c.Duration("poll-interval")
+	}
+	var followed storage.Client
+	var others []storage.Client
+	for i, rc := range dbc.Replicas {
+		client, err := replicaclient.New(ctx, rc, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
+		if err != nil {
+			return nil, fmt.Errorf("database %s: replica %s: %w", dbc.Path, rc.Name, err)
+		}
+		if err := client.ProbeCreateOnly(ctx); err != nil {
+			return nil, fmt.Errorf("database %s: replica %s (%s): %w", dbc.Path, rc.Name, rc.Location(), err)
+		}
+		popts.Replicas = append(popts.Replicas, primary.ReplicaOptions{
+			Name: rc.Name, Client: client, SyncInterval: rc.SyncInterval, SnapshotInterval: rc.SnapshotInterval,
+			Retention: rc.Retention, RetentionCheckInterval: rc.RetentionCheckInterval,
+		})
+		if followed == nil && (rc.Name == followName || (followName == "" && i == 0)) {
+			followed = client
+		} else {
+			others = append(others, client)
+		}
+	}
+	if followed == nil {
+		return nil, fmt.Errorf("database %s: no replica named %q to follow", dbc.Path, followName)
+	}
+	return promote.New(promote.Config{
+		Name: dbc.Name(), Node: node, Lease: l,
+		OnDemote: dbc.Lease.OnDemote, OnPromote: dbc.Lease.OnPromote, AutoPromote: auto,
+		Primary: popts,
+		Follower: follower.Config{Path: dbc.Path, Name: dbc.Name(), Client: followed, PollInterval: poll,
+			Logger: logger, Metrics: metrics},
+		Claim:  append([]storage.Client{followed}, others...),
+		Logger: logger,
+	})
+}
+
+func nodesHealthy(nodes []*promote.Node) error {
+	var err error
+	for _, n := range nodes {
+		err = errors.Join(err, n.Healthy())
+	}
+	return err
+}
+
+// nodesStatus is /status for nodes: each database's primary or follower
+// document, with its role, node name and fencing token.
+func nodesStatus(nodes []*promote.Node) any {
+	out := make([]map[string]any, 0, len(nodes))
+	for _, n := range nodes {
+		st := n.Status()
+		var base any = struct{}{}
+		switch {
+		case st.Primary != nil:
+			base = primaryDoc(*st.Primary)
+		case st.Follower != nil:
+			base = st.Follower
+		}
+		doc := map[string]any{}
+		if b, err := json.Marshal(base); err == nil {
+			_ = json.Unmarshal(b, &doc)
+		}
+		doc["role"] = st.Role
+		doc["name"] = st.Name
+		doc["node"] = st.Node
+		doc["fencing_token"] = st.FencingToken
+		doc["reason"] = st.Reason
+		doc["promotions"] = st.Promotions
+		if st.Diverged != "" {
+			doc["diverged_saved_to"] = st.Diverged
+		}
+		out = append(out, doc)
+	}
+	return map[string]any{"dbs": out}
+}

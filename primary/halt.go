@@ -1,0 +1,55 @@
+package primary
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/superfly/ltx"
+)
+
+// ErrHalted means the shipper was told to stop acting as primary (the lease
+// was lost, or the node handed over): nothing more is shipped and the
+// application's writes are held until Close.
+var ErrHalted = errors.New("this node may no longer act as primary: shipping stopped and application writes halted")
+
+// Halt stops shipping at once and takes the database's write lock for good,
+// so that the application's next write fails with SQLITE_BUSY: the node lost
+// the right to write (reason says why). Run then returns an error wrapping
+// ErrHalted. Uploads in flight finish or fail; no new one starts. Halt on a
+// DB that is already halted or fenced only makes sure the writes are held.
+func (d *DB) Halt(reason string) error {
+	d.fence(fmt.Errorf("%s: %w", reason, ErrHalted))
+	return d.haltWrites()
+}
+
+// Halted reports whether the application's writes are held (after Halt,
+// HandOff or a fence).
+func (d *DB) Halted() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.halted
+}
+
+// HandOff ends this node's tenure for a planned handover: it holds the
+// application's writes first (nothing commits after this point), ships
+// everything committed before to every replica, then stops shipping. It
+// returns the final TXID every replica holds; the next primary continues
+// from there, so no committed transaction is lost. On error the writes stay
+// held: the caller decides whether to resume (Close and reopen) or not.
+func (d *DB) HandOff(ctx context.Context) (ltx.TXID, error) {
+	if err := d.haltWrites(); err != nil {
+		return 0, err
+	}
+	if err := d.Sync(ctx); err != nil {
+		return 0, fmt.Errorf("database %s: hand-off: shipping the last transactions: %w", d.opts.Path, err)
+	}
+	txid := ltx.TXID(d.head.Load())
+	for _, r := range d.Status().Replicas {
+		if r.TXID != txid {
+			return 0, fmt.Errorf("database %s: hand-off: replica %s is at TXID %s, not the final TXID %s", d.opts.Path, r.Name, r.TXID, txid)
+		}
+	}
+	d.fence(fmt.Errorf("handed over at TXID %s: %w", txid, ErrHalted))
+	return txid, nil
+}

@@ -1,0 +1,454 @@
+package promote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/superfly/ltx"
+
+	"github.com/understudy-db/understudy/follower"
+	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/lease"
+	"github.com/understudy-db/understudy/primary"
+)
+
+// Roles of a node in Status.
+const (
+	RoleFollower  = "follower"
+	RolePromoting = "promoting"
+	RolePrimary   = "primary"
+	RoleHalted    = "halted" // app writes held after a demotion (on-demote halt)
+)
+
+// Defaults of Config.
+const (
+	// DefaultPromoteTimeout bounds a promotion requested without a timeout.
+	DefaultPromoteTimeout = time.Minute
+	// DefaultFinalSyncTimeout bounds the last sync when the node stops.
+	DefaultFinalSyncTimeout = time.Minute
+	// DefaultReleaseTimeout bounds releasing the lease after a demotion,
+	// so that an unreachable Consul cannot delay the demotion much.
+	DefaultReleaseTimeout = 3 * time.Second
+	// claimAttempts bounds how often a promotion catches up again after
+	// its claim found the TXID taken (an old primary's upload in flight).
+	claimAttempts = 5
+)
+
+// ErrExitOnDemote is returned by Run when the node stepped down and its
+// on-demote says exit: the process should exit non-zero.
+var ErrExitOnDemote = errors.New("stepped down as primary (on-demote: exit)")
+
+// ErrLostRace is returned by a promotion that found the lease taken by
+// another node that promoted at the same time.
+var ErrLostRace = errors.New("another node took the lease first")
+
+// Config configures a Node.
+type Config struct {
+	Name     string      // database name (lease key, requests, logs)
+	Node     string      // this node's name
+	Lease    lease.Lease // nil: no lease; the node never promotes nor steps down
+	OnDemote string      // halt (default), exit, follow
+	// OnPromote is a shell command run (in the background) after each
+	// promotion, with UNDERSTUDY_DB, UNDERSTUDY_ROLE and
+	// UNDERSTUDY_FENCING_TOKEN in its environment.
+	OnPromote   string
+	AutoPromote bool // follow the lease and race for it when it is free
+
+	Primary  primary.Options // the database as primary; FencingToken is set by the node
+	Follower follower.Config // the database as follower
+	// Claim are the replicas a promotion claims the next TXID in, the
+	// followed one first (it arbitrates races).
+	Claim []storage.Client
+
+	// Published, if set, is called with the role on every change (Consul
+	// service tags); errors are logged.
+	Published func(ctx context.Context, role string) error
+
+	Logger     hclog.Logger
+	HTTPClient *http.Client // for hand-off requests (default: 30 s timeout)
+}
+
+// Status is a node's state for /status.
+type Status struct {
+	Role         string
+	Name         string
+	Node         string
+	FencingToken uint64
+	Reason       string // why the role last changed
+	Promotions   int    // promotions of this process
+	Primary      *primary.Status
+	Follower     *follower.Status
+	Diverged     string // where a deposed primary's unshipped transactions were saved
+}
+
+// Node is one database on this node, as primary or follower.
+type Node struct {
+	cfg      Config
+	log      hclog.Logger
+	onDemote OnDemote
+
+	promoteReq chan promoteRequest
+	handoffReq chan handoffRequest
+
+	mu     sync.Mutex
+	role   string
+	reason string
+	db     *primary.DB
+	fol    *follower.Follower
+	promos int
+	saved  string
+}
+
+type promoteRequest struct {
+	force   bool
+	timeout time.Duration
+	reply   chan error
+}
+
+type handoffRequest struct {
+	ctx   context.Context
+	reply chan handoffResult
+}
+
+type handoffResult struct {
+	txid ltx.TXID
+	err  error
+}
+
+// New validates cfg.
+func New(cfg Config) (*Node, error) {
+	if cfg.Name == "" || cfg.Node == "" {
+		return nil, errors.New("promote: database and node names are required")
+	}
+	od, err := ParseOnDemote(cfg.OnDemote)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.AutoPromote && cfg.Lease == nil {
+		return nil, fmt.Errorf("database %s: auto-promote needs a lease section", cfg.Name)
+	}
+	if cfg.Lease != nil && cfg.Follower.Client != nil && len(cfg.Claim) == 0 {
+		cfg.Claim = []storage.Client{cfg.Follower.Client}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	return &Node{
+		cfg: cfg, log: cfg.Logger.With("db", cfg.Name), onDemote: od,
+		promoteReq: make(chan promoteRequest), handoffReq: make(chan handoffRequest),
+	}, nil
+}
+
+// Name is the database name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Status returns the node's current state.
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	st := Status{Role: n.role, Name: n.cfg.Name, Node: n.cfg.Node, Reason: n.reason, Promotions: n.promos, Diverged: n.saved}
+	db, fol := n.db, n.fol
+	n.mu.Unlock()
+	if n.cfg.Lease != nil {
+		st.FencingToken = n.cfg.Lease.Token()
+	}
+	if db != nil {
+		s := db.Status()
+		st.Primary = &s
+	}
+	if fol != nil {
+		s := fol.Status()
+		st.Follower = &s
+	}
+	return st
+}
+
+// Healthy is nil while the node does its job: a primary ships, a follower
+// follows. A halted node is unhealthy (it must not be the writer).
+func (n *Node) Healthy() error {
+	st := n.Status()
+	switch {
+	case st.Role == RoleHalted:
+		return fmt.Errorf("%s: halted: %s", n.cfg.Name, st.Reason)
+	case st.Primary != nil && st.Primary.Fenced:
+		return fmt.Errorf("%s: fenced: another writer owns the replica history", n.cfg.Name)
+	case st.Follower != nil && !st.Follower.Healthy:
+		return fmt.Errorf("%s: follower stopped: %s", n.cfg.Name, st.Follower.Error)
+	}
+	return nil
+}
+
+func (n *Node) setRole(ctx context.Context, role, reason string) {
+	n.mu.Lock()
+	changed := n.role != role
+	n.role, n.reason = role, reason
+	n.mu.Unlock()
+	if changed {
+		n.log.Info("role", "role", role, "reason", reason)
+		if n.cfg.Published != nil && role != RolePromoting {
+			if err := n.cfg.Published(ctx, role); err != nil && ctx.Err() == nil {
+				n.log.Warn("publishing the role failed", "role", role, "error", err)
+			}
+		}
+	}
+}
+
+// Run runs the node, starting as primary or follower, until ctx ends (nil)
+// or an error it cannot recover from; ErrExitOnDemote after a demotion with
+// on-demote exit.
+func (n *Node) Run(ctx context.Context, startAsPrimary bool) error {
+	primaryNext, promoted := startAsPrimary, false
+	for ctx.Err() == nil {
+		var err error
+		if primaryNext {
+			primaryNext, err = n.runPrimary(ctx, promoted)
+			promoted = false
+		} else {
+			primaryNext, err = n.runFollower(ctx)
+			promoted = primaryNext
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// holding reports whether this node holds the lease now.
+func (n *Node) holding() bool {
+	if n.cfg.Lease == nil {
+		return false
+	}
+	select {
+	case <-n.cfg.Lease.Lost():
+		return false
+	default:
+		return true
+	}
+}
+
+// acquire waits for the lease, naming the holder it waits for.
+func (n *Node) acquire(ctx context.Context) error {
+	l := n.cfg.Lease
+	if h, err := l.Holder(ctx); err == nil && h.Held {
+		n.log.Info("waiting for the lease: another node is primary", "holder", h.Node, "holder_url", h.AdvertiseURL, "token", h.LockIndex)
+	}
+	tok, err := l.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	n.log.Info("lease held: this node is primary", "token", tok)
+	return nil
+}
+
+// release frees the lease (if held), recording txid for the next holder.
+func (n *Node) release(ctx context.Context, txid ltx.TXID) {
+	if n.cfg.Lease == nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultReleaseTimeout)
+	defer cancel()
+	if err := n.cfg.Lease.Release(rctx, txid); err != nil {
+		n.log.Warn("releasing the lease", "error", err)
+	}
+}
+
+// runPrimary ships until ctx ends, the lease is lost or the history is
+// fenced. It reports whether the node goes on as primary (a hand-off that
+// failed resumes) or as follower.
+func (n *Node) runPrimary(ctx context.Context, promoted bool) (bool, error) {
+	if n.cfg.Lease != nil && !n.holding() {
+		if err := n.acquire(ctx); err != nil {
+			if ctx.Err() != nil {
+				return false, nil
+			}
+			return false, err
+		}
+	}
+	opts := n.cfg.Primary
+	if n.cfg.Lease != nil {
+		opts.FencingToken = n.cfg.Lease.Token
+	}
+	db, err := primary.New(opts)
+	if err == nil {
+		err = db.Open(ctx)
+	}
+	if err != nil {
+		n.release(ctx, 0)
+		if ctx.Err() != nil {
+			return false, nil
+		}
+		return false, err
+	}
+	n.mu.Lock()
+	n.db, n.fol = db, nil
+	n.mu.Unlock()
+	n.setRole(ctx, RolePrimary, "holding the lease")
+	if promoted {
+		n.runHook(ctx)
+	}
+
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	runErr := make(chan error, 1)
+	go func() { runErr <- db.Run(rctx) }()
+	var lost <-chan struct{}
+	if n.cfg.Lease != nil {
+		lost = n.cfg.Lease.Lost()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			<-runErr
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultFinalSyncTimeout)
+			err := db.Sync(sctx)
+			cancel()
+			if err != nil {
+				n.log.Error("final sync failed", "error", err)
+			} else {
+				n.log.Info("all committed transactions shipped")
+			}
+			txid := db.Status().TXID
+			db.Close()
+			n.release(ctx, txid)
+			return false, err
+		case <-lost:
+			reason := "the lease was lost (not renewed in time, or taken away)"
+			n.log.Error("lease lost: stopping shipping and halting the application's writes", "token", n.cfg.Lease.Token())
+			if err := db.Halt(reason); err != nil {
+				n.log.Error("could not halt the application's writes", "error", err)
+			}
+			<-runErr
+			return n.demote(ctx, db, reason)
+		case err := <-runErr:
+			if errors.Is(err, primary.ErrFenced) || errors.Is(err, primary.ErrHalted) {
+				n.log.Error("fenced: another writer owns the history; application writes halted", "error", err)
+				return n.demote(ctx, db, err.Error())
+			}
+			// Not a question of who is primary: stop, keep the app's
+			// writes held (nobody ships them), and report.
+			if herr := db.Halt("replication failed"); herr != nil {
+				n.log.Error("could not halt the application's writes", "error", herr)
+			}
+			db.Close()
+			n.release(ctx, 0)
+			return false, err
+		case req := <-n.handoffReq:
+			n.log.Info("hand-off requested: holding the application's writes and shipping the rest")
+			t0 := time.Now()
+			txid, err := db.HandOff(req.ctx)
+			if err != nil {
+				req.reply <- handoffResult{err: err}
+				n.log.Error("hand-off failed; resuming as primary", "error", err)
+				stop()
+				<-runErr
+				db.Close()
+				return true, nil
+			}
+			stop()
+			<-runErr
+			n.release(ctx, txid)
+			n.log.Info("handed over", "final_txid", txid, "writes_held_for", time.Since(t0))
+			req.reply <- handoffResult{txid: txid}
+			return n.demote(ctx, db, fmt.Sprintf("handed over at TXID %s", txid))
+		}
+	}
+}
+
+// demote does what on-demote says with a primary whose writes are halted.
+func (n *Node) demote(ctx context.Context, db *primary.DB, reason string) (bool, error) {
+	n.release(ctx, 0)
+	switch n.onDemote {
+	case DemoteExit:
+		n.setRole(ctx, RoleHalted, reason)
+		db.Close()
+		return false, fmt.Errorf("database %s: %s: %w", n.cfg.Name, reason, ErrExitOnDemote)
+	case DemoteFollow:
+		n.rejoin(ctx, db)
+		n.setRole(ctx, RoleFollower, "rejoined after stepping down: "+reason)
+		return false, nil
+	default:
+		n.setRole(ctx, RoleHalted, reason)
+		n.log.Warn("holding the application's writes until an operator stops this process (on-demote: halt)")
+		<-ctx.Done()
+		db.Close()
+		n.mu.Lock()
+		n.db = nil
+		n.mu.Unlock()
+		return false, nil
+	}
+}
+
+// rejoin prepares a halted primary's database for following: what it holds
+// beyond the last TXID every replica confirmed is saved whole first.
+func (n *Node) rejoin(ctx context.Context, db *primary.DB) {
+	path := db.Path()
+	st := db.Status()
+	var confTXID ltx.TXID
+	var confSum ltx.Checksum
+	for i, r := range st.Replicas {
+		if i == 0 || r.TXID < confTXID {
+			confTXID, confSum = r.TXID, r.Checksum
+		}
+	}
+	local, _, err := follower.Checksum(ctx, path)
+	diverged := err != nil || Diverged(local, confTXID, confSum)
+	if diverged {
+		saved, serr := follower.SaveDiverged(path, time.Now())
+		if serr != nil {
+			n.log.Error("could not save the diverged database; it will be moved aside when following starts", "error", serr)
+		} else {
+			n.mu.Lock()
+			n.saved = saved
+			n.mu.Unlock()
+			n.log.Warn("this database holds transactions the store lacks: saved it whole before following the new primary",
+				"saved_to", saved, "confirmed_txid", confTXID, "local_checksum", local, "confirmed_checksum", confSum)
+		}
+	}
+	db.Close()
+	n.mu.Lock()
+	n.db = nil
+	n.mu.Unlock()
+	if err := os.Remove(follower.PositionPath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		n.log.Warn("removing a stale follower position", "error", err)
+	}
+	if !diverged {
+		if err := follower.Adopt(ctx, path, follower.Position{TXID: confTXID, Checksum: confSum}); err != nil {
+			n.log.Warn("cannot follow on from the local database; it will be kept aside and bootstrapped", "error", err)
+		} else {
+			n.log.Info("following on from the local database without a bootstrap", "txid", confTXID)
+		}
+	}
+}
+
+// runHook runs on-promote in the background.
+func (n *Node) runHook(ctx context.Context) {
+	if n.cfg.OnPromote == "" {
+		return
+	}
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", n.cfg.OnPromote)
+	tok := uint64(0)
+	if n.cfg.Lease != nil {
+		tok = n.cfg.Lease.Token()
+	}
+	cmd.Env = append(os.Environ(), "UNDERSTUDY_DB="+n.cfg.Primary.Path, "UNDERSTUDY_ROLE="+RolePrimary,
+		"UNDERSTUDY_FENCING_TOKEN="+strconv.FormatUint(tok, 10), "UNDERSTUDY_NODE="+n.cfg.Node)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	go func() {
+		if err := cmd.Run(); err != nil {
+			n.log.Error("on-promote hook failed", "command", n.cfg.OnPromote, "error", err)
+			return
+		}
+		n.log.Info("on-promote hook done", "command", n.cfg.OnPromote)
+	}()
+}
