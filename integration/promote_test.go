@@ -1,0 +1,333 @@
+package integration
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/superfly/ltx"
+	"github.com/understudy-db/understudy/integration/harness"
+)
+
+// cluster is one database with a shared file store and a Consul lease; each
+// leaseNode is a machine (its own directory, database copy, config, addr).
+type cluster struct {
+	t          *testing.T
+	dir, store string
+	consul     *harness.Consul
+	prefix     string
+}
+
+type leaseNode struct {
+	name, dir, dbPath, addr, config string
+	d                               *daemon
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	dir := t.TempDir()
+	return &cluster{t: t, dir: dir, store: filepath.Join(dir, "store"), consul: harness.StartConsul(t),
+		prefix: fmt.Sprintf("t%d/", time.Now().UnixNano())}
+}
+
+// node writes the config of a node; consulAddr "" = the agent itself.
+func (c *cluster) node(name, consulAddr, onDemote string, autoPromote bool) *leaseNode {
+	c.t.Helper()
+	if consulAddr == "" {
+		consulAddr = c.consul.HTTPAddr
+	}
+	n := &leaseNode{name: name, dir: filepath.Join(c.dir, name)}
+	if err := os.MkdirAll(n.dir, 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	n.dbPath = filepath.Join(n.dir, "app.db")
+	n.addr = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(c.t))
+	n.config = filepath.Join(n.dir, "understudy.yml")
+	writeFile(c.t, n.config, fmt.Sprintf(`addr: %s
+dbs:
+  - path: %s
+    name: app
+    replicas:
+      - name: file
+        url: file://%s
+        sync-interval: 100ms
+    follower:
+      poll-interval: 100ms
+      auto-promote: %v
+    lease:
+      type: consul
+      node: %s
+      advertise-url: http://%s
+      on-demote: %s
+      consul:
+        address: %s
+        key-prefix: %s
+        ttl: 10s
+        lock-delay: 1s
+`, n.addr, n.dbPath, c.store, autoPromote, name, n.addr, onDemote, consulAddr, c.prefix))
+	return n
+}
+
+func (n *leaseNode) replicate(t *testing.T) { n.d = start(t, nil, "replicate", "-config", n.config) }
+func (n *leaseNode) follow(t *testing.T)    { n.d = start(t, nil, "follow", "-config", n.config) }
+
+// nodeStatus is the part of a node's /status the tests read.
+type nodeStatus struct {
+	Role         string       `json:"role"`
+	FencingToken uint64       `json:"fencing_token"`
+	TXID         ltx.TXID     `json:"txid"`
+	Checksum     ltx.Checksum `json:"checksum"`
+	State        string       `json:"state"`
+	Diverged     string       `json:"diverged_saved_to"`
+	Replicas     []struct {
+		TXID     ltx.TXID     `json:"txid"`
+		Checksum ltx.Checksum `json:"checksum"`
+	} `json:"replicas"`
+}
+
+func (n *leaseNode) status() (nodeStatus, error) {
+	var doc struct{ DBs []nodeStatus }
+	resp, err := http.Get("http://" + n.addr + "/status")
+	if err != nil {
+		return nodeStatus{}, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		return nodeStatus{}, err
+	}
+	if len(doc.DBs) != 1 {
+		return nodeStatus{}, fmt.Errorf("%d dbs in /status", len(doc.DBs))
+	}
+	return doc.DBs[0], nil
+}
+
+func (n *leaseNode) waitStatus(t *testing.T, timeout time.Duration, what string, cond func(nodeStatus) bool) nodeStatus {
+	t.Helper()
+	var st nodeStatus
+	eventually(t, timeout, n.name+": "+what, func() bool {
+		var err error
+		st, err = n.status()
+		return err == nil && cond(st)
+	})
+	return st
+}
+
+// waitShippedAt waits until the primary node's replica holds its database
+// as it is now (the app must be still) and returns that TXID.
+func (n *leaseNode) waitShippedAt(t *testing.T, sum ltx.Checksum) ltx.TXID {
+	t.Helper()
+	st := n.waitStatus(t, 30*time.Second, "shipped", func(st nodeStatus) bool {
+		return st.Role == "primary" && st.Checksum == sum && len(st.Replicas) == 1 &&
+			st.Replicas[0].TXID == st.TXID && st.Replicas[0].Checksum == sum
+	})
+	return st.TXID
+}
+
+// leaseKey reads the lease key from Consul directly: the session holding it.
+func (c *cluster) leaseSession() (string, error) {
+	resp, err := http.Get(c.consul.URL + "/v1/kv/" + c.prefix + "app/primary")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return "", nil
+	}
+	var pairs []struct{ Session string }
+	if err := json.NewDecoder(resp.Body).Decode(&pairs); err != nil || len(pairs) == 0 {
+		return "", fmt.Errorf("read lease key: %v", err)
+	}
+	return pairs[0].Session, nil
+}
+
+// app writes one small transaction after another and records each commit
+// and the first error.
+type app struct {
+	db   *sql.DB
+	mu   sync.Mutex
+	n    int
+	err  error
+	errT time.Time
+	stop chan struct{}
+	done chan struct{}
+}
+
+func startApp(t *testing.T, path string) *app {
+	t.Helper()
+	db := openDB(t, path)
+	mustExec(t, db, `CREATE TABLE IF NOT EXISTS log (id INTEGER PRIMARY KEY, v TEXT)`)
+	a := &app{db: db, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		for i := 0; ; i++ {
+			select {
+			case <-a.stop:
+				return
+			default:
+			}
+			_, err := db.Exec(`INSERT INTO log(v) VALUES (?)`, fmt.Sprintf("row %d %s", i, strings.Repeat("x", i%300)))
+			a.mu.Lock()
+			if err != nil {
+				a.err, a.errT = err, time.Now()
+				a.mu.Unlock()
+				return
+			}
+			a.n++
+			a.mu.Unlock()
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	t.Cleanup(a.halt)
+	return a
+}
+
+func (a *app) halt() {
+	select {
+	case <-a.stop:
+	default:
+		close(a.stop)
+	}
+	<-a.done
+}
+
+func (a *app) failed() (error, time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.err, a.errT
+}
+
+func (a *app) commits() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n
+}
+
+func isBusy(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "database is locked") || strings.Contains(err.Error(), "busy"))
+}
+
+// TestLeaseCutOffFromConsulHaltsWrites: the primary loses Consul (toxiproxy
+// disables its only way there) but still reaches the store. Before its
+// session could expire in Consul (the key still names it), the daemon logs
+// the loss and the application's writes fail with SQLITE_BUSY.
+func TestLeaseCutOffFromConsulHaltsWrites(t *testing.T) {
+	c := newCluster(t)
+	tp := harness.StartToxiproxy(t)
+	proxy := tp.NewProxy(t, "consul", c.consul.HTTPAddr)
+	a := c.node("a", proxy.Listen, "halt", false)
+	db := openDB(t, a.dbPath)
+	mustExec(t, db, `CREATE TABLE IF NOT EXISTS log (id INTEGER PRIMARY KEY, v TEXT)`)
+	a.replicate(t)
+	st := a.waitStatus(t, 30*time.Second, "primary with a fencing token", func(st nodeStatus) bool {
+		return st.Role == "primary" && st.FencingToken > 0 && len(st.Replicas) == 1 && st.Replicas[0].TXID > 0
+	})
+	session, err := c.leaseSession()
+	if err != nil || session == "" {
+		t.Fatalf("lease key not held after start: %q %v", session, err)
+	}
+	t.Logf("primary holds the lease: token %d, session %s", st.FencingToken, session)
+	ap := startApp(t, a.dbPath)
+	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 50 })
+
+	cut := time.Now()
+	if err := proxy.SetEnabled(false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the app's writes to fail", func() bool { err, _ := ap.failed(); return err != nil })
+	appErr, failedAt := ap.failed()
+	// The session is still alive in Consul at this moment: nobody else
+	// could have acquired the lease yet.
+	held, err := c.leaseSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held != session {
+		t.Fatalf("when the app's writes failed (%s after the cut), the lease key names session %q, not the old primary's %q: the halt came too late",
+			failedAt.Sub(cut), held, session)
+	}
+	if !isBusy(appErr) {
+		t.Fatalf("app write failed with %v, want SQLITE_BUSY (database is locked)", appErr)
+	}
+	if !strings.Contains(a.d.out.String(), "lease lost") {
+		t.Fatalf("daemon did not log the lease loss:\n%s", tailLines(a.d.out.String(), 30))
+	}
+	st, err = a.status()
+	if err != nil || st.Role != "halted" {
+		t.Fatalf("status after the loss: %+v %v, want role halted", st, err)
+	}
+	t.Logf("cut at 0s; app writes failed with SQLITE_BUSY after %s (%d commits before); lease key still held by the old session",
+		failedAt.Sub(cut).Round(time.Millisecond), ap.commits())
+}
+
+// TestPromoteForcedAfterKill: the primary (daemon and app) is killed with
+// SIGKILL; `understudy promote -force` on the follower breaks the dead
+// primary's lease, replays the store, claims the next TXID and ships. The
+// new primary accepts writes, and a restore of the store (one unbroken,
+// verified chain of TXIDs) equals the new primary's database.
+func TestPromoteForcedAfterKill(t *testing.T) {
+	c := newCluster(t)
+	a := c.node("a", "", "halt", false)
+	b := c.node("b", "", "halt", false)
+	ap := startApp(t, a.dbPath)
+	a.replicate(t)
+	a.waitStatus(t, 30*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" && st.FencingToken > 0 })
+	b.follow(t)
+	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 200 })
+
+	// Kill the primary machine: daemon first, then the app mid-write.
+	a.d.kill()
+	ap.halt()
+	ap.db.Close()
+	committed := ap.commits()
+
+	t0 := time.Now()
+	res := run(t, nil, "promote", "-config", b.config, "-force", "-timeout", "40s")
+	if res.code != 0 {
+		t.Fatalf("promote: exit %d\n%s%s\nfollower output:\n%s", res.code, res.stdout, res.stderr, tailLines(b.d.out.String(), 40))
+	}
+	t.Logf("promote -force took %s: %s", time.Since(t0).Round(time.Millisecond), strings.TrimSpace(res.stdout))
+	st := b.waitStatus(t, 10*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" })
+	if st.FencingToken == 0 {
+		t.Fatalf("new primary has no fencing token: %+v", st)
+	}
+
+	// The new primary accepts writes and ships them.
+	nb := openDB(t, b.dbPath)
+	var rows int
+	if err := nb.QueryRow(`SELECT count(*) FROM log`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if lost := committed - rows; lost < 0 || rows == 0 {
+		t.Fatalf("new primary has %d rows, the old one committed %d", rows, committed)
+	} else {
+		t.Logf("committed on the old primary: %d, on the new primary after promotion: %d (lost in the last sync interval: %d)", committed, rows, lost)
+	}
+	for i := 0; i < 100; i++ {
+		mustExec(t, nb, `INSERT INTO log(v) VALUES ('after promotion')`)
+	}
+	img := snapshotImage(t, nb)
+	txid := b.waitShippedAt(t, img.checksum)
+
+	restored := filepath.Join(t.TempDir(), "restored.db")
+	if r := run(t, nil, "restore", "-o", restored, "file://"+c.store); r.code != 0 {
+		t.Fatalf("restore: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if got := fileChecksum(t, restored); got != img.checksum {
+		t.Fatalf("restore of the store (TXID %s) has checksum %s, the new primary %s", txid, got, img.checksum)
+	}
+	integrityCheck(t, restored)
+}
+
+var _ = errors.Is
+var _ = syscall.SIGKILL
+var _ = context.Background
