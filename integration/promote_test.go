@@ -328,6 +328,185 @@ func TestPromoteForcedAfterKill(t *testing.T) {
 	integrityCheck(t, restored)
 }
 
+// rows counts the log table of a database.
+func rows(t *testing.T, db *sql.DB) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM log`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestPromotePlannedHandOff: under continuous writes, `understudy promote`
+// (no -force) on a follower asks the live primary to hand over. Every
+// transaction the app committed on the old primary is on the new primary;
+// the old primary holds the app's writes (on-demote halt); a second
+// follower keeps following the new primary without a re-bootstrap.
+func TestPromotePlannedHandOff(t *testing.T) {
+	c := newCluster(t)
+	a := c.node("a", "", "halt", false)
+	b := c.node("b", "", "halt", false)
+	cc := c.node("c", "", "halt", false)
+	ap := startApp(t, a.dbPath)
+	a.replicate(t)
+	a.waitStatus(t, 30*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" })
+	b.follow(t)
+	cc.follow(t)
+	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 300 })
+	b.waitStatus(t, 30*time.Second, "following", func(st nodeStatus) bool { return st.Role == "follower" && st.TXID > 0 })
+	cc.waitStatus(t, 30*time.Second, "following", func(st nodeStatus) bool { return st.Role == "follower" && st.TXID > 0 })
+
+	t0 := time.Now()
+	res := run(t, nil, "promote", "-config", b.config, "-timeout", "30s")
+	took := time.Since(t0)
+	if res.code != 0 {
+		t.Fatalf("promote: exit %d\n%s%s\nold primary:\n%s\nfollower:\n%s", res.code, res.stdout, res.stderr,
+			tailLines(a.d.out.String(), 30), tailLines(b.d.out.String(), 30))
+	}
+	// The app's writes on the old primary are held: its next write fails.
+	eventually(t, 20*time.Second, "the old primary's app to fail", func() bool { err, _ := ap.failed(); return err != nil })
+	if err, _ := ap.failed(); !isBusy(err) {
+		t.Fatalf("app write on the old primary failed with %v, want SQLITE_BUSY", err)
+	}
+	committed := ap.commits()
+	b.waitStatus(t, 10*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" })
+	if st, err := a.status(); err != nil || st.Role != "halted" {
+		t.Fatalf("old primary: %+v %v, want role halted", st, err)
+	}
+	nb := openDB(t, b.dbPath)
+	if got := rows(t, nb); got != committed {
+		t.Fatalf("the old primary's app committed %d transactions, the new primary has %d rows", committed, got)
+	}
+	t.Logf("planned hand-off: promote took %s (%s); %d committed transactions, none lost", took.Round(time.Millisecond), strings.TrimSpace(res.stdout), committed)
+
+	// Writes resume on the new primary; the other follower follows it.
+	for i := 0; i < 50; i++ {
+		mustExec(t, nb, `INSERT INTO log(v) VALUES ('on b')`)
+	}
+	img := snapshotImage(t, nb)
+	txid := b.waitShippedAt(t, img.checksum)
+	cc.waitStatus(t, 30*time.Second, "following the new primary", func(st nodeStatus) bool { return st.TXID == txid && st.Checksum == img.checksum })
+	if n := strings.Count(cc.d.out.String(), "bootstrapping the local database"); n != 1 {
+		t.Fatalf("the second follower bootstrapped %d times, want once:\n%s", n, tailLines(cc.d.out.String(), 30))
+	}
+}
+
+// TestAutoPromoteAfterKill: the primary (daemon and app) is killed; of two
+// auto-promote followers exactly one becomes primary when the dead
+// primary's session expires, accepts a write, and the other follows it
+// without a re-bootstrap.
+func TestAutoPromoteAfterKill(t *testing.T) {
+	c := newCluster(t)
+	a := c.node("a", "", "halt", false)
+	b := c.node("b", "", "halt", true)
+	cc := c.node("c", "", "halt", true)
+	ap := startApp(t, a.dbPath)
+	a.replicate(t)
+	a.waitStatus(t, 30*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" })
+	b.follow(t)
+	cc.follow(t)
+	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 200 })
+	b.waitStatus(t, 30*time.Second, "following", func(st nodeStatus) bool { return st.Role == "follower" && st.TXID > 0 })
+	cc.waitStatus(t, 30*time.Second, "following", func(st nodeStatus) bool { return st.Role == "follower" && st.TXID > 0 })
+
+	killed := time.Now()
+	a.d.kill()
+	ap.halt()
+	ap.db.Close()
+
+	var winner, loser *leaseNode
+	eventually(t, 60*time.Second, "an auto-promote follower to become primary", func() bool {
+		for _, n := range []*leaseNode{b, cc} {
+			if st, err := n.status(); err == nil && st.Role == "primary" {
+				winner = n
+				return true
+			}
+		}
+		return false
+	})
+	loser = b
+	if winner == b {
+		loser = cc
+	}
+	nw := openDB(t, winner.dbPath)
+	mustExec(t, nw, `INSERT INTO log(v) VALUES ('first write on the new primary')`)
+	failover := time.Since(killed)
+	t.Logf("failover: kill -9 to the first accepted write on %s: %s", winner.name, failover.Round(time.Millisecond))
+	if st, err := loser.status(); err != nil || st.Role != "follower" {
+		t.Fatalf("%s: %+v %v, want role follower", loser.name, st, err)
+	}
+	img := snapshotImage(t, nw)
+	txid := winner.waitShippedAt(t, img.checksum)
+	loser.waitStatus(t, 30*time.Second, "following the new primary", func(st nodeStatus) bool { return st.TXID == txid && st.Checksum == img.checksum })
+	if n := strings.Count(loser.d.out.String(), "bootstrapping the local database"); n != 1 {
+		t.Fatalf("%s bootstrapped %d times, want once", loser.name, n)
+	}
+	if d := os.Getenv("UNDERSTUDY_FAILOVER_LOG"); d != "" {
+		f, err := os.OpenFile(d, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			fmt.Fprintf(f, "%d\n", failover.Milliseconds())
+			f.Close()
+		}
+	}
+}
+
+// TestPromoteRace: two followers asked to promote at the same moment, the
+// lease free: exactly one wins, the other reports it lost and follows.
+func TestPromoteRace(t *testing.T) {
+	c := newCluster(t)
+	a := c.node("a", "", "halt", false)
+	b := c.node("b", "", "halt", false)
+	cc := c.node("c", "", "halt", false)
+	db := openDB(t, a.dbPath)
+	mustExec(t, db, `CREATE TABLE IF NOT EXISTS log (id INTEGER PRIMARY KEY, v TEXT)`)
+	a.replicate(t)
+	for i := 0; i < 20; i++ {
+		mustExec(t, db, `INSERT INTO log(v) VALUES ('x')`)
+	}
+	a.waitShippedAt(t, snapshotImage(t, db).checksum)
+	b.follow(t)
+	cc.follow(t)
+	b.waitStatus(t, 30*time.Second, "following", func(st nodeStatus) bool { return st.Role == "follower" && st.TXID > 0 })
+	cc.waitStatus(t, 30*time.Second, "following", func(st nodeStatus) bool { return st.Role == "follower" && st.TXID > 0 })
+	// A clean stop releases the lease: it is free for the racers at once.
+	if code := a.d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("old primary exited %d", code)
+	}
+	var wg sync.WaitGroup
+	results := make([]result, 2)
+	start := make(chan struct{})
+	for i, n := range []*leaseNode{b, cc} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			results[i] = run(t, nil, "promote", "-config", n.config, "-timeout", "20s")
+		}()
+	}
+	close(start)
+	wg.Wait()
+	wins := 0
+	for i, r := range results {
+		t.Logf("promote %d: exit %d %s%s", i, r.code, strings.TrimSpace(r.stdout), strings.TrimSpace(r.stderr))
+		if r.code == 0 {
+			wins++
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d promotions succeeded, want exactly 1", wins)
+	}
+	primaries := 0
+	for _, n := range []*leaseNode{b, cc} {
+		st := n.waitStatus(t, 10*time.Second, "settled", func(st nodeStatus) bool { return st.Role == "primary" || st.Role == "follower" })
+		if st.Role == "primary" {
+			primaries++
+		}
+	}
+	if primaries != 1 {
+		t.Fatalf("%d nodes are primary", primaries)
+	}
+}
+
 var _ = errors.Is
-var _ = syscall.SIGKILL
 var _ = context.Background
