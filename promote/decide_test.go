@@ -41,7 +41,7 @@ func TestLostRaceAndContend(t *testing.T) {
 		h           lease.Holder
 		want        bool
 	}{
-		{true, held, true},           // someone else took the free lease first
+		{true, held, true},            // someone else took the free lease first
 		{true, lease.Holder{}, false}, // still free (lock-delay): keep trying
 		{false, held, false},          // we wait for the holder (hand-off, dead primary)
 	} {
