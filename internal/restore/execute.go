@@ -351,7 +351,7 @@ func (d *download) decodeFile(ctx context.Context, i int, sink sink) error {
 	}
 	defer obj.Close()
 
-	dec := ltx.NewDecoder(bufio.NewReaderSize(&countingReader{r: obj, n: &d.bytesDone}, readBufferSize))
+	dec := ltx.NewDecoder(bufio.NewReaderSize(&countingReader{r: obj, n: &d.bytesDone}, readBufferFor(f.Size)))
 	dec.SetRetainPageIndex(false)
 	if err := dec.DecodeHeader(); err != nil {
 		return d.decodeErr(ctx, name, "header", err)
@@ -420,6 +420,16 @@ func isFullImage(hdr ltx.Header, n int) bool {
 		want--
 	}
 	return n == want
+}
+
+// readBufferFor sizes the read-ahead of a file: a small file (most L0
+// files) gets a small buffer, so that thousands of them do not each
+// allocate and clear readBufferSize bytes.
+func readBufferFor(size int64) int {
+	if size > 0 && size < readBufferSize {
+		return int(size)
+	}
+	return readBufferSize
 }
 
 type countingReader struct {
