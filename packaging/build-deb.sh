@@ -9,9 +9,9 @@
 #   BIN          an already built understudy binary to package; default: run
 #                `make build` and package ./bin/understudy
 #   OUT_DIR      where the .deb goes; default: ./dist
-#   DEB_VERSION  package version; default: from `git describe --tags`
-#                (v1.2.3 -> 1.2.3, v1.2.3-4-gabc -> 1.2.3+4.gabc), or
-#                0.0.0~dev+g<commit> before the first tag
+#   DEB_VERSION  package version; default: derived from `$BIN version`
+#                (v1.2.3 -> 1.2.3, v1.2.3-4-gabc -> 1.2.3+4.gabc, an
+#                untagged commit abc -> 0.0.0~dev+gabc)
 #   DEB_ARCH     default: dpkg --print-architecture (the binary must match)
 #   DEB_COMPRESS dpkg-deb compressor: xz (default), gzip, zstd or none
 #   STRIP        1 (default) drops DWARF debug info from the packaged copy;
@@ -36,31 +36,35 @@ if [[ -z "${BIN:-}" ]]; then
 	BIN="$root/bin/understudy"
 fi
 [[ -x "$BIN" ]] || die "binary $BIN is missing or not executable: run make build, or set BIN=PATH"
-"$BIN" version >/dev/null || die "$BIN does not run (\`$BIN version\` failed): was it built for this machine?"
+"$BIN" version >/dev/null 2>&1 || die "$BIN does not run (\`$BIN version\` failed): was it built for this machine?"
 
 # --- version and architecture ------------------------------------------------
+# The package takes the version the binary reports (the Makefile stamps it
+# from `git describe --tags --always --dirty`), so the two always agree.
+# Debian versions must start with a digit and may not contain '-' (it would
+# start a Debian revision); '~' sorts before anything, so a dev build is
+# superseded by any release.
+#   v1.2.3 -> 1.2.3    v1.2.3-4-gabc1234-dirty -> 1.2.3+4.gabc1234.dirty
+#   v1.3.0-rc1 -> 1.3.0~rc1    abc1234-dirty -> 0.0.0~dev+gabc1234.dirty
+#   dev (an unstamped go build) -> 0.0.0~dev
 deb_version() {
-	local d
-	if d="$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null)"; then
-		# v1.2.3[-N-gHASH][-dirty] -> 1.2.3[+N.gHASH][.dirty]: Debian versions
-		# must start with a digit, and '-' would start a Debian revision.
-		d="${d#v}"
-		d="$(sed -E 's/-([0-9]+)-g([0-9a-f]+)/+\1.g\2/; s/-dirty$/.dirty/; s/-/~/g' <<<"$d")"
-		echo "$d"
-		return
-	fi
-	if d="$(git rev-parse --short HEAD 2>/dev/null)"; then
-		# '~' sorts before everything, so any real release supersedes this.
-		if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
-			echo "0.0.0~dev+g$d.dirty"
+	local v="$1"
+	case "$v" in
+	v[0-9]* | [0-9]*.*)
+		v="${v#v}"
+		sed -E 's/-([0-9]+)-g([0-9a-f]+)/+\1.g\2/; s/-dirty$/.dirty/; s/-/~/g' <<<"$v"
+		;;
+	*)
+		if [[ "$v" =~ ^([0-9a-f]{7,40})(-dirty)?$ ]]; then
+			echo "0.0.0~dev+g${BASH_REMATCH[1]}${BASH_REMATCH[2]:+.dirty}"
 		else
-			echo "0.0.0~dev+g$d"
+			echo "0.0.0~dev"
 		fi
-		return
-	fi
-	echo "0.0.0~dev"
+		;;
+	esac
 }
-version="${DEB_VERSION:-$(deb_version)}"
+bin_version="$("$BIN" version | awk '{ print $2 }')"
+version="${DEB_VERSION:-$(deb_version "$bin_version")}"
 [[ "$version" =~ ^[0-9][A-Za-z0-9.+~]*$ ]] || die "version $version is not a Debian version without revision (digits first; letters, digits, . + ~): set DEB_VERSION"
 arch="${DEB_ARCH:-$(dpkg --print-architecture)}"
 
@@ -69,7 +73,9 @@ arch="${DEB_ARCH:-$(dpkg --print-architecture)}"
 depends="libc6"
 if command -v objdump >/dev/null; then
 	glibc="$(objdump -T "$BIN" 2>/dev/null | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n1 || true)"
-	[[ -n "$glibc" ]] && depends="libc6 (>= $glibc)"
+	if [[ -n "$glibc" ]]; then
+		depends="libc6 (>= $glibc)"
+	fi
 fi
 
 # --- the tree ----------------------------------------------------------------
