@@ -41,7 +41,7 @@ func newCluster(t *testing.T) *cluster {
 }
 
 // node writes the config of a node; consulAddr "" = the agent itself.
-func (c *cluster) node(name, consulAddr, onDemote string, autoPromote bool) *leaseNode {
+func (c *cluster) node(name, consulAddr, onDemote string, autoPromote bool, leaseExtra ...string) *leaseNode {
 	c.t.Helper()
 	if consulAddr == "" {
 		consulAddr = c.consul.HTTPAddr
@@ -74,7 +74,7 @@ dbs:
         key-prefix: %s
         ttl: 10s
         lock-delay: 1s
-`, n.addr, n.dbPath, c.store, autoPromote, name, n.addr, onDemote, consulAddr, c.prefix))
+`, n.addr, n.dbPath, c.store, autoPromote, name, n.addr, onDemote, consulAddr, c.prefix)+strings.Join(leaseExtra, ""))
 	return n
 }
 
@@ -148,6 +148,24 @@ func (c *cluster) leaseSession() (string, error) {
 		return "", fmt.Errorf("read lease key: %v", err)
 	}
 	return pairs[0].Session, nil
+}
+
+// serviceIDs lists the instances of the database's service with tag.
+func (c *cluster) serviceIDs(tag string) ([]string, error) {
+	resp, err := http.Get(c.consul.URL + "/v1/catalog/service/understudy-app?tag=" + tag)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var svcs []struct{ ServiceID string }
+	if err := json.NewDecoder(resp.Body).Decode(&svcs); err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, s := range svcs {
+		ids = append(ids, s.ServiceID)
+	}
+	return ids, nil
 }
 
 // app writes one small transaction after another and records each commit
@@ -277,7 +295,13 @@ func TestLeaseCutOffFromConsulHaltsWrites(t *testing.T) {
 func TestPromoteForcedAfterKill(t *testing.T) {
 	c := newCluster(t)
 	a := c.node("a", "", "halt", false)
-	b := c.node("b", "", "halt", false)
+	// The hook is a script: the config would expand $VARS at load time.
+	hookOut, hook := filepath.Join(c.dir, "hook.out"), filepath.Join(c.dir, "hook.sh")
+	writeFile(t, hook, "#!/bin/sh\necho \"$UNDERSTUDY_ROLE $UNDERSTUDY_FENCING_TOKEN\" > "+hookOut+"\n")
+	if err := os.Chmod(hook, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := c.node("b", "", "halt", false, "      on-promote: "+hook+"\n")
 	ap := startApp(t, a.dbPath)
 	a.replicate(t)
 	a.waitStatus(t, 30*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" && st.FencingToken > 0 })
@@ -300,6 +324,8 @@ func TestPromoteForcedAfterKill(t *testing.T) {
 	if st.FencingToken == 0 {
 		t.Fatalf("new primary has no fencing token: %+v", st)
 	}
+	want := fmt.Sprintf("primary %d\n", st.FencingToken)
+	eventually(t, 10*time.Second, "the on-promote hook", func() bool { b, _ := os.ReadFile(hookOut); return string(b) == want })
 
 	// The new primary accepts writes and ships them.
 	nb := openDB(t, b.dbPath)
@@ -373,6 +399,14 @@ func TestPromotePlannedHandOff(t *testing.T) {
 	b.waitStatus(t, 10*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" })
 	if st, err := a.status(); err != nil || st.Role != "halted" {
 		t.Fatalf("old primary: %+v %v, want role halted", st, err)
+	}
+	// Consul names the writer: the primary-tagged instance is b's.
+	eventually(t, 10*time.Second, "primary.understudy-app to name b", func() bool {
+		ids, err := c.serviceIDs("primary")
+		return err == nil && len(ids) == 1 && ids[0] == "understudy-app-b"
+	})
+	if ids, err := c.serviceIDs("replica"); err != nil || len(ids) != 1 || ids[0] != "understudy-app-c" {
+		t.Fatalf("replica-tagged instances: %v %v, want understudy-app-c", ids, err)
 	}
 	nb := openDB(t, b.dbPath)
 	if got := rows(t, nb); got != committed {

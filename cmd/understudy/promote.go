@@ -253,8 +253,17 @@ func newNode(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *confi
 	if followed == nil {
 		return nil, fmt.Errorf("database %s: no replica named %q to follow", dbc.Path, followName)
 	}
+	var publish func(context.Context, string) error
+	if dbc.Lease.Type == "" || dbc.Lease.Type == lease.TypeConsul {
+		// The role is published as a service tag, so that
+		// primary.understudy-<db>.service.consul names the writer.
+		if publish, err = promote.ConsulPublisher(dbc.Lease.Consul, dbc.Name(), node, dbc.Lease.AdvertiseURL); err != nil {
+			return nil, fmt.Errorf("database %s: %w", dbc.Path, err)
+		}
+	}
 	return promote.New(promote.Config{
-		Name: dbc.Name(), Node: node, Lease: l,
+		Published: publish,
+		Name:      dbc.Name(), Node: node, Lease: l,
 		OnDemote: dbc.Lease.OnDemote, OnPromote: dbc.Lease.OnPromote, AutoPromote: auto,
 		Primary: popts,
 		Follower: follower.Config{Path: dbc.Path, Name: dbc.Name(), Client: followed, PollInterval: poll,
