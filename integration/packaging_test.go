@@ -307,6 +307,9 @@ func dpkgDebOutput(t *testing.T, args ...string) string {
 }
 
 func TestDebPackage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: building and checking the .deb is an integration test (make test runs it)")
+	}
 	deb := buildDeb(t)
 
 	t.Run("contents", func(t *testing.T) {
@@ -478,6 +481,44 @@ func TestDebPackage(t *testing.T) {
 		}
 		if err != nil || len(complaints) > 0 {
 			t.Errorf("systemd-analyze verify: %v\n%s", err, strings.Join(complaints, "\n"))
+		}
+	})
+
+	t.Run("installs, upgrades keeping config edits, purges", func(t *testing.T) {
+		// Into an empty dpkg database under a temp root. The maintainer
+		// scripts then run on this machine (dpkg cannot chroot without root),
+		// so not where systemd runs: they would reload it.
+		if _, err := os.Stat("/run/systemd/system"); err == nil {
+			t.Skip("systemd is running here; the maintainer scripts would reload it")
+		}
+		root := t.TempDir()
+		for _, d := range []string{"info", "updates", "triggers"} {
+			if err := os.MkdirAll(filepath.Join(root, "var/lib/dpkg", d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		writeFile(t, filepath.Join(root, "var/lib/dpkg/status"), "")
+		dpkg := func(args ...string) {
+			t.Helper()
+			// --force-depends: the temp root has no libc6 package.
+			base := []string{"--root=" + root, "--force-script-chrootless", "--force-not-root", "--force-depends", "--force-confold", "--log=/dev/null"}
+			if out, err := exec.Command("dpkg", append(base, args...)...).CombinedOutput(); err != nil {
+				t.Fatalf("dpkg %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}
+		conf := filepath.Join(root, "etc/understudy.yml")
+		dpkg("-i", deb.path)
+		edited := mustRead(t, conf) + "# edited by the admin\n"
+		writeFile(t, conf, edited)
+		dpkg("-i", deb.path) // the same version again, as an upgrade does
+		if mustRead(t, conf) != edited {
+			t.Errorf("reinstalling replaced the edited /etc/understudy.yml")
+		}
+		dpkg("--purge", "understudy")
+		for _, f := range []string{"usr/bin/understudy", "etc/understudy.yml", "etc/default/understudy", "lib/systemd/system/understudy-replicate.service"} {
+			if _, err := os.Stat(filepath.Join(root, f)); !os.IsNotExist(err) {
+				t.Errorf("/%s is left after purge (%v)", f, err)
+			}
 		}
 	})
 
