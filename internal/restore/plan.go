@@ -173,6 +173,22 @@ func PlanTXID(files []storage.FileInfo, target ltx.TXID) (Plan, error) {
 			firstErr = fmt.Errorf("from snapshot %s: %w", FileName(s), err)
 		}
 	}
+	// A compacted file that spans the target means the L0 files inside it
+	// are gone: the target is not a restorable point, but its ends are.
+	// The narrowest such file names the nearest points.
+	var span *storage.FileInfo
+	for i, f := range files {
+		if f.Level == storage.SnapshotLevel || f.MinTXID > target || target >= f.MaxTXID {
+			continue
+		}
+		if span == nil || f.MaxTXID-f.MinTXID < span.MaxTXID-span.MinTXID {
+			span = &files[i]
+		}
+	}
+	if span != nil {
+		return Plan{}, fmt.Errorf("%w (%s spans the target: TXID %s is not a restorable point any more; try TXID %s or %s)",
+			firstErr, FileName(*span), target, span.MinTXID-1, span.MaxTXID)
+	}
 	return Plan{}, firstErr
 }
 

@@ -70,6 +70,8 @@ func TestPlanTXID(t *testing.T) {
 			want: "L9:1-5 L3:6-30 L1:31-35 L0:36-36 L0:37-37 L0:38-38 L0:39-39"},
 		{name: "compacted range past the target is no use", files: compacted, target: 39,
 			wantErr: ErrMissingFile, errText: "no file covers TXIDs 0000000000000024-0000000000000027"},
+		{name: "target inside a compacted file names its ends", files: compacted, target: 39,
+			wantErr: ErrMissingFile, errText: "(L1 0000000000000024-0000000000000028 spans the target: TXID 0000000000000027 is not a restorable point any more; try TXID 0000000000000023 or 0000000000000028)"},
 		{name: "highest levels first", files: compacted, target: 30, want: "L9:1-5 L3:6-30"},
 		{name: "mixed levels to latest", files: compacted, target: 0, want: "L9:1-40 L1:41-45 " + names(l0s(46, 50))},
 		{name: "L1 then L0 inside", files: compacted, target: 43, want: "L9:1-40 L0:41-41 L0:42-42 L0:43-43"},
