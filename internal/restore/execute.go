@@ -391,7 +391,7 @@ func (d *download) decodeFile(ctx context.Context, i int, sink sink) error {
 		return d.decodeErr(ctx, name, "page index and trailer", err)
 	}
 	d.results[i] = fileResult{pages: dec.PageN(), trail: dec.Trailer(), hdr: hdr, md: d.headers[i].Metadata}
-	if f.Level == storage.SnapshotLevel && !isFullImage(hdr, dec.PageN()) {
+	if i == 0 && !isFullImage(hdr, dec.PageN()) {
 		return fmt.Errorf("%s: %w: a snapshot of %d pages holds only %d pages", name, ErrCorrupt, hdr.Commit, dec.PageN())
 	}
 	return nil

@@ -94,10 +94,14 @@ func FileName(f storage.FileInfo) string {
 	return fmt.Sprintf("L%d %s-%s", f.Level, f.MinTXID, f.MaxTXID)
 }
 
-// isSnapshot reports whether f is a restore starting point: a level-9 file
-// covering the history from TXID 1.
+// isSnapshot reports whether f is a restore starting point: a file that
+// covers the history from TXID 1, and so holds every page of the database
+// (ltx's rule for MinTXID 1). Usually a level-9 snapshot; also the first L0
+// file (a full image) and the compactions that include it (L1 1-5, L2 1-20,
+// ...), which remain after retention removes the L0 files inside them. A
+// level-9 file not starting at 1 is not ours or Litestream's and is ignored.
 func isSnapshot(f storage.FileInfo) bool {
-	return f.Level == storage.SnapshotLevel && f.MinTXID == 1
+	return f.MinTXID == 1
 }
 
 // Bounds summarises a listing: the newest TXID in any level and the earliest
@@ -146,6 +150,9 @@ func PlanTXID(files []storage.FileInfo, target ltx.TXID) (Plan, error) {
 
 	var snaps, rest []storage.FileInfo
 	for _, f := range files {
+		if f.Level == storage.SnapshotLevel && !isSnapshot(f) {
+			continue
+		}
 		switch {
 		case isSnapshot(f):
 			if f.MaxTXID <= target {
@@ -155,10 +162,13 @@ func PlanTXID(files []storage.FileInfo, target ltx.TXID) (Plan, error) {
 			rest = append(rest, f)
 		}
 	}
-	// Newest snapshot first; among equal ones the smaller file.
+	// Newest snapshot first; among equal ones level 9, then the smaller file.
 	sort.Slice(snaps, func(i, j int) bool {
 		if snaps[i].MaxTXID != snaps[j].MaxTXID {
 			return snaps[i].MaxTXID > snaps[j].MaxTXID
+		}
+		if snaps[i].Level != snaps[j].Level {
+			return snaps[i].Level > snaps[j].Level
 		}
 		return snaps[i].Size < snaps[j].Size
 	})

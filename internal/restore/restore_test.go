@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -245,14 +246,14 @@ func TestRestoreErrors(t *testing.T) {
 		},
 		{
 			name:    "before the earliest restorable point",
-			break_:  func(t *testing.T, s *source) { remove(t, s.path(9, 1, 1)) },
+			break_:  func(t *testing.T, s *source) { remove(t, s.path(9, 1, 1)); remove(t, s.path(0, 1, 1)) },
 			target:  Target{TXID: 5},
 			wantErr: ErrBeforeEarliest,
 			errText: "target TXID 0000000000000005 is before the earliest restorable point, TXID 000000000000000c",
 		},
 		{
 			name:    "timestamp before the earliest restorable point",
-			break_:  func(t *testing.T, s *source) { remove(t, s.path(9, 1, 1)) },
+			break_:  func(t *testing.T, s *source) { remove(t, s.path(9, 1, 1)); remove(t, s.path(0, 1, 1)) },
 			target:  Target{Timestamp: sourceStart.Add(5 * time.Second)},
 			wantErr: ErrBeforeEarliest,
 			errText: "before the earliest restorable point, TXID 000000000000000c committed at 2026-03-04T05:06:19Z",
@@ -431,6 +432,63 @@ func TestRestoreZeroPageAndFullImage(t *testing.T) {
 		out, res, err := restoreTo(t, s.client, Target{TXID: txid}, nil)
 		if err != nil {
 			t.Fatalf("restore TXID %s: %v", txid, err)
+		}
+		assertRestored(t, s, out, res, txid)
+	}
+}
+
+// TestRestoreRandomHistory records 50 points of a random write run (inserts,
+// updates, deletes, an occasional VACUUM) compacted as the primary does (L1
+// every 5 TXIDs, L2 every 20, a snapshot at 30) and restores each point by
+// TXID and by time, byte for byte.
+func TestRestoreRandomHistory(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	s := newSource(t)
+	const points = 50
+	for i := 0; i < points; i++ {
+		switch r := rng.Intn(10); {
+		case r < 5:
+			s.insert(1+rng.Intn(40), 20+rng.Intn(400))
+		case r < 8:
+			s.exec("UPDATE t SET v = v || ? WHERE id % ? = 0", strings.Repeat("u", rng.Intn(50)), 2+rng.Intn(9))
+		case r < 9:
+			s.exec("DELETE FROM t WHERE id % ? = 0", 2+rng.Intn(5))
+		default:
+			s.exec("DELETE FROM t WHERE id % 4 = 0")
+			s.exec("VACUUM")
+		}
+		txid := s.sync()
+		if txid%5 == 0 && txid > 1 {
+			s.compact(1, txid-4, txid)
+		}
+		if txid%20 == 0 {
+			s.compact(2, txid-19, txid)
+		}
+		if txid == 30 {
+			s.snapshot()
+		}
+	}
+	// L0 files older than the last L1 are gone, as retention would leave them.
+	for txid := ltx.TXID(2); txid <= 40; txid++ {
+		remove(t, s.path(0, txid, txid))
+	}
+	for txid := ltx.TXID(1); txid <= s.txid; txid++ {
+		restorable := txid == 1 || txid%5 == 0 || txid > 40 || txid == 30
+		out, res, err := restoreTo(t, s.client, Target{TXID: txid}, nil)
+		if !restorable {
+			if !errors.Is(err, ErrMissingFile) {
+				t.Fatalf("TXID %s inside a compaction: err = %v, want ErrMissingFile", txid, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("restore TXID %s: %v", txid, err)
+		}
+		assertRestored(t, s, out, res, txid)
+
+		out, res, err = restoreTo(t, s.client, Target{Timestamp: s.states[txid].time}, nil)
+		if err != nil {
+			t.Fatalf("restore time of TXID %s: %v", txid, err)
 		}
 		assertRestored(t, s, out, res, txid)
 	}
