@@ -467,9 +467,7 @@ func TestAutoPromoteAfterKill(t *testing.T) {
 	mustExec(t, nw, `INSERT INTO log(v) VALUES ('first write on the new primary')`)
 	failover := time.Since(killed)
 	t.Logf("failover: kill -9 to the first accepted write on %s: %s", winner.name, failover.Round(time.Millisecond))
-	if st, err := loser.status(); err != nil || st.Role != "follower" {
-		t.Fatalf("%s: %+v %v, want role follower", loser.name, st, err)
-	}
+	loser.waitStatus(t, 20*time.Second, "following again", func(st nodeStatus) bool { return st.Role == "follower" })
 	img := snapshotImage(t, nw)
 	txid := winner.waitShippedAt(t, img.checksum)
 	loser.waitStatus(t, 30*time.Second, "following the new primary", func(st nodeStatus) bool { return st.TXID == txid && st.Checksum == img.checksum })

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/superfly/ltx"
 
@@ -78,6 +79,13 @@ func LostRace(startedFree bool, h lease.Holder) bool {
 // this follower is in a state to take over (it follows, healthy).
 func ShouldContend(h lease.Holder, followerHealthy bool) bool {
 	return !h.Held && followerHealthy
+}
+
+// HolderDead reports whether a lease holder whose health check has failed
+// since failingSince (zero: it answers) counts as gone at now: it failed for
+// deadAfter without a break. deadAfter 0 disables the judgement.
+func HolderDead(failingSince, now time.Time, deadAfter time.Duration) bool {
+	return deadAfter > 0 && !failingSince.IsZero() && now.Sub(failingSince) >= deadAfter
 }
 
 // OnDemote is what a primary does after it halted.

@@ -134,3 +134,23 @@ func TestClaimFile(t *testing.T) {
 		t.Fatal("claim of an empty database accepted")
 	}
 }
+
+func TestHolderDead(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		name         string
+		failingSince time.Time
+		now          time.Time
+		deadAfter    time.Duration
+		want         bool
+	}{
+		{"answers", time.Time{}, t0, 10 * time.Second, false},
+		{"failing briefly", t0, t0.Add(9 * time.Second), 10 * time.Second, false},
+		{"failing a whole ttl", t0, t0.Add(10 * time.Second), 10 * time.Second, true},
+		{"judgement disabled", t0, t0.Add(time.Hour), 0, false},
+	} {
+		if got := HolderDead(tc.failingSince, tc.now, tc.deadAfter); got != tc.want {
+			t.Errorf("%s: got %v", tc.name, got)
+		}
+	}
+}

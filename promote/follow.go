@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/superfly/ltx"
@@ -33,9 +34,14 @@ func (n *Node) runFollower(ctx context.Context) (bool, error) {
 		<-done
 	}
 	var free chan struct{}
+	var dead chan string
 	if n.cfg.AutoPromote {
 		free = make(chan struct{}, 1)
 		go n.watchFree(fctx, f, free)
+		if n.cfg.DeadAfter > 0 {
+			dead = make(chan string, 1)
+			go n.probeHolder(fctx, f, dead)
+		}
 	}
 	for {
 		select {
@@ -48,11 +54,28 @@ func (n *Node) runFollower(ctx context.Context) (bool, error) {
 		case req := <-n.promoteReq:
 			stopFollowing()
 			err := n.promote(ctx, f, req.force, req.timeout, false)
-			req.reply <- err
 			if err != nil {
+				req.reply <- err
 				n.log.Error("promotion failed; following again", "error", err)
+				return false, nil
 			}
-			return err == nil, nil
+			// Answered once the database is open and shipping as primary.
+			n.mu.Lock()
+			n.pending = req.reply
+			n.mu.Unlock()
+			return true, nil
+		case session := <-dead:
+			stopFollowing()
+			if err := n.breakDead(ctx, session); err != nil {
+				n.log.Warn("not breaking the lease of the unresponsive primary", "error", err)
+				return false, nil
+			}
+			err := n.promote(ctx, f, false, DefaultPromoteTimeout, true)
+			if err == nil {
+				return true, nil
+			}
+			n.log.Info("automatic promotion did not happen; following again", "error", err)
+			return false, nil
 		case <-free:
 			stopFollowing()
 			err := n.promote(ctx, f, false, DefaultPromoteTimeout, true)
@@ -171,7 +194,9 @@ func (n *Node) promote(ctx context.Context, f *follower.Follower, force bool, ti
 	switch step {
 	case StepHandOff:
 		txid, err := n.requestHandOff(ctx, h.AdvertiseURL)
-		if err != nil {
+		if errors.Is(err, ErrLostRace) {
+			return fmt.Errorf("database %s: %w", n.cfg.Name, err)
+		} else if err != nil {
 			n.log.Warn("the primary did not hand over; waiting for its lease to expire (use -force to break it)", "holder", h.Node, "error", err)
 		} else {
 			until = txid
@@ -249,4 +274,72 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// probeHolder asks the lease holder's /healthz once a second and reports
+// its session on dead once it has failed to answer healthy for DeadAfter:
+// a primary that is gone (kill -9, a dead machine) keeps its Consul session
+// for up to twice the TTL, and waiting for Consul to reap it would double
+// the failover time.
+func (n *Node) probeHolder(ctx context.Context, f *follower.Follower, dead chan<- string) {
+	var session string
+	var failingSince time.Time
+	hc := &http.Client{Timeout: time.Second}
+	for sleep(ctx, time.Second) {
+		h, err := n.cfg.Lease.Holder(ctx)
+		if err != nil || !h.Held || h.AdvertiseURL == "" {
+			session, failingSince = "", time.Time{}
+			continue
+		}
+		if h.Session != session {
+			session, failingSince = h.Session, time.Time{}
+		}
+		now := time.Now()
+		if holderAnswers(ctx, hc, h.AdvertiseURL, n.cfg.Name) {
+			failingSince = time.Time{}
+			continue
+		}
+		if failingSince.IsZero() {
+			failingSince = now
+			n.log.Warn("the primary does not answer its health check", "holder", h.Node, "url", h.AdvertiseURL)
+		}
+		st := f.Status()
+		if HolderDead(failingSince, now, n.cfg.DeadAfter) && st.Healthy && st.State == follower.StateFollowing {
+			n.log.Warn("the primary has not answered for too long: breaking its lease", "holder", h.Node, "failing_for", now.Sub(failingSince).Round(time.Millisecond))
+			dead <- session
+			return
+		}
+	}
+}
+
+func holderAnswers(ctx context.Context, hc *http.Client, advertise, db string) bool {
+	u, err := EndpointURL(advertise, "healthz", db)
+	if err != nil {
+		return true // cannot judge: never break on a bad URL
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return true
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// breakDead destroys the session of a primary found dead, unless the lease
+// changed hands meanwhile (another follower broke it first and the
+// lock-delay keeps it free, or someone holds it anew).
+func (n *Node) breakDead(ctx context.Context, session string) error {
+	h, err := n.cfg.Lease.Holder(ctx)
+	if err != nil {
+		return err
+	}
+	if !h.Held || h.Session != session {
+		return nil // already free or taken: promote decides
+	}
+	_, err = lease.Break(ctx, n.cfg.Lease)
+	return err
 }

@@ -3,6 +3,7 @@ package promote
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,6 +33,9 @@ type Answer struct {
 	Token     uint64   `json:"fencing_token,omitempty"`
 	ElapsedMS int64    `json:"elapsed_ms"`
 	Error     string   `json:"error,omitempty"`
+	// JustPromoted: a hand-off refused because the node won a promotion
+	// race moments ago (ErrJustPromoted).
+	JustPromoted bool `json:"just_promoted,omitempty"`
 }
 
 // Handle registers the control endpoints for nodes on mux.
@@ -78,7 +82,8 @@ func Handle(mux *http.ServeMux, nodes []*Node) {
 		}
 		t0 := time.Now()
 		txid, err := n.HandOff(r.Context())
-		writeAnswer(w, err, Answer{DB: n.Name(), Role: n.Status().Role, TXID: txid, ElapsedMS: time.Since(t0).Milliseconds()})
+		writeAnswer(w, err, Answer{DB: n.Name(), Role: n.Status().Role, TXID: txid, ElapsedMS: time.Since(t0).Milliseconds(),
+			JustPromoted: errors.Is(err, ErrJustPromoted)})
 	})
 }
 
@@ -132,5 +137,8 @@ func (n *Node) requestHandOff(ctx context.Context, advertise string) (ltx.TXID, 
 		return 0, err
 	}
 	a, err := Call(ctx, n.cfg.HTTPClient, u)
+	if a.JustPromoted {
+		return 0, fmt.Errorf("%w: %w", ErrLostRace, err)
+	}
 	return a.TXID, err
 }

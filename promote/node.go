@@ -46,6 +46,15 @@ const (
 // on-demote says exit: the process should exit non-zero.
 var ErrExitOnDemote = errors.New("stepped down as primary (on-demote: exit)")
 
+// ErrJustPromoted is a primary's refusal to hand over within HandOffGrace of
+// its own promotion: the request comes from a rival promotion that lost
+// the race, not from an operator's planned hand-off.
+var ErrJustPromoted = errors.New("this node became primary moments ago; a simultaneous promotion lost the race")
+
+// HandOffGrace is how long after its promotion a primary refuses to hand
+// over (see ErrJustPromoted).
+const HandOffGrace = 2 * time.Second
+
 // ErrLostRace is returned by a promotion that found the lease taken by
 // another node that promoted at the same time.
 var ErrLostRace = errors.New("another node took the lease first")
@@ -61,6 +70,11 @@ type Config struct {
 	// UNDERSTUDY_FENCING_TOKEN in its environment.
 	OnPromote   string
 	AutoPromote bool // follow the lease and race for it when it is free
+	// DeadAfter: an auto-promote follower breaks the lease of a holder whose
+	// /healthz (at its advertise URL) has not answered healthy for this
+	// long (0: wait for Consul to expire the holder's session, which takes
+	// up to twice its TTL). The lease TTL is the usual value.
+	DeadAfter time.Duration
 
 	Primary  primary.Options // the database as primary; FencingToken is set by the node
 	Follower follower.Config // the database as follower
@@ -105,6 +119,9 @@ type Node struct {
 	fol    *follower.Follower
 	promos int
 	saved  string
+	// pending is the reply of a requested promotion, answered once the
+	// database ships as primary.
+	pending chan error
 }
 
 type promoteRequest struct {
@@ -224,6 +241,17 @@ func (n *Node) Run(ctx context.Context, startAsPrimary bool) error {
 	return nil
 }
 
+// answer replies to a pending promotion request.
+func (n *Node) answer(err error) {
+	n.mu.Lock()
+	reply := n.pending
+	n.pending = nil
+	n.mu.Unlock()
+	if reply != nil {
+		reply <- err
+	}
+}
+
 // holding reports whether this node holds the lease now.
 func (n *Node) holding() bool {
 	if n.cfg.Lease == nil {
@@ -267,6 +295,12 @@ func (n *Node) release(ctx context.Context, txid ltx.TXID) {
 // fenced. It reports whether the node goes on as primary (a hand-off that
 // failed resumes) or as follower.
 func (n *Node) runPrimary(ctx context.Context, promoted bool) (bool, error) {
+	if promoted && !n.holding() {
+		err := fmt.Errorf("database %s: the lease was lost right after the promotion", n.cfg.Name)
+		n.answer(err)
+		n.log.Error("promotion undone", "error", err)
+		return false, nil
+	}
 	if n.cfg.Lease != nil && !n.holding() {
 		if err := n.acquire(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -285,6 +319,7 @@ func (n *Node) runPrimary(ctx context.Context, promoted bool) (bool, error) {
 	}
 	if err != nil {
 		n.release(ctx, 0)
+		n.answer(err)
 		if ctx.Err() != nil {
 			return false, nil
 		}
@@ -294,6 +329,8 @@ func (n *Node) runPrimary(ctx context.Context, promoted bool) (bool, error) {
 	n.db, n.fol = db, nil
 	n.mu.Unlock()
 	n.setRole(ctx, RolePrimary, "holding the lease")
+	since := time.Now()
+	n.answer(nil)
 	if promoted {
 		n.runHook(ctx)
 	}
@@ -344,6 +381,12 @@ func (n *Node) runPrimary(ctx context.Context, promoted bool) (bool, error) {
 			n.release(ctx, 0)
 			return false, err
 		case req := <-n.handoffReq:
+			if promoted && time.Since(since) < HandOffGrace {
+				// A rival promotion asks a node that won the race moments
+				// ago: it lost, it is not a planned hand-off.
+				req.reply <- handoffResult{err: fmt.Errorf("database %s: promoted %s ago: %w", n.cfg.Name, time.Since(since).Round(time.Millisecond), ErrJustPromoted)}
+				continue
+			}
 			n.log.Info("hand-off requested: holding the application's writes and shipping the rest")
 			t0 := time.Now()
 			txid, err := db.HandOff(req.ctx)

@@ -254,7 +254,14 @@ func newNode(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *confi
 		return nil, fmt.Errorf("database %s: no replica named %q to follow", dbc.Path, followName)
 	}
 	var publish func(context.Context, string) error
+	var deadAfter time.Duration
 	if dbc.Lease.Type == "" || dbc.Lease.Type == lease.TypeConsul {
+		// A holder whose /healthz fails for a whole TTL is gone: Consul
+		// would keep its session for up to another TTL.
+		deadAfter = lease.DefaultTTL
+		if dbc.Lease.Consul != nil && dbc.Lease.Consul.TTL > 0 {
+			deadAfter = dbc.Lease.Consul.TTL
+		}
 		// The role is published as a service tag, so that
 		// primary.understudy-<db>.service.consul names the writer.
 		if publish, err = promote.ConsulPublisher(dbc.Lease.Consul, dbc.Name(), node, dbc.Lease.AdvertiseURL); err != nil {
@@ -263,6 +270,7 @@ func newNode(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *confi
 	}
 	return promote.New(promote.Config{
 		Published: publish,
+		DeadAfter: deadAfter,
 		Name:      dbc.Name(), Node: node, Lease: l,
 		OnDemote: dbc.Lease.OnDemote, OnPromote: dbc.Lease.OnPromote, AutoPromote: auto,
 		Primary: popts,
