@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/mattn/go-isatty"
 	"github.com/superfly/ltx"
 	"github.com/urfave/cli/v2"
 
@@ -126,14 +127,20 @@ func runRestore(c *cli.Context) error {
 		return printPlan(c.App.Writer, rep.name, target, plan)
 	}
 
+	progress, finishProgress := progressLogger(log), func() {}
+	if isTerminal(c.App.ErrWriter) && globalString(c, "log-format") != "json" {
+		bar := &progressBar{w: c.App.ErrWriter}
+		progress, finishProgress = bar.update, bar.finish
+	}
 	res, err := restore.Restore(c.Context, rep.client, restore.Options{
 		OutputPath:     out,
 		Target:         target,
 		Parallelism:    par,
 		IntegrityCheck: check,
 		Logger:         log,
-		Progress:       progressLogger(log),
+		Progress:       progress,
 	})
+	finishProgress()
 	if noBackups(err) {
 		log.Info("replica holds nothing to restore, skipping (-if-replica-exists)", "replica", rep.name, "reason", err)
 		return nil
@@ -151,6 +158,50 @@ func progressLogger(log hclog.Logger) func(restore.Progress) {
 	return func(p restore.Progress) {
 		log.Info("progress", "files", fmt.Sprintf("%d/%d", p.Files, p.FilesTotal),
 			"bytes", fmt.Sprintf("%d/%d", p.Bytes, p.BytesTotal), "elapsed", p.Elapsed.Round(time.Millisecond))
+	}
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
+
+// progressBar draws one line that redraws itself: bytes, files, ETA.
+type progressBar struct {
+	w     io.Writer
+	drawn bool
+}
+
+func (b *progressBar) update(p restore.Progress) {
+	const width = 30
+	frac := 0.0
+	if p.BytesTotal > 0 {
+		frac = float64(p.Bytes) / float64(p.BytesTotal)
+	}
+	if frac > 1 {
+		frac = 1
+	}
+	fill := int(frac * width)
+	eta := "-"
+	if p.Bytes > 0 && p.Bytes < p.BytesTotal {
+		eta = (time.Duration(float64(p.Elapsed) * float64(p.BytesTotal-p.Bytes) / float64(p.Bytes))).Round(time.Second).String()
+	} else if p.Bytes >= p.BytesTotal {
+		eta = "0s"
+	}
+	fmt.Fprintf(b.w, "\r\033[Krestoring [%s%s] %3.0f%%  %.1f/%.1f MB  %d/%d files  ETA %s",
+		strings.Repeat("=", fill), strings.Repeat(" ", width-fill), frac*100,
+		float64(p.Bytes)/1e6, float64(p.BytesTotal)/1e6, p.Files, p.FilesTotal, eta)
+	b.drawn = true
+	if p.Final {
+		b.finish()
+	}
+}
+
+func (b *progressBar) finish() {
+	if b.drawn {
+		fmt.Fprintln(b.w)
+		b.drawn = false
 	}
 }
 

@@ -78,6 +78,7 @@ type Progress struct {
 	Files, FilesTotal int
 	Bytes, BytesTotal int64
 	Elapsed           time.Duration
+	Final             bool // the last report: the download is over
 }
 
 // Result describes a finished restore.
@@ -387,6 +388,8 @@ func (d *download) reportProgress(fn func(Progress), plan Plan, start time.Time)
 	return func() {
 		close(done)
 		<-finished
-		fn(snapshot())
+		p := snapshot()
+		p.Final = true
+		fn(p)
 	}
 }
