@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/superfly/ltx"
@@ -98,58 +95,11 @@ func (f *Follower) applyOne(ctx context.Context, a *Applier, fi storage.FileInfo
 	return nil
 }
 
-// Adopt makes the database at path, which is exactly at pos (a node that
-// was primary and everything it committed is in the store), a follower's
-// database without a bootstrap: its position is recorded after the
-// checksum is proven. It fails when the database is not at pos; the
-// follower then keeps it aside and bootstraps.
-func Adopt(ctx context.Context, path string, pos Position) error {
-	a, err := InitApplier(ctx, path, pos.TXID, pos.Checksum, nil)
-	if err != nil {
-		return err
-	}
-	return a.Close()
-}
-
-// SaveDiverged copies the database at path, with its WAL, to
-// "<path>.diverged-<UTC time>" and returns the copy's path: a deposed
-// primary's transactions that never reached the store are kept whole before
-// the node follows the new history. The caller must make sure nobody writes
-// the database meanwhile (the primary holds its write lock).
-func SaveDiverged(path string, now time.Time) (string, error) {
-	dst := fmt.Sprintf("%s.diverged-%s", path, now.UTC().Format("20060102T150405.000000000Z"))
-	for _, suffix := range []string{"", "-wal"} {
-		if err := copyFile(path+suffix, dst+suffix); err != nil {
-			if suffix != "" && errors.Is(err, os.ErrNotExist) {
-				continue
-			}
-			return "", fmt.Errorf("save the diverged database %s to %s: %w", path, dst, err)
-		}
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return dst, nil
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+// SetAside renames the database at path, with its -wal, -shm and position
+// sidecar, to "<path>.<reason>-<UTC time>" and returns the new path ("" when
+// there was nothing to move). A deposed primary's database is kept whole
+// this way, transactions the store lacks included, before the node follows
+// the new primary; the application's open connections move with the file.
+func SetAside(path, reason string, now time.Time) (string, error) {
+	return moveAside(path, reason, now)
 }

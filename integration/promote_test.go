@@ -16,7 +16,10 @@ import (
 	"time"
 
 	"github.com/superfly/ltx"
+	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/integration/harness"
+	"github.com/understudy-db/understudy/internal/replicaclient"
+	"github.com/understudy-db/understudy/internal/storage"
 )
 
 // cluster is one database with a shared file store and a Consul lease; each
@@ -540,5 +543,97 @@ func TestPromoteRace(t *testing.T) {
 	}
 }
 
-var _ = errors.Is
-var _ = context.Background
+// storeWriters returns, for each L0 TXID in the store, the node named in
+// its metadata.
+func (c *cluster) storeWriters(t *testing.T) map[ltx.TXID]string {
+	t.Helper()
+	ctx := context.Background()
+	r, err := config.ParseReplicaURL("file://" + c.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := replicaclient.New(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := client.List(ctx, storage.LevelL0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	out := map[ltx.TXID]string{}
+	for it.Next() {
+		fi := it.Item()
+		obj, err := client.Open(ctx, fi.Level, fi.MinTXID, fi.MaxTXID, 0, 0)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue // compacted away meanwhile
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		obj.Close()
+		if obj.Info.Metadata != nil {
+			out[fi.MinTXID] = obj.Info.Metadata.Node
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestFrozenPrimaryRejoinsAndKeepsDivergedWrites: the primary daemon is
+// frozen (SIGSTOP) past its TTL while its app keeps committing; an
+// auto-promote follower takes over and writes. After SIGCONT the old
+// primary creates no object past the new primary's claim, halts its app's
+// writes, and (on-demote follow) saves its database with the unshipped
+// transactions as <db>.diverged-<time> before following the new primary.
+func TestFrozenPrimaryRejoinsAndKeepsDivergedWrites(t *testing.T) {
+	c := newCluster(t)
+	a := c.node("a", "", "follow", false)
+	b := c.node("b", "", "halt", true)
+	ap := startApp(t, a.dbPath)
+	a.replicate(t)
+	a.waitStatus(t, 30*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" })
+	b.follow(t)
+	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 200 })
+	b.waitStatus(t, 30*time.Second, "following", func(st nodeStatus) bool { return st.Role == "follower" && st.TXID > 0 })
+
+	if err := a.d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	b.waitStatus(t, 60*time.Second, "promoted", func(st nodeStatus) bool { return st.Role == "primary" })
+	claimTXID := b.waitStatus(t, 10*time.Second, "claim", func(st nodeStatus) bool { return st.TXID > 0 }).TXID
+	nb := openDB(t, b.dbPath)
+	for i := 0; i < 20; i++ {
+		mustExec(t, nb, `INSERT INTO log(v) VALUES ('on b')`)
+	}
+	t.Logf("b promoted %s after the freeze, claimed TXID %s", time.Since(frozen).Round(time.Millisecond), claimTXID)
+
+	if err := a.d.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	st := a.waitStatus(t, 30*time.Second, "rejoined as follower", func(st nodeStatus) bool { return st.Role == "follower" && st.Diverged != "" })
+	eventually(t, 20*time.Second, "the old primary's app writes to fail", func() bool { err, _ := ap.failed(); return err != nil })
+	if err, _ := ap.failed(); !isBusy(err) {
+		t.Fatalf("old primary's app failed with %v, want SQLITE_BUSY", err)
+	}
+	if !strings.Contains(a.d.out.String(), "saved it whole") {
+		t.Fatalf("old primary did not log the saved database:\n%s", tailLines(a.d.out.String(), 30))
+	}
+	// The diverged copy holds every transaction the app committed on a.
+	saved := openDB(t, st.Diverged)
+	if got, want := rows(t, saved), ap.commits(); got != want {
+		t.Fatalf("diverged copy %s has %d rows, the app committed %d", st.Diverged, got, want)
+	}
+	// No object past the claim was written by a.
+	for txid, node := range c.storeWriters(t) {
+		if txid >= claimTXID && node != "b" {
+			t.Fatalf("TXID %s at or after b's claim %s was written by %q", txid, claimTXID, node)
+		}
+	}
+	// a follows b.
+	img := snapshotImage(t, nb)
+	txid := b.waitShippedAt(t, img.checksum)
+	a.waitStatus(t, 30*time.Second, "following b", func(st nodeStatus) bool { return st.TXID == txid && st.Checksum == img.checksum })
+}

@@ -53,3 +53,35 @@ func (d *DB) HandOff(ctx context.Context) (ltx.TXID, error) {
 	d.fence(fmt.Errorf("handed over at TXID %s: %w", txid, ErrHalted))
 	return txid, nil
 }
+
+// Detach ends the DB as a shipper but keeps the application's writes held
+// for the life of the process: the connection holding the write lock stays
+// open (and is never closed), everything else is released, the shadow
+// directory's lock included. It is for a node that steps down and moves the
+// database file aside before following the new primary: the application's
+// connections still point at the moved file, and its writes must keep
+// failing rather than commit a history nobody ships. Halt first.
+func (d *DB) Detach() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	d.closed = true
+	for i, c := range d.pins {
+		if c != nil {
+			c.Close()
+			d.pins[i] = nil
+		}
+	}
+	if d.ckpt != nil {
+		d.ckpt.Close()
+		d.ckpt = nil
+	}
+	if !d.halted && d.writer != nil {
+		d.writer.Close() // nothing to hold: never halted
+	}
+	d.writer = nil // kept open on purpose when halted; see above
+	d.local.close()
+	d.local = nil
+}

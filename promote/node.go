@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -432,8 +433,13 @@ func (n *Node) demote(ctx context.Context, db *primary.DB, reason string) (bool,
 	}
 }
 
-// rejoin prepares a halted primary's database for following: what it holds
-// beyond the last TXID every replica confirmed is saved whole first.
+// rejoin prepares a halted primary's database for following. The app's
+// writes stay held on the old file for good (Detach), and the file is moved
+// aside, whole: as "<db>.diverged-<time>" when it holds transactions beyond
+// the last TXID every replica confirmed, else "<db>.demoted-<time>". The
+// follower then bootstraps a fresh copy at the path. Following on in the
+// same file would need the write lock released, and the app's next write
+// would commit on a node that is no longer primary.
 func (n *Node) rejoin(ctx context.Context, db *primary.DB) {
 	path := db.Path()
 	st := db.Status()
@@ -446,31 +452,36 @@ func (n *Node) rejoin(ctx context.Context, db *primary.DB) {
 	}
 	local, _, err := follower.Checksum(ctx, path)
 	diverged := err != nil || Diverged(local, confTXID, confSum)
-	if diverged {
-		saved, serr := follower.SaveDiverged(path, time.Now())
-		if serr != nil {
-			n.log.Error("could not save the diverged database; it will be moved aside when following starts", "error", serr)
-		} else {
-			n.mu.Lock()
-			n.saved = saved
-			n.mu.Unlock()
-			n.log.Warn("this database holds transactions the store lacks: saved it whole before following the new primary",
-				"saved_to", saved, "confirmed_txid", confTXID, "local_checksum", local, "confirmed_checksum", confSum)
-		}
-	}
-	db.Close()
+	db.Detach()
 	n.mu.Lock()
 	n.db = nil
 	n.mu.Unlock()
-	if err := os.Remove(follower.PositionPath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		n.log.Warn("removing a stale follower position", "error", err)
+	reason := "demoted"
+	if diverged {
+		reason = "diverged"
 	}
-	if !diverged {
-		if err := follower.Adopt(ctx, path, follower.Position{TXID: confTXID, Checksum: confSum}); err != nil {
-			n.log.Warn("cannot follow on from the local database; it will be kept aside and bootstrapped", "error", err)
-		} else {
-			n.log.Info("following on from the local database without a bootstrap", "txid", confTXID)
-		}
+	aside, err := follower.SetAside(path, reason, time.Now())
+	if err != nil {
+		n.log.Error("could not move the old database aside; following will keep it aside itself", "error", err)
+		return
+	}
+	// The shadow directory belongs to the old history: a later promotion
+	// must not resume from it.
+	shadow := n.cfg.Primary.ShadowDir
+	if shadow == "" {
+		shadow = filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+"-understudy")
+	}
+	if err := os.Rename(shadow, aside+"-understudy"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		n.log.Warn("moving the shadow directory aside", "error", err)
+	}
+	if diverged {
+		n.mu.Lock()
+		n.saved = aside
+		n.mu.Unlock()
+		n.log.Warn("this database holds transactions the store lacks: saved it whole before following the new primary",
+			"saved_to", aside, "confirmed_txid", confTXID, "local_checksum", local, "confirmed_checksum", confSum)
+	} else {
+		n.log.Info("the old database is kept aside; the application's writes to it stay held", "moved_to", aside)
 	}
 }
 
