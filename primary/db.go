@@ -196,6 +196,9 @@ func (d *DB) Open(ctx context.Context) (err error) {
 		if err := d.local.remove(^ltx.TXID(0)); err != nil {
 			return err
 		}
+		for _, md := range d.local.snapshots() {
+			d.local.removeSnapshot(md.TXID)
+		}
 	}
 	d.txid, d.checksum = dec.TXID, dec.Checksum
 	d.head.Store(uint64(d.txid))
@@ -219,6 +222,7 @@ func (d *DB) Open(ctx context.Context) (err error) {
 	for _, r := range d.replicas {
 		r.afterOpen()
 	}
+	d.requeueSnapshots()
 	d.opened = true
 	return nil
 }
@@ -309,10 +313,7 @@ func (d *DB) Close() error {
 	d.retired = nil // deliberately leaked until the process exits
 	d.local.close()
 	d.snapMu.Lock()
-	for _, j := range d.snapshots {
-		os.Remove(j.path)
-	}
-	d.snapshots = nil
+	d.snapshots = nil // their files stay in the shadow directory for the next Open
 	d.snapMu.Unlock()
 	return nil
 }

@@ -59,7 +59,7 @@ func (p localPosition) walPosition() wal.Position {
 }
 
 func openLocalStore(dir string) (*localStore, error) {
-	for _, d := range []string{dir, filepath.Join(dir, "ltx"), filepath.Join(dir, "tmp")} {
+	for _, d := range []string{dir, filepath.Join(dir, "ltx"), filepath.Join(dir, "tmp"), filepath.Join(dir, "snapshots")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("create shadow directory %s: %w (the directory beside the database must be writable)", d, err)
 		}
@@ -106,6 +106,51 @@ func (s *localStore) tempFile(pattern string) (*os.File, error) {
 		return nil, fmt.Errorf("create temp file in %s: %w", s.dir, err)
 	}
 	return f, nil
+}
+
+// snapshotPath is where a level-9 snapshot waits for its uploads.
+func (s *localStore) snapshotPath(txid ltx.TXID) string {
+	return filepath.Join(s.dir, "snapshots", ltx.FormatFilename(1, txid))
+}
+
+// commitSnapshot moves a finished snapshot temp file into place.
+func (s *localStore) commitSnapshot(tmp string, md fileMeta) (string, error) {
+	path := s.snapshotPath(md.TXID)
+	if err := writeJSON(path+".json", md); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("rename %s: %w", tmp, err)
+	}
+	return path, nil
+}
+
+// snapshots returns the waiting snapshots' metadata.
+func (s *localStore) snapshots() []fileMeta {
+	ents, _ := os.ReadDir(filepath.Join(s.dir, "snapshots"))
+	var out []fileMeta
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".ltx") {
+			continue
+		}
+		_, max, err := ltx.ParseFilename(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(s.snapshotPath(max) + ".json")
+		var md fileMeta
+		if err != nil || json.Unmarshal(b, &md) != nil || md.TXID != max {
+			s.removeSnapshot(max)
+			continue
+		}
+		out = append(out, md)
+	}
+	return out
+}
+
+func (s *localStore) removeSnapshot(txid ltx.TXID) {
+	os.Remove(s.snapshotPath(txid))
+	os.Remove(s.snapshotPath(txid) + ".json")
 }
 
 // commitFile moves a finished temp file to its L0 name with its metadata.

@@ -784,3 +784,27 @@ func TestIdleMakesNoRequests(t *testing.T) {
 		t.Fatalf("idle shipper made %d creates and %d other requests", dc, do)
 	}
 }
+
+// TestSnapshotSurvivesRestart: a snapshot written but not uploaded before
+// the process stopped is uploaded by the next one.
+func TestSnapshotSurvivesRestart(t *testing.T) {
+	e := newEnv(t, 1)
+	ctx := context.Background()
+	e.clients[0].fail.Store(true)
+	d := e.open(e.options())
+	d.Sync(ctx)
+	d.Close()
+	e.clients[0].fail.Store(false)
+	d = e.open(e.options())
+	defer d.Close()
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if l9 := listLevel(t, e.stores[0], storage.SnapshotLevel); names(l9) != "L9:1-1 " {
+		t.Fatalf("L9 = %s, want the snapshot of the first process", names(l9))
+	}
+	if left := d.local.snapshots(); len(left) != 0 {
+		t.Fatalf("snapshot files left after upload: %+v", left)
+	}
+	e.checkRestore(d)
+}

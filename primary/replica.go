@@ -138,7 +138,13 @@ func (r *replica) newest(ctx context.Context) (ltx.TXID, *storage.Metadata, erro
 func (r *replica) afterOpen() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// The position in the L0 chain: levels 0..8. A snapshot alone does not
+	// count, so that a replica that got the snapshot of a history break but
+	// not its L0 file still gets the L0 file (the chain stays whole).
 	for _, lvl := range r.levelNumbers() {
+		if lvl == storage.SnapshotLevel {
+			continue
+		}
 		for _, f := range r.levels[lvl] {
 			r.pos = max(r.pos, f.MaxTXID)
 		}
@@ -250,9 +256,19 @@ func (r *replica) isOurs(ctx context.Context, level int, min, max ltx.TXID, md s
 func (r *replica) uploadPending(ctx context.Context) error {
 	r.upMu.Lock()
 	defer r.upMu.Unlock()
+	// L0 files first (followers wait for them), then snapshots, then the L0
+	// files a catch-up snapshot made reachable.
+	if err := r.uploadL0s(ctx); err != nil {
+		return err
+	}
 	if err := r.uploadSnapshots(ctx); err != nil {
 		return err
 	}
+	return r.uploadL0s(ctx)
+}
+
+// uploadL0s uploads local L0 files after the replica's position, in order.
+func (r *replica) uploadL0s(ctx context.Context) error {
 	for {
 		if err := r.d.fencedErr(); err != nil {
 			return err

@@ -188,7 +188,46 @@ func (d *DB) snapshotLocked(ctx context.Context, targets []*replica, reason stri
 	return nil
 }
 
-func (d *DB) queueSnapshot(txid ltx.TXID, path string, md fileMeta, targets []*replica) {
+// queueSnapshot moves a finished snapshot file into the shadow directory
+// (it survives a restart there) and queues it for the targets.
+func (d *DB) queueSnapshot(txid ltx.TXID, tmp string, md fileMeta, targets []*replica) {
+	path, err := d.local.commitSnapshot(tmp, md)
+	if err != nil {
+		d.log.Error("keep snapshot", "txid", txid, "error", err)
+		os.Remove(tmp)
+		return
+	}
+	d.queueSnapshotFile(txid, path, md, targets)
+}
+
+// requeueSnapshots queues, at Open, the snapshots an earlier process wrote
+// but did not upload everywhere.
+func (d *DB) requeueSnapshots() {
+	queued := map[ltx.TXID]bool{}
+	d.snapMu.Lock()
+	for _, j := range d.snapshots {
+		queued[j.txid] = true
+	}
+	d.snapMu.Unlock()
+	for _, md := range d.local.snapshots() {
+		if queued[md.TXID] {
+			continue
+		}
+		var targets []*replica
+		for _, r := range d.replicas {
+			if !r.hasFile(storage.SnapshotLevel, 1, md.TXID) {
+				targets = append(targets, r)
+			}
+		}
+		if len(targets) == 0 || md.TXID > d.txid {
+			d.local.removeSnapshot(md.TXID)
+			continue
+		}
+		d.queueSnapshotFile(md.TXID, d.local.snapshotPath(md.TXID), md, targets)
+	}
+}
+
+func (d *DB) queueSnapshotFile(txid ltx.TXID, path string, md fileMeta, targets []*replica) {
 	j := &snapshotJob{txid: txid, path: path, md: md, targets: map[string]bool{}}
 	for _, r := range targets {
 		j.targets[r.name] = true
@@ -236,7 +275,7 @@ func (d *DB) snapshotDone(j *snapshotJob, r *replica) {
 		}
 	}
 	d.snapMu.Unlock()
-	os.Remove(j.path)
+	d.local.removeSnapshot(j.txid)
 }
 
 // snapshotMetadata is the store metadata of a snapshot job.
