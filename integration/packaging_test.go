@@ -651,8 +651,11 @@ func testSampleConfigRoles(t *testing.T, bin, sample string) {
 		mustExec(t, db, `INSERT INTO orders (item) VALUES (?)`, fmt.Sprintf("before start %d", i))
 	}
 	primary := startBinary(t, bin, env, "replicate", "-config", primaryCfg)
-	eventually(t, 30*time.Second, "the primary's first upload to the file replica", func() bool {
-		return countFiles(t, backups) > 0 || primary.exited()
+	// Wait for /status to show both replicas holding a TXID: files in the
+	// replica directory alone are no sign, since the start-up probe of the
+	// store writes one before the daemon handles SIGTERM.
+	eventually(t, 30*time.Second, "the primary's first upload to both replicas", func() bool {
+		return primary.exited() || replicasShipped(primaryAddr, 2)
 	})
 	if primary.exited() {
 		t.Fatalf("replicate -config (sample) exited:\n%s", tailLines(primary.out.String(), 30))
@@ -712,6 +715,32 @@ func testSampleConfigRoles(t *testing.T, bin, sample string) {
 	if code := follow.stop(t, syscall.SIGTERM, finalSyncBudget); code != 0 {
 		t.Errorf("follow exited %d on SIGTERM, want 0 (last status %+v):\n%s", code, last, tailLines(follow.out.String(), 30))
 	}
+}
+
+// replicasShipped reports whether the primary's /status shows n replicas
+// that each hold a TXID.
+func replicasShipped(addr string, n int) bool {
+	var doc struct {
+		DBs []struct {
+			Replicas []struct {
+				TXID ltx.TXID `json:"txid"`
+			} `json:"replicas"`
+		} `json:"dbs"`
+	}
+	resp, err := http.Get("http://" + addr + "/status")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	if json.NewDecoder(resp.Body).Decode(&doc) != nil || len(doc.DBs) != 1 || len(doc.DBs[0].Replicas) != n {
+		return false
+	}
+	for _, r := range doc.DBs[0].Replicas {
+		if r.TXID == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // standbyStatus is the part of a follower's /status this test reads.
