@@ -240,18 +240,23 @@ func isBusy(err error) bool {
 // TestLeaseCutOffFromConsulHaltsWrites: the primary loses Consul (toxiproxy
 // disables its only way there) but still reaches the store. Before its
 // session could expire in Consul (the key still names it), the daemon logs
-// the loss and the application's writes fail with SQLITE_BUSY.
+// the loss and the application's writes fail with SQLITE_BUSY. Then an
+// auto-promote follower takes over, and a restore of the store (one chain
+// of TXIDs, every checksum verified) equals the new primary.
 func TestLeaseCutOffFromConsulHaltsWrites(t *testing.T) {
 	c := newCluster(t)
 	tp := harness.StartToxiproxy(t)
 	proxy := tp.NewProxy(t, "consul", c.consul.HTTPAddr)
 	a := c.node("a", proxy.Listen, "halt", false)
+	b := c.node("b", "", "halt", true)
 	db := openDB(t, a.dbPath)
 	mustExec(t, db, `CREATE TABLE IF NOT EXISTS log (id INTEGER PRIMARY KEY, v TEXT)`)
 	a.replicate(t)
 	st := a.waitStatus(t, 30*time.Second, "primary with a fencing token", func(st nodeStatus) bool {
 		return st.Role == "primary" && st.FencingToken > 0 && len(st.Replicas) == 1 && st.Replicas[0].TXID > 0
 	})
+	b.follow(t)
+	b.waitStatus(t, 30*time.Second, "following", func(st nodeStatus) bool { return st.Role == "follower" && st.TXID > 0 })
 	session, err := c.leaseSession()
 	if err != nil || session == "" {
 		t.Fatalf("lease key not held after start: %q %v", session, err)
@@ -288,6 +293,26 @@ func TestLeaseCutOffFromConsulHaltsWrites(t *testing.T) {
 	}
 	t.Logf("cut at 0s; app writes failed with SQLITE_BUSY after %s (%d commits before); lease key still held by the old session",
 		failedAt.Sub(cut).Round(time.Millisecond), ap.commits())
+
+	// The follower takes over; the store stays one verified chain.
+	b.waitStatus(t, 60*time.Second, "promoted", func(st nodeStatus) bool { return st.Role == "primary" })
+	t.Logf("follower promoted %s after the cut", time.Since(cut).Round(time.Millisecond))
+	nb := openDB(t, b.dbPath)
+	if got, committed := rows(t, nb), ap.commits(); got > committed || committed-got > 2000 {
+		t.Fatalf("new primary has %d rows, the old primary's app committed %d", got, committed)
+	}
+	for i := 0; i < 20; i++ {
+		mustExec(t, nb, `INSERT INTO log(v) VALUES ('on b')`)
+	}
+	img := snapshotImage(t, nb)
+	b.waitShippedAt(t, img.checksum)
+	restored := filepath.Join(t.TempDir(), "restored.db")
+	if r := run(t, nil, "restore", "-o", restored, "file://"+c.store); r.code != 0 {
+		t.Fatalf("restore: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if got := fileChecksum(t, restored); got != img.checksum {
+		t.Fatalf("restore has checksum %s, the new primary %s", got, img.checksum)
+	}
 }
 
 // TestPromoteForcedAfterKill: the primary (daemon and app) is killed with
@@ -416,6 +441,17 @@ func TestPromotePlannedHandOff(t *testing.T) {
 		t.Fatalf("the old primary's app committed %d transactions, the new primary has %d rows", committed, got)
 	}
 	t.Logf("planned hand-off: promote took %s (%s); %d committed transactions, none lost", took.Round(time.Millisecond), strings.TrimSpace(res.stdout), committed)
+	if p := os.Getenv("UNDERSTUDY_HANDOFF_LOG"); p != "" {
+		var ans struct {
+			ElapsedMS int64 `json:"elapsed_ms"`
+		}
+		_ = json.Unmarshal([]byte(res.stdout), &ans)
+		if f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			// promote command wall time, node-side promotion time, transactions lost
+			fmt.Fprintf(f, "%d %d %d\n", took.Milliseconds(), ans.ElapsedMS, committed-rows(t, nb))
+			f.Close()
+		}
+	}
 
 	// Writes resume on the new primary; the other follower follows it.
 	for i := 0; i < 50; i++ {
