@@ -864,3 +864,93 @@ func TestStatusCommand(t *testing.T) {
 		t.Errorf("status of an address nobody serves: exit %d, stderr:\n%s", res.code, res.stderr)
 	}
 }
+
+// TestFollowLargeDatabase: a database over 1 GiB (so it has SQLite's lock
+// page) follows correctly: bootstrap, changes beyond the lock page, a
+// shrink back below it and a growth across it in one transaction.
+func TestFollowLargeDatabase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a 1.08 GB database (primary, follower) and reads it several times")
+	}
+	s := newStack(t, false)
+	const pageSize, rows = 4096, 1080 // rows of 1 MB: 1.08 GB, the lock page at 1 GiB
+	lockPage := int(ltx.LockPgno(pageSize))
+
+	// Fill in rollback-journal mode (no 1 GB WAL), with incremental
+	// auto-vacuum so that a shrink does not rewrite the whole file.
+	pre, err := sql.Open("sqlite3", "file:"+s.dbPath+"?_journal_mode=DELETE&_synchronous=OFF")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pre.SetMaxOpenConns(1)
+	mustExec(t, pre, fmt.Sprintf(`PRAGMA page_size = %d`, pageSize))
+	mustExec(t, pre, `PRAGMA auto_vacuum = INCREMENTAL`)
+	mustExec(t, pre, `CREATE TABLE prefill (id INTEGER PRIMARY KEY, b BLOB)`)
+	mustExec(t, pre, `CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)`)
+	mustExec(t, pre, fmt.Sprintf(`WITH RECURSIVE g(v) AS (SELECT 1 UNION ALL SELECT v+1 FROM g WHERE v < %d)
+		INSERT INTO prefill SELECT v, zeroblob(1000000) FROM g`, rows))
+	pre.Close()
+
+	app := openDB(t, s.dbPath)
+	pageCount := func() int {
+		var n int
+		if err := app.QueryRow(`PRAGMA page_count`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := pageCount(); n <= lockPage {
+		t.Fatalf("prefilled database has %d pages, not beyond the lock page %d", n, lockPage)
+	}
+	s.replicate(t)
+	// The first snapshot of 1 GB takes a while; the image below holds the
+	// app's write lock, which would only slow it down further.
+	eventually(t, 3*time.Minute, "the first snapshot to be shipped", func() bool {
+		st, err := s.status()
+		return err == nil && len(st.DBs) == 1 && len(st.DBs[0].Replicas) == 1 && st.DBs[0].Replicas[0].TXID != 0
+	})
+	localPath := filepath.Join(t.TempDir(), "follower.db")
+	f := startFollow(t, s.env, s.replicaURLs()[0], localPath, 100*time.Millisecond)
+	check := func(what string) {
+		t.Helper()
+		img := snapshotImage(t, app)
+		txid := s.waitShipped(t, img)
+		f.waitFor(t, 3*time.Minute, fmt.Sprintf("TXID %s checksum %s (%s)", txid, img.checksum, what), func(st followStatus) bool {
+			return st.TXID == txid && st.Checksum == img.checksum
+		})
+		if got := localImage(t, localPath).checksum; got != img.checksum {
+			t.Fatalf("%s: follower's database checksum %s, primary %s", what, got, img.checksum)
+		}
+	}
+	check("bootstrap of 1.08 GB")
+
+	// Beyond the lock page, and growth of 12 MB in one transaction.
+	mustExec(t, app, `UPDATE prefill SET b = randomblob(1000000) WHERE id IN (1090, 1095)`)
+	mustExec(t, app, `INSERT INTO t(v) VALUES (randomblob(12000000))`)
+	// Shrink below the lock page.
+	mustExec(t, app, fmt.Sprintf(`DELETE FROM prefill WHERE id > %d`, rows-150))
+	vacuumRows, err := app.Query(`PRAGMA incremental_vacuum`) // frees a page per step: step to the end
+	if err != nil {
+		t.Fatal(err)
+	}
+	for vacuumRows.Next() {
+	}
+	if err := vacuumRows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	vacuumRows.Close()
+	if n := pageCount(); n >= lockPage {
+		t.Fatalf("after incremental_vacuum the database has %d pages, not below the lock page %d", n, lockPage)
+	}
+	check("shrink below the lock page")
+
+	// Grow across the lock page in one transaction.
+	mustExec(t, app, `INSERT INTO prefill(id, b) VALUES (5000, zeroblob(200000000))`)
+	if n := pageCount(); n <= lockPage {
+		t.Fatalf("after growth the database has %d pages, not beyond the lock page %d", n, lockPage)
+	}
+	check("growth across the lock page")
+	if aside := asideFiles(t, localPath); len(aside) != 0 {
+		t.Errorf("follower moved databases aside: %v", aside)
+	}
+}
