@@ -161,7 +161,11 @@ func printStatus(w io.Writer, doc statusView, now time.Time) error {
 				state += " (unhealthy)"
 			}
 			lag := fmt.Sprintf("%.1fs, %d TXIDs", d.LagSeconds, d.LagTXIDs)
-			fmt.Fprintf(tw, "follower\t%s\t%s\t%s\t%s\t%s\tapplied %s\n", d.DB, state, d.TXID, d.Checksum, lag, ago(d.LastApply, now))
+			applied := "no change applied since start"
+			if d.LastApply != nil {
+				applied = "applied " + ago(d.LastApply, now)
+			}
+			fmt.Fprintf(tw, "follower\t%s\t%s\t%s\t%s\t%s\t%s\n", d.DB, state, d.TXID, d.Checksum, lag, applied)
 			if d.MovedAside != "" {
 				notes = append(notes, fmt.Sprintf("%s: a local copy that did not verify was kept aside as %s", d.DB, d.MovedAside))
 			}
