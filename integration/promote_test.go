@@ -673,3 +673,66 @@ func TestFrozenPrimaryRejoinsAndKeepsDivergedWrites(t *testing.T) {
 	txid := b.waitShippedAt(t, img.checksum)
 	a.waitStatus(t, 30*time.Second, "following b", func(st nodeStatus) bool { return st.TXID == txid && st.Checksum == img.checksum })
 }
+
+// TestRestartedPrimaryWaitsAndKeepsNewHistory: the old primary is killed,
+// its app writes a little more (never shipped), a follower is promoted and
+// writes. `replicate` restarted on the old primary waits for the lease,
+// naming the holder. When the new primary stops, the old node takes the
+// lease, sets its database aside whole (it is not the store's history),
+// replays the store and ships on: the new primary's transactions are kept.
+func TestRestartedPrimaryWaitsAndKeepsNewHistory(t *testing.T) {
+	c := newCluster(t)
+	a := c.node("a", "", "halt", false)
+	b := c.node("b", "", "halt", false)
+	ap := startApp(t, a.dbPath)
+	a.replicate(t)
+	a.waitStatus(t, 30*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" })
+	b.follow(t)
+	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 100 })
+	b.waitStatus(t, 30*time.Second, "following", func(st nodeStatus) bool { return st.Role == "follower" && st.TXID > 0 })
+	a.d.kill()
+	time.Sleep(100 * time.Millisecond) // the app commits on, unshipped
+	ap.halt()
+	ap.db.Close()
+	aCommits := ap.commits()
+
+	if r := run(t, nil, "promote", "-config", b.config, "-force", "-timeout", "30s"); r.code != 0 {
+		t.Fatalf("promote: exit %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	nb := openDB(t, b.dbPath)
+	for i := 0; i < 30; i++ {
+		mustExec(t, nb, `INSERT INTO log(v) VALUES ('on b')`)
+	}
+	want := snapshotImage(t, nb)
+	b.waitShippedAt(t, want.checksum)
+	bRows := rows(t, nb)
+
+	a.replicate(t)
+	eventually(t, 20*time.Second, "the restarted primary to name the holder it waits for", func() bool {
+		return strings.Contains(a.d.out.String(), "waiting for the lease") && strings.Contains(a.d.out.String(), "holder=b")
+	})
+	if code := b.d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("new primary exited %d", code)
+	}
+	st := a.waitStatus(t, 30*time.Second, "primary again", func(st nodeStatus) bool { return st.Role == "primary" })
+	if st.Diverged == "" {
+		t.Fatalf("the old database was not set aside: %+v", st)
+	}
+	na := openDB(t, a.dbPath)
+	if got := rows(t, na); got != bRows {
+		t.Fatalf("restarted primary has %d rows, the new primary had %d (its own app committed %d)", got, bRows, aCommits)
+	}
+	if got := rows(t, openDB(t, st.Diverged)); got != aCommits {
+		t.Fatalf("the set-aside database has %d rows, the app committed %d there", got, aCommits)
+	}
+	mustExec(t, na, `INSERT INTO log(v) VALUES ('on a again')`)
+	img := snapshotImage(t, na)
+	a.waitShippedAt(t, img.checksum)
+	restored := filepath.Join(t.TempDir(), "restored.db")
+	if r := run(t, nil, "restore", "-o", restored, "file://"+c.store); r.code != 0 {
+		t.Fatalf("restore: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if got := fileChecksum(t, restored); got != img.checksum {
+		t.Fatalf("restore has checksum %s, the primary %s", got, img.checksum)
+	}
+}

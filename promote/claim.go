@@ -67,3 +67,46 @@ func Claim(ctx context.Context, clients []storage.Client, at follower.Reached, n
 	}
 	return next, nil
 }
+
+// headLevels are searched for the newest file of the store.
+var headLevels = []int{storage.LevelL0, 1, 2, 3, 4, 5, 6, 7, 8, storage.SnapshotLevel}
+
+// StoreHead returns the file that reaches furthest in the store, with its
+// metadata (nil when the store is empty).
+func StoreHead(ctx context.Context, c storage.Client) (*storage.FileInfo, error) {
+	var head *storage.FileInfo
+	for _, level := range headLevels {
+		it, err := c.List(ctx, level, 0)
+		if err != nil {
+			return nil, fmt.Errorf("list level %d: %w", level, err)
+		}
+		for it.Next() {
+			fi := it.Item()
+			if head == nil || fi.MaxTXID > head.MaxTXID {
+				head = &fi
+			}
+		}
+		err = it.Err()
+		it.Close()
+		if err != nil {
+			return nil, fmt.Errorf("list level %d: %w", level, err)
+		}
+	}
+	if head == nil {
+		return nil, nil
+	}
+	obj, err := c.Open(ctx, head.Level, head.MinTXID, head.MaxTXID, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read the metadata of the newest file: %w", err)
+	}
+	obj.Close()
+	return &obj.Info, nil
+}
+
+// WrittenByOther reports whether the store's newest file comes from another
+// node: a primary that starts must then not continue from its local
+// database, which is not the store's history (it may hold writes never
+// shipped, or be behind). Files without metadata say nothing.
+func WrittenByOther(head *storage.FileInfo, node string) bool {
+	return head != nil && head.Metadata != nil && head.Metadata.Node != "" && head.Metadata.Node != node
+}

@@ -213,8 +213,19 @@ func (n *Node) promote(ctx context.Context, f *follower.Follower, force bool, ti
 		}
 	}
 
-	// Replay and claim. A claim that finds its TXID taken means an upload
-	// of the old primary landed meanwhile: replay it and claim the next.
+	if err := n.replayAndClaim(ctx, f, until); err != nil {
+		return err
+	}
+	n.log.Info("promoted", "token", l.Token(), "elapsed", time.Since(t0))
+	return nil
+}
+
+// replayAndClaim replays the store into the local database and claims the
+// next TXID; the node holds the lease. A claim that finds its TXID taken
+// means an upload of the old primary landed meanwhile: replay it and claim
+// the next. On failure the lease is released.
+func (n *Node) replayAndClaim(ctx context.Context, f *follower.Follower, until ltx.TXID) error {
+	l := n.cfg.Lease
 	for attempt := 1; ; attempt++ {
 		at, err := f.CatchUp(ctx, until)
 		if err != nil {
@@ -229,7 +240,7 @@ func (n *Node) promote(ctx context.Context, f *follower.Follower, force bool, ti
 			n.mu.Lock()
 			n.promos++
 			n.mu.Unlock()
-			n.log.Info("claimed the next TXID: promoted", "txid", txid, "token", l.Token(), "elapsed", time.Since(t0))
+			n.log.Info("claimed the next TXID", "txid", txid, "token", l.Token())
 			return nil
 		}
 		if !errors.Is(err, storage.ErrExists) || attempt == claimAttempts {

@@ -16,6 +16,7 @@ import (
 	"github.com/superfly/ltx"
 
 	"github.com/understudy-db/understudy/follower"
+	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/lease"
 	"github.com/understudy-db/understudy/primary"
@@ -123,6 +124,9 @@ type Node struct {
 	// pending is the reply of a requested promotion, answered once the
 	// database ships as primary.
 	pending chan error
+	// held are connections holding the write lock of databases set aside,
+	// kept open for the life of the process.
+	held []*sqlitex.Conn
 }
 
 type promoteRequest struct {
@@ -310,6 +314,15 @@ func (n *Node) runPrimary(ctx context.Context, promoted bool) (bool, error) {
 			return false, err
 		}
 	}
+	if n.cfg.Lease != nil && !promoted {
+		var err error
+		if promoted, err = n.takeOverFromStore(ctx); err != nil {
+			if ctx.Err() != nil {
+				return false, nil
+			}
+			return false, err
+		}
+	}
 	opts := n.cfg.Primary
 	if n.cfg.Lease != nil {
 		opts.FencingToken = n.cfg.Lease.Token
@@ -409,6 +422,67 @@ func (n *Node) runPrimary(ctx context.Context, promoted bool) (bool, error) {
 	}
 }
 
+// takeOverFromStore runs when replicate starts under a lease: if another
+// node wrote the store's newest file (it was primary since this node last
+// shipped), the local database is not that history. Unless it equals the
+// store's head, it is set aside whole as "<db>.diverged-<time>" and the
+// store is replayed into a fresh copy and the next TXID claimed, as in a
+// promotion. It reports whether it did so.
+func (n *Node) takeOverFromStore(ctx context.Context) (bool, error) {
+	if len(n.cfg.Claim) == 0 {
+		return false, nil
+	}
+	head, err := StoreHead(ctx, n.cfg.Claim[0])
+	if err != nil {
+		n.release(ctx, 0)
+		return false, fmt.Errorf("database %s: reading the store's newest file: %w", n.cfg.Name, err)
+	}
+	if !WrittenByOther(head, n.cfg.Node) {
+		return false, nil
+	}
+	path := n.cfg.Primary.Path
+	if local, _, err := follower.Checksum(ctx, path); err == nil && local == head.Metadata.PostApplyChecksum {
+		return false, nil // at the store's head: ship on from here
+	}
+	// Hold the app's writes on the old file for good before moving it: its
+	// open connections move with it and must not commit there.
+	if _, err := os.Stat(path); err == nil {
+		hold, err := sqlitex.Open(ctx, path, sqlitex.Options{})
+		if err == nil {
+			err = hold.Exec(ctx, "BEGIN IMMEDIATE")
+		}
+		if err != nil {
+			n.release(ctx, 0)
+			return false, fmt.Errorf("database %s: holding the application's writes before setting the database aside: %w", n.cfg.Name, err)
+		}
+		n.mu.Lock()
+		n.held = append(n.held, hold) // never closed: see Detach in primary
+		n.mu.Unlock()
+	}
+	aside, err := follower.SetAside(path, "diverged", time.Now())
+	if err != nil {
+		n.release(ctx, 0)
+		return false, fmt.Errorf("database %s: %w", n.cfg.Name, err)
+	}
+	n.moveShadowAside(path, aside)
+	if aside != "" {
+		n.mu.Lock()
+		n.saved = aside
+		n.mu.Unlock()
+		n.log.Warn("node "+head.Metadata.Node+" was primary since this node last shipped, and the local database is not at the store's head: saved it whole and replaying the store",
+			"saved_to", aside, "store_txid", head.MaxTXID)
+	}
+	f, err := follower.New(n.cfg.Follower)
+	if err != nil {
+		n.release(ctx, 0)
+		return false, err
+	}
+	if err := n.replayAndClaim(ctx, f, 0); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // demote does what on-demote says with a primary whose writes are halted.
 func (n *Node) demote(ctx context.Context, db *primary.DB, reason string) (bool, error) {
 	n.release(ctx, 0)
@@ -465,15 +539,7 @@ func (n *Node) rejoin(ctx context.Context, db *primary.DB) {
 		n.log.Error("could not move the old database aside; following will keep it aside itself", "error", err)
 		return
 	}
-	// The shadow directory belongs to the old history: a later promotion
-	// must not resume from it.
-	shadow := n.cfg.Primary.ShadowDir
-	if shadow == "" {
-		shadow = filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+"-understudy")
-	}
-	if err := os.Rename(shadow, aside+"-understudy"); err != nil && !errors.Is(err, os.ErrNotExist) {
-		n.log.Warn("moving the shadow directory aside", "error", err)
-	}
+	n.moveShadowAside(path, aside)
 	if diverged {
 		n.mu.Lock()
 		n.saved = aside
@@ -482,6 +548,22 @@ func (n *Node) rejoin(ctx context.Context, db *primary.DB) {
 			"saved_to", aside, "confirmed_txid", confTXID, "local_checksum", local, "confirmed_checksum", confSum)
 	} else {
 		n.log.Info("the old database is kept aside; the application's writes to it stay held", "moved_to", aside)
+	}
+}
+
+// moveShadowAside moves the primary's shadow directory beside a database
+// set aside: it belongs to the old history, and a later start as primary
+// must not resume from (or upload) its files.
+func (n *Node) moveShadowAside(path, aside string) {
+	if aside == "" {
+		return
+	}
+	shadow := n.cfg.Primary.ShadowDir
+	if shadow == "" {
+		shadow = filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+"-understudy")
+	}
+	if err := os.Rename(shadow, aside+"-understudy"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		n.log.Warn("moving the shadow directory aside", "error", err)
 	}
 }
 
