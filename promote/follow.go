@@ -264,7 +264,9 @@ func (n *Node) contend(ctx context.Context, startedFree bool) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("database %s: gave up waiting for the lease: %w", n.cfg.Name, ctx.Err())
 		}
-		if err != nil {
+		if errors.Is(err, lease.ErrNotStaticPrimary) {
+			return fmt.Errorf("database %s: %w", n.cfg.Name, err)
+		} else if err != nil {
 			n.log.Warn("acquiring the lease failed; retrying", "error", err)
 		} else if h, herr := l.Holder(ctx); herr == nil && LostRace(startedFree, h) {
 			return fmt.Errorf("database %s: %w: %s (token %d)", n.cfg.Name, ErrLostRace, h.Node, h.LockIndex)

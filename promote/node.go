@@ -27,7 +27,8 @@ const (
 	RoleFollower  = "follower"
 	RolePromoting = "promoting"
 	RolePrimary   = "primary"
-	RoleHalted    = "halted" // app writes held after a demotion (on-demote halt)
+	RoleHalted    = "halted"  // app writes held after a demotion (on-demote halt)
+	RoleWaiting   = "waiting" // replicate: waiting for the lease another node holds
 )
 
 // Defaults of Config.
@@ -124,6 +125,7 @@ type Node struct {
 	// pending is the reply of a requested promotion, answered once the
 	// database ships as primary.
 	pending chan error
+	publish chan string // newest role to publish (capacity 1)
 	// held are connections holding the write lock of databases set aside,
 	// kept open for the life of the process.
 	held []*sqlitex.Conn
@@ -169,6 +171,7 @@ func New(cfg Config) (*Node, error) {
 	return &Node{
 		cfg: cfg, log: cfg.Logger.With("db", cfg.Name), onDemote: od,
 		promoteReq: make(chan promoteRequest), handoffReq: make(chan handoffRequest),
+		publish: make(chan string, 1),
 	}, nil
 }
 
@@ -217,7 +220,24 @@ func (n *Node) setRole(ctx context.Context, role, reason string) {
 	n.mu.Unlock()
 	if changed {
 		n.log.Info("role", "role", role, "reason", reason)
-		if n.cfg.Published != nil && role != RolePromoting {
+		if role != RolePromoting {
+			select {
+			case <-n.publish: // replace a role not yet published
+			default:
+			}
+			n.publish <- role
+		}
+	}
+}
+
+// publishLoop publishes the newest role, apart from the role changes
+// themselves: a slow or unreachable Consul must never delay a step-down.
+func (n *Node) publishLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case role := <-n.publish:
 			if err := n.cfg.Published(ctx, role); err != nil && ctx.Err() == nil {
 				n.log.Warn("publishing the role failed", "role", role, "error", err)
 			}
@@ -229,6 +249,11 @@ func (n *Node) setRole(ctx context.Context, role, reason string) {
 // or an error it cannot recover from; ErrExitOnDemote after a demotion with
 // on-demote exit.
 func (n *Node) Run(ctx context.Context, startAsPrimary bool) error {
+	if n.cfg.Published != nil {
+		pctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go n.publishLoop(pctx)
+	}
 	primaryNext, promoted := startAsPrimary, false
 	for ctx.Err() == nil {
 		var err error
@@ -275,6 +300,7 @@ func (n *Node) acquire(ctx context.Context) error {
 	l := n.cfg.Lease
 	if h, err := l.Holder(ctx); err == nil && h.Held {
 		n.log.Info("waiting for the lease: another node is primary", "holder", h.Node, "holder_url", h.AdvertiseURL, "token", h.LockIndex)
+		n.setRole(ctx, RoleWaiting, "waiting for the lease held by "+h.Node)
 	}
 	tok, err := l.Acquire(ctx)
 	if err != nil {
