@@ -42,6 +42,19 @@ type replica struct {
 	lastErr      error
 }
 
+// Store request time limits: a request that hangs (a dead connection, a
+// stuck proxy) must fail so that it is retried, instead of blocking the
+// replica for good. An upload gets at least RequestTimeout, more for big
+// files (MinUploadRate).
+const (
+	RequestTimeout = 30 * time.Second
+	MinUploadRate  = 1 << 20 // bytes per second
+)
+
+func uploadTimeout(size int64) time.Duration {
+	return max(RequestTimeout, time.Duration(size/MinUploadRate)*time.Second)
+}
+
 func newReplica(d *DB, o ReplicaOptions) *replica {
 	return &replica{
 		d: d, name: o.Name, c: o.Client, opts: o,
@@ -123,7 +136,9 @@ func (r *replica) newest(ctx context.Context) (ltx.TXID, *storage.Metadata, erro
 	if best.MaxTXID == 0 {
 		return 0, nil, nil
 	}
-	obj, err := r.c.Open(ctx, best.Level, best.MinTXID, best.MaxTXID, 0, 0)
+	octx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	defer cancel()
+	obj, err := r.c.Open(octx, best.Level, best.MinTXID, best.MaxTXID, 0, 0)
 	r.count("get", 0, err)
 	if err != nil {
 		return 0, nil, fmt.Errorf("replica %s: read metadata of level %d %s: %w", r.name, best.Level,
@@ -213,7 +228,9 @@ func (r *replica) create(ctx context.Context, level int, min, max ltx.TXID, path
 			md = prev
 		}
 	}
-	info, err := r.c.Create(ctx, level, min, max, f, md)
+	cctx, cancel := context.WithTimeout(ctx, uploadTimeout(size))
+	info, err := r.c.Create(cctx, level, min, max, f, md)
+	cancel()
 	r.count("put", size, err)
 	name := fmt.Sprintf("level %d %s", level, storage.FormatFilename(min, max))
 	if errors.Is(err, storage.ErrExists) {
@@ -239,6 +256,8 @@ func (r *replica) create(ctx context.Context, level int, min, max ltx.TXID, path
 func (r *replica) isAmbiguous(t ltx.TXID) bool { _, ok := r.sent[t]; return ok }
 
 func (r *replica) isOurs(ctx context.Context, level int, min, max ltx.TXID, md storage.Metadata, size int64) bool {
+	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	defer cancel()
 	obj, err := r.c.Open(ctx, level, min, max, 0, 0)
 	r.count("get", 0, err)
 	if err != nil {

@@ -88,7 +88,9 @@ func (r *replica) enforceRetention(ctx context.Context) error {
 	if len(del) == 0 {
 		return nil
 	}
-	err := r.c.Delete(ctx, del)
+	dctx, cancel := context.WithTimeout(ctx, RequestTimeout+time.Duration(len(del))*100*time.Millisecond)
+	err := r.c.Delete(dctx, del)
+	cancel()
 	r.count("delete", 0, err)
 	if err != nil {
 		return fmt.Errorf("replica %s: retention: delete %d files: %w", r.name, len(del), err)
