@@ -355,7 +355,7 @@ func TestFollowerBench(t *testing.T) {
 	steps := []struct {
 		rate    float64
 		payload int
-	}{{100, 200}, {1000, 200}, {5000, 200}, {0, 200}, {0, 2000}, {0, 16000}, {0, 64000}}
+	}{{100, 200}, {1000, 200}, {5000, 200}, {0, 200}, {2500, 2000}, {5000, 2000}, {0, 2000}, {0, 16000}}
 
 	for _, set := range []struct {
 		name       string
