@@ -483,10 +483,13 @@ func TestAutoPromoteAfterKill(t *testing.T) {
 	b.waitStatus(t, 30*time.Second, "following", func(st nodeStatus) bool { return st.Role == "follower" && st.TXID > 0 })
 	cc.waitStatus(t, 30*time.Second, "following", func(st nodeStatus) bool { return st.Role == "follower" && st.TXID > 0 })
 
+	// The machine dies: daemon and app at the same moment.
 	killed := time.Now()
-	a.d.kill()
+	go a.d.kill()
 	ap.halt()
+	<-a.d.done
 	ap.db.Close()
+	committed := ap.commits()
 
 	var winner, loser *leaseNode
 	eventually(t, 60*time.Second, "an auto-promote follower to become primary", func() bool {
@@ -505,7 +508,12 @@ func TestAutoPromoteAfterKill(t *testing.T) {
 	nw := openDB(t, winner.dbPath)
 	mustExec(t, nw, `INSERT INTO log(v) VALUES ('first write on the new primary')`)
 	failover := time.Since(killed)
-	t.Logf("failover: kill -9 to the first accepted write on %s: %s", winner.name, failover.Round(time.Millisecond))
+	lost := committed - (rows(t, nw) - 1)
+	t.Logf("failover: kill -9 to the first accepted write on %s: %s; %d of %d committed transactions lost (the last sync interval)",
+		winner.name, failover.Round(time.Millisecond), lost, committed)
+	if lost < 0 {
+		t.Fatalf("the new primary has more rows than the app committed")
+	}
 	loser.waitStatus(t, 20*time.Second, "following again", func(st nodeStatus) bool { return st.Role == "follower" })
 	img := snapshotImage(t, nw)
 	txid := winner.waitShippedAt(t, img.checksum)
@@ -516,7 +524,7 @@ func TestAutoPromoteAfterKill(t *testing.T) {
 	if d := os.Getenv("UNDERSTUDY_FAILOVER_LOG"); d != "" {
 		f, err := os.OpenFile(d, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 		if err == nil {
-			fmt.Fprintf(f, "%d\n", failover.Milliseconds())
+			fmt.Fprintf(f, "%d %d\n", failover.Milliseconds(), lost)
 			f.Close()
 		}
 	}
