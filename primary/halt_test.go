@@ -1,0 +1,109 @@
+package primary
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// appWriteErr tries one application write with a short busy timeout.
+func appWriteErr(t *testing.T, path string) error {
+	t.Helper()
+	app := openApp(t, path)
+	if _, err := app.Exec("PRAGMA busy_timeout = 100"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := app.Exec("INSERT INTO t (v) VALUES ('probe')")
+	return err
+}
+
+func isLocked(err error) bool { return err != nil && strings.Contains(err.Error(), "locked") }
+
+// TestHaltStopsShippingAndWrites: Halt (the lease was lost) makes Run
+// return ErrHalted, the application's writes fail with SQLITE_BUSY, and
+// Sync refuses to ship.
+func TestHaltStopsShippingAndWrites(t *testing.T) {
+	e := newEnv(t, 1)
+	d := e.open(e.options())
+	defer d.Close()
+	stop := run(t, d)
+	e.exec("INSERT INTO t (v) VALUES ('before')")
+	if err := d.Halt("test: the lease was lost"); err != nil {
+		t.Fatal(err)
+	}
+	if !d.Halted() {
+		t.Fatal("Halted() = false after Halt")
+	}
+	if err := stop(); !errors.Is(err, ErrHalted) {
+		t.Fatalf("Run = %v, want ErrHalted", err)
+	}
+	if err := appWriteErr(t, e.path); !isLocked(err) {
+		t.Fatalf("application write after Halt: %v, want SQLITE_BUSY", err)
+	}
+	if err := d.Sync(context.Background()); !errors.Is(err, ErrHalted) {
+		t.Fatalf("Sync after Halt = %v, want ErrHalted", err)
+	}
+}
+
+// TestHandOffShipsEverything: HandOff holds the writes first, then every
+// replica holds the final TXID, whose image is the database's.
+func TestHandOffShipsEverything(t *testing.T) {
+	e := newEnv(t, 2)
+	d := e.open(e.options())
+	defer d.Close()
+	stop := run(t, d)
+	for i := 0; i < 50; i++ {
+		e.exec("INSERT INTO t (v) VALUES (?)", strings.Repeat("x", i*30))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	txid, err := d.HandOff(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); !errors.Is(err, ErrHalted) {
+		t.Fatalf("Run after HandOff = %v, want ErrHalted", err)
+	}
+	if err := appWriteErr(t, e.path); !isLocked(err) {
+		t.Fatalf("application write after HandOff: %v, want SQLITE_BUSY", err)
+	}
+	st := d.Status()
+	if st.TXID != txid {
+		t.Fatalf("final TXID %s, status TXID %s", txid, st.TXID)
+	}
+	for _, r := range st.Replicas {
+		if r.TXID != txid || r.Checksum != st.Checksum {
+			t.Fatalf("replica %s at %s/%s, want %s/%s", r.Name, r.TXID, r.Checksum, txid, st.Checksum)
+		}
+	}
+	e.checkRestore(d)
+}
+
+// TestDetachKeepsWritesHeld: after Detach the shadow directory is free for
+// a new DB, but the application's writes stay held.
+func TestDetachKeepsWritesHeld(t *testing.T) {
+	e := newEnv(t, 1)
+	d := e.open(e.options())
+	if err := d.Halt("test"); err != nil {
+		t.Fatal(err)
+	}
+	d.Detach()
+	if err := appWriteErr(t, e.path); !isLocked(err) {
+		t.Fatalf("application write after Detach: %v, want SQLITE_BUSY", err)
+	}
+	// The shadow directory's lock was released: another shipper may take it.
+	f, err := os.Open(filepath.Join(e.dir, ".app.db-understudy", "lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatalf("shadow directory still locked after Detach: %v", err)
+	}
+}
