@@ -65,7 +65,7 @@ func (d *DB) restartWALLocked(ctx context.Context) error {
 	}
 	d.m.checkpoints.WithLabelValues(d.opts.Path, "passive").Inc()
 	var after int64
-	err := d.quiesceLocked(ctx, func() error {
+	err := d.quiesceLocked(ctx, restartLockWait, true, func() error {
 		if _, err := d.syncLocked(ctx); err != nil {
 			return err
 		}

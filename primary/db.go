@@ -230,7 +230,8 @@ func (d *DB) Open(ctx context.Context) (err error) {
 func (d *DB) openConnsLocked(ctx context.Context) error {
 	path := d.opts.Path
 	var err error
-	if d.writer, err = sqlitex.Open(ctx, path, sqlitex.Options{}); err != nil {
+	// The writer has no busy handler: lockLocked retries on its own terms.
+	if d.writer, err = sqlitex.Open(ctx, path, sqlitex.Options{BusyTimeout: -1}); err != nil {
 		if sqlitex.IsNotADB(err) {
 			return fmt.Errorf("database %s is not a SQLite database (file is not a database); check the path", path)
 		}
@@ -248,8 +249,15 @@ func (d *DB) openConnsLocked(ctx context.Context) error {
 	}
 	if mode != "wal" {
 		var got string
-		if err := d.writer.QueryRow(ctx, "PRAGMA journal_mode=WAL").Scan(&got); err != nil {
-			return fmt.Errorf("database %s: set WAL mode: %w", path, err)
+		for attempt := 0; ; attempt++ {
+			err := d.writer.QueryRow(ctx, "PRAGMA journal_mode=WAL").Scan(&got)
+			if err == nil {
+				break
+			}
+			if !sqlitex.IsBusy(err) || attempt == 100 {
+				return fmt.Errorf("database %s: set WAL mode: %w", path, err)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 		if got != "wal" {
 			return fmt.Errorf("database %s: could not switch to WAL mode (journal_mode is %q); stop other users of the database and retry", path, got)

@@ -382,17 +382,14 @@ func (d *DB) haltWrites() error {
 	if d.halted || d.writer == nil {
 		return nil
 	}
-	var err error
-	for i := 0; i < 12; i++ { // the busy timeout is 5 s per attempt
-		if err = d.writer.Exec(context.Background(), "BEGIN IMMEDIATE"); err == nil {
-			d.halted = true
-			d.log.Error("halted the application's writes: another writer owns the replica history; this node must not write on",
-				"txid", d.txid)
-			return nil
-		}
-		if !sqlitex.IsBusy(err) {
-			break
-		}
+	// Wait for the application's transaction in progress to end; a minute
+	// is far longer than any sane transaction.
+	err := d.lockLocked(context.Background(), time.Minute, false)
+	if err == nil {
+		d.halted = true
+		d.log.Error("halted the application's writes: another writer owns the replica history; this node must not write on",
+			"txid", d.txid)
+		return nil
 	}
 	return fmt.Errorf("database %s: could not halt writes: %w", d.opts.Path, err)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/superfly/ltx"
 
 	"github.com/understudy-db/understudy/internal/dbsum"
+	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/wal"
 )
 
@@ -79,14 +80,54 @@ func (d *DB) rotateAndSyncLocked(ctx context.Context) (bool, error) {
 	return shipped, nil
 }
 
+// Limits on waiting for the write lock. The application may commit in a
+// tight loop; SQLite's busy handler sleeps 1, 2, 5, 10... ms between tries
+// and loses to such a writer for a long time (seen: 1.3 s, while the WAL
+// grew by 300 MB that then had to be shipped under the lock). So the
+// shipper tries often, with no busy handler, and keeps shipping while it
+// waits so that the tail left for the locked window stays small.
+const (
+	lockRetryEvery   = 100 * time.Microsecond
+	lockCatchUpEvery = 10 * time.Millisecond
+	// waits: a WAL restart gives up quickly (the next sync tries again);
+	// a capture for a snapshot or at Open waits longer.
+	restartLockWait = 250 * time.Millisecond
+	captureLockWait = 5 * time.Second
+)
+
+// lockLocked takes the database's write lock (BEGIN IMMEDIATE on the
+// writer connection, which has no busy timeout), retrying until maxWait.
+// With catchUp it ships what is committed every few milliseconds while it
+// waits.
+func (d *DB) lockLocked(ctx context.Context, maxWait time.Duration, catchUp bool) error {
+	deadline := time.Now().Add(maxWait)
+	lastCatchUp := time.Now()
+	for {
+		err := d.writer.Exec(ctx, "BEGIN IMMEDIATE")
+		if err == nil {
+			return nil
+		}
+		if !sqlitex.IsBusy(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("take the write lock: %w", err)
+		}
+		if catchUp && time.Since(lastCatchUp) >= lockCatchUpEvery {
+			if _, err := d.syncLocked(ctx); err != nil {
+				return err
+			}
+			lastCatchUp = time.Now()
+		}
+		time.Sleep(lockRetryEvery)
+	}
+}
+
 // quiesceLocked runs fn while holding the database's write lock, so that no
 // transaction commits meanwhile. The hold is measured and reported.
-func (d *DB) quiesceLocked(ctx context.Context, fn func() error) error {
+func (d *DB) quiesceLocked(ctx context.Context, maxWait time.Duration, catchUp bool, fn func() error) error {
 	if d.halted {
 		return fn()
 	}
-	if err := d.writer.Exec(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return fmt.Errorf("take the write lock: %w", err)
+	if err := d.lockLocked(ctx, maxWait, catchUp); err != nil {
+		return err
 	}
 	t0 := time.Now()
 	err := fn()
@@ -129,7 +170,7 @@ func (d *DB) openWAL() (*os.File, wal.Header, bool, error) {
 // end of the WAL generation has been seen, a restart that follows is
 // expected.
 func (d *DB) captureLocked(ctx context.Context, shipTail bool) error {
-	return d.quiesceLocked(ctx, func() error {
+	return d.quiesceLocked(ctx, captureLockWait, shipTail, func() error {
 		if shipTail {
 			if _, err := d.syncLocked(ctx); err != nil {
 				return err
