@@ -744,3 +744,57 @@ func TestRestartedPrimaryWaitsAndKeepsNewHistory(t *testing.T) {
 		t.Fatalf("restore has checksum %s, the primary %s", got, img.checksum)
 	}
 }
+
+// consulPut sends a PUT to the Consul agent's HTTP API.
+func (c *cluster) consulPut(t *testing.T, path, body string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, c.consul.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT %s: %s", path, resp.Status)
+	}
+}
+
+// TestAppHealthCheckTriggersFailover: the application's Consul health check
+// is attached to the primary's session (lease consul health-check). When
+// the check fails, Consul ends the session; the primary halts the app's
+// writes at once and an auto-promote follower takes over.
+func TestAppHealthCheckTriggersFailover(t *testing.T) {
+	c := newCluster(t)
+	c.consulPut(t, "/v1/agent/check/register", `{"ID":"app-alive","Name":"app-alive","TTL":"1h"}`)
+	c.consulPut(t, "/v1/agent/check/pass/app-alive", "")
+	a := c.node("a", "", "halt", false, "        health-check: app-alive\n")
+	b := c.node("b", "", "halt", true)
+	ap := startApp(t, a.dbPath)
+	a.replicate(t)
+	a.waitStatus(t, 30*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" })
+	b.follow(t)
+	b.waitStatus(t, 30*time.Second, "following", func(st nodeStatus) bool { return st.Role == "follower" && st.TXID > 0 })
+	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 100 })
+
+	failed := time.Now()
+	c.consulPut(t, "/v1/agent/check/fail/app-alive", "")
+	a.waitStatus(t, 20*time.Second, "halted", func(st nodeStatus) bool { return st.Role == "halted" })
+	halted := time.Since(failed)
+	b.waitStatus(t, 30*time.Second, "promoted", func(st nodeStatus) bool { return st.Role == "primary" })
+	t.Logf("app check failed: old primary halted after %s, follower promoted after %s", halted.Round(time.Millisecond), time.Since(failed).Round(time.Millisecond))
+	eventually(t, 20*time.Second, "the old primary's app to fail", func() bool { err, _ := ap.failed(); return err != nil })
+	if err, _ := ap.failed(); !isBusy(err) {
+		t.Fatalf("app write failed with %v, want SQLITE_BUSY", err)
+	}
+	nb := openDB(t, b.dbPath)
+	if got, committed := rows(t, nb), ap.commits(); got != committed {
+		// The session ended with the check; the primary halted, shipped
+		// nothing more, and had shipped everything before (100 ms syncs):
+		// at most the last interval can be missing.
+		t.Logf("new primary has %d rows, the app committed %d", got, committed)
+	}
+	mustExec(t, nb, `INSERT INTO log(v) VALUES ('on b')`)
+}

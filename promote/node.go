@@ -86,7 +86,7 @@ type Config struct {
 	Claim []storage.Client
 
 	// Published, if set, is called with the role on every change (Consul
-	// service tags); errors are logged.
+	// service tags), and with "" when the node stops; errors are logged.
 	Published func(ctx context.Context, role string) error
 
 	Logger     hclog.Logger
@@ -236,6 +236,13 @@ func (n *Node) publishLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			// Stopping: withdraw this node's entry rather than leave a
+			// stale role behind a failing check.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			if err := n.cfg.Published(dctx, ""); err != nil {
+				n.log.Warn("withdrawing the published role failed", "error", err)
+			}
+			cancel()
 			return
 		case role := <-n.publish:
 			if err := n.cfg.Published(ctx, role); err != nil && ctx.Err() == nil {
@@ -251,8 +258,9 @@ func (n *Node) publishLoop(ctx context.Context) {
 func (n *Node) Run(ctx context.Context, startAsPrimary bool) error {
 	if n.cfg.Published != nil {
 		pctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		go n.publishLoop(pctx)
+		done := make(chan struct{})
+		go func() { defer close(done); n.publishLoop(pctx) }()
+		defer func() { cancel(); <-done }()
 	}
 	primaryNext, promoted := startAsPrimary, false
 	for ctx.Err() == nil {

@@ -46,7 +46,7 @@ func ServiceName(db string) string {
 // ConsulPublisher returns a Published function that registers this node's
 // instance of the database's service with the local Consul agent, tagged
 // with its role and checked on advertiseURL's /healthz (no check without an
-// advertise URL).
+// advertise URL); the role "" deregisters it.
 func ConsulPublisher(cc *config.ConsulLease, db, node, advertiseURL string) (func(ctx context.Context, role string) error, error) {
 	cfg := api.DefaultConfig()
 	if cc != nil && cc.Address != "" {
@@ -73,6 +73,12 @@ func ConsulPublisher(cc *config.ConsulLease, db, node, advertiseURL string) (fun
 	return func(ctx context.Context, role string) error {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
+		if role == "" {
+			if err := client.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+				return fmt.Errorf("deregister service %s (%s) from Consul: %w", name, id, err)
+			}
+			return nil
+		}
 		reg := &api.AgentServiceRegistration{ID: id, Name: name, Tags: []string{RoleTag(role)},
 			Meta: map[string]string{"node": node, "role": role}, Check: check}
 		if err := client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx)); err != nil {
