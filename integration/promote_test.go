@@ -798,3 +798,21 @@ func TestAppHealthCheckTriggersFailover(t *testing.T) {
 	}
 	mustExec(t, nb, `INSERT INTO log(v) VALUES ('on b')`)
 }
+
+// TestReplicateExecUnderLease: with a lease, `replicate -exec` still runs
+// the application as its child: when it exits, the node ships, releases the
+// lease and exits with the application's status.
+func TestReplicateExecUnderLease(t *testing.T) {
+	c := newCluster(t)
+	a := c.node("a", "", "halt", false)
+	db := openDB(t, a.dbPath)
+	mustExec(t, db, `CREATE TABLE IF NOT EXISTS log (id INTEGER PRIMARY KEY, v TEXT)`)
+	a.d = start(t, nil, "replicate", "-config", a.config, "-exec", "sleep 2; exit 3")
+	a.waitStatus(t, 30*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" })
+	if code := a.d.wait(t, 30*time.Second); code != 3 {
+		t.Fatalf("replicate exited %d, want the application's 3:\n%s", code, tailLines(a.d.out.String(), 20))
+	}
+	if s, err := c.leaseSession(); err != nil || s != "" {
+		t.Fatalf("lease still held after exit: %q %v", s, err)
+	}
+}

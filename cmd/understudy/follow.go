@@ -55,7 +55,7 @@ func runFollow(c *cli.Context) error {
 				return err
 			}
 			stop()
-			return runNodes(c, cfg, log, false)
+			return runNodes(c, cfg, log, false, "")
 		}
 	}
 	targets, addr, log, err := followTargets(c)

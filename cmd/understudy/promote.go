@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"sync"
@@ -115,8 +117,8 @@ func hasLease(cfg *config.Config) bool {
 // runNodes runs every database of cfg that has a lease section (and, for
 // follow, a follower section) as a node starting in the given role, until
 // a signal.
-func runNodes(c *cli.Context, cfg *config.Config, logger hclog.Logger, asPrimary bool) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+func runNodes(c *cli.Context, cfg *config.Config, logger hclog.Logger, asPrimary bool, appCmd string) error {
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	if err := follower.CheckDBPage(ctx); err != nil {
 		return cli.Exit(err, 1)
@@ -178,22 +180,70 @@ func runNodes(c *cli.Context, cfg *config.Config, logger hclog.Logger, asPrimary
 
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	nodesDone := make(chan struct{})
 	for i, n := range nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = n.Run(rctx, asPrimary)
+			errs[i] = n.Run(ctx, asPrimary)
 			if errs[i] != nil {
 				logger.Error("database stopped", "db", n.Name(), "error", errs[i])
-				cancel() // one fatal error stops the process, as replicate does
+				stop() // one fatal error stops the process, as replicate does
 			}
 		}()
 	}
-	wg.Wait()
+	go func() { wg.Wait(); close(nodesDone) }()
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	// -exec: the application runs as a child; signals go to it, and when it
+	// exits the nodes ship what it committed and the process exits with
+	// its status.
+	var app *exec.Cmd
+	appDone := make(chan struct{})
+	if appCmd != "" {
+		app = exec.Command("/bin/sh", "-c", appCmd)
+		app.Stdin, app.Stdout, app.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := app.Start(); err != nil {
+			stop()
+			<-nodesDone
+			return cli.Exit(fmt.Errorf("replicate: start -exec %q: %w", appCmd, err), 1)
+		}
+		logger.Info("started application", "pid", app.Process.Pid, "exec", appCmd)
+		go func() { _ = app.Wait(); close(appDone) }()
+	}
+	exitCode := 0
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			if app != nil && app.ProcessState == nil {
+				logger.Info("forwarding signal to application", "signal", sig.String())
+				_ = app.Process.Signal(sig)
+				continue
+			}
+			logger.Info("signal received: stopping", "signal", sig.String())
+			break wait
+		case <-appDone:
+			exitCode = app.ProcessState.ExitCode()
+			logger.Info("application exited: shipping what is committed", "status", exitCode)
+			appDone = nil
+			break wait
+		case <-nodesDone:
+			break wait
+		}
+	}
+	stop()
+	<-nodesDone
+	if app != nil && appDone != nil {
+		_ = app.Process.Signal(syscall.SIGTERM)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return cli.Exit(err, 1)
+	}
+	if exitCode != 0 {
+		return cli.Exit("", exitCode)
 	}
 	return nil
 }

@@ -96,10 +96,7 @@ func runReplicate(c *cli.Context) error {
 	}
 	logger.Debug("config", "config", cfg.Redacted())
 	if hasLease(cfg) {
-		if c.String("exec") != "" {
-			return cli.Exit("replicate: -exec is not supported with a lease: section yet; start the application separately", 2)
-		}
-		return runNodes(c, cfg, logger, true)
+		return runNodes(c, cfg, logger, true, c.String("exec"))
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
