@@ -816,3 +816,23 @@ func TestReplicateExecUnderLease(t *testing.T) {
 		t.Fatalf("lease still held after exit: %q %v", s, err)
 	}
 }
+
+// TestOnDemoteExit: with on-demote exit, a primary that loses its lease
+// (here: its app's health check fails) exits non-zero.
+func TestOnDemoteExit(t *testing.T) {
+	c := newCluster(t)
+	c.consulPut(t, "/v1/agent/check/register", `{"ID":"app-ok","Name":"app-ok","TTL":"1h"}`)
+	c.consulPut(t, "/v1/agent/check/pass/app-ok", "")
+	a := c.node("a", "", "exit", false, "        health-check: app-ok\n")
+	db := openDB(t, a.dbPath)
+	mustExec(t, db, `CREATE TABLE IF NOT EXISTS log (id INTEGER PRIMARY KEY, v TEXT)`)
+	a.replicate(t)
+	a.waitStatus(t, 30*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" })
+	c.consulPut(t, "/v1/agent/check/fail/app-ok", "")
+	if code := a.d.wait(t, 20*time.Second); code == 0 {
+		t.Fatalf("replicate exited 0 after losing the lease with on-demote exit")
+	}
+	if out := a.d.out.String(); !strings.Contains(out, "lease lost") || !strings.Contains(out, "on-demote: exit") {
+		t.Fatalf("exit not explained:\n%s", tailLines(out, 20))
+	}
+}
