@@ -559,12 +559,10 @@ func TestFollowKillRestart(t *testing.T) {
 			t.Errorf("restart %d resumed at TXID %s, before the TXID %s it reported before the kill", i+1, st.TXID, before.TXID)
 		}
 	}
-	w.pause.Lock()
+	w.halt(t) // the end state must stay put until the follower reaches it
 	final := snapshotImage(t, app)
 	finalTXID := s.waitShipped(t, final)
-	w.pause.Unlock()
 	f.waitAt(t, finalTXID, final.checksum)
-	w.halt(t)
 	if got := localImage(t, localPath).checksum; got != final.checksum {
 		t.Errorf("follower checksum %s, primary %s", got, final.checksum)
 	}
@@ -775,18 +773,21 @@ func TestFollowFarBehind(t *testing.T) {
 	pos := readSidecar(t, localPath)
 
 	next := filepath.Join(s.fileReplica, "ltx", "0", ltx.FormatFilename(pos+1, pos+1))
+	// Gone, not yet to be written: the store must already be past it.
 	eventually(t, 60*time.Second, "the follower's next L0 file to be compacted away", func() bool {
-		_, err := os.Stat(next)
+		st, err := s.status()
+		if err != nil || len(st.DBs) != 1 || len(st.DBs[0].Replicas) != 1 || st.DBs[0].Replicas[0].TXID < pos+3 {
+			return false
+		}
+		_, err = os.Stat(next)
 		return os.IsNotExist(err)
 	})
 
 	f = startFollow(t, s.env, url, localPath, 100*time.Millisecond)
-	w.pause.Lock()
+	w.halt(t) // the end state must stay put until the follower reaches it
 	final := snapshotImage(t, app)
 	finalTXID := s.waitShipped(t, final)
-	w.pause.Unlock()
 	f.waitAt(t, finalTXID, final.checksum)
-	w.halt(t)
 	out := f.out.String()
 	if !strings.Contains(out, "catching up from a compacted level") {
 		t.Errorf("the follower did not report catching up from a compacted level:\n%s", tailLines(out, 30))
