@@ -836,3 +836,53 @@ func TestOnDemoteExit(t *testing.T) {
 		t.Fatalf("exit not explained:\n%s", tailLines(out, 20))
 	}
 }
+
+// TestStaticLease: with lease type static the configured node is primary
+// (fencing token 1) without Consul, and a follower refuses to promote.
+func TestStaticLease(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "store")
+	mk := func(name string) *leaseNode {
+		n := &leaseNode{name: name, dir: filepath.Join(dir, name)}
+		if err := os.MkdirAll(n.dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		n.dbPath = filepath.Join(n.dir, "app.db")
+		n.addr = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+		n.config = filepath.Join(n.dir, "understudy.yml")
+		writeFile(t, n.config, fmt.Sprintf(`addr: %s
+dbs:
+  - path: %s
+    name: app
+    replicas:
+      - url: file://%s
+        sync-interval: 100ms
+    follower:
+      poll-interval: 100ms
+    lease:
+      type: static
+      node: %s
+      primary: a
+`, n.addr, n.dbPath, store, name))
+		return n
+	}
+	a, b := mk("a"), mk("b")
+	db := openDB(t, a.dbPath)
+	mustExec(t, db, `CREATE TABLE IF NOT EXISTS log (id INTEGER PRIMARY KEY, v TEXT)`)
+	a.replicate(t)
+	st := a.waitStatus(t, 30*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" })
+	if st.FencingToken != 1 {
+		t.Fatalf("static primary's fencing token %d, want 1", st.FencingToken)
+	}
+	mustExec(t, db, `INSERT INTO log(v) VALUES ('x')`)
+	a.waitShippedAt(t, snapshotImage(t, db).checksum)
+	b.follow(t)
+	b.waitStatus(t, 30*time.Second, "following", func(st nodeStatus) bool { return st.Role == "follower" && st.TXID > 0 })
+	r := run(t, nil, "promote", "-config", b.config, "-timeout", "10s")
+	if r.code == 0 || !strings.Contains(r.stderr, "static") {
+		t.Fatalf("promote on a static follower: exit %d %s%s, want a refusal naming the static lease", r.code, r.stdout, r.stderr)
+	}
+	if st, err := b.status(); err != nil || st.Role != "follower" {
+		t.Fatalf("follower after the refused promotion: %+v %v", st, err)
+	}
+}
