@@ -395,6 +395,12 @@ func (n *Node) runPrimary(ctx context.Context, promoted bool) (bool, error) {
 		select {
 		case <-ctx.Done():
 			<-runErr
+			if n.cfg.Lease != nil && !n.holding() {
+				// Lost at the same moment: no final upload without the lease.
+				n.log.Error("stopping without a final sync: the lease was lost")
+				db.Close()
+				return false, nil
+			}
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultFinalSyncTimeout)
 			err := db.Sync(sctx)
 			cancel()
@@ -420,11 +426,8 @@ func (n *Node) runPrimary(ctx context.Context, promoted bool) (bool, error) {
 				n.log.Error("fenced: another writer owns the history; application writes halted", "error", err)
 				return n.demote(ctx, db, err.Error())
 			}
-			// Not a question of who is primary: stop, keep the app's
-			// writes held (nobody ships them), and report.
-			if herr := db.Halt("replication failed"); herr != nil {
-				n.log.Error("could not halt the application's writes", "error", herr)
-			}
+			// Not a question of who is primary: stop and report, as
+			// replicate without a lease does.
 			db.Close()
 			n.release(ctx, 0)
 			return false, err
