@@ -1,19 +1,3 @@
-// Package promote composes the primary and the follower into one node that
-// changes role safely: a follower promotes (planned hand-off from a live
-// primary, forced after a dead one, or automatically when the lease is
-// free), a primary steps down the moment its lease is lost or its upload is
-// fenced, and the history in the store stays one unbroken chain.
-//
-// The order of a promotion is the safety argument: (1) hold the lease, (2)
-// replay the store, (3) claim the next TXID with a create-only zero-page
-// file, and only then (4) open the database read-write and ship. A deposed
-// primary that still uploads after (1) (an upload in flight) loses at (3)
-// or is fenced by it; one that is frozen and wakes up later finds the
-// claimed key taken and halts.
-//
-// The decisions ("may this node promote now", "what does a demotion do",
-// "did this primary diverge") are plain functions in this file; Node runs
-// the loops around them.
 package promote
 
 import (
