@@ -133,6 +133,9 @@ func (n *Node) Promote(ctx context.Context, force bool, timeout time.Duration) e
 	if timeout <= 0 {
 		timeout = DefaultPromoteTimeout
 	}
+	if n.Status().Role == RolePrimary && n.holding() {
+		return nil // already the primary: nothing to do
+	}
 	req := promoteRequest{force: force, timeout: timeout, reply: make(chan error, 1)}
 	select {
 	case n.promoteReq <- req:
