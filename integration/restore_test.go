@@ -1,0 +1,489 @@
+package integration
+
+import (
+	"crypto/sha256"
+	"database/sql"
+	"fmt"
+	"io"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/superfly/ltx"
+	"github.com/understudy-db/understudy/internal/dbsum"
+)
+
+// withDBKeys adds per-database keys (levels, l0-retention, ...) to a stack's
+// config, just above its replicas: list.
+func (s *stack) withDBKeys(t *testing.T, keys string) {
+	t.Helper()
+	cfg := mustRead(t, s.configPath)
+	if !strings.Contains(cfg, "    replicas:\n") {
+		t.Fatalf("config has no replicas: line:\n%s", cfg)
+	}
+	writeFile(t, s.configPath, strings.Replace(cfg, "    replicas:\n", keys+"    replicas:\n", 1))
+}
+
+// pageDigest hashes a database's pages in order, with the page-1 bytes that
+// a restore may legitimately differ in (24-27 change counter, 92-99
+// version-valid-for and SQLite version) masked. Equal digests mean equal
+// bytes in every other byte of every page.
+func pageDigest(pages [][]byte) [32]byte {
+	h := sha256.New()
+	for i, p := range pages {
+		if i == 0 {
+			p = maskPage1(p)
+		}
+		h.Write(p)
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+func maskPage1(p []byte) []byte {
+	c := append([]byte(nil), p...)
+	if len(c) >= 100 {
+		copy(c[24:28], make([]byte, 4))
+		copy(c[92:100], make([]byte, 8))
+	}
+	return c
+}
+
+// filePageDigest is pageDigest of a database file at rest (no WAL), read
+// page by page so that its size does not matter.
+func filePageDigest(t testing.TB, path string, pageSize int) [32]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	buf := make([]byte, pageSize)
+	for i := 0; ; i++ {
+		if _, err := io.ReadFull(f, buf); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("read %s page %d: %v", path, i+1, err)
+		}
+		p := buf
+		if i == 0 {
+			p = maskPage1(buf)
+		}
+		h.Write(p)
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// timedPoint is a restorable point: its TXID, a time after its commit and
+// before the next one, and digests of the copy taken there.
+type timedPoint struct {
+	txid     ltx.TXID
+	at       time.Time
+	checksum ltx.Checksum
+	digest   [32]byte
+	pageSize int
+}
+
+// TestRestorePointsByTXIDAndTime is issue 4's main proof: during a random
+// write run, with compaction into L1 and L2 going on, the test records 50
+// points (TXID, time, copy); a restore by each TXID and by each timestamp,
+// from the file and the S3 replica in turn, equals its copy in every page.
+func TestRestorePointsByTXIDAndTime(t *testing.T) {
+	s := newStack(t, true)
+	s.withDBKeys(t, "    levels: [2s, 5s]\n    l0-retention: 1m\n")
+	app := openDB(t, s.dbPath)
+	w := startWriter(t, app, 41)
+	d := s.replicate(t)
+	rng := rand.New(rand.NewSource(42))
+
+	const n = 50
+	var points []timedPoint
+	for i := 0; i < n; i++ {
+		time.Sleep(time.Duration(100+rng.Intn(250)) * time.Millisecond)
+		w.pause.Lock()
+		img := snapshotImage(t, app)
+		txid := s.waitShipped(t, img)
+		// The header time of this TXID is its sync time, which was before
+		// now; the next TXID's sync comes after the next commit, which
+		// comes after the sleep, so a millisecond clock tells them apart.
+		at := time.Now()
+		time.Sleep(3 * time.Millisecond)
+		w.pause.Unlock()
+		if len(points) > 0 && points[len(points)-1].txid == txid {
+			t.Fatalf("point %d has the TXID %s of the point before it: the writer wrote nothing", i, txid)
+		}
+		var pageSize int
+		if err := app.QueryRow(`PRAGMA page_size`).Scan(&pageSize); err != nil {
+			t.Fatal(err)
+		}
+		points = append(points, timedPoint{txid: txid, at: at, checksum: img.checksum, digest: pageDigest(img.pages), pageSize: pageSize})
+		if d.exited() {
+			t.Fatalf("replicate exited:\n%s", tailLines(d.out.String(), 30))
+		}
+	}
+	w.halt(t)
+	// Stop the daemon so that retention removes nothing while we restore.
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("replicate exit code after SIGTERM = %d", code)
+	}
+	for _, level := range []string{"1", "2"} {
+		if c := countFiles(t, filepath.Join(s.fileReplica, "ltx", level)); c == 0 {
+			t.Errorf("no L%s files in the file replica: the restores did not cross compacted levels", level)
+		}
+	}
+	t.Logf("%d transactions, points at TXIDs %s..%s", w.n, points[0].txid, points[n-1].txid)
+
+	urls := s.replicaURLs()
+	check := func(how string, p timedPoint, out string) {
+		t.Helper()
+		if got := fileChecksum(t, out); got != p.checksum {
+			t.Errorf("restore %s: checksum %s, copy %s", how, got, p.checksum)
+			return
+		}
+		if got := filePageDigest(t, out, p.pageSize); got != p.digest {
+			t.Errorf("restore %s: same checksum but the pages differ from the copy", how)
+		}
+	}
+	for i, p := range points {
+		var extra []string
+		if i%10 == 0 {
+			extra = []string{"-integrity-check", "quick"}
+		}
+		url := urls[i%2]
+		out := s.restore(t, url, append([]string{"-txid", hex16(p.txid)}, extra...)...)
+		check(fmt.Sprintf("of %s at TXID %s", url, p.txid), p, out)
+		if i%10 == 5 {
+			integrityCheck(t, out)
+		}
+
+		url = urls[(i+1)%2]
+		ts := p.at.UTC().Format(time.RFC3339Nano)
+		out = s.restore(t, url, "-timestamp", ts)
+		check(fmt.Sprintf("of %s at time %s (point TXID %s)", url, ts, p.txid), p, out)
+	}
+}
+
+// restoreFailure runs a restore that must fail into a fresh directory and
+// returns its stderr, after checking the exit code and that nothing at all
+// was left behind (no OUT, no temp file beside it).
+func restoreFailure(t *testing.T, env []string, url string, args ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	out := filepath.Join(dir, "restored.db")
+	res := run(t, env, append(append([]string{"restore", "-o", out}, args...), url)...)
+	if res.code == 0 {
+		t.Fatalf("restore %s %v exited 0; output:\n%s%s", url, args, res.stdout, res.stderr)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		t.Errorf("failed restore left %s behind", e.Name())
+	}
+	t.Logf("exit %d: %s", res.code, strings.TrimSpace(res.stderr))
+	return res.stderr
+}
+
+func wantAll(t *testing.T, msg string, subs ...string) {
+	t.Helper()
+	for _, sub := range subs {
+		if !strings.Contains(msg, sub) {
+			t.Errorf("message does not contain %q:\n%s", sub, msg)
+		}
+	}
+}
+
+// l0Files lists the L0 file names of a file replica in TXID order.
+func l0Files(t *testing.T, replica string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(replica, "ltx", "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".ltx") {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// TestRestoreErrors breaks a store in each way a restore must refuse, through
+// the CLI: the message names the object and the problem, the exit code is
+// non-zero and nothing is left at OUT. Each case undoes its damage, and a
+// final restore proves the store is whole again.
+func TestRestoreErrors(t *testing.T) {
+	s := newStack(t, true)
+	s.withDBKeys(t, "    levels: [1h]\n") // no compaction: L0 holds every TXID
+	app := openDB(t, s.dbPath)
+	mustExec(t, app, `CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)`)
+	beforeFirst := time.Now()
+	time.Sleep(5 * time.Millisecond)
+	d := s.replicate(t)
+	var img image
+	for i := 0; i < 8; i++ {
+		mustExec(t, app, `INSERT INTO t(v) VALUES (randomblob(20000))`)
+		img = snapshotImage(t, app)
+		s.waitShipped(t, img)
+	}
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("replicate exit code after SIGTERM = %d", code)
+	}
+	fileURL, s3URL := s.replicaURLs()[0], s.replicaURLs()[1]
+	names := l0Files(t, s.fileReplica)
+	if len(names) < 6 {
+		t.Fatalf("only %d L0 files: %v", len(names), names)
+	}
+	_, newest, err := ltx.ParseFilename(names[len(names)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	l0 := func(name string) string { return filepath.Join(s.fileReplica, "ltx", "0", name) }
+	mid := names[len(names)/2]
+	midTXID, _, _ := ltx.ParseFilename(mid)
+	midName := fmt.Sprintf("L0 %s-%s", midTXID, midTXID)
+
+	t.Run("missing file in the chain", func(t *testing.T) {
+		aside := filepath.Join(s.dir, "aside.ltx")
+		if err := os.Rename(l0(mid), aside); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Rename(aside, l0(mid))
+		msg := restoreFailure(t, s.env, fileURL)
+		wantAll(t, msg, "missing file in the chain", fmt.Sprintf("no file covers TXIDs %s-%s", midTXID, midTXID))
+	})
+
+	t.Run("corrupt object", func(t *testing.T) {
+		f, err := os.OpenFile(l0(mid), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		st, _ := f.Stat()
+		off := st.Size() / 2
+		b := make([]byte, 1)
+		if _, err := f.ReadAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+		flip := func() {
+			b[0] ^= 0xff
+			if _, err := f.WriteAt(b, off); err != nil {
+				t.Fatal(err)
+			}
+		}
+		flip()
+		defer flip()
+		msg := restoreFailure(t, s.env, fileURL)
+		wantAll(t, msg, midName, "corrupt object")
+		if !strings.Contains(msg, "checksum") && !strings.Contains(msg, "decode") {
+			t.Errorf("message names neither a checksum nor a decoding problem:\n%s", msg)
+		}
+	})
+
+	t.Run("before the earliest point by timestamp", func(t *testing.T) {
+		msg := restoreFailure(t, s.env, fileURL, "-timestamp", beforeFirst.UTC().Format(time.RFC3339Nano))
+		wantAll(t, msg, "before the earliest restorable point", "TXID "+hex16(1))
+	})
+
+	t.Run("after the newest", func(t *testing.T) {
+		msg := restoreFailure(t, s.env, s3URL, "-txid", hex16(newest+1000))
+		wantAll(t, msg, "after the newest position", hex16(newest+1000), hex16(newest))
+	})
+
+	t.Run("foreign object", func(t *testing.T) {
+		next := newest + 1
+		path := l0(ltx.FormatFilename(next, next))
+		writeFile(t, path, strings.Repeat("this is not an LTX file\n", 20))
+		defer os.Remove(path)
+		msg := restoreFailure(t, s.env, fileURL)
+		wantAll(t, msg, fmt.Sprintf("L0 %s-%s", next, next), "foreign object")
+	})
+
+	t.Run("output exists", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "restored.db")
+		writeFile(t, out, "precious")
+		res := run(t, s.env, "restore", "-o", out, fileURL)
+		if res.code == 0 {
+			t.Fatalf("restore over an existing file exited 0")
+		}
+		wantAll(t, res.stderr, out, "never overwrites")
+		res = run(t, s.env, "restore", "-if-db-not-exists", "-o", out, fileURL)
+		if res.code != 0 {
+			t.Fatalf("-if-db-not-exists: exit %d\n%s", res.code, res.stderr)
+		}
+		if got := mustRead(t, out); got != "precious" {
+			t.Fatalf("existing file changed to %q", got)
+		}
+		entries, _ := os.ReadDir(filepath.Dir(out))
+		if len(entries) != 1 {
+			t.Errorf("%d entries beside OUT, want only OUT", len(entries))
+		}
+	})
+
+	t.Run("wrong S3 credentials", func(t *testing.T) {
+		const secret = "wrong-secret-f00dcafe4711"
+		env := []string{"AWS_ACCESS_KEY_ID=" + s.s3.AccessKey, "AWS_SECRET_ACCESS_KEY=" + secret}
+		msg := restoreFailure(t, env, s3URL)
+		wantAll(t, msg, "credentials", s.bucket)
+		if strings.Contains(msg, secret) || strings.Contains(msg, s.s3.SecretKey) {
+			t.Errorf("message shows a secret:\n%s", msg)
+		}
+	})
+
+	t.Run("missing bucket", func(t *testing.T) {
+		url := strings.Replace(s3URL, "s3://"+s.bucket+"/", "s3://no-such-bucket-4711/", 1)
+		msg := restoreFailure(t, s.env, url)
+		wantAll(t, msg, `"no-such-bucket-4711"`, "does not exist")
+	})
+
+	// Every case undid its damage: both replicas restore the primary.
+	for _, url := range []string{fileURL, s3URL} {
+		out := s.restore(t, url)
+		if got := fileChecksum(t, out); got != img.checksum {
+			t.Errorf("restore of %s after the error cases: checksum %s, primary %s", url, got, img.checksum)
+		}
+	}
+}
+
+// streamChecksum is snapshotImage's checksum without holding the pages in
+// memory (the large database does not fit comfortably), plus the page count.
+func streamChecksum(t testing.TB, db *sql.DB) (ltx.Checksum, uint32) {
+	t.Helper()
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var pageSize int
+	if err := tx.QueryRow(`PRAGMA page_size`).Scan(&pageSize); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := tx.Query(`SELECT pgno, data FROM sqlite_dbpage ORDER BY pgno`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	lock := ltx.LockPgno(uint32(pageSize))
+	var sum dbsum.Sum
+	var n uint32
+	for rows.Next() {
+		var pgno uint32
+		var data []byte
+		if err := rows.Scan(&pgno, &data); err != nil {
+			t.Fatal(err)
+		}
+		if pgno != n+1 {
+			t.Fatalf("sqlite_dbpage skipped from page %d to %d", n, pgno)
+		}
+		n = pgno
+		if pgno != lock {
+			sum = sum.Add(dbsum.Page(pgno, data))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return sum.Checksum(), n
+}
+
+// TestReplicateLargeDatabase is issue 3's large-database proof: a database
+// over 1 GiB, across the lock-byte page (page 262145 with 4 KiB pages),
+// replicates through `understudy replicate` to a file replica, takes more
+// transactions that touch pages beyond the lock page, and restores
+// identically.
+func TestReplicateLargeDatabase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes several GB")
+	}
+	t0 := time.Now()
+	s := newStack(t, false)
+	// Build the bulk fast: no journal, no sync, before replication starts
+	// (the daemon's first sync is then one full snapshot).
+	{
+		bulk, err := sql.Open("sqlite3", "file:"+s.dbPath+"?_journal_mode=OFF&_synchronous=OFF")
+		if err != nil {
+			t.Fatal(err)
+		}
+		bulk.SetMaxOpenConns(1)
+		mustExec(t, bulk, `PRAGMA page_size = 4096`)
+		mustExec(t, bulk, `CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT, v BLOB)`)
+		const rows, per = 1100, 100 // 1 MiB blobs: about 1.15 GB
+		for i := 0; i < rows; i += per {
+			mustExec(t, bulk, `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < ?)
+				INSERT INTO t(k, v) SELECT 'bulk', randomblob(1048576) FROM c`, per)
+		}
+		bulk.Close()
+	}
+	tBuilt := time.Since(t0)
+
+	app := openDB(t, s.dbPath)
+	lock := ltx.LockPgno(4096)
+	var pages uint32
+	if err := app.QueryRow(`PRAGMA page_count`).Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if pages <= lock {
+		t.Fatalf("database has %d pages: does not cross the lock page %d", pages, lock)
+	}
+	d := s.replicate(t)
+	sum, _ := streamChecksum(t, app)
+	first := s.waitShipped(t, image{checksum: sum})
+	tSnap := time.Since(t0)
+
+	// Transactions past the lock page: rewrite the newest rows (their
+	// overflow pages lie at the end of the file), grow the file, and touch
+	// rows on both sides of the lock page in one transaction.
+	mustExec(t, app, `UPDATE t SET v = randomblob(1048576), k = 'rewritten' WHERE id > 1090`)
+	mustExec(t, app, `INSERT INTO t(k, v) SELECT 'more', randomblob(300000) FROM t WHERE id > 1095`)
+	mustExec(t, app, `UPDATE t SET k = 'touched' WHERE id % 50 = 0`)
+	mustExec(t, app, `DELETE FROM t WHERE id = 1099`)
+	sum, pages = streamChecksum(t, app)
+	last := s.waitShipped(t, image{checksum: sum})
+	if last < first+4 {
+		t.Fatalf("TXID %s after 4 transactions on top of %s", last, first)
+	}
+	if pages <= lock {
+		t.Fatalf("database shrank to %d pages, below the lock page", pages)
+	}
+	if code := d.stop(t, syscall.SIGTERM, time.Minute); code != 0 {
+		t.Fatalf("replicate exit code after SIGTERM = %d", code)
+	}
+	tShipped := time.Since(t0)
+
+	out := s.restore(t, s.replicaURLs()[0])
+	tRestored := time.Since(t0)
+	if got := fileChecksum(t, out); got != sum {
+		t.Fatalf("restore checksum %s, primary %s", got, sum)
+	}
+	st, err := os.Stat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != int64(pages)*4096 {
+		t.Errorf("restored file is %d bytes, want %d pages of 4096", st.Size(), pages)
+	}
+	rdb, err := sql.Open("sqlite3", "file:"+out+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	var qc string
+	if err := rdb.QueryRow(`PRAGMA quick_check`).Scan(&qc); err != nil || qc != "ok" {
+		t.Fatalf("quick_check of the restore: %q, %v", qc, err)
+	}
+	t.Logf("%d pages (%.2f GB), TXIDs %s..%s; built %s, first snapshot shipped %s, tail shipped %s, restored %s, total %s",
+		pages, float64(pages)*4096/1e9, first, last, tBuilt.Round(time.Millisecond), (tSnap - tBuilt).Round(time.Millisecond),
+		(tShipped - tSnap).Round(time.Millisecond), (tRestored - tShipped).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+}
