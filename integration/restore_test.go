@@ -451,7 +451,7 @@ func TestReplicateLargeDatabase(t *testing.T) {
 	mustExec(t, app, `DELETE FROM t WHERE id = 1099`)
 	sum, pages = streamChecksum(t, app)
 	last := s.waitShipped(t, image{checksum: sum})
-	if last < first+4 {
+	if last <= first { // a sync may ship several commits as one TXID
 		t.Fatalf("TXID %s after 4 transactions on top of %s", last, first)
 	}
 	if pages <= lock {
