@@ -348,6 +348,29 @@ func TestRestoreErrors(t *testing.T) {
 		wantAll(t, msg, `"no-such-bucket-4711"`, "does not exist")
 	})
 
+	t.Run("before the earliest point after retention", func(t *testing.T) {
+		// A store whose retention has removed the first snapshot and the
+		// files up to the oldest kept one.
+		r := newStack(t, false)
+		writeFile(t, r.configPath, strings.Replace(mustRead(t, r.configPath), "        sync-interval: 100ms\n",
+			"        sync-interval: 100ms\n        snapshot-interval: 1s\n        retention: 1s\n        retention-check-interval: 1s\n", 1))
+		rapp := openDB(t, r.dbPath)
+		mustExec(t, rapp, `CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)`)
+		rd := r.replicate(t)
+		snapDir := filepath.Join(r.fileReplica, "ltx", "9")
+		eventually(t, 20*time.Second, "retention to remove the first snapshot", func() bool {
+			mustExec(t, rapp, `INSERT INTO t(v) VALUES (randomblob(1000))`)
+			return minMaxTXIDAt(t, snapDir) > 1 && minTXIDAt(t, filepath.Join(r.fileReplica, "ltx", "0")) > 1
+		})
+		if code := rd.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+			t.Fatalf("replicate exit code after SIGTERM = %d", code)
+		}
+		earliest := minMaxTXIDAt(t, snapDir)
+		msg := restoreFailure(t, nil, r.replicaURLs()[0], "-txid", "1")
+		wantAll(t, msg, "before the earliest restorable point", "TXID "+hex16(earliest))
+		r.restore(t, r.replicaURLs()[0], "-txid", hex16(earliest))
+	})
+
 	// Every case undid its damage: both replicas restore the primary.
 	for _, url := range []string{fileURL, s3URL} {
 		out := s.restore(t, url)
@@ -560,4 +583,33 @@ func maxTXIDAt(t testing.TB, dir string) ltx.TXID {
 		}
 	}
 	return max
+}
+
+// minTXIDAt is the lowest MinTXID of the LTX files in a level directory of a
+// file replica (0 if there are none).
+func minTXIDAt(t testing.TB, dir string) ltx.TXID {
+	t.Helper()
+	return levelBound(t, dir, func(lo, hi ltx.TXID) ltx.TXID { return lo })
+}
+
+// minMaxTXIDAt is the lowest MaxTXID in a level directory: for level 9, the
+// oldest snapshot's position.
+func minMaxTXIDAt(t testing.TB, dir string) ltx.TXID {
+	t.Helper()
+	return levelBound(t, dir, func(lo, hi ltx.TXID) ltx.TXID { return hi })
+}
+
+func levelBound(t testing.TB, dir string, pick func(lo, hi ltx.TXID) ltx.TXID) ltx.TXID {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var min ltx.TXID
+	for _, e := range entries {
+		if lo, hi, err := ltx.ParseFilename(e.Name()); err == nil && (min == 0 || pick(lo, hi) < min) {
+			min = pick(lo, hi)
+		}
+	}
+	return min
 }
