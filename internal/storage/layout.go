@@ -132,3 +132,16 @@ func SortFileInfos(a []FileInfo) {
 		return a[i].MaxTXID < a[j].MaxTXID
 	})
 }
+
+// CreatedInfo describes an object a client has just created from md. Its
+// time is the commit time, or now for metadata without one.
+func CreatedInfo(level int, minTXID, maxTXID ltx.TXID, size int64, md Metadata) FileInfo {
+	info := FileInfo{
+		Level: level, MinTXID: minTXID, MaxTXID: maxTXID, Size: size,
+		CreatedAt: md.CommitTime, Metadata: &md,
+	}
+	if md.CommitTime.IsZero() {
+		info.CreatedAt = time.Now()
+	}
+	return info
+}

@@ -102,15 +102,7 @@ func (c *Client) Create(ctx context.Context, level int, minTXID, maxTXID ltx.TXI
 	if err != nil {
 		return storage.FileInfo{}, err
 	}
-	mdCopy := md
-	info := storage.FileInfo{
-		Level: level, MinTXID: minTXID, MaxTXID: maxTXID, Size: size,
-		CreatedAt: md.CommitTime, Metadata: &mdCopy,
-	}
-	if md.CommitTime.IsZero() {
-		info.CreatedAt = time.Now()
-	}
-	return info, nil
+	return storage.CreatedInfo(level, minTXID, maxTXID, size, md), nil
 }
 
 // createExclusive writes r to a temp file with metadata and links it to

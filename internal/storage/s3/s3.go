@@ -209,15 +209,7 @@ func (c *Client) Create(ctx context.Context, level int, minTXID, maxTXID ltx.TXI
 	if err != nil {
 		return storage.FileInfo{}, err
 	}
-	mdCopy := md
-	info := storage.FileInfo{
-		Level: level, MinTXID: minTXID, MaxTXID: maxTXID, Size: size,
-		CreatedAt: md.CommitTime, Metadata: &mdCopy,
-	}
-	if md.CommitTime.IsZero() {
-		info.CreatedAt = time.Now()
-	}
-	return info, nil
+	return storage.CreatedInfo(level, minTXID, maxTXID, size, md), nil
 }
 
 // put is a conditional PUT of r at key with md; it returns the size.
