@@ -86,6 +86,13 @@ func nodeName(c *cli.Context, db *config.DB) string {
 }
 
 func runReplicate(c *cli.Context) error {
+	// Signals first: a SIGTERM while the databases are being opened (which
+	// can take long: a busy database, a slow store) must stop the start-up
+	// cleanly instead of killing the process half-way.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
 	cfg, err := replicateConfig(c)
 	if err != nil {
 		return cli.Exit(err, 2)
@@ -96,11 +103,22 @@ func runReplicate(c *cli.Context) error {
 	}
 	logger.Debug("config", "config", cfg.Redacted())
 	if hasLease(cfg) {
+		select {
+		case sig := <-sigs:
+			logger.Info("signal received during start-up; exiting", "signal", sig.String())
+			return nil
+		default:
+		}
+		// runNodes handles signals itself.
+		signal.Stop(sigs)
 		return runNodes(c, cfg, logger, true, c.String("exec"))
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+
+	// Until start-up is over, a signal cancels it.
+	startSig := watchStartup(sigs, cancel)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -108,6 +126,11 @@ func runReplicate(c *cli.Context) error {
 	dbs, err := openPrimaries(ctx, c, cfg, logger, reg)
 	for _, db := range dbs {
 		defer db.Close()
+	}
+	if sig := startSig(); sig != nil {
+		logger.Info("signal received during start-up; closing what was opened and exiting", "signal", sig.String(),
+			"opened", len(dbs), "error", errString(err))
+		return nil
 	}
 	if err != nil {
 		return err
@@ -145,10 +168,6 @@ func runReplicate(c *cli.Context) error {
 			}
 		}(db)
 	}
-
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 
 	var app *exec.Cmd
 	appDone := make(chan error, 1)
@@ -212,6 +231,28 @@ wait:
 		return cli.Exit("", exitCode)
 	}
 	return nil
+}
+
+// watchStartup cancels start-up (through cancel) when a signal arrives on
+// sigs. The returned function ends the watch and returns the signal that
+// arrived meanwhile, or nil; after it, signals stay queued on sigs for the
+// main loop.
+func watchStartup(sigs <-chan os.Signal, cancel context.CancelFunc) func() os.Signal {
+	stop := make(chan struct{})
+	got := make(chan os.Signal, 1)
+	go func() {
+		select {
+		case sig := <-sigs:
+			got <- sig
+			cancel()
+		case <-stop:
+			close(got)
+		}
+	}()
+	return func() os.Signal {
+		close(stop)
+		return <-got
+	}
 }
 
 // finalSyncTimeout bounds the last sync on shutdown, so a dead store cannot
