@@ -81,6 +81,14 @@ type DB struct {
 	fullImages      int   // full images written since Open
 	maxHold         time.Duration
 	lastCkptAt      int64 // WAL frame count at the last PASSIVE checkpoint
+	// truncatePending: a quiesced restart left the WAL file at its size;
+	// truncate it when the database is quiet.
+	truncatePending bool
+	// deferWrite: syncLocked reads the committed frames into tail instead
+	// of writing the L0 file (inside the quiesced restart's write-locked
+	// window); flushTailLocked writes it after the lock is released.
+	deferWrite bool
+	tail       *pendingTail
 }
 
 // New validates the options and returns an unopened DB.

@@ -273,6 +273,9 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 	if err := d.fencedErr(); err != nil {
 		return false, err
 	}
+	if err := d.flushTailLocked(); err != nil {
+		return false, err
+	}
 	t0 := time.Now()
 	if ino, err := checkFile(d.opts.Path); err != nil {
 		return false, err
@@ -325,23 +328,82 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 		d.log.Debug("following new WAL generation", "salt1", h.Salt1, "salt2", h.Salt2)
 		d.lastCkptAt = 0
 	}
-	md, changes, err := d.writeL0FromWAL(f, b)
+	if d.deferWrite {
+		// Inside the write-locked window: only read the pages (the WAL may
+		// be restarted once the lock is released); flushTailLocked writes
+		// the file.
+		pages, err := readBatchPages(f, b, d.pageSize)
+		if err != nil {
+			return false, err
+		}
+		d.tail = &pendingTail{b: b, pages: pages, t0: t0}
+		d.haveWAL, d.walHdr, d.walPos = true, h, b.End
+		d.expectRestart = false
+		return true, nil
+	}
+	md, changes, err := d.writeL0(b, func(p uint32, buf []byte) error { return wal.PageData(f, b.Pages[p], buf) })
 	if err != nil {
 		return false, err
 	}
-	d.table.apply(changes, b.Commit)
-	d.framesShipped += int64(b.Frames)
 	d.haveWAL, d.walHdr, d.walPos = true, h, b.End
 	d.expectRestart = false
-	d.advanceLocked(md)
+	d.finishSyncLocked(b, md, changes, t0)
 	if err := d.savePositionLocked(); err != nil {
 		return true, err
 	}
+	return true, nil
+}
+
+// finishSyncLocked makes a freshly written L0 file of batch b the head.
+func (d *DB) finishSyncLocked(b *wal.Batch, md fileMeta, changes []pageSum, t0 time.Time) {
+	d.table.apply(changes, b.Commit)
+	d.framesShipped += int64(b.Frames)
+	d.advanceLocked(md)
 	d.lastSync = d.clock.Now()
 	d.m.syncSeconds.WithLabelValues(d.opts.Path).Observe(time.Since(t0).Seconds())
 	d.log.Debug("sync", "txid", md.TXID, "pages", md.Pages, "commits", b.Commits, "frames", b.Frames,
 		"size", md.Size, "db_pages", md.Commit, "wal_offset", b.End.Offset, "took", time.Since(t0))
-	return true, nil
+}
+
+// pendingTail is a batch read under the write lock and not yet written.
+type pendingTail struct {
+	b     *wal.Batch
+	pages map[uint32][]byte
+	t0    time.Time
+}
+
+// readBatchPages reads the newest version of each page of b into memory.
+func readBatchPages(f *os.File, b *wal.Batch, pageSize uint32) (map[uint32][]byte, error) {
+	out := make(map[uint32][]byte, len(b.Pages))
+	for p, off := range b.Pages {
+		buf := make([]byte, pageSize)
+		if err := wal.PageData(f, off, buf); err != nil {
+			return nil, err
+		}
+		out[p] = buf
+	}
+	return out, nil
+}
+
+// flushTailLocked writes the batch a deferred sync read as the next L0
+// file. The shipped WAL position already includes it, so if it cannot be
+// written the history has a hole: that is a history break (a full image
+// as the next TXID repairs it).
+func (d *DB) flushTailLocked() error {
+	t := d.tail
+	if t == nil {
+		return nil
+	}
+	d.tail = nil
+	md, changes, err := d.writeL0(t.b, func(p uint32, buf []byte) error { copy(buf, t.pages[p]); return nil })
+	if err != nil {
+		return &historyBreak{reason: fmt.Sprintf("the frames read under the write lock could not be written: %v", err)}
+	}
+	d.finishSyncLocked(t.b, md, changes, t.t0)
+	if err := d.savePositionLocked(); err != nil {
+		return err
+	}
+	return nil
 }
 
 // advanceLocked makes a freshly written local L0 file the new head.
@@ -377,10 +439,10 @@ func (d *DB) newEncoder(w io.Writer, minTXID, maxTXID ltx.TXID, commit uint32, t
 	return enc, nil
 }
 
-// writeL0FromWAL writes the next L0 file from the newest version of each
-// page in b and commits it to the shadow directory. The page table is not
-// changed; the caller applies the returned changes.
-func (d *DB) writeL0FromWAL(f *os.File, b *wal.Batch) (fileMeta, []pageSum, error) {
+// writeL0 writes the next L0 file from the newest version of each page in
+// b (read by page) and commits it to the shadow directory. The page table
+// is not changed; the caller applies the returned changes.
+func (d *DB) writeL0(b *wal.Batch, page func(pgno uint32, buf []byte) error) (fileMeta, []pageSum, error) {
 	txid := d.txid + 1
 	now := d.clock.Now()
 	pgnos := make([]uint32, 0, len(b.Pages))
@@ -402,7 +464,7 @@ func (d *DB) writeL0FromWAL(f *os.File, b *wal.Batch) (fileMeta, []pageSum, erro
 	data := make([]byte, d.pageSize)
 	changes := make([]pageSum, 0, len(pgnos))
 	for _, p := range pgnos {
-		if err := wal.PageData(f, b.Pages[p], data); err != nil {
+		if err := page(p, data); err != nil {
 			return fileMeta{}, nil, err
 		}
 		changes = append(changes, pageSum{p, dbsum.Page(p, data)})
@@ -456,7 +518,7 @@ func (d *DB) shipDeltaLocked(ctx context.Context, lp localPosition, img *pageTab
 			"the WAL after the last position does not lead to the database as captured (end %d/%d, commits %d, grown %v)",
 			b.End.Offset, d.walPos.Offset, b.Commits, b.Grown))
 	}
-	md, _, err := d.writeL0FromWAL(f, b)
+	md, _, err := d.writeL0(b, func(p uint32, buf []byte) error { return wal.PageData(f, b.Pages[p], buf) })
 	if err != nil {
 		return err
 	}
