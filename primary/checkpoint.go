@@ -35,7 +35,7 @@ func checkpointMode(frames, lastPassive int64, minPages, maxPages int) string {
 
 // restartCkptRetry bounds how long the write-locked window of a WAL restart
 // waits for another checkpointer (the application's autocheckpoint).
-const restartCkptRetry = 5 * time.Millisecond
+const restartCkptRetry = 25 * time.Millisecond
 
 func (d *DB) checkpointLocked(ctx context.Context) error {
 	if !d.haveWAL || d.halted {

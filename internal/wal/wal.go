@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Sizes and magic numbers of the WAL format.
@@ -160,6 +161,20 @@ type Batch struct {
 	Grown bool
 }
 
+// scanBufs reuses Scan's read buffers (1 MiB at 4 KiB pages): a busy
+// shipper scans many times a second, and a fresh buffer each time kept the
+// garbage collector's heap goal, and so the process's RSS, high.
+var scanBufs sync.Pool
+
+func getBuf(n int) []byte {
+	if p, ok := scanBufs.Get().(*[]byte); ok && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]byte, n)
+}
+
+func putBuf(b []byte) { scanBufs.Put(&b) }
+
 // Scan reads frames through r from start, validating salts and the checksum
 // chain, up to limit bytes of file (limit <= 0: to the end of what r holds).
 // dbSize is the database size in pages before start; it is used to check that
@@ -174,7 +189,8 @@ func Scan(r io.ReaderAt, h Header, start Position, dbSize uint32, limit int64) (
 	txPages := make(map[uint32]int64)
 	pos := start
 	const chunkFrames = 256
-	buf := make([]byte, fsz*chunkFrames)
+	buf := getBuf(int(fsz * chunkFrames))
+	defer putBuf(buf)
 	var bufOff int64 = -1 // file offset of buf[0]
 	var bufLen int64
 	for {
