@@ -105,6 +105,25 @@ func procStats(t *testing.T, pid int) (float64, int64) {
 	return (utime + stime) / 100, hwm // USER_HZ is 100 on Linux
 }
 
+// rssParts returns the current anonymous and file-backed RSS in KiB of pid
+// (file-backed is mostly the binary's own mapped pages).
+func rssParts(t *testing.T, pid int) (anon, file int64) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "RssAnon:" {
+			anon, _ = strconv.ParseInt(f[1], 10, 64)
+		} else if len(f) >= 2 && f[0] == "RssFile:" {
+			file, _ = strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	return anon, file
+}
+
 // metricSum adds the values of every sample of a metric in /metrics.
 func metricSum(t *testing.T, addr, name string) float64 {
 	t.Helper()
@@ -279,6 +298,7 @@ func TestPrimaryBench(t *testing.T) {
 	}
 	sort.Strings(idleOps)
 	_, rss2 := procStats(t, cmd.Process.Pid)
+	anon, file := rssParts(t, cmd.Process.Pid)
 	if rss2 > rss {
 		rss = rss2
 	}
@@ -290,7 +310,8 @@ func TestPrimaryBench(t *testing.T) {
 	fmt.Printf("| WAL max size with replicate | %.1f MB |\n", float64(maxWAL)/1e6)
 	fmt.Printf("| daemon CPU during the busy phase | %.2f s for %.0f MB to the store (%.1f s/GB) |\n",
 		cpu1-cpu0, walShipped/1e6, (cpu1-cpu0)/(walShipped/1e9))
-	fmt.Printf("| daemon peak RSS | %.1f MB |\n", float64(rss)/1024)
+	fmt.Printf("| daemon peak RSS | %.1f MB (at the end: %.1f MB anonymous, %.1f MB file-backed) |\n",
+		float64(rss)/1024, float64(anon)/1024, float64(file)/1024)
 	fmt.Printf("| ship lag commit->object p50 / p99 / max | %s / %s / %s |\n",
 		lags[len(lags)/2].Round(time.Millisecond), lags[len(lags)*99/100].Round(time.Millisecond), lags[len(lags)-1].Round(time.Millisecond))
 	fmt.Printf("| idle store requests per minute (after %s for L1 to catch up) | %.1f (%s in %s) |\n",
