@@ -6,6 +6,9 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,4 +185,24 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// statusDB reads the one database's entry of a daemon's /status on addr.
+func statusDB[T any](addr string) (T, error) {
+	var zero T
+	var doc struct {
+		DBs []T `json:"dbs"`
+	}
+	resp, err := http.Get("http://" + addr + "/status")
+	if err != nil {
+		return zero, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		return zero, err
+	}
+	if len(doc.DBs) != 1 {
+		return zero, fmt.Errorf("/status at %s lists %d databases, want 1", addr, len(doc.DBs))
+	}
+	return doc.DBs[0], nil
 }

@@ -61,23 +61,7 @@ type followStatus struct {
 	Error      string       `json:"error"`
 }
 
-func (f *followProc) status() (followStatus, error) {
-	var doc struct {
-		DBs []followStatus `json:"dbs"`
-	}
-	resp, err := http.Get("http://" + f.addr + "/status")
-	if err != nil {
-		return followStatus{}, err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-		return followStatus{}, err
-	}
-	if len(doc.DBs) != 1 {
-		return followStatus{}, fmt.Errorf("/status lists %d databases, want 1", len(doc.DBs))
-	}
-	return doc.DBs[0], nil
-}
+func (f *followProc) status() (followStatus, error) { return statusDB[followStatus](f.addr) }
 
 // waitFor polls the follower's status until cond holds; it fails early when
 // the follower stopped or exited unless the caller waits for that.

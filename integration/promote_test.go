@@ -98,21 +98,7 @@ type nodeStatus struct {
 	} `json:"replicas"`
 }
 
-func (n *leaseNode) status() (nodeStatus, error) {
-	var doc struct{ DBs []nodeStatus }
-	resp, err := http.Get("http://" + n.addr + "/status")
-	if err != nil {
-		return nodeStatus{}, err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-		return nodeStatus{}, err
-	}
-	if len(doc.DBs) != 1 {
-		return nodeStatus{}, fmt.Errorf("%d dbs in /status", len(doc.DBs))
-	}
-	return doc.DBs[0], nil
-}
+func (n *leaseNode) status() (nodeStatus, error) { return statusDB[nodeStatus](n.addr) }
 
 func (n *leaseNode) waitStatus(t *testing.T, timeout time.Duration, what string, cond func(nodeStatus) bool) nodeStatus {
 	t.Helper()
