@@ -24,7 +24,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -290,28 +289,7 @@ func pct(sorted []time.Duration, q float64) time.Duration {
 // requestsByType reads the follower's store request counters by type.
 func requestsByType(t *testing.T, addr string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "understudy_follower_store_requests_total{") {
-			continue
-		}
-		typ := "?"
-		if i := strings.Index(line, `type="`); i >= 0 {
-			typ = line[i+6:]
-			typ = typ[:strings.IndexByte(typ, '"')]
-		}
-		f := strings.Fields(line)
-		v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-		out[typ] += v
-	}
-	return out
+	return metricByLabel(t, addr, "understudy_follower_store_requests_total", "type")
 }
 
 func perMinute(before, after map[string]float64, d time.Duration) string {

@@ -127,26 +127,15 @@ func rssParts(t *testing.T, pid int) (anon, file int64) {
 // metricSum adds the values of every sample of a metric in /metrics.
 func metricSum(t *testing.T, addr, name string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
-			f := strings.Fields(line)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			sum += v
-		}
+	for _, v := range metricByLabel(t, addr, name, "") {
+		sum += v
 	}
 	return sum
 }
 
 // metricByLabel adds the values of every sample of a metric in /metrics by
-// the value of one label.
+// the value of one label ("" for samples without it, or label "").
 func metricByLabel(t *testing.T, addr, name, label string) map[string]float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -158,11 +147,11 @@ func metricByLabel(t *testing.T, addr, name, label string) map[string]float64 {
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue
 		}
 		key := ""
-		if i := strings.Index(line, label+`="`); i >= 0 {
+		if i := strings.Index(line, label+`="`); label != "" && i >= 0 {
 			rest := line[i+len(label)+2:]
 			key = rest[:strings.IndexByte(rest, '"')]
 		}
