@@ -15,6 +15,7 @@
 //	    max-checkpoint-page-count: 10000
 //	    levels: [30s, 5m, 1h]        # compaction intervals of L1, L2, L3 (up to L8)
 //	    l0-retention: 5m
+//	    max-shadow-size: 1GiB        # L0 files kept beside the db for lagging replicas (default: the db's size, at least 64MiB)
 //	    replicas:                    # or Litestream's single replica: {...}
 //	      - url: s3://bucket/app?endpoint=http://127.0.0.1:7070&region=us-east-1&force-path-style=true&skip-verify=false
 //	        # or: type: s3, bucket, path, region, endpoint, force-path-style, skip-verify
@@ -46,7 +47,9 @@
 //	      # primary: host-a          # type static only: the node that is primary
 //
 // $VAR and ${VAR} are expanded in the whole file unless -no-expand-env.
-// Durations are Go durations (500ms, 10s, 5m, 24h). Unknown keys are errors,
+// Durations are Go durations (500ms, 10s, 5m, 24h). Sizes are bytes, or a
+// number with a unit: kB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB
+// (powers of 1024). Unknown keys are errors,
 // and every error names the file, line and key (see Error).
 package config
 
@@ -112,8 +115,15 @@ type DB struct {
 	MaxCheckpointPageCount int
 	Levels                 []time.Duration // compaction interval of L1, L2, ... (L0 is every sync)
 	L0Retention            time.Duration
-	Follower               *Follower // nil when absent
-	Lease                  *Lease    // nil when absent
+	// MaxShadowSize bounds, in bytes, the L0 files the primary keeps in the
+	// shadow directory beside the database until every replica has them;
+	// past it the oldest are dropped and a replica that still needed them
+	// gets a snapshot. 0 (not set) leaves the default to the primary: the
+	// larger of the database's size and 64 MiB, which depends on the
+	// database and so cannot be filled in here.
+	MaxShadowSize int64
+	Follower      *Follower // nil when absent
+	Lease         *Lease    // nil when absent
 
 	name string // the optional name: key; see Name
 }

@@ -47,6 +47,7 @@ func TestParseEveryKey(t *testing.T) {
 		"    max-checkpoint-page-count: 5000",
 		"    levels: [10s, 1m, 10m, 2h]",
 		"    l0-retention: 2m",
+		"    max-shadow-size: 1GiB",
 		"    replicas:",
 		"      - name: primary-s3",
 		"        type: s3",
@@ -109,6 +110,7 @@ func TestParseEveryKey(t *testing.T) {
 			MaxCheckpointPageCount: 5000,
 			Levels:                 []time.Duration{10 * time.Second, time.Minute, 10 * time.Minute, 2 * time.Hour},
 			L0Retention:            2 * time.Minute,
+			MaxShadowSize:          1 << 30,
 			Replicas: []*Replica{
 				{
 					Name: "primary-s3", Type: "s3", Bucket: "bkt", Path: "dbs/app", Region: "eu-west-1",
@@ -489,5 +491,45 @@ func TestDocExample(t *testing.T) {
 	}
 	if len(c.DBs) != 1 || len(c.DBs[0].Replicas) != 2 || c.DBs[0].Lease.Consul.HealthCheck != "service:app" {
 		t.Errorf("sample parsed as\n%s", c)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		err  string
+	}{
+		{"1048576", 1 << 20, ""},
+		{"512B", 512, ""},
+		{"64MiB", 64 << 20, ""},
+		{"64 MiB", 64 << 20, ""},
+		{"64mib", 64 << 20, ""},
+		{"2GiB", 2 << 30, ""},
+		{"1TiB", 1 << 40, ""},
+		{"8KiB", 8 << 10, ""},
+		{"500MB", 500e6, ""},
+		{"1GB", 1e9, ""},
+		{"3kB", 3000, ""},
+		{"2TB", 2e12, ""},
+		{"1.5GiB", 0, `invalid size "1.5GiB"`},
+		{"-1MiB", 0, `invalid size "-1MiB"`},
+		{"64M", 0, `unknown unit "M"`},
+		{"9000000000TiB", 0, "too large"},
+		{"99999999999999999999", 0, "too large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := parseSize(tt.in)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("parseSize(%q) = %d, %v; want an error containing %q", tt.in, got, err, tt.err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("parseSize(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
+			}
+		})
 	}
 }

@@ -16,7 +16,7 @@ import (
 var (
 	topKeys      = []string{"addr", "access-key-id", "secret-access-key", "logging", "dbs"}
 	loggingKeys  = []string{"level", "type"}
-	dbKeys       = []string{"name", "path", "replicas", "replica", "min-checkpoint-page-count", "max-checkpoint-page-count", "levels", "l0-retention", "follower", "lease"}
+	dbKeys       = []string{"name", "path", "replicas", "replica", "min-checkpoint-page-count", "max-checkpoint-page-count", "levels", "l0-retention", "max-shadow-size", "follower", "lease"}
 	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval"}
 	followerKeys = []string{"replica", "poll-interval", "auto-promote"}
 	leaseKeys    = []string{"type", "node", "advertise-url", "on-demote", "on-promote", "consul", "primary"}
@@ -228,6 +228,52 @@ func (d *decoder) duration(n *yaml.Node, path string, min time.Duration, why str
 	return dur
 }
 
+// sizeUnits are the units a size may carry, lower-cased.
+var sizeUnits = map[string]int64{
+	"": 1, "b": 1,
+	"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+	"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+}
+
+var sizeRE = regexp.MustCompile(`^([0-9]+)\s*([A-Za-z]*)$`)
+
+// parseSize reads a size in bytes: a whole number, or one with a unit
+// (64MiB, 512MB, 2GiB). A bare K, M or G is refused: whether it means
+// powers of 1000 or 1024 is anyone's guess.
+func parseSize(v string) (int64, error) {
+	m := sizeRE.FindStringSubmatch(strings.TrimSpace(v))
+	if m == nil {
+		return 0, fmt.Errorf("invalid size %q: use a number of bytes or a number with a unit, e.g. 64MiB, 512MB or 2GiB", v)
+	}
+	unit, ok := sizeUnits[strings.ToLower(m[2])]
+	if !ok {
+		return 0, fmt.Errorf("invalid size %q: unknown unit %q; use B, kB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)", v, m[2])
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil || n > (1<<63-1)/unit {
+		return 0, fmt.Errorf("invalid size %q: too large", v)
+	}
+	return n * unit, nil
+}
+
+// size returns a size in bytes above zero, or 0 when empty.
+func (d *decoder) size(n *yaml.Node, path string) int64 {
+	v := d.str(n, path)
+	if v == "" {
+		return 0
+	}
+	b, err := parseSize(v)
+	if err != nil {
+		d.errorf(n, path, "%v", err)
+		return 0
+	}
+	if b <= 0 {
+		d.errorf(n, path, "must be greater than zero (got %q)", v)
+		return 0
+	}
+	return b
+}
+
 func (d *decoder) config(root *yaml.Node) *Config {
 	c := &Config{}
 	m, ok := d.mapping(root, "", topKeys)
@@ -282,6 +328,7 @@ func (d *decoder) db(n *yaml.Node, path string) *DB {
 	db.MaxCheckpointPageCount = d.positiveInt(m["max-checkpoint-page-count"], sub(path, "max-checkpoint-page-count"))
 	db.Levels = d.levels(m["levels"], sub(path, "levels"))
 	db.L0Retention = d.duration(m["l0-retention"], sub(path, "l0-retention"), 0, "")
+	db.MaxShadowSize = d.size(m["max-shadow-size"], sub(path, "max-shadow-size"))
 	if n, ok := m["follower"]; ok {
 		db.Follower = d.follower(n, sub(path, "follower"))
 	}

@@ -37,6 +37,7 @@ type printDB struct {
 	MaxCheckpointPageCount int            `yaml:"max-checkpoint-page-count,omitempty" json:"max-checkpoint-page-count,omitempty"`
 	Levels                 []string       `yaml:"levels,omitempty" json:"levels,omitempty"`
 	L0Retention            string         `yaml:"l0-retention,omitempty" json:"l0-retention,omitempty"`
+	MaxShadowSize          int64          `yaml:"max-shadow-size,omitempty" json:"max-shadow-size,omitempty"`
 	Follower               *printFollower `yaml:"follower,omitempty" json:"follower,omitempty"`
 	Lease                  *printLease    `yaml:"lease,omitempty" json:"lease,omitempty"`
 }
@@ -121,6 +122,7 @@ func (db *DB) printable() printDB {
 		MinCheckpointPageCount: db.MinCheckpointPageCount,
 		MaxCheckpointPageCount: db.MaxCheckpointPageCount,
 		L0Retention:            dur(db.L0Retention),
+		MaxShadowSize:          db.MaxShadowSize,
 	}
 	for _, r := range db.Replicas {
 		if r != nil {
