@@ -43,6 +43,26 @@ func names(fs []storage.FileInfo) string {
 	return s
 }
 
+func TestUnshippedFrames(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		log, shipped int64
+		want         int64
+	}{
+		{"caught up", 12000, 12000, 0},
+		{"behind", 12500, 12000, 500},
+		{"nothing shipped yet", 700, 0, 700},
+		// After a quiesced restart the file keeps its old size; a writer
+		// that restarted it has written only log frames of the new one.
+		{"restarted, a few commits", 3, 12000, 3},
+		{"restarted, busy", 4000, 12000, 4000},
+	} {
+		if got := unshippedFrames(tc.log, tc.shipped); got != tc.want {
+			t.Errorf("%s: unshippedFrames(%d, %d) = %d, want %d", tc.name, tc.log, tc.shipped, got, tc.want)
+		}
+	}
+}
+
 func TestPlanCompaction(t *testing.T) {
 	var z time.Time
 	for _, tc := range []struct {

@@ -333,6 +333,61 @@ func TestWALBounded(t *testing.T) {
 
 // TestReplacedDatabase: a database file replaced under the daemon (new
 // inode) is detected, reconnected to and snapshotted.
+// After a busy spell the WAL file keeps the size of its largest
+// generation (it is truncated only once quiet). Commits that follow must
+// still be batched by the sync interval, one L0 file per interval: a
+// shipper that took the file's size for unshipped frames synced (one PUT)
+// per commit.
+func TestBatchesAfterBusySpell(t *testing.T) {
+	e := newEnv(t, 1)
+	opts := e.options()
+	opts.MinCheckpointPageCount, opts.MaxCheckpointPageCount = 50, 200
+	opts.Replicas[0].SyncInterval = 500 * time.Millisecond
+	opts.MonitorInterval = time.Hour // keep the WAL large: no idle truncation
+	d := e.open(opts)
+	defer d.Close()
+	stop := run(t, d)
+	for i := 0; i < 800; i++ {
+		e.exec("INSERT INTO t (b) VALUES (randomblob(3000))")
+		if i%100 == 0 {
+			if err := d.Sync(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := d.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(e.path + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.clients[0].creates.Load()
+	const commits = 40
+	t0 := time.Now()
+	for i := 0; i < commits; i++ {
+		e.exec("INSERT INTO t (v) VALUES ('after the spell')")
+		time.Sleep(25 * time.Millisecond)
+	}
+	time.Sleep(opts.Replicas[0].SyncInterval + 200*time.Millisecond)
+	elapsed := time.Since(t0)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	files := e.clients[0].creates.Load() - before
+	t.Logf("WAL file %d KB after %d restarts; %d commits over %v made %d files",
+		st.Size()>>10, d.walRestarts, commits, elapsed.Round(time.Millisecond), files)
+	if d.walRestarts == 0 {
+		t.Fatal("the busy spell restarted no WAL generation; the test did not set up its case")
+	}
+	// One file per interval, plus one for a sync that was already due.
+	if limit := int64(elapsed/opts.Replicas[0].SyncInterval) + 2; files > limit {
+		t.Errorf("%d files for %d commits in %v with a %v sync interval; want at most %d",
+			files, commits, elapsed.Round(time.Millisecond), opts.Replicas[0].SyncInterval, limit)
+	}
+	e.checkRestore(d)
+}
+
 func TestReplacedDatabase(t *testing.T) {
 	e := newEnv(t, 1)
 	ctx := context.Background()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/understudy-db/understudy/internal/sqlitex"
+	"github.com/understudy-db/understudy/internal/wal"
 )
 
 // Run ships, checkpoints, snapshots, compacts and enforces retention until
@@ -104,18 +104,42 @@ func (d *DB) shipLoop(ctx context.Context, notify <-chan struct{}) error {
 
 // walGrowingFast reports whether the unshipped part of the WAL is large
 // enough to sync before the interval is up (keeps files and holds small).
+//
+// It asks SQLite for its frame count (wal_checkpoint(NOOP): no lock, no
+// I/O) instead of looking at the file's size: after a WAL restart the file
+// keeps the size of its largest generation (it is truncated only once the
+// database is quiet), and taking that size for unshipped frames made every
+// commit after a busy spell sync at once, one PUT per commit instead of one
+// per sync-interval.
 func (d *DB) walGrowingFast() bool {
-	st, err := os.Stat(d.walPath)
-	if err != nil || !d.mu.TryLock() {
+	if !d.mu.TryLock() {
 		return false
 	}
 	defer d.mu.Unlock()
-	unshipped := st.Size() - d.walPos.Offset
-	if st.Size() < d.walPos.Offset || d.expectRestart {
-		// The WAL restarted (or is about to): a new generation is filling.
-		unshipped = st.Size()
+	if d.ckpt == nil || d.halted || d.closed {
+		return false
 	}
-	return unshipped > int64(d.opts.MinCheckpointPageCount)*int64(d.pageSize)
+	r, err := d.ckpt.Checkpoint(context.Background(), "NOOP")
+	if err != nil {
+		return false
+	}
+	shipped := int64(0)
+	if d.haveWAL {
+		shipped = wal.FrameIndex(d.walPos.Offset, d.pageSize)
+	}
+	return unshippedFrames(r.Log, shipped) > int64(d.opts.MinCheckpointPageCount)
+}
+
+// unshippedFrames estimates how many of SQLite's log frames are not
+// shipped. Fewer frames than shipped means the WAL restarted and all of
+// them are new. The one case it gets wrong, a restarted WAL that grew past
+// the shipped frame count before any sync, only delays the sync to its
+// interval: it decides when to sync, never what is shipped.
+func unshippedFrames(log, shipped int64) int64 {
+	if log < shipped {
+		return log
+	}
+	return log - shipped
 }
 
 // step is one round of the ship loop: sync, checkpoint, snapshots.
