@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/superfly/ltx"
@@ -26,6 +27,20 @@ import (
 type localStore struct {
 	dir  string
 	lock *os.File // flock held for the life of the DB: one shipper per database
+
+	// mu guards the index of the local L0 files: their sizes, so that the
+	// bound on the directory (capLocal) is decided without listing it on
+	// every sync. Files are added by commitFile and removed by remove only;
+	// the index is read from the directory at open.
+	mu    sync.Mutex
+	sizes map[ltx.TXID]int64
+	bytes int64 // sum of sizes
+}
+
+// localFile is one local L0 file in the index.
+type localFile struct {
+	TXID ltx.TXID
+	Size int64
 }
 
 // fileMeta is what we know about one L0 file we wrote.
@@ -82,7 +97,36 @@ func openLocalStore(dir string) (*localStore, error) {
 			os.Remove(filepath.Join(dir, "tmp", e.Name()))
 		}
 	}
-	return &localStore{dir: dir, lock: lock}, nil
+	s := &localStore{dir: dir, lock: lock, sizes: map[ltx.TXID]int64{}}
+	if err := s.loadIndex(); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// loadIndex reads the sizes of the L0 files already in the directory.
+func (s *localStore) loadIndex() error {
+	ents, err := os.ReadDir(filepath.Join(s.dir, "ltx"))
+	if err != nil {
+		return fmt.Errorf("list %s: %w", s.dir, err)
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".ltx") {
+			continue
+		}
+		min, max, err := ltx.ParseFilename(e.Name())
+		if err != nil || min != max {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		s.sizes[min] = info.Size()
+		s.bytes += info.Size()
+	}
+	return nil
 }
 
 // close releases the lock.
@@ -162,6 +206,10 @@ func (s *localStore) commitFile(tmp string, md fileMeta) error {
 	if err := os.Rename(tmp, s.path(md.TXID)); err != nil {
 		return fmt.Errorf("rename %s: %w", tmp, err)
 	}
+	s.mu.Lock()
+	s.bytes += md.Size - s.sizes[md.TXID]
+	s.sizes[md.TXID] = md.Size
+	s.mu.Unlock()
 	return nil
 }
 
@@ -185,45 +233,85 @@ func (s *localStore) has(txid ltx.TXID) bool {
 	return err1 == nil && err2 == nil
 }
 
-// remove deletes local L0 files with TXID <= upto.
+// remove deletes local L0 files with TXID <= upto. The L0 file goes
+// before its metadata, so that has() never sees a file without it.
 func (s *localStore) remove(upto ltx.TXID) error {
-	txids, err := s.list()
-	if err != nil {
-		return err
-	}
 	var errs []error
-	for _, t := range txids {
-		if t > upto {
+	for _, f := range s.files() {
+		if f.TXID > upto {
 			break
 		}
-		for _, p := range []string{s.path(t), s.metaPath(t)} {
+		for _, p := range []string{s.path(f.TXID), s.metaPath(f.TXID)} {
 			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, err)
 			}
 		}
+		s.mu.Lock()
+		s.bytes -= s.sizes[f.TXID]
+		delete(s.sizes, f.TXID)
+		s.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }
 
 // list returns the TXIDs of the local L0 files in order.
 func (s *localStore) list() ([]ltx.TXID, error) {
-	ents, err := os.ReadDir(filepath.Join(s.dir, "ltx"))
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", s.dir, err)
+	files := s.files()
+	out := make([]ltx.TXID, len(files))
+	for i, f := range files {
+		out[i] = f.TXID
 	}
-	var out []ltx.TXID
-	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), ".ltx") {
-			continue
-		}
-		min, max, err := ltx.ParseFilename(e.Name())
-		if err != nil || min != max {
-			continue
-		}
-		out = append(out, min)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out, nil
+}
+
+// files returns the local L0 files in TXID order.
+func (s *localStore) files() []localFile {
+	s.mu.Lock()
+	out := make([]localFile, 0, len(s.sizes))
+	for t, n := range s.sizes {
+		out = append(out, localFile{t, n})
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].TXID < out[j].TXID })
+	return out
+}
+
+// size is the total size of the local L0 files in bytes.
+func (s *localStore) size() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bytes
+}
+
+// planEviction decides which of the local L0 files (in TXID order) to
+// drop so that what is left totals at most limit bytes: the oldest first,
+// as those are the ones only the replicas furthest behind still need (or a
+// replica's compaction, which then reads them from its store). The newest
+// file is always kept: it is the one every replica uploads next. It
+// returns the TXID through which files go, and their number and bytes.
+func planEviction(files []localFile, limit int64) (upto ltx.TXID, n int, bytes int64) {
+	var total int64
+	for _, f := range files {
+		total += f.Size
+	}
+	for i := 0; i < len(files)-1 && total > limit; i++ {
+		total -= files[i].Size
+		upto, n, bytes = files[i].TXID, n+1, bytes+files[i].Size
+	}
+	return upto, n, bytes
+}
+
+// shadowLimit is the bound on the local L0 files: the configured one, or
+// by default the larger of the database's size and DefaultMaxShadowSize.
+// Why the database's size: a replica that is further behind than that
+// catches up more cheaply with one snapshot (at most the database's size)
+// than by uploading the backlog file by file; the floor keeps a small
+// database from losing its catch-up files to a short outage of a store.
+func shadowLimit(configured, dbBytes int64) int64 {
+	if configured > 0 {
+		return configured
+	}
+	return max(DefaultMaxShadowSize, dbBytes)
 }
 
 // position reads the local position; ok is false if there is none.
@@ -261,4 +349,36 @@ func writeJSON(path string, v any) error {
 		return fmt.Errorf("rename %s: %w", tmp, err)
 	}
 	return nil
+}
+
+// capLocalLocked drops the oldest local L0 files once they pass the shadow
+// directory's bound (shadowLimit), tells the replicas that still needed
+// them, and reports the directory's size. Called with d.mu held (the page
+// table gives the database's size).
+func (d *DB) capLocalLocked() {
+	var dbBytes int64
+	if d.table != nil {
+		dbBytes = int64(d.table.commit()) * int64(d.pageSize)
+	}
+	limit := shadowLimit(d.opts.MaxShadowSize, dbBytes)
+	if upto, n, bytes := planEviction(d.local.files(), limit); n > 0 {
+		head := ltx.TXID(d.head.Load())
+		for _, r := range d.replicas {
+			r.noteDropped(upto, head, limit)
+		}
+		if err := d.local.remove(upto); err != nil {
+			d.log.Warn("remove local L0 files", "error", err)
+		}
+		d.m.shadowDropped.WithLabelValues(d.opts.Path).Add(float64(n))
+		d.log.Debug("dropped the oldest local L0 files to bound the shadow directory",
+			"through_txid", upto, "files", n, "bytes", bytes, "limit", limit)
+	}
+	d.m.shadowBytes.WithLabelValues(d.opts.Path, "l0").Set(float64(d.local.size()))
+	var snaps int64
+	d.snapMu.Lock()
+	for _, j := range d.snapshots {
+		snaps += j.md.Size
+	}
+	d.snapMu.Unlock()
+	d.m.shadowBytes.WithLabelValues(d.opts.Path, "snapshot").Set(float64(snaps))
 }

@@ -19,6 +19,8 @@ type metrics struct {
 	checkpoints   *prometheus.CounterVec   // db, mode
 	writeHold     *prometheus.GaugeVec     // db: longest write-lock hold, seconds
 	snapshots     *prometheus.CounterVec   // db, reason
+	shadowBytes   *prometheus.GaugeVec     // db, kind (l0, snapshot)
+	shadowDropped *prometheus.CounterVec   // db
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,6 +46,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "write_hold_max_seconds", Help: "Longest time the application's writes were held by the shipper."}, []string{"db"}),
 		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "understudy", Subsystem: "primary",
 			Name: "snapshots_total", Help: "Full images written, by reason."}, []string{"db", "reason"}),
+		shadowBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "understudy", Subsystem: "primary",
+			Name: "shadow_bytes", Help: "Bytes of the files kept in the shadow directory until every replica has them, by kind (l0, snapshot)."},
+			[]string{"db", "kind"}),
+		shadowDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "understudy", Subsystem: "primary",
+			Name: "shadow_dropped_files_total", Help: "L0 files dropped from the shadow directory because it passed its bound (max-shadow-size)."},
+			[]string{"db"}),
 	}
 	if reg == nil {
 		return m
@@ -58,6 +66,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.checkpoints = register(reg, m.checkpoints)
 	m.writeHold = register(reg, m.writeHold)
 	m.snapshots = register(reg, m.snapshots)
+	m.shadowBytes = register(reg, m.shadowBytes)
+	m.shadowDropped = register(reg, m.shadowDropped)
 	return m
 }
 

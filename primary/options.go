@@ -52,6 +52,16 @@ const (
 	// DefaultMonitorInterval is how often the shipper looks at the WAL even
 	// without a noticed commit (inode changes, checkpoints, snapshots due).
 	DefaultMonitorInterval = 1 * time.Second
+	// DefaultMaxShadowSize is the floor of the default bound on the L0
+	// files kept in the shadow directory for replicas that have not
+	// uploaded (or compacted) them yet: with MaxShadowSize 0 the bound is
+	// the larger of the database's size and this. Past the database's size
+	// a lagging replica catches up more cheaply with one snapshot than with
+	// the backlog, so the oldest files are dropped and the replica gets a
+	// snapshot when it is back. The 64 MiB floor keeps a small database's
+	// catch-up files through a short outage of a store (minutes of a busy
+	// application), and is small next to any disk a database lives on.
+	DefaultMaxShadowSize = 64 << 20
 )
 
 // DefaultLevels are the compaction intervals of L1, L2 and L3.
@@ -99,6 +109,12 @@ type Options struct {
 	// ShadowDir holds L0 files not yet on every replica and the local
 	// position; "" = ".<db name>-understudy" beside the database.
 	ShadowDir string
+	// MaxShadowSize bounds, in bytes, the L0 files kept in the shadow
+	// directory (the newest file is always kept): past it the oldest are
+	// dropped, and a replica that still needed them gets a snapshot when
+	// it is back. 0 = the larger of the database's size and
+	// DefaultMaxShadowSize. Queued snapshots are not counted.
+	MaxShadowSize int64
 
 	Logger     hclog.Logger          // nil = no logging
 	Registerer prometheus.Registerer // metrics; nil = none
@@ -179,6 +195,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MonitorInterval <= 0 {
 		o.MonitorInterval = DefaultMonitorInterval
+	}
+	if o.MaxShadowSize < 0 {
+		return o, fmt.Errorf("primary: database %s: max shadow size %d is negative; use 0 for the default", o.Path, o.MaxShadowSize)
 	}
 	if o.ShadowDir == "" {
 		o.ShadowDir = filepath.Join(filepath.Dir(o.Path), "."+filepath.Base(o.Path)+"-understudy")

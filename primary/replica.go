@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sort"
 	"sync"
@@ -35,6 +36,7 @@ type replica struct {
 	posSum       ltx.Checksum
 	jump         ltx.TXID // TXID of a catch-up snapshot: local files up to it are not needed
 	needSnapshot bool     // local files to catch up are gone: needs a snapshot
+	dropWarned   bool     // warned that local files it needs were dropped (until a snapshot catches it up)
 	snapDue      bool     // the snapshot interval has passed
 	levels       map[int][]storage.FileInfo
 	sent         map[ltx.TXID]storage.Metadata // creates whose outcome is unknown
@@ -216,7 +218,9 @@ func (r *replica) create(ctx context.Context, level int, min, max ltx.TXID, path
 		return storage.FileInfo{}, fmt.Errorf("open local %s: %w", path, err)
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || st.Size() != size {
+	if st, err := f.Stat(); err != nil {
+		return storage.FileInfo{}, fmt.Errorf("stat local %s: %w", path, err)
+	} else if st.Size() != size {
 		return storage.FileInfo{}, fmt.Errorf("local file %s is damaged (size %d, want %d)", path, st.Size(), size)
 	}
 	key := ltx.TXID(0)
@@ -300,19 +304,30 @@ func (r *replica) uploadL0s(ctx context.Context) error {
 		}
 		if !r.d.local.has(t) {
 			if !need {
-				r.log.Warn("local L0 file to catch up is missing; the replica needs a snapshot", "txid", t)
 				r.mu.Lock()
 				r.needSnapshot = true
+				announced := r.dropWarned
 				r.mu.Unlock()
+				if announced { // capLocalLocked warned when it dropped the file
+					r.log.Info("local L0 file to catch up was dropped; the replica needs a snapshot", "txid", t)
+				} else {
+					r.log.Warn("local L0 file to catch up is missing; the replica needs a snapshot", "txid", t)
+				}
 				r.d.requestSnapshot()
 			}
 			return nil
 		}
 		md, err := r.d.local.meta(t)
 		if err != nil {
+			if !r.d.local.has(t) {
+				continue // dropped meanwhile (capLocalLocked): the check above handles it
+			}
 			return fmt.Errorf("replica %s: local metadata of TXID %s: %w", r.name, t, err)
 		}
 		info, err := r.create(ctx, 0, t, t, r.d.local.path(t), md.Size, r.d.storeMetadata(md, true))
+		if errors.Is(err, fs.ErrNotExist) && !r.d.local.has(t) {
+			continue // dropped between the check and the open
+		}
 		if err != nil {
 			return err
 		}
@@ -340,7 +355,7 @@ func (r *replica) uploadSnapshots(ctx context.Context) error {
 		r.addFile(info)
 		r.mu.Lock()
 		if r.needSnapshot && r.pos < j.txid {
-			r.pos, r.posSum, r.jump, r.needSnapshot = j.txid, j.md.Post, j.txid, false
+			r.pos, r.posSum, r.jump, r.needSnapshot, r.dropWarned = j.txid, j.md.Post, j.txid, false, false
 			r.d.m.txid.WithLabelValues(r.d.opts.Path, r.name).Set(float64(j.txid))
 		}
 		r.mu.Unlock()
@@ -348,6 +363,30 @@ func (r *replica) uploadSnapshots(ctx context.Context) error {
 		r.d.snapshotDone(j, r)
 	}
 	return nil
+}
+
+// noteDropped is told, before it happens, that the local L0 files through
+// upto are dropped to bound the shadow directory. A replica that has not
+// uploaded them yet can only catch up with a snapshot now: it says so once
+// (until a snapshot has caught it up), naming how far behind it is.
+func (r *replica) noteDropped(upto, head ltx.TXID, limit int64) {
+	r.mu.Lock()
+	pos, warned, last, lastErr := r.pos, r.dropWarned, r.lastSync, r.lastErr
+	if pos < upto {
+		r.dropWarned = true
+	}
+	r.mu.Unlock()
+	if pos >= upto || warned {
+		return
+	}
+	args := []any{"replica_txid", pos, "txid", head, "behind_txids", uint64(head - pos), "max_shadow_size", limit}
+	if !last.IsZero() {
+		args = append(args, "last_upload", last.Format(time.RFC3339), "behind_for", r.d.clock.Now().Sub(last).Round(time.Second).String())
+	}
+	if lastErr != nil {
+		args = append(args, "last_error", lastErr.Error())
+	}
+	r.log.Warn("replica is too far behind: dropping the local files it has not uploaded to bound the shadow directory (max-shadow-size); it will get a snapshot when it is back", args...)
 }
 
 func (r *replica) hasFile(level int, min, max ltx.TXID) bool {

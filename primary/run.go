@@ -189,7 +189,8 @@ func (d *DB) snapshotTargets() []*replica {
 }
 
 // gcLocal removes local L0 files that every replica has uploaded and
-// compacted.
+// compacted, then bounds what is left (capLocalLocked). Called with d.mu
+// held.
 func (d *DB) gcLocal() {
 	floor := d.replicas[0].localFloor()
 	for _, r := range d.replicas[1:] {
@@ -200,6 +201,7 @@ func (d *DB) gcLocal() {
 			d.log.Warn("remove local L0 files", "error", err)
 		}
 	}
+	d.capLocalLocked()
 }
 
 // quietBeforeInotify is how long no commit must be seen before the
