@@ -1,14 +1,17 @@
 package bench
 
-// Primary benchmark: the application's commit rate alone and with
-// `understudy replicate` running (file replica, default settings), the
-// WAL's largest size, the daemon's CPU time and peak RSS, ship lag from
-// commit to object, and store requests per minute when idle. Numbers are
-// reported, not asserted. Run:
+// Primary benchmark: the application's commit rate alone and with a
+// replicator running (file replica, default settings): `understudy
+// replicate`, and Litestream 0.5 and 0.3 beside it when their binaries are
+// given (litestream_test.go). For each: the WAL's largest size, the
+// daemon's CPU time and peak RSS, ship lag from commit to object, store
+// requests and bytes while busy, and what it does to the store when idle.
+// Numbers are reported, not asserted. Run:
 //
-//	UNDERSTUDY_BENCH=1 UNDERSTUDY_BIN=$PWD/bin/understudy go test -run TestPrimaryBench -v -timeout 30m ./bench/
+//	UNDERSTUDY_BENCH=1 UNDERSTUDY_BIN=$PWD/bin/understudy go test -run 'TestPrimaryBench$' -v -timeout 30m ./bench/
 //
-// UNDERSTUDY_BENCH_SECONDS (default 10) sets each phase's length.
+// UNDERSTUDY_BENCH_SECONDS (default 10) sets each busy phase's length; the
+// idle phase is three times as long.
 
 import (
 	"bufio"
@@ -17,12 +20,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -185,17 +186,19 @@ func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
 }
 
 // shipLag measures commit-to-object latency: commit one row, then watch the
-// replica's L0 directory for the file of the next TXID.
+// replica's L0 directory for an LTX file with a higher TXID than before (by
+// name, so that a temp file beside it or an L0 file deleted after its
+// compaction does not count).
 func shipLag(t *testing.T, db *sql.DB, l0Dir string, n int) []time.Duration {
 	t.Helper()
 	var lags []time.Duration
 	for i := 0; i < n; i++ {
-		before := countDir(l0Dir)
+		before := maxTXID(t, l0Dir)
 		t0 := time.Now()
 		if _, err := db.Exec(`INSERT INTO t(k, v) VALUES ('lag', 'x')`); err != nil {
 			t.Fatal(err)
 		}
-		for countDir(l0Dir) == before {
+		for maxTXID(t, l0Dir) == before {
 			if time.Since(t0) > 10*time.Second {
 				t.Fatal("no L0 file within 10s of a commit")
 			}
@@ -224,85 +227,224 @@ func maxTXID(t *testing.T, dir string) uint64 {
 	return out
 }
 
-func countDir(dir string) int {
-	ents, _ := os.ReadDir(dir)
-	return len(ents)
+// replicatorRun is what one replicator did to the same workload.
+type replicatorRun struct {
+	name       string
+	rate       float64 // app's 1-row tx/s with the replicator running
+	maxWAL     int64
+	busyCPU    float64 // daemon CPU seconds, busy phase plus its 2 s tail
+	hwmKB      int64   // VmHWM at the end
+	anonKB     int64   // RssAnon at the end
+	fileKB     int64   // RssFile at the end
+	busyFiles  int     // files in the replica after the busy phase that were not there before
+	busyOps    map[string]float64
+	busyBytes  map[string]float64
+	lags       []time.Duration
+	settled    string
+	idle       time.Duration
+	idleFiles  int
+	idleOps    map[string]float64 // from /metrics; nil without
+	idleFS     *fsOps             // from strace; nil without
+	idleFSNote string
+}
+
+// runReplicator runs the busy, lag and idle phases against a fresh
+// database in dir with r replicating it.
+func runReplicator(t *testing.T, r replicator, dir string, phase time.Duration) replicatorRun {
+	t.Helper()
+	out := replicatorRun{name: r.name}
+	path := filepath.Join(dir, "app.db")
+	app := openApp(t, path)
+	defer app.Close()
+	replica := filepath.Join(dir, "replica")
+	d, addr := r.start(t, path, replica)
+	defer d.stop(t)
+	time.Sleep(time.Second)
+	d.alive(t)
+
+	// Busy.
+	files0 := replicaFiles(replica)
+	cpu0, _ := procStats(t, d.pid())
+	var ops0, bytes0 map[string]float64
+	if addr != "" {
+		ops0 = metricByLabel(t, addr, "understudy_primary_store_requests_total", "op")
+		bytes0 = metricByLabel(t, addr, "understudy_primary_store_bytes_total", "op")
+	}
+	out.rate, out.maxWAL = commitLoop(t, app, path+"-wal", phase)
+	time.Sleep(2 * time.Second) // let it ship the tail
+	d.alive(t)
+	cpu1, _ := procStats(t, d.pid())
+	out.busyCPU = cpu1 - cpu0
+	out.busyFiles = newFiles(files0, replicaFiles(replica))
+	if addr != "" {
+		out.busyOps = diffMetrics(ops0, metricByLabel(t, addr, "understudy_primary_store_requests_total", "op"))
+		out.busyBytes = diffMetrics(bytes0, metricByLabel(t, addr, "understudy_primary_store_bytes_total", "op"))
+	}
+
+	// Lag, where the replica has Litestream 0.5's layout (L0 files by TXID).
+	l0, l1 := filepath.Join(replica, "ltx", "0"), filepath.Join(replica, "ltx", "1")
+	if isDir(l0) {
+		out.lags = shipLag(t, app, l0, 40)
+	}
+
+	// Idle: first let the replicator finish the work the commits above left
+	// (the L1 compaction of their L0 files, 30 s by default; without levels,
+	// until no new file has appeared for 5 s), then watch a phase with no
+	// commit.
+	settle := time.Now()
+	quiet, seen := time.Now(), len(replicaFiles(replica))
+	for {
+		if isDir(l0) && maxTXID(t, l1) >= maxTXID(t, l0) {
+			break
+		}
+		if n := len(replicaFiles(replica)); n != seen {
+			quiet, seen = time.Now(), n
+		} else if !isDir(l0) && time.Since(quiet) > 5*time.Second {
+			break
+		}
+		if time.Since(settle) > 2*time.Minute {
+			out.settled = "still working after "
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	out.settled += time.Since(settle).Round(time.Second).String()
+	d.alive(t)
+	time.Sleep(time.Second)
+	out.idle = phase * 3
+	watch := watchFiles(replica, 500*time.Millisecond)
+	trace := startFSTrace(t, d.pid())
+	if addr != "" {
+		ops0 = metricByLabel(t, addr, "understudy_primary_store_requests_total", "op")
+	}
+	time.Sleep(out.idle)
+	if addr != "" {
+		out.idleOps = diffMetrics(ops0, metricByLabel(t, addr, "understudy_primary_store_requests_total", "op"))
+	}
+	if trace != nil {
+		ops, err := trace.stop(t, replica)
+		if err != nil {
+			out.idleFSNote = err.Error()
+		} else {
+			out.idleFS = &ops
+		}
+	} else {
+		out.idleFSNote = "no strace"
+	}
+	out.idleFiles = watch.stop()
+	d.alive(t)
+	_, out.hwmKB = procStats(t, d.pid())
+	out.anonKB, out.fileKB = rssParts(t, d.pid())
+	return out
+}
+
+// diffMetrics is after - before for each label value.
+func diffMetrics(before, after map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range after {
+		out[k] = v - before[k]
+	}
+	return out
 }
 
 func TestPrimaryBench(t *testing.T) {
 	bin := benchBin(t)
 	phase := envDuration(t, "UNDERSTUDY_BENCH_SECONDS", 10*time.Second)
-	dir := t.TempDir()
+	reps := replicators(t, bin)
+	load0 := loadAvg()
 
-	// Alone.
-	soloPath := filepath.Join(dir, "solo.db")
-	solo := openApp(t, soloPath)
-	soloRate, soloWAL := commitLoop(t, solo, soloPath+"-wal", phase)
-	solo.Close()
-
-	// With replicate.
-	path := filepath.Join(dir, "app.db")
-	app := openApp(t, path)
-	defer app.Close()
-	replica := filepath.Join(dir, "replica")
-	addr := freeAddr(t)
-	cmd := exec.Command(bin, "replicate", "-addr", addr, path, "file://"+replica)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	// Alone, before and after every replicator: the rows are compared with
+	// the mean, and the two show how much the machine drifted meanwhile.
+	soloRun := func(name string) (float64, int64) {
+		p := filepath.Join(t.TempDir(), name)
+		db := openApp(t, p)
+		defer db.Close()
+		return commitLoop(t, db, p+"-wal", phase)
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	time.Sleep(time.Second)
-	cpu0, _ := procStats(t, cmd.Process.Pid)
-	rate, maxWAL := commitLoop(t, app, path+"-wal", phase)
-	time.Sleep(2 * time.Second) // let it ship the tail
-	cpu1, rss := procStats(t, cmd.Process.Pid)
-	walShipped := metricSum(t, addr, "understudy_primary_store_bytes_total")
+	soloBefore, soloWAL := soloRun("solo-before.db")
+	var runs []replicatorRun
+	for _, r := range reps {
+		dir := t.TempDir()
+		runs = append(runs, runReplicator(t, r, dir, phase))
+		_ = os.RemoveAll(dir) // Litestream 0.3's WAL alone can be ~1 GB
+	}
+	soloAfter, _ := soloRun("solo-after.db")
+	solo := (soloBefore + soloAfter) / 2
 
-	lags := shipLag(t, app, filepath.Join(replica, "ltx", "0"), 40)
-
-	// Idle: first let the primary finish the work the commits above left
-	// (compaction of their L0 files into L1, every 30 s by default), then
-	// count store requests over three phases with no commit.
-	settle := time.Now()
-	for maxTXID(t, filepath.Join(replica, "ltx", "1")) < maxTXID(t, filepath.Join(replica, "ltx", "0")) {
-		if time.Since(settle) > 2*time.Minute {
-			t.Fatal("L1 did not catch up with L0 within 2 minutes")
+	fmt.Printf("\nLoad average %s at the start, %s at the end; busy phase %s, idle phase %s.\n", load0, loadAvg(), phase, 3*phase)
+	fmt.Printf("App alone, 1-row tx/s: %s before, %s after (mean %s; WAL max %.1f MB).\n\n",
+		thousands(soloBefore), thousands(soloAfter), thousands(solo), float64(soloWAL)/1e6)
+	row := func(measure string, cell func(r replicatorRun) string) {
+		fmt.Printf("| %s |", measure)
+		for _, r := range runs {
+			fmt.Printf(" %s |", cell(r))
 		}
-		time.Sleep(100 * time.Millisecond)
+		fmt.Println()
 	}
-	settled := time.Since(settle).Round(time.Second)
-	time.Sleep(time.Second)
-	ops0 := metricByLabel(t, addr, "understudy_primary_store_requests_total", "op")
-	req0 := metricSum(t, addr, "understudy_primary_store_requests_total")
-	idle := phase * 3
-	time.Sleep(idle)
-	req1 := metricSum(t, addr, "understudy_primary_store_requests_total")
-	ops1 := metricByLabel(t, addr, "understudy_primary_store_requests_total", "op")
-	var idleOps []string
-	for op, v := range ops1 {
-		if d := v - ops0[op]; d > 0 {
-			idleOps = append(idleOps, fmt.Sprintf("%s %.0f", op, d))
+	fmt.Printf("| measure |")
+	for _, r := range runs {
+		fmt.Printf(" %s |", r.name)
+	}
+	fmt.Printf("\n|---|%s\n", strings.Repeat("---|", len(runs)))
+	row("app, 1-row tx/s (% of alone)", func(r replicatorRun) string {
+		return fmt.Sprintf("%s (%.0f %%)", thousands(r.rate), 100*r.rate/solo)
+	})
+	row("WAL max", func(r replicatorRun) string { return fmt.Sprintf("%.1f MB", float64(r.maxWAL)/1e6) })
+	row(fmt.Sprintf("daemon CPU, busy phase + 2 s tail"), func(r replicatorRun) string { return fmt.Sprintf("%.2f s", r.busyCPU) })
+	row("daemon peak RSS (VmHWM)", func(r replicatorRun) string { return fmt.Sprintf("%.1f MB", float64(r.hwmKB)/1024) })
+	row("RSS at the end: anonymous / file-backed", func(r replicatorRun) string {
+		return fmt.Sprintf("%.1f / %.1f MB", float64(r.anonKB)/1024, float64(r.fileKB)/1024)
+	})
+	busyMin := phase.Minutes()
+	row("busy: PUTs / MB put per minute (/metrics)", func(r replicatorRun) string {
+		if r.busyOps == nil {
+			return "n/a"
 		}
-	}
-	sort.Strings(idleOps)
-	_, rss2 := procStats(t, cmd.Process.Pid)
-	anon, file := rssParts(t, cmd.Process.Pid)
-	if rss2 > rss {
-		rss = rss2
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+		return fmt.Sprintf("%.0f / %.0f MB", r.busyOps["put"]/busyMin, r.busyBytes["put"]/1e6/busyMin)
+	})
+	row("busy: all store requests (/metrics)", func(r replicatorRun) string {
+		if r.busyOps == nil {
+			return "n/a"
+		}
+		return sortedKeys(r.busyOps)
+	})
+	row("busy: new files in the replica per minute", func(r replicatorRun) string {
+		return fmt.Sprintf("%.0f", float64(r.busyFiles)/busyMin)
+	})
+	row("ship lag commit → L0 object, p50 / p99 / max", func(r replicatorRun) string {
+		if len(r.lags) == 0 {
+			return "n/a (no L0 files)"
+		}
+		return fmt.Sprintf("%s / %s / %s", r.lags[len(r.lags)/2].Round(time.Millisecond),
+			r.lags[len(r.lags)*99/100].Round(time.Millisecond), r.lags[len(r.lags)-1].Round(time.Millisecond))
+	})
+	row("settle before idle", func(r replicatorRun) string { return r.settled })
+	row("idle: store requests per minute (/metrics)", func(r replicatorRun) string {
+		if r.idleOps == nil {
+			return "n/a"
+		}
+		var sum float64
+		for _, v := range r.idleOps {
+			sum += v
+		}
+		return fmt.Sprintf("%.1f (%s)", sum/r.idle.Minutes(), sortedKeys(r.idleOps))
+	})
+	row("idle: files created per minute", func(r replicatorRun) string {
+		return fmt.Sprintf("%.1f", float64(r.idleFiles)/r.idle.Minutes())
+	})
+	row("idle: replica-dir file-system calls per minute (strace)", func(r replicatorRun) string {
+		if r.idleFS == nil {
+			return "n/a (" + r.idleFSNote + ")"
+		}
+		return r.idleFS.perMinute(r.idle)
+	})
+}
 
-	fmt.Printf("\n| measure | value |\n|---|---|\n")
-	fmt.Printf("| app alone, 1-row tx/s | %.0f (WAL max %.1f MB) |\n", soloRate, float64(soloWAL)/1e6)
-	fmt.Printf("| app with replicate, 1-row tx/s | %.0f (%.0f%% of alone) |\n", rate, 100*rate/soloRate)
-	fmt.Printf("| WAL max size with replicate | %.1f MB |\n", float64(maxWAL)/1e6)
-	fmt.Printf("| daemon CPU during the busy phase | %.2f s for %.0f MB to the store (%.1f s/GB) |\n",
-		cpu1-cpu0, walShipped/1e6, (cpu1-cpu0)/(walShipped/1e9))
-	fmt.Printf("| daemon peak RSS | %.1f MB (at the end: %.1f MB anonymous, %.1f MB file-backed) |\n",
-		float64(rss)/1024, float64(anon)/1024, float64(file)/1024)
-	fmt.Printf("| ship lag commit->object p50 / p99 / max | %s / %s / %s |\n",
-		lags[len(lags)/2].Round(time.Millisecond), lags[len(lags)*99/100].Round(time.Millisecond), lags[len(lags)-1].Round(time.Millisecond))
-	fmt.Printf("| idle store requests per minute (after %s for L1 to catch up) | %.1f (%s in %s) |\n",
-		settled, (req1-req0)/idle.Minutes(), strings.Join(idleOps, ", "), idle)
+// thousands formats a rate as an integer with comma separators.
+func thousands(v float64) string {
+	s := strconv.FormatInt(int64(v+0.5), 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
