@@ -235,11 +235,17 @@ func (d *DB) Open(ctx context.Context) (err error) {
 	return nil
 }
 
+// connCacheKiB is the page cache of each of the shipper's connections. They
+// read the schema, page 1 and, for snapshots, every page once through
+// sqlite_dbpage: a cache only holds memory (SQLite's default is 2 MiB per
+// connection, filled by every snapshot).
+const connCacheKiB = 128
+
 func (d *DB) openConnsLocked(ctx context.Context) error {
 	path := d.opts.Path
 	var err error
 	// The writer has no busy handler: lockLocked retries on its own terms.
-	if d.writer, err = sqlitex.Open(ctx, path, sqlitex.Options{BusyTimeout: -1}); err != nil {
+	if d.writer, err = sqlitex.Open(ctx, path, sqlitex.Options{BusyTimeout: -1, CacheKiB: connCacheKiB}); err != nil {
 		if sqlitex.IsNotADB(err) {
 			return fmt.Errorf("database %s is not a SQLite database (file is not a database); check the path", path)
 		}
@@ -277,11 +283,11 @@ func (d *DB) openConnsLocked(ctx context.Context) error {
 		return err
 	}
 	d.pageSize = uint32(n)
-	if d.ckpt, err = sqlitex.Open(ctx, path, sqlitex.Options{BusyTimeout: -1}); err != nil {
+	if d.ckpt, err = sqlitex.Open(ctx, path, sqlitex.Options{BusyTimeout: -1, CacheKiB: connCacheKiB}); err != nil {
 		return err
 	}
 	for i := range d.pins {
-		if d.pins[i], err = sqlitex.Open(ctx, path, sqlitex.Options{}); err != nil {
+		if d.pins[i], err = sqlitex.Open(ctx, path, sqlitex.Options{CacheKiB: connCacheKiB}); err != nil {
 			return err
 		}
 	}

@@ -265,7 +265,7 @@ func (d *DB) watchCommits(ctx context.Context, notify chan<- struct{}) {
 	check := func() {
 		lastCheck = time.Now()
 		if g := d.connGen.Load(); conn == nil || g != gen {
-			c, err := sqlitex.Open(ctx, d.opts.Path, sqlitex.Options{})
+			c, err := sqlitex.Open(ctx, d.opts.Path, sqlitex.Options{CacheKiB: connCacheKiB})
 			if err != nil {
 				if ctx.Err() == nil {
 					d.log.Warn("open connection to notice commits", "error", err)

@@ -29,6 +29,10 @@ const DefaultBusyTimeout = 5 * time.Second
 type Options struct {
 	ReadOnly    bool          // open with mode=ro
 	BusyTimeout time.Duration // 0 = DefaultBusyTimeout; < 0 = do not wait at all
+	// CacheKiB caps the connection's page cache (0 = SQLite's default of
+	// 2 MiB). A connection that reads each page once, or only the schema,
+	// gains nothing from a cache and only holds memory.
+	CacheKiB int
 }
 
 // Conn is one physical SQLite connection.
@@ -55,6 +59,9 @@ func Open(ctx context.Context, path string, opts Options) (*Conn, error) {
 	q := url.Values{}
 	q.Set("mode", mode)
 	q.Set("_busy_timeout", fmt.Sprint(bt.Milliseconds()))
+	if opts.CacheKiB > 0 {
+		q.Set("_cache_size", fmt.Sprint(-opts.CacheKiB))
+	}
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 	db, err := sql.Open("sqlite3", dsn)
 	if err != nil {
