@@ -1,6 +1,7 @@
 package primary
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/superfly/ltx"
 
+	"github.com/understudy-db/understudy/internal/dbsum"
 	"github.com/understudy-db/understudy/internal/storage"
 )
 
@@ -34,11 +36,65 @@ func planCompaction(src, dst []storage.FileInfo, upto ltx.TXID) []storage.FileIn
 	return out
 }
 
+// Compacting files without our metadata. Files Litestream 0.5 wrote (a
+// bucket it replicated before the user switched to Understudy), or copies
+// that lost their metadata, carry no database checksums: their LTX files
+// hold no pre- or post-apply checksum either, only the file checksum, which
+// the compactor's decoders verify. They are compacted like ours; what
+// cannot be taken from them is the output's metadata:
+//
+//   - post-apply checksum: the state after the last input. It is known
+//     only when the last input carries it, and it must be known: restores
+//     check the next file's pre-apply checksum against it, and the
+//     follower checks the database after applying the output against it.
+//     So the run is cut after its last input with checksums
+//     (trimToKnownEnd); the inputs after it wait until a file of ours
+//     follows them. After a switch from Litestream that is the full image
+//     Understudy writes as its first TXID, so the wait is one compaction.
+//   - pre-apply checksum: the state before the first input. Unknown when
+//     the first input has none (and the run does not start at TXID 1).
+//     It is then left 0, which restores read as "start of a chain", but the
+//     follower checks a contiguous file's pre-apply checksum against its
+//     database unless the file is a full image (every page). So such an
+//     output is only uploaded when it is a full image, which is checked by
+//     reading it back, together with its database checksum against the
+//     last input's post-apply checksum: proof that the output, applied to
+//     any database, gives the state the metadata claims. After a switch
+//     from Litestream the run always holds Understudy's first full image,
+//     so it is one.
+//
+// A file without checksums in the middle of a run changes nothing: the
+// output's checksums come from the first and the last input, and the
+// readers verify the output's post-apply checksum when they apply it.
+
+// hasSums reports whether md carries our database checksums.
+func hasSums(md *storage.Metadata) bool { return md != nil && md.PostApplyChecksum != 0 }
+
+// trimToKnownEnd returns how many of a run's inputs to compact: through the
+// last one whose post-apply checksum is known (0: none is).
+func trimToKnownEnd(mds []*storage.Metadata) int {
+	for i := len(mds) - 1; i >= 0; i-- {
+		if hasSums(mds[i]) {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// preKnown reports whether the pre-apply checksum of a compaction output
+// starting at minTXID with first input metadata first is known: a chain
+// from TXID 1 starts from nothing, otherwise the first input must carry it
+// (0 is what an output whose pre-apply checksum was unknown carries).
+func preKnown(minTXID ltx.TXID, first *storage.Metadata) bool {
+	return minTXID == 1 || (hasSums(first) && first.PreApplyChecksum != 0)
+}
+
 // compact merges the files of level dst-1 not yet in level dst into one
 // file of level dst, with ltx's compactor (the newest version of each
 // page wins; pages past the last Commit dropped), and uploads it
 // create-only. Metadata: the first input's pre-apply checksum, the last
-// input's post-apply checksum and commit time.
+// input's post-apply checksum and commit time. Inputs without our
+// metadata: see above.
 func (r *replica) compact(ctx context.Context, dst int) error {
 	r.mu.Lock()
 	src := append([]storage.FileInfo(nil), r.levels[dst-1]...)
@@ -59,7 +115,7 @@ func (r *replica) compact(ctx context.Context, dst int) error {
 			c.Close()
 		}
 	}()
-	var first, last *storage.Metadata
+	mds := make([]*storage.Metadata, len(inputs))
 	for i, fi := range inputs {
 		rc, md, err := r.openInput(ctx, fi)
 		if err != nil {
@@ -67,16 +123,24 @@ func (r *replica) compact(ctx context.Context, dst int) error {
 		}
 		closers = append(closers, rc)
 		rdrs = append(rdrs, rc)
-		if md == nil {
-			r.log.Warn("compaction input has no checksum metadata (written by another tool); level not compacted",
-				"level", fi.Level, "min_txid", fi.MinTXID, "max_txid", fi.MaxTXID)
-			return nil
-		}
-		if i == 0 {
-			first = md
-		}
-		last = md
+		mds[i] = md
 	}
+	n := trimToKnownEnd(mds)
+	if n == 0 {
+		r.log.Debug("compaction waits: no input carries database checksums (written by Litestream?); a file of ours must follow them",
+			"level", dst, "min_txid", inputs[0].MinTXID, "max_txid", inputs[len(inputs)-1].MaxTXID)
+		return nil
+	}
+	inputs, mds, rdrs = inputs[:n], mds[:n], rdrs[:n]
+	first, last := mds[0], mds[n-1]
+	minTX, maxTX := inputs[0].MinTXID, inputs[len(inputs)-1].MaxTXID
+	var foreign []storage.FileInfo
+	for i, md := range mds {
+		if !hasSums(md) {
+			foreign = append(foreign, inputs[i])
+		}
+	}
+
 	tmp, err := r.d.local.tempFile(fmt.Sprintf("compact-%s-l%d-*.ltx", r.name, dst))
 	if err != nil {
 		return err
@@ -97,17 +161,94 @@ func (r *replica) compact(ctx context.Context, dst int) error {
 	if err != nil {
 		return err
 	}
-	minTX, maxTX := inputs[0].MinTXID, inputs[len(inputs)-1].MaxTXID
 	md := storage.Metadata{Node: r.d.opts.Node, FencingToken: r.d.opts.FencingToken(), CommitTime: last.CommitTime,
-		PreApplyChecksum: first.PreApplyChecksum, PostApplyChecksum: last.PostApplyChecksum}
-	if minTX == 1 {
-		md.PreApplyChecksum = 0
+		PostApplyChecksum: last.PostApplyChecksum}
+	if preKnown(minTX, first) && minTX != 1 {
+		md.PreApplyChecksum = first.PreApplyChecksum
+	}
+	if len(foreign) > 0 {
+		full, sum, err := readFullImage(tmp.Name())
+		if err != nil {
+			return fmt.Errorf("replica %s: read back the compaction of level %d %s: %w", r.name, dst,
+				storage.FormatFilename(minTX, maxTX), err)
+		}
+		switch {
+		case full && sum != last.PostApplyChecksum:
+			return fmt.Errorf("replica %s: compacting level %d %s, whose inputs include files without checksum metadata (first %s), gives database checksum %s, but %s is recorded for TXID %s: the files are not one history; check what wrote them",
+				r.name, dst-1, storage.FormatFilename(minTX, maxTX), storage.FormatFilename(foreign[0].MinTXID, foreign[0].MaxTXID),
+				sum, last.PostApplyChecksum, maxTX)
+		case !full && !preKnown(minTX, first):
+			r.mu.Lock()
+			warned := r.compactWaits[dst]
+			if r.compactWaits == nil {
+				r.compactWaits = map[int]bool{}
+			}
+			r.compactWaits[dst] = true
+			r.mu.Unlock()
+			if !warned {
+				r.log.Warn("level not compacted yet: its first files carry no checksum metadata (written by Litestream, or copied without it) and the compacted file would not hold every page, so a follower could not verify it; it is compacted once a full image of ours follows",
+					"level", dst, "min_txid", minTX, "max_txid", maxTX)
+			}
+			return nil
+		}
+		r.log.Info("compacting files without checksum metadata (written by Litestream?): verified by their file checksums",
+			"level", dst, "files", len(foreign), "first", storage.FormatFilename(foreign[0].MinTXID, foreign[0].MaxTXID),
+			"full_image", full)
 	}
 	info, err := r.create(ctx, dst, minTX, maxTX, tmp.Name(), st.Size(), md)
 	if err != nil {
 		return err
 	}
 	r.addFile(info)
+	r.mu.Lock()
+	delete(r.compactWaits, dst)
+	r.mu.Unlock()
 	r.log.Debug("compacted", "level", dst, "min_txid", minTX, "max_txid", maxTX, "inputs", len(inputs), "size", st.Size())
 	return nil
+}
+
+// readFullImage reads back a compacted LTX file (the decoder verifies its
+// file checksum) and reports whether it holds every page of the database
+// it describes (1..Commit, the lock page excepted), and that database's
+// checksum when it does.
+func readFullImage(path string) (bool, ltx.Checksum, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, 0, err
+	}
+	defer f.Close()
+	dec := ltx.NewDecoder(bufio.NewReaderSize(f, 256<<10))
+	dec.SetRetainPageIndex(false)
+	if err := dec.DecodeHeader(); err != nil {
+		return false, 0, err
+	}
+	hdr := dec.Header()
+	lock := ltx.LockPgno(hdr.PageSize)
+	data := make([]byte, hdr.PageSize)
+	var sum dbsum.Sum
+	var pages uint32
+	for {
+		var ph ltx.PageHeader
+		if err := dec.DecodePage(&ph, data); err == io.EOF {
+			break
+		} else if err != nil {
+			return false, 0, err
+		}
+		if ph.Pgno > hdr.Commit || ph.Pgno == lock {
+			continue
+		}
+		pages++
+		sum = sum.Add(dbsum.Page(ph.Pgno, data))
+	}
+	if err := dec.Close(); err != nil {
+		return false, 0, err
+	}
+	want := hdr.Commit
+	if lock <= hdr.Commit {
+		want--
+	}
+	if pages != want {
+		return false, 0, nil
+	}
+	return true, sum.Checksum(), nil
 }

@@ -39,6 +39,7 @@ type replica struct {
 	dropWarned   bool     // warned that local files it needs were dropped (until a snapshot catches it up)
 	snapDue      bool     // the snapshot interval has passed
 	levels       map[int][]storage.FileInfo
+	compactWaits map[int]bool                  // levels whose compaction waits for a full image (warned once)
 	sent         map[ltx.TXID]storage.Metadata // creates whose outcome is unknown
 	lastSync     time.Time
 	lastErr      error
