@@ -21,9 +21,10 @@ import (
 // localStore is the shadow directory beside the database. It keeps every
 // L0 file until each replica has uploaded it and compacted it into L1, so
 // that a slow or failing replica catches up by uploading exactly the files
-// the others got (one history, byte-identical files at each TXID), and it
-// keeps the local position so a restarted daemon can continue the WAL
-// history it was following without a snapshot.
+// the others got (one history, byte-identical files at each TXID), up to a
+// bound (capLocalLocked) past which a replica catches up with a snapshot
+// instead; and it keeps the local position so a restarted daemon can
+// continue the WAL history it was following without a snapshot.
 type localStore struct {
 	dir  string
 	lock *os.File // flock held for the life of the DB: one shipper per database

@@ -21,8 +21,9 @@
 // files it does not have yet, in order, create-only, so a slow or failing
 // replica never holds back the others and catches up with byte-identical
 // files. A local file is deleted once every replica has uploaded it and
-// compacted it into L1. A replica whose catch-up files are gone gets a
-// level-9 snapshot at the head instead.
+// compacted it into L1, or when the local files pass MaxShadowSize (the
+// oldest go first; see DefaultMaxShadowSize). A replica whose catch-up
+// files are gone gets a level-9 snapshot at the head instead.
 package primary
 
 import (
