@@ -267,3 +267,42 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestLocalIndex: the sizes the store keeps in memory follow commits and
+// removals, and a reopened store reads them back from the directory.
+func TestLocalIndex(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openLocalStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range []int{100, 250, 40} {
+		f, err := s.tempFile("l0-*.ltx")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if err := s.commitFile(f.Name(), fileMeta{TXID: ltx.TXID(i + 1), Size: int64(n)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.size(); got != 390 {
+		t.Fatalf("size = %d, want 390", got)
+	}
+	if err := s.remove(1); err != nil {
+		t.Fatal(err)
+	}
+	s.close()
+	s, err = openLocalStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	files := s.files()
+	if s.size() != 290 || len(files) != 2 || files[0] != (localFile{2, 250}) || files[1] != (localFile{3, 40}) {
+		t.Fatalf("after remove(1) and reopen: size %d, files %+v; want 290 in 2-250 and 3-40", s.size(), files)
+	}
+}
