@@ -3,6 +3,7 @@ package primary
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -51,9 +52,13 @@ func planCompaction(src, dst []storage.FileInfo, upto ltx.TXID) []storage.FileIn
 //     (trimToKnownEnd); the inputs after it wait until a file of ours
 //     follows them. After a switch from Litestream that is the full image
 //     Understudy writes as its first TXID, so the wait is one compaction.
-//   - pre-apply checksum: the state before the first input. Unknown when
-//     the first input has none (and the run does not start at TXID 1).
-//     It is then left 0, which restores read as "start of a chain", but the
+//   - pre-apply checksum: the state before the first input. When the first
+//     input has none it is the post-apply checksum of a file of ours that
+//     ends just before the run (postAt: the local L0 file, or the level
+//     below or above in the store): within one store there is one history
+//     (create-only), so the state after TXID n is the state before n+1.
+//     Failing that it is unknown and left 0, which restores read as "start
+//     of a chain", but the
 //     follower checks a contiguous file's pre-apply checksum against its
 //     database unless the file is a full image (every page). So such an
 //     output is only uploaded when it is a full image, which is checked by
@@ -163,8 +168,15 @@ func (r *replica) compact(ctx context.Context, dst int) error {
 	}
 	md := storage.Metadata{Node: r.d.opts.Node, FencingToken: r.d.opts.FencingToken(), CommitTime: last.CommitTime,
 		PostApplyChecksum: last.PostApplyChecksum}
-	if preKnown(minTX, first) && minTX != 1 {
-		md.PreApplyChecksum = first.PreApplyChecksum
+	var pre ltx.Checksum
+	havePre := preKnown(minTX, first)
+	if havePre && minTX != 1 {
+		pre = first.PreApplyChecksum
+	} else if !havePre {
+		pre, havePre = r.postAt(ctx, minTX-1, dst-1, dst)
+	}
+	if minTX != 1 {
+		md.PreApplyChecksum = pre
 	}
 	if len(foreign) > 0 {
 		full, sum, err := readFullImage(tmp.Name())
@@ -177,7 +189,7 @@ func (r *replica) compact(ctx context.Context, dst int) error {
 			return fmt.Errorf("replica %s: compacting level %d %s, whose inputs include files without checksum metadata (first %s), gives database checksum %s, but %s is recorded for TXID %s: the files are not one history; check what wrote them",
 				r.name, dst-1, storage.FormatFilename(minTX, maxTX), storage.FormatFilename(foreign[0].MinTXID, foreign[0].MaxTXID),
 				sum, last.PostApplyChecksum, maxTX)
-		case !full && !preKnown(minTX, first):
+		case !full && !havePre:
 			r.mu.Lock()
 			warned := r.compactWaits[dst]
 			if r.compactWaits == nil {
@@ -205,6 +217,46 @@ func (r *replica) compact(ctx context.Context, dst int) error {
 	r.mu.Unlock()
 	r.log.Debug("compacted", "level", dst, "min_txid", minTX, "max_txid", maxTX, "inputs", len(inputs), "size", st.Size())
 	return nil
+}
+
+// postAt returns the database checksum after txid, taken from a file of
+// ours that ends there: the local L0 file, else a file of one of levels in
+// the store (one GET for its metadata). ok is false when none carries it.
+func (r *replica) postAt(ctx context.Context, txid ltx.TXID, levels ...int) (sum ltx.Checksum, ok bool) {
+	if txid == 0 {
+		return 0, false
+	}
+	if md, err := r.d.local.meta(txid); err == nil && md.TXID == txid && md.Post != 0 {
+		return md.Post, true
+	}
+	var cands []storage.FileInfo
+	r.mu.Lock()
+	for _, lvl := range levels {
+		for _, f := range r.levels[lvl] {
+			if f.MaxTXID == txid {
+				cands = append(cands, f)
+			}
+		}
+	}
+	r.mu.Unlock()
+	for _, f := range cands {
+		octx, cancel := context.WithTimeout(ctx, RequestTimeout)
+		obj, err := r.c.Open(octx, f.Level, f.MinTXID, f.MaxTXID, 0, 0)
+		cancel()
+		if errors.Is(err, storage.ErrNotFound) {
+			r.count("get", 0, nil) // deleted by retention meanwhile: not a store failure
+			continue
+		}
+		r.count("get", 0, err)
+		if err != nil {
+			continue
+		}
+		obj.Close()
+		if hasSums(obj.Info.Metadata) {
+			return obj.Info.Metadata.PostApplyChecksum, true
+		}
+	}
+	return 0, false
 }
 
 // readFullImage reads back a compacted LTX file (the decoder verifies its

@@ -157,8 +157,9 @@ func TestCompactLitestreamHistory(t *testing.T) {
 
 // TestCompactOwnFilesWithoutMetadata: files of our own history whose
 // metadata was lost (copied without it). A file without checksums in the
-// middle of a run is compacted; one at the end waits; one at the start of a
-// run that is not a full image keeps the level from compacting (warned
+// middle of a run is compacted; one at the end waits; one at the start
+// takes its pre-apply checksum from the file before it, and when that has
+// none either and the output is no full image, the level waits (warned
 // once), since a follower could not verify the output's start.
 func TestCompactOwnFilesWithoutMetadata(t *testing.T) {
 	e := newEnv(t, 1)
@@ -212,15 +213,44 @@ func TestCompactOwnFilesWithoutMetadata(t *testing.T) {
 		t.Fatalf("restore L1 to 7: %+v %v; want %s", res, err, sumAt7)
 	}
 
-	// Now 8 (no metadata) starts the run, and 8..9 is no full image.
+	// Now 8 (no metadata) starts the run 8..9, which is no full image: its
+	// pre-apply checksum comes from L1 5-7, which ends just before it.
 	commit()
+	if err := r.compact(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	l1 = listLevel(t, store, 1)
+	if names(l1) != "L1:1-4 L1:5-7 L1:8-9 " {
+		t.Fatalf("L1 = %s; want 8-9 compacted with the pre-apply checksum of L1 5-7's end", names(l1))
+	}
+	at9 := d.Status()
+	if md := storeMetadata(t, store, l1[2]); md.PreApplyChecksum != sumAt7 || md.PostApplyChecksum != at9.Checksum {
+		t.Fatalf("L1 8-9 metadata %+v; want pre-apply %s, post-apply %s", md, sumAt7, at9.Checksum)
+	}
+	res, err = restore.Execute(ctx, store, restore.Plan{Target: 9, Files: l1},
+		restore.Options{OutputPath: filepath.Join(e.dir, "at9.db"), IntegrityCheck: restore.IntegrityFull})
+	if err != nil || res.PostApplyChecksum != at9.Checksum || !res.Verified {
+		t.Fatalf("restore L1 to 9: %+v %v; want %s", res, err, at9.Checksum)
+	}
+
+	// 10 has no metadata and neither has the file before it (L1 8-9, and L0
+	// 9 is gone from the shadow directory): the start of 10..11 cannot be
+	// known and it is no full image, so it waits, warned once.
+	commit()
+	commit()
+	if err := d.local.remove(^ltx.TXID(0)); err != nil {
+		t.Fatal(err)
+	}
+	stripMetadata(t, store, 0, 9)
+	stripMetadata(t, store, 0, 10)
+	stripMetadataOf(t, store, l1[2])
 	for i := 0; i < 2; i++ {
 		if err := r.compact(ctx, 1); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if l1 := listLevel(t, store, 1); len(l1) != 2 {
-		t.Fatalf("L1 = %s; a run starting without checksums that is no full image must not be compacted", names(l1))
+	if l1 := listLevel(t, store, 1); len(l1) != 3 {
+		t.Fatalf("L1 = %s; a run whose start cannot be verified and that is no full image must not be compacted", names(l1))
 	}
 	if n := strings.Count(logs.String(), "level not compacted yet"); n != 1 {
 		t.Fatalf("%d warnings about the waiting level, want 1:\n%s", n, logs.String())
@@ -332,7 +362,12 @@ func (l *litestream) put(level int, min, max ltx.TXID, b []byte) {
 // does not describe it).
 func stripMetadata(t *testing.T, store *file.Client, level int, txid ltx.TXID) {
 	t.Helper()
-	path := store.Path(level, txid, txid)
+	stripMetadataOf(t, store, storage.FileInfo{Level: level, MinTXID: txid, MaxTXID: txid})
+}
+
+func stripMetadataOf(t *testing.T, store *file.Client, f storage.FileInfo) {
+	t.Helper()
+	path := store.Path(f.Level, f.MinTXID, f.MaxTXID)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -343,7 +378,7 @@ func stripMetadata(t *testing.T, store *file.Client, level int, txid ltx.TXID) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if md := storeMetadata(t, store, storage.FileInfo{Level: level, MinTXID: txid, MaxTXID: txid}); md != nil {
+	if md := storeMetadata(t, store, f); md != nil {
 		t.Fatalf("%s still has metadata %+v", path, md)
 	}
 }
