@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/understudy-db/understudy/internal/wal"
@@ -42,7 +43,13 @@ func (d *DB) checkpointLocked(ctx context.Context) error {
 		return nil
 	}
 	frames := wal.FrameIndex(d.walPos.Offset, d.pageSize)
-	switch checkpointMode(frames, d.lastCkptAt, d.opts.MinCheckpointPageCount, d.opts.MaxCheckpointPageCount) {
+	mode := checkpointMode(frames, d.lastCkptAt, d.opts.MinCheckpointPageCount, d.opts.MaxCheckpointPageCount)
+	if mode == ckptRestart && d.snapshotting {
+		// The snapshot's read transaction keeps the WAL from restarting
+		// until it ends: do not hold the application's writes for nothing.
+		mode = checkpointMode(frames, d.lastCkptAt, d.opts.MinCheckpointPageCount, math.MaxInt)
+	}
+	switch mode {
 	case ckptPassive:
 		r, err := d.ckpt.Checkpoint(ctx, "PASSIVE")
 		d.m.checkpoints.WithLabelValues(d.opts.Path, "passive").Inc()

@@ -89,6 +89,14 @@ type DB struct {
 	// window); flushTailLocked writes it after the lock is released.
 	deferWrite bool
 	tail       *pendingTail
+
+	// snapshotting: a snapshot's image is being read in the background
+	// (startSnapshotAsyncLocked); snapWG waits for it.
+	snapshotting bool
+	snapWG       sync.WaitGroup
+	// snapshotReadHook, if set (tests), runs before a snapshot's image is
+	// read.
+	snapshotReadHook func()
 }
 
 // New validates the options and returns an unopened DB.
@@ -323,11 +331,17 @@ func (d *DB) closeConnsLocked() {
 // sync; call Sync first to ship what is committed.
 func (d *DB) Close() error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.closed {
+		d.mu.Unlock()
 		return nil
 	}
 	d.closed = true
+	d.mu.Unlock()
+	// A snapshot being read ends first: it uses the shadow directory, and
+	// finishing it needs d.mu.
+	d.snapWG.Wait()
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.halted {
 		d.writer.Exec(context.Background(), "ROLLBACK")
 	}

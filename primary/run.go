@@ -164,7 +164,7 @@ func (d *DB) step(ctx context.Context) {
 	}
 	if err == nil {
 		if targets := d.snapshotTargets(); len(targets) > 0 {
-			err = d.snapshotLocked(ctx, targets, "interval")
+			err = d.startSnapshotAsyncLocked(ctx, targets, "interval")
 		}
 	}
 	if err != nil && ctx.Err() == nil && d.fencedErr() == nil {

@@ -170,6 +170,12 @@ func (d *DB) openWAL() (*os.File, wal.Header, bool, error) {
 // end of the WAL generation has been seen, a restart that follows is
 // expected.
 func (d *DB) captureLocked(ctx context.Context, shipTail bool) error {
+	return d.captureThenLocked(ctx, shipTail, nil)
+}
+
+// captureThenLocked is captureLocked, running then (if not nil) while the
+// write lock is still held, with the new pin at the captured point.
+func (d *DB) captureThenLocked(ctx context.Context, shipTail bool, then func() error) error {
 	return d.quiesceLocked(ctx, captureLockWait, shipTail, func() error {
 		if shipTail {
 			if _, err := d.syncLocked(ctx); err != nil {
@@ -211,6 +217,9 @@ func (d *DB) captureLocked(ctx context.Context, shipTail bool) error {
 		d.endPinLocked(d.pinIdx)
 		d.pinIdx = idx
 		d.expectRestart = true
+		if then != nil {
+			return then()
+		}
 		return nil
 	})
 }
@@ -228,17 +237,22 @@ func (d *DB) readImageLocked(ctx context.Context, fn func(pgno uint32, data []by
 	if d.pinIdx < 0 {
 		return nil, errors.New("read image: no pin")
 	}
-	pin := d.pins[d.pinIdx]
-	n, err := pin.Int(ctx, "PRAGMA page_count")
+	return readImage(ctx, d.pins[d.pinIdx], d.pageSize, fn)
+}
+
+// readImage reads every page of the database as c's read transaction sees
+// it (c must be in one) and passes each to fn (nil = checksums only).
+func readImage(ctx context.Context, c *sqlitex.Conn, pageSize uint32, fn func(pgno uint32, data []byte) error) (*image, error) {
+	n, err := c.Int(ctx, "PRAGMA page_count")
 	if err != nil {
 		return nil, err
 	}
-	rows, err := pin.Query(ctx, "SELECT pgno, data FROM sqlite_dbpage WHERE pgno <= ?", n)
+	rows, err := c.Query(ctx, "SELECT pgno, data FROM sqlite_dbpage WHERE pgno <= ?", n)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	t := newPageTable(d.pageSize)
+	t := newPageTable(pageSize)
 	changes := make([]pageSum, 0, n)
 	var pgno uint32
 	var data []byte
@@ -249,8 +263,8 @@ func (d *DB) readImageLocked(ctx context.Context, fn func(pgno uint32, data []by
 		if pgno == t.lockPgno {
 			continue
 		}
-		if uint32(len(data)) != d.pageSize {
-			return nil, fmt.Errorf("read page %d: %d bytes, want %d", pgno, len(data), d.pageSize)
+		if uint32(len(data)) != pageSize {
+			return nil, fmt.Errorf("read page %d: %d bytes, want %d", pgno, len(data), pageSize)
 		}
 		changes = append(changes, pageSum{pgno, dbsum.Page(pgno, data)})
 		if fn != nil {
@@ -260,7 +274,7 @@ func (d *DB) readImageLocked(ctx context.Context, fn func(pgno uint32, data []by
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read pages of %s: %w", d.opts.Path, err)
+		return nil, fmt.Errorf("read pages of %s: %w", c.Path(), err)
 	}
 	t.apply(changes, uint32(n))
 	return &image{table: t, pages: uint32(n)}, nil

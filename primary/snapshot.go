@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/superfly/ltx"
 
+	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
 )
 
@@ -126,65 +128,165 @@ func (d *DB) writeFullImageCapturedLocked(ctx context.Context, reason string) er
 }
 
 // snapshotLocked writes a level-9 snapshot of the database at the current
-// TXID for the given replicas: the tail is shipped under the write lock and
-// the pin placed exactly there, then the pages are read through the pin.
-// The image's checksum must equal the rolling checksum, which checks the
-// page table end to end.
+// TXID for the given replicas and queues it, all with d.mu held (the ship
+// loop reads the image without it: startSnapshotAsyncLocked).
 func (d *DB) snapshotLocked(ctx context.Context, targets []*replica, reason string) error {
-	if err := d.captureLocked(ctx, true); err != nil {
-		if hb, ok := isBreak(err); ok {
-			return d.handleBreakLocked(ctx, hb)
-		}
+	sr, err := d.beginSnapshotLocked(ctx, targets, reason)
+	if err != nil || sr == nil {
 		return err
 	}
-	if d.txid == 0 {
+	return d.finishSnapshotLocked(ctx, sr, sr.read(ctx))
+}
+
+// startSnapshotAsyncLocked begins a snapshot under d.mu and reads its image
+// in the background, so the shipper keeps syncing meanwhile: reading a
+// large database takes seconds per GiB, and with the shipper's lock held
+// for that long nothing was shipped (the RPO) and the WAL could not
+// restart. Only one runs at a time; Close waits for it.
+func (d *DB) startSnapshotAsyncLocked(ctx context.Context, targets []*replica, reason string) error {
+	if d.snapshotting {
 		return nil
 	}
-	txid := d.txid
-	now := d.clock.Now()
-	pin := d.pins[d.pinIdx]
-	n, err := pin.Int(ctx, "PRAGMA page_count")
-	if err != nil {
+	sr, err := d.beginSnapshotLocked(ctx, targets, reason)
+	if err != nil || sr == nil {
 		return err
 	}
-	snap, err := d.local.tempFile("snapshot-*.ltx")
-	if err != nil {
-		return err
-	}
-	keep := false
-	defer func() {
-		if !keep {
-			snap.Close()
-			os.Remove(snap.Name())
+	d.snapshotting = true
+	d.snapWG.Add(1)
+	go func() {
+		defer d.snapWG.Done()
+		rerr := sr.read(ctx)
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.snapshotting = false
+		if err := d.finishSnapshotLocked(ctx, sr, rerr); err != nil && ctx.Err() == nil && d.fencedErr() == nil {
+			d.log.Error("snapshot failed", "txid", sr.txid, "error", err)
 		}
 	}()
-	enc, err := d.newEncoder(snap, 1, txid, uint32(n), now)
+	return nil
+}
+
+// snapshotRead is a snapshot being written: a read transaction of its own
+// at exactly TXID txid, and what the shipper knew at that point.
+type snapshotRead struct {
+	d       *DB
+	conn    *sqlitex.Conn // in a read transaction at txid; closed by finish
+	connGen int64
+	targets []*replica
+	reason  string
+	txid    ltx.TXID
+	sum     ltx.Checksum // the rolling checksum at txid
+	pages   uint32       // the page table's size at txid
+	now     time.Time
+
+	file *os.File // the snapshot file, written by read
+	img  *image
+	size int64
+}
+
+// beginSnapshotLocked ships the committed tail under the write lock and,
+// still under it, starts a read transaction on a connection of the
+// snapshot's own, which therefore sees exactly the shipped TXID. nil, nil:
+// nothing to snapshot yet.
+func (d *DB) beginSnapshotLocked(ctx context.Context, targets []*replica, reason string) (*snapshotRead, error) {
+	conn, err := sqlitex.Open(ctx, d.opts.Path, sqlitex.Options{CacheKiB: connCacheKiB})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", d.opts.Path, err)
+	}
+	inTx := false
+	err = d.captureThenLocked(ctx, true, func() error {
+		if err := conn.Exec(ctx, "BEGIN"); err != nil {
+			return err
+		}
+		inTx = true
+		// The read transaction starts at its first read.
+		_, err := conn.Int(ctx, "SELECT count(*) FROM sqlite_master")
+		return err
+	})
+	if err != nil {
+		closeSnapshotConn(conn, inTx)
+		if hb, ok := isBreak(err); ok {
+			return nil, d.handleBreakLocked(ctx, hb)
+		}
+		return nil, err
+	}
+	if d.txid == 0 {
+		closeSnapshotConn(conn, inTx)
+		return nil, nil
+	}
+	return &snapshotRead{d: d, conn: conn, connGen: d.connGen.Load(), targets: targets, reason: reason,
+		txid: d.txid, sum: d.checksum, pages: d.table.commit(), now: d.clock.Now()}, nil
+}
+
+func closeSnapshotConn(c *sqlitex.Conn, inTx bool) {
+	if inTx {
+		c.Exec(context.Background(), "ROLLBACK")
+	}
+	c.Close()
+}
+
+// read writes the snapshot file from the snapshot's read transaction. It
+// touches no shipper state, so it runs without d.mu.
+func (sr *snapshotRead) read(ctx context.Context) (err error) {
+	d := sr.d
+	if d.snapshotReadHook != nil {
+		d.snapshotReadHook()
+	}
+	if sr.file, err = d.local.tempFile("snapshot-*.ltx"); err != nil {
+		return err
+	}
+	n, err := sr.conn.Int(ctx, "PRAGMA page_count")
+	if err != nil {
+		return err
+	}
+	enc, err := d.newEncoder(sr.file, 1, sr.txid, uint32(n), sr.now)
 	if err != nil {
 		return err
 	}
 	defer enc.Cleanup()
-	img, err := d.readImageLocked(ctx, func(pgno uint32, data []byte) error {
+	if sr.img, err = readImage(ctx, sr.conn, d.pageSize, func(pgno uint32, data []byte) error {
 		return enc.EncodePage(ltx.PageHeader{Pgno: pgno}, data)
-	})
-	if err != nil {
+	}); err != nil {
 		return fmt.Errorf("snapshot %s: %w", d.opts.Path, err)
 	}
-	if img.table.checksum() != d.checksum || img.pages != d.table.commit() {
-		d.log.Error("database checksum drifted from the shipped history; writing a full image",
-			"txid", txid, "rolling", d.checksum, "image", img.table.checksum())
-		return d.writeFullImageCapturedLocked(ctx, "checksum drift")
-	}
 	if err := enc.Close(); err != nil {
-		return fmt.Errorf("encode snapshot 1-%s: %w", txid, err)
+		return fmt.Errorf("encode snapshot 1-%s: %w", sr.txid, err)
 	}
-	if err := snap.Close(); err != nil {
-		return err
+	sr.size = enc.N()
+	return sr.file.Close()
+}
+
+// finishSnapshotLocked checks the image read against the shipped history
+// and queues the snapshot for upload (or drops it, given readErr or if the
+// world moved on meanwhile). The image's checksum must equal the rolling
+// checksum at its TXID, which checks the page table end to end.
+func (d *DB) finishSnapshotLocked(ctx context.Context, sr *snapshotRead, readErr error) error {
+	closeSnapshotConn(sr.conn, true)
+	keep := false
+	defer func() {
+		if sr.file != nil && !keep {
+			sr.file.Close()
+			os.Remove(sr.file.Name())
+		}
+	}()
+	switch {
+	case readErr != nil:
+		return readErr
+	case d.closed || d.halted || d.connGen.Load() != sr.connGen:
+		// Shut down, halted, or the database file was replaced (that is
+		// a full image of its own): this snapshot is of no use.
+		return nil
+	}
+	if sr.img.table.checksum() != sr.sum || sr.img.pages != sr.pages {
+		d.log.Error("database checksum drifted from the shipped history; writing a full image",
+			"txid", sr.txid, "rolling", sr.sum, "image", sr.img.table.checksum())
+		return d.writeFullImageLocked(ctx, "checksum drift")
 	}
 	keep = true
-	md := fileMeta{TXID: txid, Post: d.checksum, CommitTime: now, Size: enc.N(), Pages: int(img.pages), Commit: img.pages}
-	d.m.snapshots.WithLabelValues(d.opts.Path, reason).Inc()
-	d.queueSnapshot(txid, snap.Name(), md, targets)
-	d.log.Info("wrote snapshot", "txid", txid, "pages", img.pages, "size", md.Size, "reason", reason)
+	md := fileMeta{TXID: sr.txid, Post: sr.sum, CommitTime: sr.now, Size: sr.size, Pages: int(sr.img.pages), Commit: sr.img.pages}
+	d.m.snapshots.WithLabelValues(d.opts.Path, sr.reason).Inc()
+	d.queueSnapshot(sr.txid, sr.file.Name(), md, sr.targets)
+	d.log.Info("wrote snapshot", "txid", sr.txid, "pages", sr.img.pages, "size", md.Size, "reason", sr.reason)
 	return nil
 }
 
