@@ -91,7 +91,7 @@ func (u *unprivileged) run(t *testing.T, args ...string) result {
 	if ee, ok := err.(*exec.ExitError); ok {
 		res.code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("run understudy as uid %d: %v", nobodyID, err)
+		t.Fatalf("run understudy as uid %d: %v (every directory above %s must be searchable by others)", nobodyID, err, u.dir)
 	}
 	return res
 }
