@@ -86,6 +86,17 @@ func trimToKnownEnd(mds []*storage.Metadata) int {
 	return 0
 }
 
+// samePageSize returns how many of a run's inputs (in order) have the
+// page size of the first.
+func samePageSize(sizes []uint32) int {
+	for i, n := range sizes {
+		if n != sizes[0] {
+			return i
+		}
+	}
+	return len(sizes)
+}
+
 // preKnown reports whether the pre-apply checksum of a compaction output
 // starting at minTXID with first input metadata first is known: a chain
 // from TXID 1 starts from nothing, otherwise the first input must carry it
@@ -121,16 +132,29 @@ func (r *replica) compact(ctx context.Context, dst int) error {
 		}
 	}()
 	mds := make([]*storage.Metadata, len(inputs))
+	pageSizes := make([]uint32, len(inputs))
 	for i, fi := range inputs {
 		rc, md, err := r.openInput(ctx, fi)
 		if err != nil {
 			return fmt.Errorf("replica %s: compact into level %d: %w", r.name, dst, err)
 		}
 		closers = append(closers, rc)
-		rdrs = append(rdrs, rc)
-		mds[i] = md
+		br := bufio.NewReaderSize(rc, 64<<10)
+		var hdr ltx.Header
+		if b, err := br.Peek(ltx.HeaderSize); err != nil {
+			return fmt.Errorf("replica %s: compact into level %d: read the header of level %d %s: %w", r.name, dst,
+				fi.Level, storage.FormatFilename(fi.MinTXID, fi.MaxTXID), err)
+		} else if err := hdr.UnmarshalBinary(b); err != nil {
+			return fmt.Errorf("replica %s: compact into level %d: level %d %s: %w", r.name, dst,
+				fi.Level, storage.FormatFilename(fi.MinTXID, fi.MaxTXID), err)
+		}
+		rdrs = append(rdrs, br)
+		mds[i], pageSizes[i] = md, hdr.PageSize
 	}
-	n := trimToKnownEnd(mds)
+	// A database replaced by one with another page size starts a new
+	// history at a full image: a compacted file holds one page size, so
+	// the run ends before the change and the next compaction starts there.
+	n := trimToKnownEnd(mds[:samePageSize(pageSizes)])
 	if n == 0 {
 		r.log.Debug("compaction waits: no input carries database checksums (written by Litestream?); a file of ours must follow them",
 			"level", dst, "min_txid", inputs[0].MinTXID, "max_txid", inputs[len(inputs)-1].MaxTXID)

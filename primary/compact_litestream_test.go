@@ -3,6 +3,7 @@ package primary
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"io"
 	"os"
 	"path/filepath"
@@ -39,6 +40,25 @@ func TestTrimToKnownEnd(t *testing.T) {
 				t.Fatalf("trimToKnownEnd = %d, want %d", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestSamePageSize(t *testing.T) {
+	tests := []struct {
+		sizes []uint32
+		want  int
+	}{
+		{nil, 0},
+		{[]uint32{4096}, 1},
+		{[]uint32{4096, 4096, 4096}, 3},
+		{[]uint32{4096, 4096, 8192, 8192}, 2},
+		{[]uint32{8192, 4096}, 1},
+		{[]uint32{4096, 8192, 4096}, 1},
+	}
+	for _, tt := range tests {
+		if got := samePageSize(tt.sizes); got != tt.want {
+			t.Errorf("samePageSize(%v) = %d, want %d", tt.sizes, got, tt.want)
+		}
 	}
 }
 
@@ -392,4 +412,73 @@ func storeMetadata(t *testing.T, c storage.Client, f storage.FileInfo) *storage.
 	}
 	obj.Close()
 	return obj.Info.Metadata
+}
+
+// TestCompactAcrossPageSizeChange: the database is replaced by one with
+// another page size (a full image starts the new history). A compacted
+// file holds one page size: the first compaction ends before the change,
+// the next one starts there, and restores still equal the primary.
+func TestCompactAcrossPageSizeChange(t *testing.T) {
+	e := newEnv(t, 1)
+	ctx := context.Background()
+	store := e.stores[0]
+	d := e.open(e.options())
+	defer d.Close()
+	for i := 0; i < 2; i++ {
+		e.exec("INSERT INTO t (v) VALUES ('4096')")
+		if err := d.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := d.Status().TXID
+
+	e.app.Close()
+	other := filepath.Join(e.dir, "other.db")
+	raw, err := sql.Open("sqlite3", "file:"+other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.SetMaxOpenConns(1)
+	for _, q := range []string{"PRAGMA page_size = 8192", "CREATE TABLE n (x)", "INSERT INTO n VALUES ('new'), ('file')", "PRAGMA journal_mode = WAL"} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	raw.Close()
+	for _, p := range []string{other + "-wal", other + "-shm", e.path + "-wal", e.path + "-shm"} {
+		os.Remove(p)
+	}
+	if err := os.Rename(other, e.path); err != nil {
+		t.Fatal(err)
+	}
+	e.app = openApp(t, e.path)
+	for i := 0; i < 3; i++ {
+		e.exec("INSERT INTO n VALUES ('8192')")
+		if err := d.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := d.Status()
+	r := d.replicas[0]
+	for i := 0; i < 2; i++ {
+		if err := r.compact(ctx, 1); err != nil {
+			t.Fatalf("compaction %d: %v", i+1, err)
+		}
+	}
+	l1 := listLevel(t, store, 1)
+	if len(l1) != 2 || l1[0].MinTXID != 1 || l1[0].MaxTXID != before || l1[1].MinTXID != before+1 || l1[1].MaxTXID != st.TXID {
+		t.Fatalf("L1 = %s; want 1-%d (page size 4096) and %d-%d (8192)", names(l1), before, before+1, st.TXID)
+	}
+	if md := storeMetadata(t, store, l1[1]); md.PostApplyChecksum != st.Checksum {
+		t.Fatalf("L1 %s post-apply %s, head %s", names(l1[1:]), md.PostApplyChecksum, st.Checksum)
+	}
+	res, err := restore.Restore(ctx, store, restore.Options{OutputPath: filepath.Join(e.dir, "latest.db"), IntegrityCheck: restore.IntegrityFull})
+	if err != nil || res.TXID != st.TXID || res.PostApplyChecksum != st.Checksum || !res.Verified || res.PageSize != 8192 {
+		t.Fatalf("restore latest: %+v %v; head %s %s", res, err, st.TXID, st.Checksum)
+	}
+	res, err = restore.Execute(ctx, store, restore.Plan{Target: before, Files: l1[:1]},
+		restore.Options{OutputPath: filepath.Join(e.dir, "before.db"), IntegrityCheck: restore.IntegrityFull})
+	if err != nil || res.PageSize != 4096 || !res.Verified {
+		t.Fatalf("restore L1 1-%d: %+v %v", before, res, err)
+	}
 }
