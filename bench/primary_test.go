@@ -231,6 +231,7 @@ func maxTXID(t *testing.T, dir string) uint64 {
 type replicatorRun struct {
 	name       string
 	rate       float64 // app's 1-row tx/s with the replicator running
+	solo       float64 // mean of the app's solo runs just before and after
 	maxWAL     int64
 	busyCPU    float64 // daemon CPU seconds, busy phase plus its 2 s tail
 	hwmKB      int64   // VmHWM at the end
@@ -353,27 +354,34 @@ func TestPrimaryBench(t *testing.T) {
 	reps := replicators(t, bin)
 	load0 := loadAvg()
 
-	// Alone, before and after every replicator: the rows are compared with
-	// the mean, and the two show how much the machine drifted meanwhile.
+	// Alone, before and after each replicator, alternating: each row is
+	// compared with the mean of the two solo runs around it, so that a
+	// machine that got busier or quieter meanwhile shifts both alike.
 	soloRun := func(name string) (float64, int64) {
 		p := filepath.Join(t.TempDir(), name)
 		db := openApp(t, p)
 		defer db.Close()
 		return commitLoop(t, db, p+"-wal", phase)
 	}
-	soloBefore, soloWAL := soloRun("solo-before.db")
+	solo0, soloWAL := soloRun("solo-0.db")
+	solos := []float64{solo0}
 	var runs []replicatorRun
-	for _, r := range reps {
+	for i, r := range reps {
 		dir := t.TempDir()
 		runs = append(runs, runReplicator(t, r, dir, phase))
 		_ = os.RemoveAll(dir) // Litestream 0.3's WAL alone can be ~1 GB
+		s, _ := soloRun(fmt.Sprintf("solo-%d.db", i+1))
+		solos = append(solos, s)
+		runs[i].solo = (solos[i] + solos[i+1]) / 2
 	}
-	soloAfter, _ := soloRun("solo-after.db")
-	solo := (soloBefore + soloAfter) / 2
 
+	var soloText []string
+	for _, s := range solos {
+		soloText = append(soloText, thousands(s))
+	}
 	fmt.Printf("\nLoad average %s at the start, %s at the end; busy phase %s, idle phase %s.\n", load0, loadAvg(), phase, 3*phase)
-	fmt.Printf("App alone, 1-row tx/s: %s before, %s after (mean %s; WAL max %.1f MB).\n\n",
-		thousands(soloBefore), thousands(soloAfter), thousands(solo), float64(soloWAL)/1e6)
+	fmt.Printf("App alone, 1-row tx/s, before, between and after the replicators: %s (WAL max %.1f MB).\n\n",
+		strings.Join(soloText, ", "), float64(soloWAL)/1e6)
 	row := func(measure string, cell func(r replicatorRun) string) {
 		fmt.Printf("| %s |", measure)
 		for _, r := range runs {
@@ -386,11 +394,15 @@ func TestPrimaryBench(t *testing.T) {
 		fmt.Printf(" %s |", r.name)
 	}
 	fmt.Printf("\n|---|%s\n", strings.Repeat("---|", len(runs)))
-	row("app, 1-row tx/s (% of alone)", func(r replicatorRun) string {
-		return fmt.Sprintf("%s (%.0f %%)", thousands(r.rate), 100*r.rate/solo)
+	var soloMean float64
+	for _, s := range solos {
+		soloMean += s / float64(len(solos))
+	}
+	row("app, 1-row tx/s (% of the solo runs around it / of all solo runs)", func(r replicatorRun) string {
+		return fmt.Sprintf("%s (%.0f %% / %.0f %%)", thousands(r.rate), 100*r.rate/r.solo, 100*r.rate/soloMean)
 	})
 	row("WAL max", func(r replicatorRun) string { return fmt.Sprintf("%.1f MB", float64(r.maxWAL)/1e6) })
-	row(fmt.Sprintf("daemon CPU, busy phase + 2 s tail"), func(r replicatorRun) string { return fmt.Sprintf("%.2f s", r.busyCPU) })
+	row("daemon CPU, busy phase + 2 s tail", func(r replicatorRun) string { return fmt.Sprintf("%.2f s", r.busyCPU) })
 	row("daemon peak RSS (VmHWM)", func(r replicatorRun) string { return fmt.Sprintf("%.1f MB", float64(r.hwmKB)/1024) })
 	row("RSS at the end: anonymous / file-backed", func(r replicatorRun) string {
 		return fmt.Sprintf("%.1f / %.1f MB", float64(r.anonKB)/1024, float64(r.fileKB)/1024)
