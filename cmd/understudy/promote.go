@@ -268,6 +268,7 @@ func newNode(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *confi
 		MaxCheckpointPageCount: dbc.MaxCheckpointPageCount,
 		Levels:                 dbc.Levels,
 		L0Retention:            dbc.L0Retention,
+		MaxShadowSize:          dbc.MaxShadowSize,
 		Logger:                 logger.Named(dbc.Name()),
 		Registerer:             reg,
 	}

@@ -281,6 +281,7 @@ func openPrimaries(ctx context.Context, c *cli.Context, cfg *config.Config, logg
 			MaxCheckpointPageCount: dbc.MaxCheckpointPageCount,
 			Levels:                 dbc.Levels,
 			L0Retention:            dbc.L0Retention,
+			MaxShadowSize:          dbc.MaxShadowSize,
 			Logger:                 logger.Named(dbc.Name()),
 			Registerer:             reg,
 		}
