@@ -639,19 +639,9 @@ func testDatabaseReplaced(t *testing.T, pageSize int) {
 	if !strings.Contains(out, "replaced") {
 		t.Errorf("the log does not say the database file was replaced:\n%s", tailLines(out, 30))
 	}
-	errs := grepLines(out, "[ERROR]")
-	knownDefect := strings.Contains(errs, "mismatched page sizes")
-	if errs != "" && !knownDefect {
+	if errs := grepLines(out, "[ERROR]"); errs != "" {
 		t.Errorf("errors in the log:\n%s", errs)
 	}
-	// Skip (below, once the restores are checked) rather than fail on the
-	// known defect: compaction merges files from both sides of a page-size
-	// change and fails at every interval.
-	defer func() {
-		if knownDefect && !t.Failed() {
-			t.Skipf("KNOWN DEFECT (primary/compact.go, replica.compact): compaction across a replacement with another page size fails at every interval:\n%s", errs)
-		}
-	}()
 	if n := countFiles(t, filepath.Join(s.fileReplica, "ltx", "9")); n <= snapshots {
 		t.Errorf("no snapshot after the replacement (%d snapshots before, %d after)", snapshots, n)
 	}
@@ -717,13 +707,6 @@ func wantTables(t *testing.T, path string, want ...string) {
 // wrong; the daemon must not be the one that pairs the new file with the old
 // WAL. The replica must end up equal to the new database.
 func TestReplicateDatabaseReplacedStaleWAL(t *testing.T) {
-	if os.Getenv("UNDERSTUDY_KNOWN_DEFECTS") != "1" {
-		t.Skip("KNOWN DEFECT (primary/db.go, DB.reopenLocked): on a new inode the daemon reconnects while the old " +
-			"file's -wal and -shm are still at the path; SQLite takes them as the new file's (the -shm is shared " +
-			"with the retired connections in the same process, so it is recovered from the old WAL), the snapshot " +
-			"written as the next TXID is the OLD database, and later commits are shipped on top of it: the replica " +
-			"silently differs from the database. Set UNDERSTUDY_KNOWN_DEFECTS=1 to run.")
-	}
 	s := newStack(t, false)
 	app := openDB(t, s.dbPath)
 	mustExec(t, app, `CREATE TABLE old (id INTEGER PRIMARY KEY, v BLOB)`)
@@ -751,9 +734,13 @@ func TestReplicateDatabaseReplacedStaleWAL(t *testing.T) {
 	if err := os.Rename(next, s.dbPath); err != nil {
 		t.Fatal(err)
 	}
-	// The daemon's monitor notices the new inode within a second.
+	// The daemon's monitor notices the new inode within a second, and
+	// waits for the old files to go, saying which.
 	eventually(t, 10*time.Second, "the daemon to notice the replacement", func() bool {
 		return strings.Contains(d.out.String(), "replaced")
+	})
+	eventually(t, 10*time.Second, "the daemon to say which old files to remove", func() bool {
+		return strings.Contains(d.out.String(), "remove "+s.dbPath+"-wal")
 	})
 	for _, p := range []string{s.dbPath + "-wal", s.dbPath + "-shm"} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -53,11 +54,12 @@ type DB struct {
 	pins   [2]*sqlitex.Conn // the WAL pin, rotated between the two
 	pinIdx int              // active pin, -1 none
 	halted bool             // writer holds the write lock for good
-	// retired are connections to a database file that was replaced under
-	// us. They are never closed: SQLite's last close checkpoints and deletes
-	// "<path>-wal" by name, which now belongs to the new file.
-	retired []*sqlitex.Conn
-	connGen atomic.Int64 // bumped when the connections are reopened
+	// sideInodes are the inodes of "<path>-wal" and "<path>-shm" when the
+	// connections were opened (0: absent): after the database file is
+	// replaced, new connections wait until neither is still there.
+	sideInodes  [2]uint64
+	staleWarned bool         // the wait for stale side files was logged
+	connGen     atomic.Int64 // bumped when the connections are reopened
 
 	walPath  string
 	inode    uint64
@@ -249,11 +251,18 @@ func (d *DB) Open(ctx context.Context) (err error) {
 // connection, filled by every snapshot).
 const connCacheKiB = 128
 
+// connOpts are the options of every connection of the shipper. KeepWAL:
+// after the database file was replaced, closing a connection to the old
+// one must not delete the new file's "-wal" and "-shm" by name.
+func connOpts(busyTimeout time.Duration) sqlitex.Options {
+	return sqlitex.Options{BusyTimeout: busyTimeout, CacheKiB: connCacheKiB, KeepWAL: true}
+}
+
 func (d *DB) openConnsLocked(ctx context.Context) error {
 	path := d.opts.Path
 	var err error
 	// The writer has no busy handler: lockLocked retries on its own terms.
-	if d.writer, err = sqlitex.Open(ctx, path, sqlitex.Options{BusyTimeout: -1, CacheKiB: connCacheKiB}); err != nil {
+	if d.writer, err = sqlitex.Open(ctx, path, connOpts(-1)); err != nil {
 		if sqlitex.IsNotADB(err) {
 			return fmt.Errorf("database %s is not a SQLite database (file is not a database); check the path", path)
 		}
@@ -291,15 +300,64 @@ func (d *DB) openConnsLocked(ctx context.Context) error {
 		return err
 	}
 	d.pageSize = uint32(n)
-	if d.ckpt, err = sqlitex.Open(ctx, path, sqlitex.Options{BusyTimeout: -1, CacheKiB: connCacheKiB}); err != nil {
+	if d.ckpt, err = sqlitex.Open(ctx, path, connOpts(-1)); err != nil {
 		return err
 	}
 	for i := range d.pins {
-		if d.pins[i], err = sqlitex.Open(ctx, path, sqlitex.Options{CacheKiB: connCacheKiB}); err != nil {
+		if d.pins[i], err = sqlitex.Open(ctx, path, connOpts(0)); err != nil {
 			return err
 		}
 	}
+	d.sideInodes = sideInodes(path)
 	return nil
+}
+
+// sideInodes returns the inodes of "<path>-wal" and "<path>-shm" (0 where
+// absent).
+func sideInodes(path string) [2]uint64 {
+	var out [2]uint64
+	for i, suffix := range []string{"-wal", "-shm"} {
+		if st, err := os.Stat(path + suffix); err == nil {
+			out[i] = st.Sys().(*syscall.Stat_t).Ino
+		}
+	}
+	return out
+}
+
+// staleSideFiles names the side files of a replaced database that still
+// belong to the old one: the same inodes as when the old file was opened.
+func staleSideFiles(old, now [2]uint64) []string {
+	var out []string
+	for i, suffix := range []string{"-wal", "-shm"} {
+		if old[i] != 0 && now[i] == old[i] {
+			out = append(out, suffix)
+		}
+	}
+	return out
+}
+
+// errReplacedWaiting: the database file was replaced, but its old "-wal"
+// or "-shm" is still beside it. Opening the new file now would pair it
+// with the old WAL (SQLite reads a "-wal" by name) and snapshot a mix of
+// both; the shipper waits, shipping nothing, until they are gone.
+type errReplacedWaiting struct {
+	path  string
+	stale []string
+}
+
+func (e *errReplacedWaiting) Error() string {
+	names := make([]string, len(e.stale))
+	for i, s := range e.stale {
+		names[i] = e.path + s
+	}
+	verb := "is"
+	if len(names) > 1 {
+		verb = "are"
+	}
+	list := strings.Join(names, " and ")
+	return fmt.Sprintf("database %s was replaced, but %s of the old file %s still beside it; "+
+		"stop the application and remove %s: until then nothing is shipped (SQLite would read the old WAL into the new file)",
+		e.path, list, verb, list)
 }
 
 func (d *DB) journalMode(ctx context.Context) (string, error) {
@@ -346,7 +404,6 @@ func (d *DB) Close() error {
 		d.writer.Exec(context.Background(), "ROLLBACK")
 	}
 	d.closeConnsLocked()
-	d.retired = nil // deliberately leaked until the process exits
 	d.local.close()
 	d.snapMu.Lock()
 	d.snapshots = nil // their files stay in the shadow directory for the next Open
@@ -462,9 +519,10 @@ func (d *DB) fencedErr() error {
 	return nil
 }
 
-// reopenLocked retires the connections to a database file that was
-// replaced and opens new ones to the file now at the path. The next
-// capture reads the new file's WAL from its start.
+// reopenLocked closes the connections to a database file that was
+// replaced and opens new ones to the file now at the path, once the old
+// file's "-wal" and "-shm" are gone (errReplacedWaiting until then). The
+// next capture reads the new file's WAL from its start.
 func (d *DB) reopenLocked(ctx context.Context) error {
 	if d.halted {
 		return fmt.Errorf("database %s was replaced while writes were halted", d.opts.Path)
@@ -473,19 +531,19 @@ func (d *DB) reopenLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for i := range d.pins {
-		if d.pins[i] != nil {
-			d.retired = append(d.retired, d.pins[i])
-			d.pins[i] = nil
+	if stale := staleSideFiles(d.sideInodes, sideInodes(d.opts.Path)); len(stale) > 0 {
+		werr := &errReplacedWaiting{path: d.opts.Path, stale: stale}
+		if !d.staleWarned {
+			d.log.Warn("waiting for the replaced database's old files to be removed", "error", werr.Error())
+			d.staleWarned = true
 		}
+		return werr
 	}
-	for _, c := range []**sqlitex.Conn{&d.ckpt, &d.writer} {
-		if *c != nil {
-			d.retired = append(d.retired, *c)
-			*c = nil
-		}
-	}
-	d.pinIdx = -1
+	d.staleWarned = false
+	d.log.Warn("database file replaced; reconnecting", "txid", d.txid)
+	// KeepWAL (connOpts): closing them never deletes the new file's
+	// "-wal" or "-shm" by name.
+	d.closeConnsLocked()
 	old := d.pageSize
 	if err := d.openConnsLocked(ctx); err != nil {
 		return err

@@ -430,6 +430,79 @@ func TestReplacedDatabase(t *testing.T) {
 
 // TestCompactionAndRetention compacts L0 into L1 and L1 into L2 and checks
 // that a restore from the compacted files equals one from L0.
+// TestReplacedDatabaseWaitsForOldWAL: the file is renamed over while the
+// old file's -wal and -shm are still beside it (the operator has not
+// removed them yet, or the application still runs on the old file). The
+// shipper must not open the new file then: SQLite would read the old WAL
+// into it, and the "full image" of the new file would be the old database.
+// It waits, shipping nothing, and snapshots the new file once they are
+// gone.
+func TestReplacedDatabaseWaitsForOldWAL(t *testing.T) {
+	e := newEnv(t, 1)
+	ctx := context.Background()
+	d := e.open(e.options())
+	defer d.Close()
+	for i := 0; i < 20; i++ {
+		e.exec("INSERT INTO t (v) VALUES ('old')")
+	}
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := d.Status()
+	e.app.Close() // the daemon's connections keep the old -wal and -shm
+	other := filepath.Join(e.dir, "other.db")
+	o := openApp(t, other)
+	if _, err := o.Exec("CREATE TABLE n (x); INSERT INTO n VALUES ('new')"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		t.Fatal(err)
+	}
+	o.Close()
+	os.Remove(other + "-wal")
+	os.Remove(other + "-shm")
+	if err := os.Rename(other, e.path); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		err := d.Sync(ctx)
+		var waiting *errReplacedWaiting
+		if !errors.As(err, &waiting) {
+			t.Fatalf("Sync with the old -wal and -shm beside the new file: %v; want a wait for them", err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, e.path+"-wal") || !strings.Contains(msg, e.path+"-shm") || !strings.Contains(msg, "remove") {
+			t.Errorf("error does not name the old files and what to do: %s", msg)
+		}
+	}
+	if st := d.Status(); st.TXID != before.TXID {
+		t.Fatalf("shipped up to %s while waiting (was %s)", st.TXID, before.TXID)
+	}
+	os.Remove(e.path + "-wal")
+	os.Remove(e.path + "-shm")
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Status(); st.TXID != before.TXID+1 {
+		t.Fatalf("after the old files went: TXID %s; want one full image at %s", st.TXID, before.TXID+1)
+	}
+	out := filepath.Join(e.dir, "restored.db")
+	restoreL0(t, e.stores[0], out)
+	r, err := sql.Open("sqlite3", "file:"+out+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var x string
+	if err := r.QueryRow("SELECT x FROM n").Scan(&x); err != nil || x != "new" {
+		t.Fatalf("restore of the new file: SELECT x FROM n = %q, %v; want 'new'", x, err)
+	}
+	var oldTables int
+	if err := r.QueryRow("SELECT count(*) FROM sqlite_master WHERE name = 't'").Scan(&oldTables); err != nil || oldTables != 0 {
+		t.Fatalf("restore of the new file has the old file's table t (%d, %v)", oldTables, err)
+	}
+	e.checkRestore(d)
+}
+
 func TestCompactionAndRetention(t *testing.T) {
 	e := newEnv(t, 1)
 	opts := e.options()

@@ -167,7 +167,8 @@ func (d *DB) step(ctx context.Context) {
 			err = d.startSnapshotAsyncLocked(ctx, targets, "interval")
 		}
 	}
-	if err != nil && ctx.Err() == nil && d.fencedErr() == nil {
+	var waiting *errReplacedWaiting
+	if err != nil && ctx.Err() == nil && d.fencedErr() == nil && !errors.As(err, &waiting) {
 		d.log.Error("sync failed", "txid", d.txid, "error", err)
 	}
 	d.gcLocal()
@@ -258,19 +259,22 @@ func (d *DB) watchCommits(ctx context.Context, notify chan<- struct{}) {
 	var conn *sqlitex.Conn
 	var gen int64 = -1
 	defer func() {
-		if conn != nil && gen == d.connGen.Load() {
-			conn.Close()
-		} // else: a connection to a replaced file, never closed (see DB.retired)
+		if conn != nil {
+			conn.Close() // KeepWAL: safe even if the file was replaced
+		}
 	}()
 	check := func() {
 		lastCheck = time.Now()
 		if g := d.connGen.Load(); conn == nil || g != gen {
-			c, err := sqlitex.Open(ctx, d.opts.Path, sqlitex.Options{CacheKiB: connCacheKiB})
+			c, err := sqlitex.Open(ctx, d.opts.Path, connOpts(0))
 			if err != nil {
 				if ctx.Err() == nil {
 					d.log.Warn("open connection to notice commits", "error", err)
 				}
 				return
+			}
+			if conn != nil {
+				conn.Close() // to the replaced file; KeepWAL makes this safe
 			}
 			conn, gen, lastVersion = c, g, -1
 		}

@@ -44,7 +44,6 @@ func (d *DB) writeFullImageLocked(ctx context.Context, reason string) error {
 // reconnecting first if the database file was replaced.
 func (d *DB) handleBreakLocked(ctx context.Context, hb *historyBreak) error {
 	if hb.reopen {
-		d.log.Warn("database file replaced; reconnecting", "txid", d.txid)
 		if err := d.reopenLocked(ctx); err != nil {
 			return err
 		}
@@ -189,7 +188,7 @@ type snapshotRead struct {
 // snapshot's own, which therefore sees exactly the shipped TXID. nil, nil:
 // nothing to snapshot yet.
 func (d *DB) beginSnapshotLocked(ctx context.Context, targets []*replica, reason string) (*snapshotRead, error) {
-	conn, err := sqlitex.Open(ctx, d.opts.Path, sqlitex.Options{CacheKiB: connCacheKiB})
+	conn, err := sqlitex.Open(ctx, d.opts.Path, connOpts(0))
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", d.opts.Path, err)
 	}

@@ -33,6 +33,11 @@ type Options struct {
 	// 2 MiB). A connection that reads each page once, or only the schema,
 	// gains nothing from a cache and only holds memory.
 	CacheKiB int
+	// KeepWAL sets SQLITE_FCNTL_PERSIST_WAL: closing the connection never
+	// deletes "<path>-wal" and "<path>-shm" by name. Without it, the last
+	// connection of a process to a database file that was since replaced
+	// (renamed over) deletes the new file's WAL on close.
+	KeepWAL bool
 }
 
 // Conn is one physical SQLite connection.
@@ -75,6 +80,20 @@ func Open(ctx context.Context, path string, opts Options) (*Conn, error) {
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	if opts.KeepWAL {
+		err := c.Raw(func(dc any) error {
+			sc, ok := dc.(*sqlite3.SQLiteConn)
+			if !ok {
+				return fmt.Errorf("unexpected driver connection %T", dc)
+			}
+			return sc.SetFileControlInt("main", sqlite3.SQLITE_FCNTL_PERSIST_WAL, 1)
+		})
+		if err != nil {
+			c.Close()
+			db.Close()
+			return nil, fmt.Errorf("open database %s: keep the WAL on close: %w", path, err)
+		}
 	}
 	return &Conn{path: path, db: db, c: c}, nil
 }
