@@ -175,9 +175,7 @@ func runReplicate(c *cli.Context) error {
 	var app *exec.Cmd
 	appDone := make(chan error, 1)
 	if cmdline := c.String("exec"); cmdline != "" {
-		app = exec.Command("/bin/sh", "-c", cmdline)
-		app.Stdin, app.Stdout, app.Stderr = os.Stdin, os.Stdout, os.Stderr
-		if err := app.Start(); err != nil {
+		if app, err = startApp(cmdline); err != nil {
 			return cli.Exit(fmt.Errorf("replicate: start -exec %q: %w", cmdline, err), 1)
 		}
 		logger.Info("started application", "pid", app.Process.Pid, "exec", cmdline)
@@ -193,13 +191,13 @@ wait:
 			if app != nil {
 				// The app decides when it is done; we sync after it exits.
 				logger.Info("forwarding signal to application", "signal", sig.String())
-				_ = app.Process.Signal(sig)
+				_ = signalApp(app, sig)
 				continue
 			}
 			logger.Info("signal received: shipping what is committed, then exiting", "signal", sig.String())
 			break wait
 		case err := <-appDone:
-			exitCode = app.ProcessState.ExitCode()
+			exitCode = appExitStatus(app.ProcessState)
 			logger.Info("application exited: shipping what is committed", "status", exitCode, "error", errString(err))
 			break wait
 		case runErr = <-errs:
@@ -212,7 +210,7 @@ wait:
 
 	if runErr != nil {
 		if app != nil && app.ProcessState == nil {
-			_ = app.Process.Signal(syscall.SIGTERM)
+			_ = signalApp(app, syscall.SIGTERM)
 		}
 		return cli.Exit(runErr, 1)
 	}
@@ -231,9 +229,47 @@ wait:
 	}
 	logger.Info("all committed transactions shipped")
 	if exitCode != 0 {
-		return cli.Exit("", exitCode)
+		return cli.Exit(fmt.Sprintf("application exited with status %d", exitCode), exitCode)
 	}
 	return nil
+}
+
+// appShellPrelude goes before the -exec command line. Debian's /bin/sh
+// (dash) forks even a lone command, so a forwarded signal used to reach
+// only the shell: it died at once, we shipped and exited, and the
+// application ran on unsignalled, writing what nobody shipped. Now the
+// whole process group gets the signal (signalApp), and the trap makes the
+// shell wait for the command it is running and then exit with that
+// command's status.
+const appShellPrelude = "trap exit INT TERM\n"
+
+// startApp starts the -exec command line with /bin/sh -c in a process
+// group of its own, so that signalApp reaches the shell and everything it
+// started. (A group of its own is not the terminal's foreground group: an
+// application that reads a terminal on stdin is stopped by SIGTTIN.)
+func startApp(cmdline string) (*exec.Cmd, error) {
+	app := exec.Command("/bin/sh", "-c", appShellPrelude+cmdline)
+	app.Stdin, app.Stdout, app.Stderr = os.Stdin, os.Stdout, os.Stderr
+	app.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return app, app.Start()
+}
+
+// signalApp sends sig to the application's process group.
+func signalApp(app *exec.Cmd, sig os.Signal) error {
+	s, ok := sig.(syscall.Signal)
+	if !ok {
+		return app.Process.Signal(sig)
+	}
+	return syscall.Kill(-app.Process.Pid, s)
+}
+
+// appExitStatus is the status replicate exits with: the application's, or
+// 128 + the signal's number when a signal killed it, as a shell reports it.
+func appExitStatus(st *os.ProcessState) int {
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return st.ExitCode()
 }
 
 // watchStartup cancels start-up (through cancel) when a signal arrives on
