@@ -89,7 +89,7 @@ func TestReplicateSeveralDBs(t *testing.T) {
 	}
 
 	time.Sleep(time.Second)
-	waitReplicasAt(t, s, hold())
+	before := waitReplicasAt(t, s, hold())
 	release()
 	alive("before the S3 endpoint was cut")
 
@@ -104,6 +104,9 @@ func TestReplicateSeveralDBs(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range names {
+		if txids[i] <= before[i] {
+			t.Fatalf("db %s: the file replica did not advance while S3 was cut off (TXID %s, %s before the cut)", names[i], txids[i], before[i])
+		}
 		for _, r := range st.DBs[i].Replicas {
 			if r.Name == "s3" && r.TXID >= txids[i] {
 				t.Fatalf("db %s: the S3 replica is at TXID %s while its endpoint is cut off, the file replica at %s: the cut did not take", names[i], r.TXID, txids[i])
