@@ -203,9 +203,8 @@ func runNodes(c *cli.Context, cfg *config.Config, logger hclog.Logger, asPrimary
 	var app *exec.Cmd
 	appDone := make(chan struct{})
 	if appCmd != "" {
-		app = exec.Command("/bin/sh", "-c", appCmd)
-		app.Stdin, app.Stdout, app.Stderr = os.Stdin, os.Stdout, os.Stderr
-		if err := app.Start(); err != nil {
+		var err error
+		if app, err = startApp(appCmd); err != nil {
 			stop()
 			<-nodesDone
 			return cli.Exit(fmt.Errorf("replicate: start -exec %q: %w", appCmd, err), 1)
@@ -220,13 +219,13 @@ wait:
 		case sig := <-sigs:
 			if app != nil && app.ProcessState == nil {
 				logger.Info("forwarding signal to application", "signal", sig.String())
-				_ = app.Process.Signal(sig)
+				_ = signalApp(app, sig)
 				continue
 			}
 			logger.Info("signal received: stopping", "signal", sig.String())
 			break wait
 		case <-appDone:
-			exitCode = app.ProcessState.ExitCode()
+			exitCode = appExitStatus(app.ProcessState)
 			logger.Info("application exited: shipping what is committed", "status", exitCode)
 			appDone = nil
 			break wait
@@ -237,13 +236,13 @@ wait:
 	stop()
 	<-nodesDone
 	if app != nil && appDone != nil {
-		_ = app.Process.Signal(syscall.SIGTERM)
+		_ = signalApp(app, syscall.SIGTERM)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return cli.Exit(err, 1)
 	}
 	if exitCode != 0 {
-		return cli.Exit("", exitCode)
+		return cli.Exit(fmt.Sprintf("application exited with status %d", exitCode), exitCode)
 	}
 	return nil
 }
