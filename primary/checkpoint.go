@@ -7,6 +7,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/wal"
 )
 
@@ -34,6 +35,26 @@ func checkpointMode(frames, lastPassive int64, minPages, maxPages int) string {
 	return ckptNone
 }
 
+// checkpointUnlockedLocked runs a checkpoint on the checkpoint connection,
+// releasing the checkpoint lock for it (ckptlock.go) and taking it back
+// after. Callers hold a pin at or before the shipped position (or the
+// write lock with everything shipped), which protects the WAL meanwhile.
+func (d *DB) checkpointUnlockedLocked(ctx context.Context, mode string) (sqlitex.CheckpointResult, error) {
+	held := d.ckl.isHeld()
+	d.ckl.release()
+	r, err := d.ckpt.Checkpoint(ctx, mode)
+	if held {
+		d.ckl.acquire(ckptLockWait)
+	}
+	return r, err
+}
+
+// ckptLockWait bounds how long the checkpoint lock is waited for after
+// our own checkpoint (the application's autocheckpoint may have taken it
+// meanwhile; it is short, bounded by our pin). If it is not back, the pin
+// stays until a later step takes it.
+const ckptLockWait = 20 * time.Millisecond
+
 // restartCkptRetry bounds how long the write-locked window of a WAL restart
 // waits for another checkpointer (the application's autocheckpoint).
 const restartCkptRetry = 25 * time.Millisecond
@@ -51,7 +72,7 @@ func (d *DB) checkpointLocked(ctx context.Context) error {
 	}
 	switch mode {
 	case ckptPassive:
-		r, err := d.ckpt.Checkpoint(ctx, "PASSIVE")
+		r, err := d.checkpointUnlockedLocked(ctx, "PASSIVE")
 		d.m.checkpoints.WithLabelValues(d.opts.Path, "passive").Inc()
 		if err != nil {
 			return err
@@ -79,7 +100,7 @@ func (d *DB) checkpointLocked(ctx context.Context) error {
 // nothing: the local position is then behind a restarted WAL, which is a
 // history break at the next Open (a full image).
 func (d *DB) restartWALLocked(ctx context.Context) error {
-	if _, err := d.ckpt.Checkpoint(ctx, "PASSIVE"); err != nil {
+	if _, err := d.checkpointUnlockedLocked(ctx, "PASSIVE"); err != nil {
 		return err
 	}
 	d.m.checkpoints.WithLabelValues(d.opts.Path, "passive").Inc()
@@ -108,6 +129,13 @@ func (d *DB) restartWALLocked(ctx context.Context) error {
 		}
 		d.endPinLocked(d.pinIdx)
 		d.pinIdx = -1
+		// Our own checkpoint needs the checkpoint lock; the write lock
+		// and the shipped tail protect the WAL until the pin is back.
+		held := d.ckl.isHeld()
+		d.ckl.release()
+		if held {
+			defer d.ckl.acquire(0) // not waiting with the write lock held: relaxPinLocked retries
+		}
 		// The application's own autocheckpoint runs right after its commit,
 		// outside the write lock, so it is often still running now and
 		// holds the checkpoint lock (PASSIVE reports busy, -1/-1): then the
@@ -175,7 +203,7 @@ func (d *DB) truncateIfIdleLocked(ctx context.Context) {
 		d.truncatePending = false
 		return
 	}
-	tr, err := d.ckpt.Checkpoint(ctx, "TRUNCATE")
+	tr, err := d.checkpointUnlockedLocked(ctx, "TRUNCATE")
 	if err != nil || tr.Busy {
 		return // the next idle sync tries again
 	}

@@ -53,7 +53,12 @@ type DB struct {
 	ckpt   *sqlitex.Conn    // checkpoints; never in a transaction
 	pins   [2]*sqlitex.Conn // the WAL pin, rotated between the two
 	pinIdx int              // active pin, -1 none
-	halted bool             // writer holds the write lock for good
+	// ckl is the checkpoint lock held between our own checkpoints instead
+	// of a pin (ckptlock.go); nil if "-shm" could not be opened. oldCkl
+	// are those of closed connections, closed with the DB.
+	ckl    *ckptLock
+	oldCkl []*ckptLock
+	halted bool // writer holds the write lock for good
 	// sideInodes are the inodes of "<path>-wal" and "<path>-shm" when the
 	// connections were opened (0: absent): after the database file is
 	// replaced, new connections wait until neither is still there.
@@ -251,6 +256,9 @@ func (d *DB) Open(ctx context.Context) (err error) {
 // connection, filled by every snapshot).
 const connCacheKiB = 128
 
+// pinBusyTimeout is the busy timeout of the pin connections.
+const pinBusyTimeout = 100 * time.Millisecond
+
 // connOpts are the options of every connection of the shipper. KeepWAL:
 // after the database file was replaced, closing a connection to the old
 // one must not delete the new file's "-wal" and "-shm" by name.
@@ -304,11 +312,20 @@ func (d *DB) openConnsLocked(ctx context.Context) error {
 		return err
 	}
 	for i := range d.pins {
-		if d.pins[i], err = sqlitex.Open(ctx, path, connOpts(0)); err != nil {
+		// A short busy timeout: a pin that cannot start is mostly one
+		// waiting for a WAL recovery that our checkpoint lock blocks
+		// (startPinLocked then releases it).
+		if d.pins[i], err = sqlitex.Open(ctx, path, connOpts(pinBusyTimeout)); err != nil {
 			return err
 		}
 	}
 	d.sideInodes = sideInodes(path)
+	// Taken at the end of a step (relaxPinLocked), not here: Open must not
+	// stand in the way of a WAL recovery.
+	if d.ckl, err = openCkptLock(path); err != nil {
+		d.log.Warn("holding a WAL pin between syncs instead of the checkpoint lock", "error", err)
+		d.ckl = nil
+	}
 	return nil
 }
 
@@ -383,6 +400,14 @@ func (d *DB) closeConnsLocked() {
 	}
 	d.pinIdx = -1
 	d.halted = false
+	if d.ckl != nil {
+		// Its descriptor is closed with the DB (Close): closing it drops
+		// every POSIX lock of this process on "-shm", and connections of
+		// the watcher or a snapshot may still be open.
+		d.ckl.release()
+		d.oldCkl = append(d.oldCkl, d.ckl)
+		d.ckl = nil
+	}
 }
 
 // Close releases the pin, any write halt, and the connections. It does not
@@ -404,6 +429,10 @@ func (d *DB) Close() error {
 		d.writer.Exec(context.Background(), "ROLLBACK")
 	}
 	d.closeConnsLocked()
+	for _, l := range d.oldCkl {
+		l.close()
+	}
+	d.oldCkl = nil
 	d.local.close()
 	d.snapMu.Lock()
 	d.snapshots = nil // their files stay in the shadow directory for the next Open

@@ -171,6 +171,13 @@ func (d *DB) step(ctx context.Context) {
 	if err != nil && ctx.Err() == nil && d.fencedErr() == nil && !errors.As(err, &waiting) {
 		d.log.Error("sync failed", "txid", d.txid, "error", err)
 	}
+	if err != nil {
+		// Whatever went wrong, do not stand in the way of SQLite (a WAL
+		// recovery needs the checkpoint lock): the pin, if any, stays.
+		d.ckl.release()
+	} else if !d.closed {
+		d.relaxPinLocked()
+	}
 	d.gcLocal()
 }
 

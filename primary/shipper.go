@@ -42,14 +42,36 @@ func (d *DB) startPinLocked() (int, error) {
 	}
 	c := d.pins[i]
 	ctx := context.Background() // never interrupt a pin half-way
-	if err := c.Exec(ctx, "BEGIN"); err != nil {
-		return -1, fmt.Errorf("pin the WAL: %w", err)
+	if d.ckl.isHeld() && d.ckl.walIndexNeedsRecovery() {
+		// A writer died half-way through a commit: the wal-index must be
+		// rebuilt, which needs the checkpoint lock. Let it go (the pin
+		// starting now protects the WAL instead); our pin's read does the
+		// recovery if no one else has.
+		d.log.Warn("the wal-index needs a recovery; letting the checkpoint lock go")
+		d.ckl.release()
 	}
-	if _, err := c.Int(ctx, "SELECT count(*) FROM sqlite_master"); err != nil {
-		c.Exec(ctx, "ROLLBACK")
+	err := d.beginPin(ctx, c)
+	if err != nil && d.ckl.isHeld() {
+		// Whatever it was, try once more without standing in the way.
+		d.ckl.release()
+		err = d.beginPin(ctx, c)
+	}
+	if err != nil {
 		return -1, fmt.Errorf("pin the WAL: %w", err)
 	}
 	return i, nil
+}
+
+// beginPin starts the read transaction of a pin on c.
+func (d *DB) beginPin(ctx context.Context, c *sqlitex.Conn) error {
+	if err := c.Exec(ctx, "BEGIN"); err != nil {
+		return err
+	}
+	if _, err := c.Int(ctx, "SELECT count(*) FROM sqlite_master"); err != nil {
+		c.Exec(ctx, "ROLLBACK")
+		return err
+	}
+	return nil
 }
 
 func (d *DB) endPinLocked(i int) {
@@ -58,6 +80,17 @@ func (d *DB) endPinLocked(i int) {
 			d.log.Warn("release WAL pin", "error", err)
 		}
 	}
+}
+
+// relaxPinLocked ends the pin between syncs when the checkpoint lock
+// protects the WAL instead (ckptlock.go), taking the lock if it is free.
+// Without the lock the pin stays, as in the notes' protocol.
+func (d *DB) relaxPinLocked() {
+	if d.halted || d.pinIdx < 0 || !d.ckl.acquire(0) {
+		return
+	}
+	d.endPinLocked(d.pinIdx)
+	d.pinIdx = -1
 }
 
 // rotateAndSyncLocked moves the pin forward and ships what is committed:
