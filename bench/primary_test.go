@@ -241,7 +241,6 @@ type replicatorRun struct {
 	busyOps    map[string]float64
 	busyBytes  map[string]float64
 	lags       []time.Duration
-	lagFiles   int // L0 files written for the lagCommits commits of the lag phase
 	settled    string
 	idle       time.Duration
 	idleFiles  int
@@ -289,9 +288,7 @@ func runReplicator(t *testing.T, r replicator, dir string, phase time.Duration) 
 	// Lag, where the replica has Litestream 0.5's layout (L0 files by TXID).
 	l0, l1 := filepath.Join(replica, "ltx", "0"), filepath.Join(replica, "ltx", "1")
 	if isDir(l0) {
-		files0 = replicaFiles(l0)
 		out.lags = shipLag(t, app, l0, lagCommits)
-		out.lagFiles = newFiles(files0, replicaFiles(l0))
 	}
 
 	// Idle: first let the replicator finish the work the commits above left
@@ -435,12 +432,6 @@ func TestPrimaryBench(t *testing.T) {
 		}
 		return fmt.Sprintf("%s / %s / %s", r.lags[len(r.lags)/2].Round(time.Millisecond),
 			r.lags[len(r.lags)*99/100].Round(time.Millisecond), r.lags[len(r.lags)-1].Round(time.Millisecond))
-	})
-	row(fmt.Sprintf("lag phase: L0 files for its %d commits", lagCommits), func(r replicatorRun) string {
-		if len(r.lags) == 0 {
-			return "n/a"
-		}
-		return strconv.Itoa(r.lagFiles)
 	})
 	row("settle before idle", func(r replicatorRun) string { return r.settled })
 	row("idle: store requests per minute (/metrics)", func(r replicatorRun) string {
