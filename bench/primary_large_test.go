@@ -11,14 +11,16 @@ package bench
 //	UNDERSTUDY_BENCH=1 UNDERSTUDY_BIN=$PWD/bin/understudy go test -run TestPrimaryLargeBench -v -timeout 30m ./bench/
 //
 // UNDERSTUDY_BENCH_LARGE_MB (default 1024) sets both the database size and
-// the WAL volume.
+// the WAL volume. With UNDERSTUDY_BENCH_LITESTREAM05/03 set (see
+// litestream_test.go) the same workload runs through Litestream too, each on
+// a fresh database; their "first full copy" is whatever full image they
+// write first.
 
 import (
 	"database/sql"
 	"fmt"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -142,28 +144,77 @@ func waitFor(limit time.Duration, cond func() bool) (time.Duration, bool) {
 	return time.Since(t0), true
 }
 
-func TestPrimaryLargeBench(t *testing.T) {
-	bin := benchBin(t)
-	sizeMB := 1024
-	if v := os.Getenv("UNDERSTUDY_BENCH_LARGE_MB"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			t.Fatalf("UNDERSTUDY_BENCH_LARGE_MB=%q: want a positive number of MB", v)
+// largeRun is what one replicator did on the large database.
+type largeRun struct {
+	name                     string
+	built                    time.Duration
+	dbSize                   int64
+	rows                     int
+	snapTime                 time.Duration
+	snapBytes                int64
+	cpuSnap                  float64
+	walBytes                 int64
+	txs                      int
+	framesPerRow             float64
+	updating                 time.Duration
+	putBytes                 float64 // -1 without /metrics
+	tailTime                 time.Duration
+	tailOK                   bool
+	cpuTail, cpuEnd          float64
+	compactTime              time.Duration
+	compactOK, compacts      bool // compacts: the replica has L0/L1 levels
+	hwmSnap, hwmTail, hwmEnd int64
+	anonPeak, filePeak       int64
+	anonEnd, fileEnd         int64
+	maxWAL                   int64
+}
+
+// firstFullCopy is the largest finished file in the replica once one holds
+// at least half the database (pages compress; a full image of random blobs
+// is ~75 % of the file): a snapshot, or Litestream 0.5's first L0 file,
+// whatever the replicator writes first.
+func firstFullCopy(replica string, dbSize int64) int64 {
+	var largest int64
+	for p := range replicaFiles(replica) {
+		if st, err := os.Stat(p); err == nil && st.Size() > largest {
+			largest = st.Size()
 		}
-		sizeMB = n
 	}
-	load0 := loadAvg()
+	if largest*2 < dbSize {
+		return 0
+	}
+	return largest
+}
+
+// replicaState is the replica's file count and total size, to tell when a
+// replicator has stopped writing.
+func replicaState(replica string) [2]int64 {
+	var n, size int64
+	for p := range replicaFiles(replica) {
+		if st, err := os.Stat(p); err == nil {
+			n++
+			size += st.Size()
+		}
+	}
+	return [2]int64{n, size}
+}
+
+func runLarge(t *testing.T, r replicator, sizeMB int) largeRun {
+	t.Helper()
+	out := largeRun{name: r.name}
 	dir := t.TempDir()
+	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "large.db")
 	rows := sizeMB << 20 / 4096
+	out.rows = rows
 	t0 := time.Now()
 	buildLarge(t, path, rows)
-	built := time.Since(t0)
+	out.built = time.Since(t0)
 	st, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dbSize := st.Size()
+	out.dbSize = st.Size()
 
 	app, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=5000")
 	if err != nil {
@@ -180,93 +231,150 @@ func TestPrimaryLargeBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	framesPerRow := float64(wst.Size()-32) / walFrameBytes / float64(distinct)
+	out.framesPerRow = float64(wst.Size()-32) / walFrameBytes / float64(distinct)
 	if _, err := app.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
 		t.Fatal(err)
 	}
 
-	// The daemon starts on the full database: its first snapshot.
+	// The daemon starts on the full database: its first full copy.
 	replica := filepath.Join(dir, "replica")
-	addr := freeAddr(t)
-	d := startDaemon(t, exec.Command(bin, "replicate", "-addr", addr, path, "file://"+replica))
+	d, addr := r.start(t, path, replica)
+	defer d.stop(t)
 	peak := watchRSS(t, d.pid())
-	snapDir := filepath.Join(replica, "ltx", "9")
-	snapTime, ok := waitFor(5*time.Minute, func() bool { return maxTXID(t, snapDir) > 0 })
+	snapTime, ok := waitFor(5*time.Minute, func() bool {
+		out.snapBytes = firstFullCopy(replica, out.dbSize)
+		return out.snapBytes > 0
+	})
 	d.alive(t)
 	if !ok {
-		t.Fatalf("no snapshot in %s within %s", snapDir, snapTime)
+		t.Fatalf("%s: no full copy of the database in %s within %s", r.name, replica, snapTime)
 	}
-	cpuSnap, hwmSnap := procStats(t, d.pid())
-	var snapBytes int64
-	if ents, _ := os.ReadDir(snapDir); len(ents) > 0 {
-		if info, err := ents[len(ents)-1].Info(); err == nil {
-			snapBytes = info.Size()
-		}
-	}
+	out.snapTime = snapTime
+	out.cpuSnap, out.hwmSnap = procStats(t, d.pid())
 
 	// ~sizeMB of WAL from updates of random rows.
-	put0 := metricByLabel(t, addr, "understudy_primary_store_bytes_total", "op")["put"]
+	out.putBytes = -1
+	var put0 float64
+	if addr != "" {
+		put0 = metricByLabel(t, addr, "understudy_primary_store_bytes_total", "op")["put"]
+	}
 	target := int64(sizeMB) << 20
-	var walBytes, maxWAL int64
-	var txs int
 	u0 := time.Now()
-	for walBytes < target {
+	for out.walBytes < target {
 		n := updateTx(t, app, rng, rows)
-		walBytes += int64(float64(n)*framesPerRow+0.5) * walFrameBytes
-		txs++
-		if st, err := os.Stat(path + "-wal"); err == nil && st.Size() > maxWAL {
-			maxWAL = st.Size()
+		out.walBytes += int64(float64(n)*out.framesPerRow+0.5) * walFrameBytes
+		out.txs++
+		if st, err := os.Stat(path + "-wal"); err == nil && st.Size() > out.maxWAL {
+			out.maxWAL = st.Size()
 		}
 	}
-	updating := time.Since(u0)
+	out.updating = time.Since(u0)
 	lastCommit := time.Now()
 	d.alive(t)
 
-	// The tail: shipped when no new L0 file has appeared for 3 s.
-	l0, l1 := filepath.Join(replica, "ltx", "0"), filepath.Join(replica, "ltx", "1")
-	last, lastChange := maxTXID(t, l0), time.Now()
-	_, tailOK := waitFor(2*time.Minute, func() bool {
-		if m := maxTXID(t, l0); m != last {
-			last, lastChange = m, time.Now()
+	// The tail: shipped when the replica has not changed for 3 s.
+	last, lastChange := replicaState(replica), time.Now()
+	_, out.tailOK = waitFor(2*time.Minute, func() bool {
+		if s := replicaState(replica); s != last {
+			last, lastChange = s, time.Now()
 		}
 		return time.Since(lastChange) > 3*time.Second
 	})
-	tailTime := max(lastChange.Sub(lastCommit), 0)
-	cpuTail, hwmTail := procStats(t, d.pid())
-	putBytes := metricByLabel(t, addr, "understudy_primary_store_bytes_total", "op")["put"] - put0
+	out.tailTime = max(lastChange.Sub(lastCommit), 0)
+	out.cpuTail, out.hwmTail = procStats(t, d.pid())
+	if addr != "" {
+		out.putBytes = metricByLabel(t, addr, "understudy_primary_store_bytes_total", "op")["put"] - put0
+	}
 
-	// And the L1 compaction of those L0 files (every 30 s by default).
-	compactTime, compactOK := waitFor(2*time.Minute, func() bool { return maxTXID(t, l1) >= maxTXID(t, l0) })
+	// And the L1 compaction of those L0 files (every 30 s by default), for
+	// replicators that have levels.
+	l0, l1 := filepath.Join(replica, "ltx", "0"), filepath.Join(replica, "ltx", "1")
+	if out.compacts = isDir(l0); out.compacts {
+		out.compactTime, out.compactOK = waitFor(2*time.Minute, func() bool { return maxTXID(t, l1) >= maxTXID(t, l0) })
+	}
 	d.alive(t)
-	cpuEnd, hwm := procStats(t, d.pid())
-	anonPeak, filePeak := peak.stop()
-	anonEnd, fileEnd := rssParts(t, d.pid())
-	d.stop(t)
+	out.cpuEnd, out.hwmEnd = procStats(t, d.pid())
+	out.anonPeak, out.filePeak = peak.stop()
+	out.anonEnd, out.fileEnd = rssParts(t, d.pid())
+	return out
+}
 
-	gb := float64(walBytes) / 1e9
-	notDone := func(ok bool) string {
+func TestPrimaryLargeBench(t *testing.T) {
+	bin := benchBin(t)
+	sizeMB := 1024
+	if v := os.Getenv("UNDERSTUDY_BENCH_LARGE_MB"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("UNDERSTUDY_BENCH_LARGE_MB=%q: want a positive number of MB", v)
+		}
+		sizeMB = n
+	}
+	load0 := loadAvg()
+	var runs []largeRun
+	for _, r := range replicators(t, bin) {
+		runs = append(runs, runLarge(t, r, sizeMB))
+	}
+
+	fmt.Printf("\nLoad average %s at the start, %s at the end.\n", load0, loadAvg())
+	r0 := runs[0]
+	fmt.Printf("Database %.2f GB (%d rows of %d-byte random blobs), built in %s without a journal; "+
+		"then %.2f GB of WAL in %d transactions of %d row updates (%.2f frames a row).\n\n",
+		float64(r0.dbSize)/1e9, r0.rows, largeBlob, r0.built.Round(100*time.Millisecond),
+		float64(r0.walBytes)/1e9, r0.txs, largeTxRows, r0.framesPerRow)
+	row := func(measure string, cell func(r largeRun) string) {
+		fmt.Printf("| %s |", measure)
+		for _, r := range runs {
+			fmt.Printf(" %s |", cell(r))
+		}
+		fmt.Println()
+	}
+	fmt.Printf("| measure |")
+	for _, r := range runs {
+		fmt.Printf(" %s |", r.name)
+	}
+	fmt.Printf("\n|---|%s\n", strings.Repeat("---|", len(runs)))
+	gaveUp := func(ok bool) string {
 		if ok {
 			return ""
 		}
 		return " (gave up waiting)"
 	}
-	fmt.Printf("\nLoad average %s at the start, %s at the end.\n\n", load0, loadAvg())
-	fmt.Printf("| measure | value |\n|---|---|\n")
-	fmt.Printf("| database | %.2f GB (%d rows of %d-byte random blobs), built in %s without a journal |\n",
-		float64(dbSize)/1e9, rows, largeBlob, built.Round(100*time.Millisecond))
-	fmt.Printf("| first snapshot in the store | %s after start (%.2f GB object), daemon CPU %.1f s |\n",
-		snapTime.Round(100*time.Millisecond), float64(snapBytes)/1e9, cpuSnap)
-	fmt.Printf("| WAL written by the app | %.2f GB in %s (%.0f MB/s; %d transactions of %d row updates, %.2f frames a row) |\n",
-		gb, updating.Round(100*time.Millisecond), float64(walBytes)/1e6/updating.Seconds(), txs, largeTxRows, framesPerRow)
-	fmt.Printf("| shipped to the store meanwhile | %.2f GB put (L0 and any L1), last L0 file %s after the last commit%s |\n",
-		putBytes/1e9, tailTime.Round(100*time.Millisecond), notDone(tailOK))
-	fmt.Printf("| daemon CPU per GB of WAL, shipping | %.1f s/GB (%.1f s) |\n", (cpuTail-cpuSnap)/gb, cpuTail-cpuSnap)
-	fmt.Printf("| daemon CPU per GB of WAL, shipping + L1 compaction | %.1f s/GB (%.1f s; L1 caught up %s later%s) |\n",
-		(cpuEnd-cpuSnap)/gb, cpuEnd-cpuSnap, compactTime.Round(100*time.Millisecond), notDone(compactOK))
-	fmt.Printf("| daemon peak RSS (VmHWM) after the snapshot / after shipping / at the end | %.1f / %.1f / %.1f MB |\n",
-		float64(hwmSnap)/1024, float64(hwmTail)/1024, float64(hwm)/1024)
-	fmt.Printf("| peak anonymous / file-backed RSS (sampled every 100 ms) | %.1f / %.1f MB |\n",
-		float64(anonPeak)/1024, float64(filePeak)/1024)
-	fmt.Printf("| RSS at the end: anonymous / file-backed | %.1f / %.1f MB |\n", float64(anonEnd)/1024, float64(fileEnd)/1024)
-	fmt.Printf("| WAL max | %.1f MB |\n", float64(maxWAL)/1e6)
+	mb := func(kb int64) float64 { return float64(kb) / 1024 }
+	row("first full copy in the store (size): time, daemon CPU", func(r largeRun) string {
+		return fmt.Sprintf("%s, %.1f s (%.2f GB)", r.snapTime.Round(100*time.Millisecond), r.cpuSnap, float64(r.snapBytes)/1e9)
+	})
+	row("app's WAL rate with the daemon running", func(r largeRun) string {
+		return fmt.Sprintf("%.0f MB/s", float64(r.walBytes)/1e6/r.updating.Seconds())
+	})
+	row("bytes put meanwhile (/metrics)", func(r largeRun) string {
+		if r.putBytes < 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f GB", r.putBytes/1e9)
+	})
+	row("replica last changed after the last commit", func(r largeRun) string {
+		return r.tailTime.Round(100*time.Millisecond).String() + gaveUp(r.tailOK)
+	})
+	row("daemon CPU per GB of WAL, shipping", func(r largeRun) string {
+		gb := float64(r.walBytes) / 1e9
+		return fmt.Sprintf("%.1f s/GB (%.1f s)", (r.cpuTail-r.cpuSnap)/gb, r.cpuTail-r.cpuSnap)
+	})
+	row("daemon CPU per GB of WAL, shipping + L1 compaction", func(r largeRun) string {
+		if !r.compacts {
+			return "n/a (no levels)"
+		}
+		gb := float64(r.walBytes) / 1e9
+		return fmt.Sprintf("%.1f s/GB (%.1f s; L1 caught up %s later%s)", (r.cpuEnd-r.cpuSnap)/gb, r.cpuEnd-r.cpuSnap,
+			r.compactTime.Round(100*time.Millisecond), gaveUp(r.compactOK))
+	})
+	row("VmHWM after the first copy / after shipping / at the end", func(r largeRun) string {
+		return fmt.Sprintf("%.1f / %.1f / %.1f MB", mb(r.hwmSnap), mb(r.hwmTail), mb(r.hwmEnd))
+	})
+	row("peak anonymous / file-backed RSS (sampled every 100 ms)", func(r largeRun) string {
+		return fmt.Sprintf("%.1f / %.1f MB", mb(r.anonPeak), mb(r.filePeak))
+	})
+	row("RSS at the end: anonymous / file-backed", func(r largeRun) string {
+		return fmt.Sprintf("%.1f / %.1f MB", mb(r.anonEnd), mb(r.fileEnd))
+	})
+	row("WAL max", func(r largeRun) string { return fmt.Sprintf("%.1f MB", float64(r.maxWAL)/1e6) })
 }
