@@ -19,6 +19,7 @@ package bench
 import (
 	"database/sql"
 	"fmt"
+	"io/fs"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -186,16 +187,20 @@ func firstFullCopy(replica string, dbSize int64) int64 {
 	return largest
 }
 
-// replicaState is the replica's file count and total size, to tell when a
-// replicator has stopped writing.
+// replicaState is the replica's file count and total size, temp files
+// included (a large file being written shows as a growing temp file), to
+// tell when a replicator has stopped writing.
 func replicaState(replica string) [2]int64 {
 	var n, size int64
-	for p := range replicaFiles(replica) {
-		if st, err := os.Stat(p); err == nil {
-			n++
-			size += st.Size()
+	_ = filepath.WalkDir(replica, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				n++
+				size += info.Size()
+			}
 		}
-	}
+		return nil
+	})
 	return [2]int64{n, size}
 }
 
