@@ -100,10 +100,9 @@ func (d *DB) checkpointLocked(ctx context.Context) error {
 // nothing: the local position is then behind a restarted WAL, which is a
 // history break at the next Open (a full image).
 func (d *DB) restartWALLocked(ctx context.Context) error {
-	if _, err := d.checkpointUnlockedLocked(ctx, "PASSIVE"); err != nil {
+	if err := d.catchUpBackfillLocked(ctx); err != nil {
 		return err
 	}
-	d.m.checkpoints.WithLabelValues(d.opts.Path, "passive").Inc()
 	var after int64
 	var tSync, tNoop, tCkpt time.Duration
 	err := d.quiesceLocked(ctx, restartLockWait, true, func() error {
@@ -181,6 +180,55 @@ func (d *DB) restartWALLocked(ctx context.Context) error {
 	d.log.Debug("checkpoint", "mode", "restart", "checkpointed", after, "max_hold", d.maxHold,
 		"hold_sync", tSync, "hold_noop", tNoop, "hold_ckpt", tCkpt)
 	return nil
+}
+
+// Limits of the catch-up before a WAL restart.
+const (
+	// restartBacklogDiv: a quarter of max-checkpoint-page-count may be
+	// left to copy back when the write lock is taken: the hold grows with
+	// it, and the WAL grows with every round that makes it smaller.
+	restartBacklogDiv = 4
+	// restartCatchUpRounds bounds the rounds of ship + PASSIVE; a writer
+	// faster than the checkpoint leaves more, which the hold then takes.
+	restartCatchUpRounds = 4
+)
+
+// catchUpBackfillLocked ships what is committed and copies it back into
+// the database (PASSIVE, under the new pin) in rounds until little is left
+// for the write-locked window of a restart. Under a writer that commits
+// 100 MB/s in long transactions the window otherwise had to ship and copy
+// back everything written while the lock was awaited: holds of 2 s and
+// hundreds of MB of tail read into memory.
+func (d *DB) catchUpBackfillLocked(ctx context.Context) error {
+	prev := int64(-1)
+	for round := 0; ; round++ {
+		// Copy back what the pin covers, then ship what came meanwhile:
+		// the last thing before the lock is a sync, so the tail left for
+		// the window is what the lock took to get.
+		r, err := d.checkpointUnlockedLocked(ctx, "PASSIVE")
+		if err != nil {
+			return err
+		}
+		d.m.checkpoints.WithLabelValues(d.opts.Path, "passive").Inc()
+		if _, err := d.rotateAndSyncLocked(ctx); err != nil {
+			return err
+		}
+		n, err := d.ckpt.Checkpoint(ctx, "NOOP")
+		if err != nil {
+			return err
+		}
+		backlog := n.Log - n.Checkpointed
+		d.log.Debug("catching up before a WAL restart", "round", round, "passive_log", r.Log,
+			"passive_checkpointed", r.Checkpointed, "backlog", backlog)
+		// Done when little is left, after the last round, or when a round
+		// did not shrink the backlog by a quarter: the application writes
+		// about as fast as we ship and copy back, and only the write lock
+		// (the restart's window) can hold it back.
+		if backlog <= int64(d.opts.MaxCheckpointPageCount/restartBacklogDiv) || round+1 >= restartCatchUpRounds || (prev >= 0 && backlog > prev*3/4) {
+			return nil
+		}
+		prev = backlog
+	}
 }
 
 // truncateIfIdleLocked gives the disk space of the WAL back after a

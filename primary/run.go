@@ -102,8 +102,13 @@ func (d *DB) shipLoop(ctx context.Context, notify <-chan struct{}) error {
 	}
 }
 
-// walGrowingFast reports whether the unshipped part of the WAL is large
-// enough to sync before the interval is up (keeps files and holds small).
+// walGrowingFast reports whether the unshipped part of the WAL reached half
+// of max-checkpoint-page-count, so that it is shipped, and the WAL
+// restarted at max-checkpoint-page-count, before the interval is up (this
+// bounds the WAL). It was min-checkpoint-page-count: under a saturating
+// writer that made a sync, a PUT, every 4 MB of WAL, 4-7 times Litestream's
+// request rate; the catch-up before a restart (catchUpBackfillLocked) keeps
+// the write-locked window small instead.
 //
 // It asks SQLite for its frame count (wal_checkpoint(NOOP): no lock, no
 // I/O) instead of looking at the file's size: after a WAL restart the file
@@ -127,7 +132,7 @@ func (d *DB) walGrowingFast() bool {
 	if d.haveWAL {
 		shipped = wal.FrameIndex(d.walPos.Offset, d.pageSize)
 	}
-	return unshippedFrames(r.Log, shipped) > int64(d.opts.MinCheckpointPageCount)
+	return unshippedFrames(r.Log, shipped) >= int64(d.opts.MaxCheckpointPageCount/2)
 }
 
 // unshippedFrames estimates how many of SQLite's log frames are not

@@ -120,7 +120,13 @@ func (d *DB) rotateAndSyncLocked(ctx context.Context) (bool, error) {
 // shipper tries often, with no busy handler, and keeps shipping while it
 // waits so that the tail left for the locked window stays small.
 const (
-	lockRetryEvery   = 100 * time.Microsecond
+	lockRetryEvery = 100 * time.Microsecond
+	lockSpin       = 5 * time.Millisecond // grabWriteLock's spin per try
+	// maxDeferredPages bounds the tail read into memory inside a WAL
+	// restart's window (deferWrite); a larger one is written there and
+	// then, which holds the lock longer but not the memory.
+	maxDeferredPages = 2500
+	lockHandOver     = 100 * time.Microsecond // see lockLocked
 	lockCatchUpEvery = 10 * time.Millisecond
 	// waits: a WAL restart gives up quickly (the next sync tries again);
 	// a capture for a snapshot or at Open waits longer.
@@ -136,6 +142,13 @@ func (d *DB) lockLocked(ctx context.Context, maxWait time.Duration, catchUp bool
 	deadline := time.Now().Add(maxWait)
 	lastCatchUp := time.Now()
 	for {
+		if d.ckl.grabWriteLock(lockSpin) {
+			// Hold it a moment so that a writer between two transactions
+			// tries, fails and sleeps in its busy handler, then hand it
+			// over to the writer connection.
+			time.Sleep(lockHandOver)
+			d.ckl.dropWriteLock()
+		}
 		err := d.writer.Exec(ctx, "BEGIN IMMEDIATE")
 		if err == nil {
 			return nil
@@ -375,7 +388,7 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 		d.log.Debug("following new WAL generation", "salt1", h.Salt1, "salt2", h.Salt2)
 		d.lastCkptAt = 0
 	}
-	if d.deferWrite {
+	if d.deferWrite && len(b.Pages) <= maxDeferredPages {
 		// Inside the write-locked window: only read the pages (the WAL may
 		// be restarted once the lock is released); flushTailLocked writes
 		// the file.
