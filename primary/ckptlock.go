@@ -2,7 +2,6 @@ package primary
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -43,24 +42,29 @@ const ckptLockOffset = 121
 // descriptor, like closing any descriptor of "-shm", also drops this
 // process's POSIX locks on the file: close is only called once every
 // SQLite connection of the shipper to that file is closed.
+//
+// The descriptor is a raw one, not an *os.File: an *os.File that becomes
+// unreachable is closed by its finalizer, and that close dropped the write
+// lock a halted, detached DB holds for the life of the process (seen in
+// TestFrozenPrimaryRejoinsAndKeepsDivergedWrites).
 type ckptLock struct {
-	f    *os.File
+	fd   int
 	held bool
 }
 
 // openCkptLock opens "<db>-shm" (it must exist: SQLite creates it with the
 // first connection in WAL mode).
 func openCkptLock(dbPath string) (*ckptLock, error) {
-	f, err := os.OpenFile(dbPath+"-shm", os.O_RDWR, 0)
+	fd, err := unix.Open(dbPath+"-shm", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s-shm for the checkpoint lock: %w", dbPath, err)
 	}
-	return &ckptLock{f: f}, nil
+	return &ckptLock{fd: fd}, nil
 }
 
 func (l *ckptLock) fcntl(typ int16) error {
 	lk := unix.Flock_t{Type: typ, Whence: 0, Start: ckptLockOffset, Len: 1}
-	return unix.FcntlFlock(l.f.Fd(), unix.F_OFD_SETLK, &lk)
+	return unix.FcntlFlock(uintptr(l.fd), unix.F_OFD_SETLK, &lk)
 }
 
 // acquire takes the lock, retrying for up to wait while another
@@ -102,7 +106,7 @@ func (l *ckptLock) close() {
 		return
 	}
 	l.release()
-	l.f.Close()
+	unix.Close(l.fd)
 }
 
 // walWriteLockOffset is the byte of "-shm" locked for WAL_WRITE_LOCK.
@@ -125,7 +129,7 @@ func (l *ckptLock) grabWriteLock(spin time.Duration) bool {
 	deadline := time.Now().Add(spin)
 	for i := 0; ; i++ {
 		lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: walWriteLockOffset, Len: 1}
-		if unix.FcntlFlock(l.f.Fd(), unix.F_OFD_SETLK, &lk) == nil {
+		if unix.FcntlFlock(uintptr(l.fd), unix.F_OFD_SETLK, &lk) == nil {
 			return true
 		}
 		if i%64 == 0 && time.Now().After(deadline) {
@@ -137,7 +141,7 @@ func (l *ckptLock) grabWriteLock(spin time.Duration) bool {
 // dropWriteLock releases what grabWriteLock took.
 func (l *ckptLock) dropWriteLock() {
 	lk := unix.Flock_t{Type: unix.F_UNLCK, Whence: 0, Start: walWriteLockOffset, Len: 1}
-	_ = unix.FcntlFlock(l.f.Fd(), unix.F_OFD_SETLK, &lk)
+	_ = unix.FcntlFlock(uintptr(l.fd), unix.F_OFD_SETLK, &lk)
 }
 
 // walIndexNeedsRecovery reads the two copies of the wal-index header at
@@ -166,7 +170,7 @@ func (l *ckptLock) walIndexNeedsRecovery() bool {
 
 func (l *ckptLock) walIndexHdrBad() bool {
 	var b [walIndexHdrSize * 2]byte
-	if _, err := l.f.ReadAt(b[:], 0); err != nil {
+	if n, err := unix.Pread(l.fd, b[:], 0); err != nil || n < len(b) {
 		return false // a -shm shorter than the headers is rebuilt by SQLite anyway
 	}
 	h0, h1 := b[:walIndexHdrSize], b[walIndexHdrSize:]

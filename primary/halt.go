@@ -82,10 +82,10 @@ func (d *DB) Detach() {
 		d.writer.Close() // nothing to hold: never halted
 	}
 	d.writer = nil // kept open on purpose when halted; see above
-	// The checkpoint lock is let go but its descriptor stays open: closing
-	// a descriptor of "-shm" would drop the write lock held above.
+	// The checkpoint lock is let go but its descriptor stays open (and is
+	// never closed): closing a descriptor of "-shm" would drop the write
+	// lock held above.
 	d.ckl.release()
-	d.ckl = nil
 	d.local.close()
 	d.local = nil
 }
