@@ -122,6 +122,27 @@ func (e *testEnv) open(opts Options) *DB {
 	return d
 }
 
+// renameOver builds another database with schema (checkpointed, without
+// -wal or -shm) and renames it over the application's path; the path's
+// own -wal and -shm are left for the caller.
+func (e *testEnv) renameOver(schema string) {
+	e.t.Helper()
+	other := filepath.Join(e.dir, "other.db")
+	o := openApp(e.t, other)
+	if _, err := o.Exec(schema); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := o.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		e.t.Fatal(err)
+	}
+	o.Close()
+	os.Remove(other + "-wal")
+	os.Remove(other + "-shm")
+	if err := os.Rename(other, e.path); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 // listLevel lists one level of a store.
 func listLevel(t *testing.T, c storage.Client, level int) []storage.FileInfo {
 	t.Helper()

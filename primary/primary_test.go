@@ -398,20 +398,7 @@ func TestReplacedDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.app.Close()
-	other := filepath.Join(e.dir, "other.db")
-	o := openApp(t, other)
-	if _, err := o.Exec("CREATE TABLE n (x); INSERT INTO n VALUES ('new'), ('file')"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := o.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
-		t.Fatal(err)
-	}
-	o.Close()
-	os.Remove(other + "-wal")
-	os.Remove(other + "-shm")
-	if err := os.Rename(other, e.path); err != nil {
-		t.Fatal(err)
-	}
+	e.renameOver("CREATE TABLE n (x); INSERT INTO n VALUES ('new'), ('file')")
 	os.Remove(e.path + "-wal")
 	os.Remove(e.path + "-shm")
 	e.app = openApp(t, e.path)
@@ -450,20 +437,7 @@ func TestReplacedDatabaseWaitsForOldWAL(t *testing.T) {
 	}
 	before := d.Status()
 	e.app.Close() // the daemon's connections keep the old -wal and -shm
-	other := filepath.Join(e.dir, "other.db")
-	o := openApp(t, other)
-	if _, err := o.Exec("CREATE TABLE n (x); INSERT INTO n VALUES ('new')"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := o.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
-		t.Fatal(err)
-	}
-	o.Close()
-	os.Remove(other + "-wal")
-	os.Remove(other + "-shm")
-	if err := os.Rename(other, e.path); err != nil {
-		t.Fatal(err)
-	}
+	e.renameOver("CREATE TABLE n (x); INSERT INTO n VALUES ('new')")
 	for i := 0; i < 2; i++ {
 		err := d.Sync(ctx)
 		var waiting *errReplacedWaiting

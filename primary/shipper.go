@@ -125,7 +125,7 @@ const (
 	// maxDeferredPages bounds the tail read into memory inside a WAL
 	// restart's window (deferWrite); a larger one is written there and
 	// then, which holds the lock longer but not the memory.
-	maxDeferredPages = 2500
+	maxDeferredPages = 512
 	lockHandOver     = 100 * time.Microsecond // see lockLocked
 	lockCatchUpEvery = 10 * time.Millisecond
 	// waits: a WAL restart gives up quickly (the next sync tries again);
