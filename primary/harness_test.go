@@ -282,6 +282,34 @@ func (e *testEnv) checkRestore(d *DB) {
 	}
 }
 
+// checkRestoreAndFile checks every replica's restore against the shipper
+// (checkRestore), closes d and checks the primary file against the same
+// checksum (checkPrimaryFile).
+func (e *testEnv) checkRestoreAndFile(d *DB) {
+	e.t.Helper()
+	e.checkRestore(d)
+	want := d.Status().Checksum
+	d.Close()
+	e.checkPrimaryFile(want)
+}
+
+// runUntilCaughtUp runs d until replica i has the head (or 5 s), commits
+// one more row, stops the Run loop and ships that row with Sync.
+func (e *testEnv) runUntilCaughtUp(d *DB, i int) {
+	e.t.Helper()
+	stop := run(e.t, d)
+	for n := 0; n < 500 && d.Status().Replicas[i].TXID != d.Status().TXID; n++ {
+		sleepTick()
+	}
+	e.exec("INSERT INTO t (v) VALUES ('after catch-up')")
+	if err := stop(); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := d.Sync(context.Background()); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 // checkPrimaryFile compares the restore with the primary database file
 // after a TRUNCATE checkpoint by the application (call after Close).
 func (e *testEnv) checkPrimaryFile(want ltx.Checksum) {

@@ -50,8 +50,5 @@ func TestLockPage(t *testing.T) {
 	if err := d.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	e.checkRestore(d)
-	want := d.Status().Checksum
-	d.Close()
-	e.checkPrimaryFile(want)
+	e.checkRestoreAndFile(d)
 }

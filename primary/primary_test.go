@@ -54,10 +54,7 @@ func TestSyncShipsWhatCommitted(t *testing.T) {
 	if got := e.clients[0].creates.Load(); got != before {
 		t.Fatalf("idle sync made %d creates", got-before)
 	}
-	e.checkRestore(d)
-	want := d.Status().Checksum
-	d.Close()
-	e.checkPrimaryFile(want)
+	e.checkRestoreAndFile(d)
 }
 
 func TestSlowReplicaCatchesUp(t *testing.T) {
@@ -409,14 +406,9 @@ func TestReplacedDatabase(t *testing.T) {
 	if err := d.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	e.checkRestore(d)
-	want := d.Status().Checksum
-	d.Close()
-	e.checkPrimaryFile(want)
+	e.checkRestoreAndFile(d)
 }
 
-// TestCompactionAndRetention compacts L0 into L1 and L1 into L2 and checks
-// that a restore from the compacted files equals one from L0.
 // TestReplacedDatabaseWaitsForOldWAL: the file is renamed over while the
 // old file's -wal and -shm are still beside it (the operator has not
 // removed them yet, or the application still runs on the old file). The
@@ -477,6 +469,8 @@ func TestReplacedDatabaseWaitsForOldWAL(t *testing.T) {
 	e.checkRestore(d)
 }
 
+// TestCompactionAndRetention compacts L0 into L1 and L1 into L2 and checks
+// that a restore from the compacted files equals one from L0.
 func TestCompactionAndRetention(t *testing.T) {
 	e := newEnv(t, 1)
 	opts := e.options()
@@ -727,17 +721,7 @@ func TestLaggingReplicaWithoutLocalFilesGetsSnapshot(t *testing.T) {
 	}
 	d = e.open(e.options())
 	defer d.Close()
-	stop := run(t, d)
-	for i := 0; i < 500 && d.Status().Replicas[1].TXID != d.Status().TXID; i++ {
-		sleepTick()
-	}
-	e.exec("INSERT INTO t (v) VALUES ('after catch-up')")
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	e.runUntilCaughtUp(d, 1)
 	st := d.Status()
 	if st.Replicas[1].TXID != st.TXID {
 		t.Fatalf("lagging replica at %s, head %s", st.Replicas[1].TXID, st.TXID)
@@ -833,10 +817,7 @@ func TestRepeatedRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("TXIDs %d", d.Status().TXID)
-	e.checkRestore(d)
-	want := d.Status().Checksum
-	d.Close()
-	e.checkPrimaryFile(want)
+	e.checkRestoreAndFile(d)
 }
 
 func TestSecondShipperRefused(t *testing.T) {

@@ -171,17 +171,7 @@ func TestShadowBoundedForDeadReplica(t *testing.T) {
 
 	// The dead replica comes back: a snapshot catches it up.
 	e.clients[1].fail.Store(false)
-	stop := run(t, d)
-	for i := 0; i < 500 && d.Status().Replicas[1].TXID != d.Status().TXID; i++ {
-		sleepTick()
-	}
-	e.exec("INSERT INTO t (v) VALUES ('after catch-up')")
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Sync(ctx); err != nil {
-		t.Fatal(err)
-	}
+	e.runUntilCaughtUp(d, 1)
 	st = d.Status()
 	for i, r := range st.Replicas {
 		if r.TXID != st.TXID || r.Checksum != st.Checksum {
