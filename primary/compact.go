@@ -105,18 +105,18 @@ func preKnown(minTXID ltx.TXID, first *storage.Metadata) bool {
 	return minTXID == 1 || (hasSums(first) && first.PreApplyChecksum != 0)
 }
 
-// compact merges the files of level dst-1 not yet in level dst into one
-// file of level dst, with ltx's compactor (the newest version of each
-// page wins; pages past the last Commit dropped), and uploads it
-// create-only. Metadata: the first input's pre-apply checksum, the last
-// input's post-apply checksum and commit time. Inputs without our
-// metadata: see above.
 // compactInputBuffer is the read buffer of each compaction input. All
 // inputs are open at once (the compactor merges them page by page), and an
 // L1 run of a busy minute has hundreds: at 64 KiB each they were the
 // daemon's largest transient memory (peak RSS ~60 MB in the 1-row bench).
 const compactInputBuffer = 8 << 10
 
+// compact merges the files of level dst-1 not yet in level dst into one
+// file of level dst, with ltx's compactor (the newest version of each
+// page wins; pages past the last Commit dropped), and uploads it
+// create-only. Metadata: the first input's pre-apply checksum, the last
+// input's post-apply checksum and commit time. Inputs without our
+// metadata: see above.
 func (r *replica) compact(ctx context.Context, dst int) error {
 	r.mu.Lock()
 	src := append([]storage.FileInfo(nil), r.levels[dst-1]...)
