@@ -33,6 +33,11 @@ type fileResult struct {
 // (A variable so that tests can make runs of a few pages.)
 var chunkBytes = 1 << 20
 
+// chunkPagesFor is how many pages of pageSize make a run (at least one).
+func chunkPagesFor(pageSize int) int {
+	return max(chunkBytes/pageSize, 1)
+}
+
 // download streams the plan's files from the store, decodes and verifies
 // them, and hands their pages to workers that checksum and write them
 // through the applier, in the applier's two phases: the files after the
@@ -142,10 +147,7 @@ func (d *download) run(ctx context.Context, parallelism int) error {
 		}
 		return ctx.Err()
 	}
-	chunkPages := chunkBytes / d.pageSize
-	if chunkPages < 1 {
-		chunkPages = 1
-	}
+	chunkPages := chunkPagesFor(d.pageSize)
 	pool := newPool(2*workers+1, chunkPages*d.pageSize)
 	jobs := make(chan pageJob, workers)
 	done := d.startWorkers(ctx, workers, jobs, pool, func(j pageJob) error {
@@ -200,6 +202,16 @@ func newPool(n, size int) chan []byte {
 	return pool
 }
 
+// take waits for a buffer from pool, or for ctx to end.
+func take(ctx context.Context, pool chan []byte) ([]byte, error) {
+	select {
+	case buf := <-pool:
+		return buf, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // sink receives the pages of one file as it is decoded: buffer gives the
 // page-sized slice to decode the next page into; keep or drop says what
 // becomes of it; flush ends the file.
@@ -220,11 +232,11 @@ type pageSink struct {
 
 func (s *pageSink) buffer(ctx context.Context) ([]byte, error) {
 	if s.cur == nil {
-		select {
-		case s.cur = <-s.pool:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		buf, err := take(ctx, s.pool)
+		if err != nil {
+			return nil, err
 		}
+		s.cur = buf
 	}
 	return s.cur, nil
 }
@@ -265,12 +277,11 @@ type runSink struct {
 
 func (s *runSink) buffer(ctx context.Context) ([]byte, error) {
 	if s.cur == nil {
-		select {
-		case s.cur = <-s.pool:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		buf, err := take(ctx, s.pool)
+		if err != nil {
+			return nil, err
 		}
-		s.n = 0
+		s.cur, s.n = buf, 0
 	}
 	return s.cur[s.n*s.pageSize : (s.n+1)*s.pageSize], nil
 }
@@ -343,11 +354,9 @@ func (d *download) file(ctx context.Context, i int, sink sink) error {
 func (d *download) decodeFile(ctx context.Context, i int, sink sink) error {
 	f := d.files[i]
 	name := FileName(f)
-	obj, err := d.client.Open(ctx, f.Level, f.MinTXID, f.MaxTXID, 0, -1)
-	if errors.Is(err, storage.ErrNotFound) {
-		return fmt.Errorf("%s: %w: the object is gone from the store: %v", name, ErrMissingFile, err)
-	} else if err != nil {
-		return fmt.Errorf("%s: open: %w", name, err)
+	obj, err := openFile(ctx, d.client, f, 0, -1)
+	if err != nil {
+		return err
 	}
 	defer obj.Close()
 

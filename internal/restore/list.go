@@ -65,11 +65,9 @@ func (h FileHeader) Time() time.Time { return time.UnixMilli(h.Header.Timestamp)
 // they are the LTX header the file's name promises. The errors wrap
 // ErrMissingFile, ErrForeignObject or ErrCorrupt and name the file.
 func ReadHeader(ctx context.Context, client storage.Client, f storage.FileInfo) (FileHeader, error) {
-	obj, err := client.Open(ctx, f.Level, f.MinTXID, f.MaxTXID, 0, ltx.HeaderSize)
-	if errors.Is(err, storage.ErrNotFound) {
-		return FileHeader{}, fmt.Errorf("%s: %w: the object is gone from the store (deleted by retention or by hand?): %v", FileName(f), ErrMissingFile, err)
-	} else if err != nil {
-		return FileHeader{}, fmt.Errorf("%s: open: %w", FileName(f), err)
+	obj, err := openFile(ctx, client, f, 0, ltx.HeaderSize)
+	if err != nil {
+		return FileHeader{}, err
 	}
 	defer obj.Close()
 	b := make([]byte, ltx.HeaderSize)
@@ -88,6 +86,19 @@ func ReadHeader(ctx context.Context, client storage.Client, f storage.FileInfo) 
 		info.Size = f.Size
 	}
 	return FileHeader{Info: info, Header: hdr, Metadata: obj.Info.Metadata}, nil
+}
+
+// openFile opens size bytes of f from offset (size < 0: to the end). A
+// missing object is an error wrapping ErrMissingFile; every error names the
+// file.
+func openFile(ctx context.Context, client storage.Client, f storage.FileInfo, offset, size int64) (*storage.Object, error) {
+	obj, err := client.Open(ctx, f.Level, f.MinTXID, f.MaxTXID, offset, size)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("%s: %w: the object is gone from the store (deleted by retention or by hand?): %v", FileName(f), ErrMissingFile, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("%s: open: %w", FileName(f), err)
+	}
+	return obj, nil
 }
 
 // checkHeader decodes and validates a header against the file's key.

@@ -15,7 +15,6 @@ import (
 	"github.com/superfly/ltx"
 
 	"github.com/understudy-db/understudy/internal/dbsum"
-	"github.com/understudy-db/understudy/internal/storage"
 )
 
 // The snapshot holds most of a restore's bytes, and ltx's Decoder does all
@@ -73,11 +72,9 @@ func (d *download) snapshotFast(ctx context.Context, workers int) error {
 	if !hdr.NoChecksum() {
 		return errSlowPath
 	}
-	obj, err := d.client.Open(ctx, f.Level, f.MinTXID, f.MaxTXID, 0, -1)
-	if errors.Is(err, storage.ErrNotFound) {
-		return fmt.Errorf("%s: %w: the object is gone from the store: %v", name, ErrMissingFile, err)
-	} else if err != nil {
-		return fmt.Errorf("%s: open: %w", name, err)
+	obj, err := openFile(ctx, d.client, f, 0, -1)
+	if err != nil {
+		return err
 	}
 	defer obj.Close()
 	br := bufio.NewReaderSize(&countingReader{r: obj, n: &d.bytesDone}, readBufferSize)
@@ -101,10 +98,7 @@ func (d *download) snapshotFast(ctx context.Context, workers int) error {
 		return errSlowPath
 	}
 
-	chunkPages := chunkBytes / ps
-	if chunkPages < 1 {
-		chunkPages = 1
-	}
+	chunkPages := chunkPagesFor(ps)
 	bound := lz4.CompressBlockBound(ps)
 	pool := make(chan *snapJob, 2*workers+1)
 	for i := 0; i < cap(pool); i++ {
