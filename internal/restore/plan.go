@@ -163,15 +163,7 @@ func PlanTXID(files []storage.FileInfo, target ltx.TXID) (Plan, error) {
 		}
 	}
 	// Newest snapshot first; among equal ones level 9, then the smaller file.
-	sort.Slice(snaps, func(i, j int) bool {
-		if snaps[i].MaxTXID != snaps[j].MaxTXID {
-			return snaps[i].MaxTXID > snaps[j].MaxTXID
-		}
-		if snaps[i].Level != snaps[j].Level {
-			return snaps[i].Level > snaps[j].Level
-		}
-		return snaps[i].Size < snaps[j].Size
-	})
+	sort.Slice(snaps, func(i, j int) bool { return reachesFurther(snaps[i], snaps[j]) })
 	g := newChainGraph(rest)
 	var firstErr error
 	for _, s := range snaps {
@@ -202,6 +194,19 @@ func PlanTXID(files []storage.FileInfo, target ltx.TXID) (Plan, error) {
 	return Plan{}, firstErr
 }
 
+// reachesFurther orders files by MaxTXID descending, then level
+// descending, then size ascending: the order both the snapshots and the
+// files starting at one TXID are tried in.
+func reachesFurther(a, b storage.FileInfo) bool {
+	if a.MaxTXID != b.MaxTXID {
+		return a.MaxTXID > b.MaxTXID
+	}
+	if a.Level != b.Level {
+		return a.Level > b.Level
+	}
+	return a.Size < b.Size
+}
+
 // chainGraph indexes files by the TXID they start at.
 type chainGraph struct {
 	from map[ltx.TXID][]storage.FileInfo
@@ -217,15 +222,7 @@ func newChainGraph(files []storage.FileInfo) *chainGraph {
 	// among equally short chains the search keeps the one with big files from
 	// compacted levels.
 	for k, fs := range g.from {
-		sort.Slice(fs, func(i, j int) bool {
-			if fs[i].MaxTXID != fs[j].MaxTXID {
-				return fs[i].MaxTXID > fs[j].MaxTXID
-			}
-			if fs[i].Level != fs[j].Level {
-				return fs[i].Level > fs[j].Level
-			}
-			return fs[i].Size < fs[j].Size
-		})
+		sort.Slice(fs, func(i, j int) bool { return reachesFurther(fs[i], fs[j]) })
 		g.from[k] = fs
 	}
 	return g
