@@ -362,17 +362,21 @@ func (d *DB) capLocalLocked() {
 		dbBytes = int64(d.table.commit()) * int64(d.pageSize)
 	}
 	limit := shadowLimit(d.opts.MaxShadowSize, dbBytes)
-	if upto, n, bytes := planEviction(d.local.files(), limit); n > 0 {
-		head := ltx.TXID(d.head.Load())
-		for _, r := range d.replicas {
-			r.noteDropped(upto, head, limit)
+	// Called every step: the running total decides, so the index is copied
+	// and sorted (files) only when there is something to drop.
+	if d.local.size() > limit {
+		if upto, n, bytes := planEviction(d.local.files(), limit); n > 0 {
+			head := ltx.TXID(d.head.Load())
+			for _, r := range d.replicas {
+				r.noteDropped(upto, head, limit)
+			}
+			if err := d.local.remove(upto); err != nil {
+				d.log.Warn("remove local L0 files", "error", err)
+			}
+			d.m.shadowDropped.WithLabelValues(d.opts.Path).Add(float64(n))
+			d.log.Debug("dropped the oldest local L0 files to bound the shadow directory",
+				"through_txid", upto, "files", n, "bytes", bytes, "limit", limit)
 		}
-		if err := d.local.remove(upto); err != nil {
-			d.log.Warn("remove local L0 files", "error", err)
-		}
-		d.m.shadowDropped.WithLabelValues(d.opts.Path).Add(float64(n))
-		d.log.Debug("dropped the oldest local L0 files to bound the shadow directory",
-			"through_txid", upto, "files", n, "bytes", bytes, "limit", limit)
 	}
 	d.m.shadowBytes.WithLabelValues(d.opts.Path, "l0").Set(float64(d.local.size()))
 	var snaps int64
