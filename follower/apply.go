@@ -114,9 +114,6 @@ type Applier struct {
 // the position recorded in its sidecar, and loads the per-page checksums.
 // A database that is not at its recorded position gives a *MismatchError.
 func OpenApplier(ctx context.Context, path string, logger hclog.Logger) (*Applier, error) {
-	if logger == nil {
-		logger = hclog.NewNullLogger()
-	}
 	if err := CheckDBPage(ctx); err != nil {
 		return nil, err
 	}
@@ -129,18 +126,29 @@ func OpenApplier(ctx context.Context, path string, logger hclog.Logger) (*Applie
 	} else if err != nil {
 		return nil, &MismatchError{Path: path, Reason: err.Error()}
 	}
-	a := &Applier{path: path, log: logger}
-	if err := a.open(ctx, rec); err != nil {
-		a.Close()
-		return nil, err
-	}
-	return a, nil
+	return openApplier(ctx, path, logger, func(t *pageTable) (Position, error) {
+		sum := t.checksum()
+		switch {
+		case t.pageSize != rec.PageSize:
+			return Position{}, &MismatchError{Path: path, Reason: fmt.Sprintf("page size %d, recorded %d", t.pageSize, rec.PageSize)}
+		case t.count() == 0:
+			return Position{}, &MismatchError{Path: path, Reason: "it is empty"}
+		case sum == rec.Checksum:
+			return rec.Position, nil
+		case rec.Prev != nil && sum == rec.Prev.Checksum:
+			// The last apply did not commit (or its commit was lost).
+			return *rec.Prev, nil
+		}
+		return Position{}, &MismatchError{Path: path, Reason: fmt.Sprintf(
+			"its checksum is %s but the recorded position is %s: it was changed outside the follower", sum, rec.Position)}
+	})
 }
 
 // InitApplier starts following a freshly bootstrapped database at path (a
 // restore of the replica at txid): it sets WAL mode, computes the database
 // checksum, records the position and returns the applier. want, if nonzero,
-// is the checksum the replica says the database has at txid.
+// is the checksum the replica says the database has at txid. The pages are
+// read once, by the applier's own page table.
 func InitApplier(ctx context.Context, path string, txid ltx.TXID, want ltx.Checksum, logger hclog.Logger) (*Applier, error) {
 	if err := CheckDBPage(ctx); err != nil {
 		return nil, err
@@ -155,44 +163,39 @@ func InitApplier(ctx context.Context, path string, txid ltx.TXID, want ltx.Check
 	if err != nil || mode != "wal" {
 		return nil, fmt.Errorf("set WAL mode on %s: mode %q: %v", path, mode, err)
 	}
-	sum, pages, err := Checksum(ctx, path)
-	if err != nil {
-		return nil, err
-	}
-	if want != 0 && sum != want {
-		return nil, fmt.Errorf("bootstrapped database %s has checksum %s at TXID %s, the replica says %s", path, sum, txid, want)
-	}
-	pageSize, err := pageSizeOf(path)
-	if err != nil {
-		return nil, err
-	}
-	if pages == 0 {
-		return nil, fmt.Errorf("bootstrapped database %s is empty", path)
-	}
-	if err := writePosition(PositionPath(path), positionRecord{
-		Position: Position{TXID: txid, Checksum: sum}, PageSize: pageSize, UpdatedAt: time.Now().UTC(),
-	}); err != nil {
-		return nil, err
-	}
-	return OpenApplier(ctx, path, logger)
+	return openApplier(ctx, path, logger, func(t *pageTable) (Position, error) {
+		pos := Position{TXID: txid, Checksum: t.checksum()}
+		if want != 0 && pos.Checksum != want {
+			return Position{}, fmt.Errorf("bootstrapped database %s has checksum %s at TXID %s, the replica says %s", path, pos.Checksum, txid, want)
+		}
+		if t.count() == 0 {
+			return Position{}, fmt.Errorf("bootstrapped database %s is empty", path)
+		}
+		if err := writePosition(PositionPath(path), positionRecord{
+			Position: pos, PageSize: t.pageSize, UpdatedAt: time.Now().UTC(),
+		}); err != nil {
+			return Position{}, err
+		}
+		return pos, nil
+	})
 }
 
-// pageSizeOf reads the page size from the database header with a read-only
-// connection (never by opening the file beside SQLite's descriptors).
-func pageSizeOf(path string) (uint32, error) {
-	db, err := openSingle(context.Background(), ReadOnlyDSN(path))
-	if err != nil {
-		return 0, err
+// openApplier opens the connections of an applier on the database at path,
+// loads its page table and takes its position from at, which judges the
+// table (a *MismatchError when the database cannot be resumed).
+func openApplier(ctx context.Context, path string, logger hclog.Logger, at func(*pageTable) (Position, error)) (*Applier, error) {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
 	}
-	defer db.Close()
-	var n uint32
-	if err := db.QueryRow(`PRAGMA page_size`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("read page size of %s: %w", path, err)
+	a := &Applier{path: path, log: logger}
+	if err := a.open(ctx, at); err != nil {
+		a.Close()
+		return nil, err
 	}
-	return n, nil
+	return a, nil
 }
 
-func (a *Applier) open(ctx context.Context, rec positionRecord) error {
+func (a *Applier) open(ctx context.Context, at func(*pageTable) (Position, error)) error {
 	var err error
 	// synchronous=FULL: a commit is durable before the next sidecar write
 	// can name it as the "previous" position.
@@ -233,20 +236,8 @@ func (a *Applier) open(ctx context.Context, rec positionRecord) error {
 	if a.table, err = loadPageTable(ctx, a.verify); err != nil {
 		return fmt.Errorf("read local database %s: %w", a.path, err)
 	}
-	sum := a.table.checksum()
-	switch {
-	case a.table.pageSize != rec.PageSize:
-		return &MismatchError{Path: a.path, Reason: fmt.Sprintf("page size %d, recorded %d", a.table.pageSize, rec.PageSize)}
-	case a.table.count() == 0:
-		return &MismatchError{Path: a.path, Reason: "it is empty"}
-	case sum == rec.Checksum:
-		a.pos = rec.Position
-	case rec.Prev != nil && sum == rec.Prev.Checksum:
-		// The last apply did not commit (or its commit was lost).
-		a.pos = *rec.Prev
-	default:
-		return &MismatchError{Path: a.path, Reason: fmt.Sprintf(
-			"its checksum is %s but the recorded position is %s: it was changed outside the follower", sum, rec.Position)}
+	if a.pos, err = at(a.table); err != nil {
+		return err
 	}
 
 	if a.ckptDB, err = openSingle(ctx, dsn(a.path, url.Values{
