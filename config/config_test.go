@@ -92,14 +92,6 @@ func TestParseEveryKey(t *testing.T) {
 		"      primary: node-a",
 		"      on-demote: exit",
 	))
-	defaults := Replica{SyncInterval: time.Second, SnapshotInterval: 24 * time.Hour, Retention: 24 * time.Hour, RetentionCheckInterval: time.Hour}
-	withDefaults := func(r Replica) *Replica {
-		if r.SyncInterval == 0 {
-			r.SyncInterval = defaults.SyncInterval
-		}
-		r.SnapshotInterval, r.Retention, r.RetentionCheckInterval = defaults.SnapshotInterval, defaults.Retention, defaults.RetentionCheckInterval
-		return &r
-	}
 	want := &Config{
 		Addr: "127.0.0.1:9090", AccessKeyID: "TOPKEY", SecretAccessKey: "TOPSECRET",
 		Logging: Logging{Level: "debug", Type: "json"},
@@ -119,8 +111,8 @@ func TestParseEveryKey(t *testing.T) {
 					SyncInterval: 250 * time.Millisecond, SnapshotInterval: 12 * time.Hour,
 					Retention: 48 * time.Hour, RetentionCheckInterval: 30 * time.Minute,
 				},
-				withDefaults(Replica{Name: "file", Type: "file", Path: "/backups/app", SyncInterval: 2 * time.Second}),
-				withDefaults(Replica{Name: "s3", Type: "s3", Bucket: "other", Path: "app", Region: "us-east-1",
+				withReplicaDefaults(Replica{Name: "file", Type: "file", Path: "/backups/app", SyncInterval: 2 * time.Second}),
+				withReplicaDefaults(Replica{Name: "s3", Type: "s3", Bucket: "other", Path: "app", Region: "us-east-1",
 					AccessKeyID: "TOPKEY", SecretAccessKey: "TOPSECRET"}),
 			},
 			Follower: &Follower{Replica: "file", PollInterval: 100 * time.Millisecond, AutoPromote: true},
@@ -136,7 +128,7 @@ func TestParseEveryKey(t *testing.T) {
 			MaxCheckpointPageCount: DefaultMaxCheckpointPageCount,
 			Levels:                 DefaultLevels,
 			L0Retention:            DefaultL0Retention,
-			Replicas:               []*Replica{withDefaults(Replica{Name: "file", Type: "file", Path: "/backups/static"})},
+			Replicas:               []*Replica{withReplicaDefaults(Replica{Name: "file", Type: "file", Path: "/backups/static"})},
 			Lease:                  &Lease{Type: "static", Node: "node-b", OnDemote: "exit", StaticPrimary: "node-a"},
 		}},
 	}
@@ -147,6 +139,25 @@ func TestParseEveryKey(t *testing.T) {
 	if got := c.DBs[1].Name(); got != "static.db" {
 		t.Errorf("Name() = %q, want static.db (base name of the path)", got)
 	}
+}
+
+// withReplicaDefaults is r with the documented replica defaults where r
+// leaves them zero. The values are written out, not taken from
+// applyDefaults or the Default constants, so that a wrong default fails.
+func withReplicaDefaults(r Replica) *Replica {
+	if r.SyncInterval == 0 {
+		r.SyncInterval = time.Second
+	}
+	if r.SnapshotInterval == 0 {
+		r.SnapshotInterval = 24 * time.Hour
+	}
+	if r.Retention == 0 {
+		r.Retention = 24 * time.Hour
+	}
+	if r.RetentionCheckInterval == 0 {
+		r.RetentionCheckInterval = time.Hour
+	}
+	return &r
 }
 
 // assertConfig compares field by field, so that a failure says where.
@@ -223,15 +234,14 @@ func TestParseDefaults(t *testing.T) {
 		"    replica: {bucket: bkt, path: c}",
 		"    lease: {primary: node-a}",
 	))
-	dflt := func(r Replica) *Replica { r.applyDefaults(); return &r }
 	db := func(path string, rs ...*Replica) *DB {
 		return &DB{Path: path, Replicas: rs, MinCheckpointPageCount: 1000, MaxCheckpointPageCount: 10000,
 			Levels: []time.Duration{30 * time.Second, 5 * time.Minute, time.Hour}, L0Retention: 5 * time.Minute}
 	}
 	want := &Config{Logging: Logging{Level: "info", Type: "text"}, DBs: []*DB{
-		db("/data/app.db", dflt(Replica{Name: "s3", Type: "s3", Bucket: "bkt", Path: "app"})),
-		db("/data/b.db", dflt(Replica{Name: "file", Type: "file", Path: "/backups/b"})),
-		db("/data/c.db", dflt(Replica{Name: "s3", Type: "s3", Bucket: "bkt", Path: "c"})),
+		db("/data/app.db", withReplicaDefaults(Replica{Name: "s3", Type: "s3", Bucket: "bkt", Path: "app"})),
+		db("/data/b.db", withReplicaDefaults(Replica{Name: "file", Type: "file", Path: "/backups/b"})),
+		db("/data/c.db", withReplicaDefaults(Replica{Name: "s3", Type: "s3", Bucket: "bkt", Path: "c"})),
 	}}
 	want.DBs[1].Follower = &Follower{Replica: "file", PollInterval: time.Second}
 	want.DBs[1].Lease = &Lease{Type: "consul", Node: "testhost", OnDemote: "halt",
