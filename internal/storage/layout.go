@@ -25,6 +25,17 @@ func ParseFilename(name string) (minTXID, maxTXID ltx.TXID, ok bool) {
 	return minTXID, maxTXID, true
 }
 
+// CheckKey rejects keys that cannot be a Litestream file name.
+func CheckKey(level int, minTXID, maxTXID ltx.TXID) error {
+	if level < 0 {
+		return fmt.Errorf("negative level %d", level)
+	}
+	if minTXID > maxTXID {
+		return fmt.Errorf("bad TXID range %s-%s (min above max)", minTXID, maxTXID)
+	}
+	return nil
+}
+
 // Metadata field names. Each store prefixes them in its own way (S3 user
 // metadata "understudy-<field>", file xattrs "user.understudy.<field>").
 const (

@@ -335,13 +335,10 @@ func (c *Client) ProbeCreateOnly(ctx context.Context) error {
 	}
 }
 
-// checkKey rejects keys that cannot be a Litestream file name.
+// checkKey is storage.CheckKey with this store's prefix.
 func checkKey(level int, minTXID, maxTXID ltx.TXID) error {
-	if level < 0 {
-		return fmt.Errorf("file replica: negative level %d", level)
-	}
-	if minTXID > maxTXID {
-		return fmt.Errorf("file replica: bad TXID range %s-%s (min above max)", minTXID, maxTXID)
+	if err := storage.CheckKey(level, minTXID, maxTXID); err != nil {
+		return fmt.Errorf("file replica: %w", err)
 	}
 	return nil
 }

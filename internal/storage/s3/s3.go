@@ -293,7 +293,9 @@ func (c *Client) Open(ctx context.Context, level int, minTXID, maxTXID ltx.TXID,
 		timer.Stop()
 		cancel()
 		if offset > 0 && isInvalidRange(err) {
-			return c.openPastEnd(ctx, level, minTXID, maxTXID, key)
+			// A range at or past the end is served as the file store
+			// serves it: an empty read with the object's info.
+			return c.Open(ctx, level, minTXID, maxTXID, 0, 0)
 		}
 		return nil, c.describe(ctx, "open", key, err)
 	}
@@ -321,16 +323,6 @@ func (c *Client) Open(ctx context.Context, level int, minTXID, maxTXID ltx.TXID,
 		ReadCloser: &bodyCloser{ReadCloser: rc, stop: func() { timer.Stop(); cancel() }},
 		Info:       info,
 	}, nil
-}
-
-// openPastEnd serves a range that starts at or past the end of the object
-// as the file store does: an empty read with the object's info.
-func (c *Client) openPastEnd(ctx context.Context, level int, minTXID, maxTXID ltx.TXID, key string) (*storage.Object, error) {
-	obj, err := c.Open(ctx, level, minTXID, maxTXID, 0, 0)
-	if err != nil {
-		return nil, err
-	}
-	return obj, nil
 }
 
 // List lists one level from seek, one ListObjectsV2 page at a time.
@@ -403,12 +395,10 @@ func (c *Client) ProbeCreateOnly(ctx context.Context) error {
 	}
 }
 
+// checkKey is storage.CheckKey with this store's prefix.
 func checkKey(level int, minTXID, maxTXID ltx.TXID) error {
-	if level < 0 {
-		return fmt.Errorf("s3 replica: negative level %d", level)
-	}
-	if minTXID > maxTXID {
-		return fmt.Errorf("s3 replica: bad TXID range %s-%s (min above max)", minTXID, maxTXID)
+	if err := storage.CheckKey(level, minTXID, maxTXID); err != nil {
+		return fmt.Errorf("s3 replica: %w", err)
 	}
 	return nil
 }
