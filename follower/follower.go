@@ -397,13 +397,10 @@ func (f *Follower) follow(ctx context.Context, a *Applier) error {
 						st.HeadTXID = d.Head
 					}
 				})
+				if err := d.dead(pos); err != nil {
+					return err
+				}
 				switch {
-				case d.Behind:
-					return &VerifyError{Local: pos, Err: fmt.Errorf(
-						"the replica's history ends at TXID %s, before the local position: the replica was reset or is not the one this database came from; move the local database aside to bootstrap again", d.Head)}
-				case d.Gap:
-					return &VerifyError{Local: pos, Err: fmt.Errorf(
-						"gap in the history: the store has TXIDs up to %s but no file that contains the next TXID %s", d.Head, pos.TXID+1)}
 				case d.Apply && d.File.Level == storage.LevelL0:
 					// The next L0 file exists after all: the GET below takes it.
 				case d.Apply:

@@ -92,6 +92,20 @@ func planCatchUp(txid ltx.TXID, listings []Listing) CatchUp {
 	return d
 }
 
+// dead returns the *VerifyError that ends following from pos when the
+// decision is Behind or Gap, and nil otherwise.
+func (d CatchUp) dead(pos Position) error {
+	switch {
+	case d.Behind:
+		return &VerifyError{Local: pos, Err: fmt.Errorf(
+			"the replica's history ends at TXID %s, before the local position: the replica was reset or is not the one this database came from; move the local database aside to bootstrap again", d.Head)}
+	case d.Gap:
+		return &VerifyError{Local: pos, Err: fmt.Errorf(
+			"gap in the history: the store has TXIDs up to %s but no file that contains the next TXID %s", d.Head, pos.TXID+1)}
+	}
+	return nil
+}
+
 // objectName names a store object in logs and errors.
 func objectName(level int, minTXID, maxTXID ltx.TXID) string {
 	return fmt.Sprintf("level %d file %s", level, ltx.FormatFilename(minTXID, maxTXID))

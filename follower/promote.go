@@ -3,7 +3,6 @@ package follower
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/superfly/ltx"
@@ -40,12 +39,10 @@ func (f *Follower) CatchUp(ctx context.Context, until ltx.TXID) (Reached, error)
 		pos := a.Position()
 		d, err := f.planCatchUp(ctx, pos.TXID)
 		if err == nil {
-			switch {
-			case d.Behind:
-				return Reached{}, &VerifyError{Local: pos, Err: fmt.Errorf("the replica's history ends at TXID %s, before the local position", d.Head)}
-			case d.Gap:
-				return Reached{}, &VerifyError{Local: pos, Err: fmt.Errorf("gap in the history: the store has TXIDs up to %s but nothing holds TXID %s", d.Head, pos.TXID+1)}
-			case !d.Apply:
+			if err := d.dead(pos); err != nil {
+				return Reached{}, err
+			}
+			if !d.Apply {
 				if pos.TXID >= until {
 					f.update(func(st *Status) { st.CaughtUp, st.HeadTXID = true, pos.TXID })
 					return Reached{Position: pos, PageCount: a.PageCount(), PageSize: a.table.pageSize}, nil
