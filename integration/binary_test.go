@@ -74,20 +74,35 @@ type result struct {
 // run runs understudy with args to completion (bounded by a minute).
 func run(t testing.TB, env []string, args ...string) result {
 	t.Helper()
+	return runBinary(t, understudyBin(t), env, args...)
+}
+
+// runBinary is run for a given binary (the packaged one).
+func runBinary(t testing.TB, bin string, env []string, args ...string) result {
+	t.Helper()
+	res, err := runCmd(bin, args, func(cmd *exec.Cmd) { cmd.Env = append(os.Environ(), env...) })
+	if err != nil {
+		t.Fatalf("run %s %s: %v", bin, strings.Join(args, " "), err)
+	}
+	return res
+}
+
+// runCmd runs bin with args to completion, bounded by a minute, once prepare
+// has set up the command. An exit status is in the result; the error is one
+// of running the binary at all.
+func runCmd(bin string, args []string, prepare func(*exec.Cmd)) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, understudyBin(t), args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	prepare(cmd)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	res := result{stdout: stdout.String(), stderr: stderr.String()}
 	if ee, ok := err.(*exec.ExitError); ok {
-		res.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run understudy %s: %v", strings.Join(args, " "), err)
+		res.code, err = ee.ExitCode(), nil
 	}
-	return res
+	return res, err
 }
 
 // daemon is a long-running understudy process.
@@ -118,12 +133,18 @@ func (s *syncBuffer) String() string {
 // start starts understudy in the background; it is killed at test end.
 func start(t testing.TB, env []string, args ...string) *daemon {
 	t.Helper()
-	cmd := exec.Command(understudyBin(t), args...)
+	return startBinary(t, understudyBin(t), env, args...)
+}
+
+// startBinary is start for a given binary (the packaged one).
+func startBinary(t testing.TB, bin string, env []string, args ...string) *daemon {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	d := &daemon{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = d.out, d.out
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start understudy: %v", err)
+		t.Fatalf("start %s: %v", bin, err)
 	}
 	go func() { d.waitErr = cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() {

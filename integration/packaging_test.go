@@ -8,10 +8,7 @@ package integration
 
 import (
 	"bufio"
-	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -699,12 +696,12 @@ func testSampleConfigRoles(t *testing.T, bin, sample string) {
 		"url: file:///var/backups/understudy/app", "url: file://"+backups,
 	))
 	follow := startBinary(t, bin, env, "follow", "-config", followCfg)
-	var last standbyStatus
+	var last followStatus
 	eventually(t, 60*time.Second, "the standby at the primary's checksum", func() bool {
 		if follow.exited() {
 			return true
 		}
-		st, err := readStandbyStatus(followAddr)
+		st, err := statusDB[followStatus](followAddr)
 		last = st
 		return err == nil && st.Checksum == want.checksum
 	})
@@ -720,89 +717,18 @@ func testSampleConfigRoles(t *testing.T, bin, sample string) {
 // replicasShipped reports whether the primary's /status shows n replicas
 // that each hold a TXID.
 func replicasShipped(addr string, n int) bool {
-	var doc struct {
-		DBs []struct {
-			Replicas []struct {
-				TXID ltx.TXID `json:"txid"`
-			} `json:"replicas"`
-		} `json:"dbs"`
-	}
-	resp, err := http.Get("http://" + addr + "/status")
-	if err != nil {
+	db, err := statusDB[struct {
+		Replicas []struct {
+			TXID ltx.TXID `json:"txid"`
+		} `json:"replicas"`
+	}](addr)
+	if err != nil || len(db.Replicas) != n {
 		return false
 	}
-	defer resp.Body.Close()
-	if json.NewDecoder(resp.Body).Decode(&doc) != nil || len(doc.DBs) != 1 || len(doc.DBs[0].Replicas) != n {
-		return false
-	}
-	for _, r := range doc.DBs[0].Replicas {
+	for _, r := range db.Replicas {
 		if r.TXID == 0 {
 			return false
 		}
 	}
 	return true
-}
-
-// standbyStatus is the part of a follower's /status this test reads.
-type standbyStatus struct {
-	State    string       `json:"state"`
-	TXID     ltx.TXID     `json:"txid"`
-	Checksum ltx.Checksum `json:"checksum"`
-}
-
-func readStandbyStatus(addr string) (standbyStatus, error) {
-	var doc struct {
-		DBs []standbyStatus `json:"dbs"`
-	}
-	resp, err := http.Get("http://" + addr + "/status")
-	if err != nil {
-		return standbyStatus{}, err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-		return standbyStatus{}, err
-	}
-	if len(doc.DBs) != 1 {
-		return standbyStatus{}, fmt.Errorf("/status lists %d databases, want 1", len(doc.DBs))
-	}
-	return doc.DBs[0], nil
-}
-
-// startBinary is start for a given binary (the packaged one).
-func startBinary(t *testing.T, bin string, env []string, args ...string) *daemon {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	d := &daemon{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = d.out, d.out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	go func() { d.waitErr = cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		d.kill()
-		if t.Failed() {
-			t.Logf("understudy %s output:\n%s", strings.Join(args, " "), tailLines(d.out.String(), 60))
-		}
-	})
-	return d
-}
-
-// runBinary is run for a given binary (bounded by a minute).
-func runBinary(t *testing.T, bin string, env []string, args ...string) result {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	res := result{stdout: stdout.String(), stderr: stderr.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		res.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("%s %s: %v", bin, strings.Join(args, " "), err)
-	}
-	return res
 }

@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"bytes"
-	"context"
 	"database/sql"
 	"encoding/hex"
 	"errors"
@@ -78,19 +76,12 @@ func (u *unprivileged) mkdir(t *testing.T, name string, mode fs.FileMode) string
 // run runs understudy as the unprivileged user to completion.
 func (u *unprivileged) run(t *testing.T, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, u.bin, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyID, Gid: nobodyID}}
-	cmd.Dir = u.dir
-	cmd.Env = append(os.Environ(), "HOME="+u.dir)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	res := result{stdout: stdout.String(), stderr: stderr.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		res.code = ee.ExitCode()
-	} else if err != nil {
+	res, err := runCmd(u.bin, args, func(cmd *exec.Cmd) {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyID, Gid: nobodyID}}
+		cmd.Dir = u.dir
+		cmd.Env = append(os.Environ(), "HOME="+u.dir)
+	})
+	if err != nil {
 		t.Fatalf("run understudy as uid %d: %v (every directory above %s must be searchable by others)", nobodyID, err, u.dir)
 	}
 	return res
