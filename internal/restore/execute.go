@@ -107,27 +107,12 @@ func (d *download) run(ctx context.Context, parallelism int) error {
 		done := d.startWorkers(ctx, workers, jobs, pool, func(j pageJob) error {
 			return d.app.write(j.idx, j.first, j.data, dbsum.Page(j.first, j.data))
 		})
-		var fwg sync.WaitGroup
-		sem := make(chan struct{}, parallelism)
-		for i := 1; i < len(d.files); i++ {
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
+		each(ctx, 1, len(d.files), parallelism, func(i int) {
+			sink := &pageSink{idx: i, pool: pool, jobs: jobs}
+			if err := d.file(ctx, i, sink); err != nil {
+				d.fail(err)
 			}
-			if ctx.Err() != nil {
-				break
-			}
-			fwg.Add(1)
-			go func(i int) {
-				defer fwg.Done()
-				defer func() { <-sem }()
-				sink := &pageSink{idx: i, pool: pool, jobs: jobs}
-				if err := d.file(ctx, i, sink); err != nil {
-					d.fail(err)
-				}
-			}(i)
-		}
-		fwg.Wait()
+		})
 		close(jobs)
 		done()
 		if d.firstErr != nil {
@@ -171,6 +156,29 @@ func (d *download) run(ctx context.Context, parallelism int) error {
 		return d.firstErr
 	}
 	return ctx.Err()
+}
+
+// each calls fn(i) for every i in [from, to) with at most parallelism calls
+// in flight, starting none once ctx is done, and waits for the calls.
+func each(ctx context.Context, from, to, parallelism int, fn func(i int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, parallelism)
+	for i := from; i < to; i++ {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn(i)
+		}(i)
+	}
+	wg.Wait()
 }
 
 // startWorkers starts n workers applying jobs; the returned function waits

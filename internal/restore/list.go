@@ -126,37 +126,22 @@ func ReadHeaders(ctx context.Context, client storage.Client, files []storage.Fil
 	defer cancel()
 	out := make([]FileHeader, len(files))
 	var (
-		wg       sync.WaitGroup
 		mu       sync.Mutex
 		firstErr error
 	)
-	sem := make(chan struct{}, parallelism)
-	for i := range files {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			h, err := ReadHeader(ctx, client, files[i])
-			if err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-				cancel()
-				return
+	each(ctx, 0, len(files), parallelism, func(i int) {
+		h, err := ReadHeader(ctx, client, files[i])
+		if err != nil {
+			mu.Lock()
+			if firstErr == nil {
+				firstErr = err
 			}
-			out[i] = h
-		}(i)
-	}
-	wg.Wait()
+			mu.Unlock()
+			cancel()
+			return
+		}
+		out[i] = h
+	})
 	if firstErr != nil {
 		return nil, firstErr
 	}
