@@ -41,7 +41,7 @@ func TestConsul(t *testing.T) {
 		if err != nil {
 			t.Fatalf("lease.New: %v", err)
 		}
-		ctx := ctxFor(t, 20*time.Second)
+		ctx := leasetest.Context(t, 20*time.Second)
 		mustAcquire(t, ctx, l)
 		if err := l.Release(ctx, 0); err != nil {
 			t.Fatalf("Release: %v", err)
@@ -120,7 +120,7 @@ func waitClosed(t *testing.T, c <-chan struct{}, d time.Duration, what string) t
 }
 
 func testValueSessionAndRelease(t *testing.T, c *harness.Consul) {
-	ctx := ctxFor(t, 30*time.Second)
+	ctx := leasetest.Context(t, 30*time.Second)
 	raw := rawClient(t, c)
 	a := newConsulLease(t, c.HTTPAddr, "a", config.ConsulLease{})
 	tok := mustAcquire(t, ctx, a)
@@ -173,7 +173,7 @@ func testValueSessionAndRelease(t *testing.T, c *harness.Consul) {
 // testSecondNodeWaits: a waiting node gets the lease when the holder
 // releases it, and the token grows with every new holder.
 func testSecondNodeWaits(t *testing.T, c *harness.Consul) {
-	ctx := ctxFor(t, 30*time.Second)
+	ctx := leasetest.Context(t, 30*time.Second)
 	a := newConsulLease(t, c.HTTPAddr, "a", config.ConsulLease{})
 	b := newConsulLease(t, c.HTTPAddr, "b", config.ConsulLease{})
 	tokens := []uint64{mustAcquire(t, ctx, a)}
@@ -209,7 +209,7 @@ func testSecondNodeWaits(t *testing.T, c *harness.Consul) {
 // testRenewalsOutlastTTL: the renew loop keeps one tenure alive past the TTL
 // (and past the 8 s safe window that would end it without renewals).
 func testRenewalsOutlastTTL(t *testing.T, c *harness.Consul) {
-	ctx := ctxFor(t, 30*time.Second)
+	ctx := leasetest.Context(t, 30*time.Second)
 	a := newConsulLease(t, c.HTTPAddr, "a", config.ConsulLease{})
 	tok := mustAcquire(t, ctx, a)
 	first := lease.SafeUntilOf(a)
@@ -231,7 +231,7 @@ func testRenewalsOutlastTTL(t *testing.T, c *harness.Consul) {
 // rather than fail). It must report Lost before Consul frees the key, and so
 // before any other node can take the lease.
 func testCutOff(t *testing.T, c *harness.Consul) {
-	ctx := ctxFor(t, 50*time.Second)
+	ctx := leasetest.Context(t, 50*time.Second)
 	proxy := startProxy(t, c.HTTPAddr)
 	a := newConsulLease(t, proxy.Addr(), "a", config.ConsulLease{})
 	b := newConsulLease(t, c.HTTPAddr, "b", config.ConsulLease{})
@@ -309,7 +309,7 @@ func testCutOff(t *testing.T, c *harness.Consul) {
 // renewals, and Lost closes exactly when the clock reaches it, although
 // Consul still lists the holder.
 func testFakeClockStepDown(t *testing.T, c *harness.Consul) {
-	ctx := ctxFor(t, 30*time.Second)
+	ctx := leasetest.Context(t, 30*time.Second)
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := newFakeClock(start)
 	proxy := startProxy(t, c.HTTPAddr)
@@ -337,7 +337,7 @@ func testFakeClockStepDown(t *testing.T, c *harness.Consul) {
 	clock.Advance(interval) // this renewal hangs in the black hole
 	clock.Advance(want.Sub(clock.Now()) - time.Nanosecond)
 	time.Sleep(200 * time.Millisecond)
-	if isClosed(a.Lost()) {
+	if leasetest.IsClosed(a.Lost()) {
 		t.Fatalf("Lost closed at %v, before the deadline %v", clock.Now(), want)
 	}
 	clock.Advance(time.Nanosecond)
@@ -353,7 +353,7 @@ func testFakeClockStepDown(t *testing.T, c *harness.Consul) {
 // testBreak: Break destroys the holder's session; the holder notices at its
 // next renewal, and the breaker can take the lease after the lock-delay.
 func testBreak(t *testing.T, c *harness.Consul) {
-	ctx := ctxFor(t, 30*time.Second)
+	ctx := leasetest.Context(t, 30*time.Second)
 	a := newConsulLease(t, c.HTTPAddr, "a", config.ConsulLease{})
 	b := newConsulLease(t, c.HTTPAddr, "b", config.ConsulLease{})
 	tokA := mustAcquire(t, ctx, a)
@@ -403,7 +403,7 @@ func testBreak(t *testing.T, c *harness.Consul) {
 // lock-delay: an attempt right away fails, a waiting Acquire succeeds after.
 func testLockDelay(t *testing.T, c *harness.Consul) {
 	const delay = 3 * time.Second
-	ctx := ctxFor(t, 30*time.Second)
+	ctx := leasetest.Context(t, 30*time.Second)
 	cc := config.ConsulLease{LockDelay: delay}
 	a := newConsulLease(t, c.HTTPAddr, "a", cc)
 	b := newConsulLease(t, c.HTTPAddr, "b", cc)
@@ -428,7 +428,7 @@ func testLockDelay(t *testing.T, c *harness.Consul) {
 // testHealthCheck: a health check attached to the session (the app's) going
 // critical invalidates the session: the holder loses the lease, the key frees.
 func testHealthCheck(t *testing.T, c *harness.Consul) {
-	ctx := ctxFor(t, 30*time.Second)
+	ctx := leasetest.Context(t, 30*time.Second)
 	raw := rawClient(t, c)
 	checkID := "app-" + dbName(t)
 	if err := raw.Agent().CheckRegister(&api.AgentCheckRegistration{
@@ -468,7 +468,7 @@ func testHealthCheck(t *testing.T, c *harness.Consul) {
 // testRacing: two nodes try at the same moment, 20 times: exactly one wins
 // each round, and tokens grow round over round.
 func testRacing(t *testing.T, c *harness.Consul) {
-	ctx := ctxFor(t, 40*time.Second)
+	ctx := leasetest.Context(t, 40*time.Second)
 	nodes := []lease.Lease{
 		newConsulLease(t, c.HTTPAddr, "a", config.ConsulLease{}),
 		newConsulLease(t, c.HTTPAddr, "b", config.ConsulLease{}),

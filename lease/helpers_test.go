@@ -1,7 +1,6 @@
 package lease_test
 
 import (
-	"context"
 	"io"
 	"net"
 	"strings"
@@ -46,22 +45,6 @@ func (w *tWriter) stop() {
 // dbName derives a database name (and so a lease key) unique to the test.
 func dbName(t *testing.T) string {
 	return strings.NewReplacer("/", "-", " ", "_").Replace(t.Name())
-}
-
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func isClosed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
 }
 
 // fakeClock is a lease.Clock that moves only when Advance is called.

@@ -28,7 +28,7 @@ func TestStaticConformance(t *testing.T) {
 }
 
 func TestStaticNotPrimary(t *testing.T) {
-	ctx := ctxFor(t, 10*time.Second)
+	ctx := leasetest.Context(t, 10*time.Second)
 	l := newStatic(t, "n2")
 	if _, ok, err := l.TryAcquire(ctx); ok || !errors.Is(err, lease.ErrNotStaticPrimary) {
 		t.Errorf("TryAcquire on a non-primary = (ok %v, %v), want ErrNotStaticPrimary", ok, err)
@@ -43,7 +43,7 @@ func TestStaticNotPrimary(t *testing.T) {
 }
 
 func TestStaticPrimaryNeverLost(t *testing.T) {
-	ctx := ctxFor(t, 10*time.Second)
+	ctx := leasetest.Context(t, 10*time.Second)
 	l := newStatic(t, "n1")
 	tok, err := l.Acquire(ctx)
 	if err != nil || tok != 1 {
@@ -54,7 +54,7 @@ func TestStaticPrimaryNeverLost(t *testing.T) {
 	if tok2, ok, err := newStatic(t, "n1").TryAcquire(ctx); !ok || err != nil || tok2 != 1 {
 		t.Errorf("second handle on the primary: (%d, %v, %v), want (1, true, nil)", tok2, ok, err)
 	}
-	if isClosed(l.Lost()) {
+	if leasetest.IsClosed(l.Lost()) {
 		t.Error("static lease reported lost")
 	}
 }

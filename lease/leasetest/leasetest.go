@@ -55,14 +55,16 @@ func Run(t *testing.T, s Setup) {
 	}
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
+// Context is a context that ends after d or with the test, whichever is first.
+func Context(t *testing.T, d time.Duration) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-func isClosed(c <-chan struct{}) bool {
+// IsClosed reports whether c is closed (a Lost channel), without blocking.
+func IsClosed(c <-chan struct{}) bool {
 	select {
 	case <-c:
 		return true
@@ -76,16 +78,16 @@ func testNotHeldBeforeAcquire(t *testing.T, s Setup) {
 	if tok := l.Token(); tok != 0 {
 		t.Errorf("Token before Acquire = %d, want 0", tok)
 	}
-	if !isClosed(l.Lost()) {
+	if !IsClosed(l.Lost()) {
 		t.Error("Lost() before Acquire is open; want closed (not held = lost)")
 	}
-	if err := l.Release(ctxFor(t, 10*time.Second), 0); err != nil {
+	if err := l.Release(Context(t, 10*time.Second), 0); err != nil {
 		t.Errorf("Release of a lease never held: %v", err)
 	}
 }
 
 func testAcquireRelease(t *testing.T, s Setup) {
-	ctx := ctxFor(t, 20*time.Second)
+	ctx := Context(t, 20*time.Second)
 	l := s.New(t, s.Primary)
 	tok, err := l.Acquire(ctx)
 	if err != nil {
@@ -98,7 +100,7 @@ func testAcquireRelease(t *testing.T, s Setup) {
 		t.Errorf("Token() = %d, want %d", got, tok)
 	}
 	lost := l.Lost()
-	if isClosed(lost) {
+	if IsClosed(lost) {
 		t.Fatal("Lost() closed right after Acquire")
 	}
 	again, ok, err := l.TryAcquire(ctx)
@@ -125,7 +127,7 @@ func testAcquireRelease(t *testing.T, s Setup) {
 	if err := l.Release(ctx, ltx.TXID(42)); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
-	if !isClosed(lost) {
+	if !IsClosed(lost) {
 		t.Error("the tenure's Lost channel is open after Release")
 	}
 	if got := l.Token(); got != 0 {
@@ -137,7 +139,7 @@ func testAcquireRelease(t *testing.T, s Setup) {
 }
 
 func testOtherNodeExcluded(t *testing.T, s Setup) {
-	ctx := ctxFor(t, 20*time.Second)
+	ctx := Context(t, 20*time.Second)
 	p := s.New(t, s.Primary)
 	if _, err := p.Acquire(ctx); err != nil {
 		t.Fatalf("Acquire by %s: %v", s.Primary, err)
@@ -146,23 +148,23 @@ func testOtherNodeExcluded(t *testing.T, s Setup) {
 	if tok, ok, _ := o.TryAcquire(ctx); ok {
 		t.Fatalf("TryAcquire by %s succeeded (token %d) while %s holds the lease", s.Other, tok, s.Primary)
 	}
-	if o.Token() != 0 || !isClosed(o.Lost()) {
-		t.Errorf("after a failed TryAcquire: Token %d, Lost closed %v; want 0, true", o.Token(), isClosed(o.Lost()))
+	if o.Token() != 0 || !IsClosed(o.Lost()) {
+		t.Errorf("after a failed TryAcquire: Token %d, Lost closed %v; want 0, true", o.Token(), IsClosed(o.Lost()))
 	}
-	tok, err := o.Acquire(ctxFor(t, short))
+	tok, err := o.Acquire(Context(t, short))
 	if err == nil {
 		t.Fatalf("Acquire by %s returned token %d while %s holds the lease", s.Other, tok, s.Primary)
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Acquire by %s until its context ends: error %v, want one wrapping context.DeadlineExceeded", s.Other, err)
 	}
-	if isClosed(p.Lost()) {
+	if IsClosed(p.Lost()) {
 		t.Error("the holder's Lost() closed because another node tried to acquire")
 	}
 }
 
 func testNewTenure(t *testing.T, s Setup) {
-	ctx := ctxFor(t, 20*time.Second)
+	ctx := Context(t, 20*time.Second)
 	l := s.New(t, s.Primary)
 	if _, err := l.Acquire(ctx); err != nil {
 		t.Fatalf("Acquire: %v", err)
@@ -175,10 +177,10 @@ func testNewTenure(t *testing.T, s Setup) {
 	if err != nil {
 		t.Fatalf("second Acquire: %v", err)
 	}
-	if !isClosed(first) {
+	if !IsClosed(first) {
 		t.Error("first tenure's Lost channel is open after its Release")
 	}
-	if isClosed(l.Lost()) {
+	if IsClosed(l.Lost()) {
 		t.Error("second tenure's Lost channel is closed right after Acquire")
 	}
 	if l.Token() != tok {
@@ -187,7 +189,7 @@ func testNewTenure(t *testing.T, s Setup) {
 }
 
 func testConcurrentSameNode(t *testing.T, s Setup) {
-	ctx := ctxFor(t, 20*time.Second)
+	ctx := Context(t, 20*time.Second)
 	l := s.New(t, s.Primary)
 	const n = 4
 	toks := make([]uint64, n)
@@ -212,7 +214,7 @@ func testConcurrentSameNode(t *testing.T, s Setup) {
 }
 
 func testWatch(t *testing.T, s Setup) {
-	ctx := ctxFor(t, 20*time.Second)
+	ctx := Context(t, 20*time.Second)
 	p := s.New(t, s.Primary)
 	tok, err := p.Acquire(ctx)
 	if err != nil {
@@ -227,7 +229,7 @@ func testWatch(t *testing.T, s Setup) {
 		t.Fatalf("Watch(0) = %+v, want index > 0 and held by %s with token %d", h, s.Primary, tok)
 	}
 	// Nothing changes: Watch blocks until its context ends.
-	if h2, err := o.Watch(ctxFor(t, short), h.Index); !errors.Is(err, context.DeadlineExceeded) {
+	if h2, err := o.Watch(Context(t, short), h.Index); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Watch(%d) without a change = (%+v, %v), want context.DeadlineExceeded", h.Index, h2, err)
 	}
 }
