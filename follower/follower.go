@@ -382,6 +382,16 @@ func (f *Follower) follow(ctx context.Context, a *Applier) error {
 	failures := 0
 	warnedNoMeta := false
 	sched := pollSchedule{interval: f.cfg.PollInterval}
+	// retry records a failure worth retrying, lists the store again next
+	// time, and backs off.
+	retry := func(err error, msg string, args ...any) {
+		failures++
+		needCheck = true
+		wait := backoff(f.cfg.PollInterval, failures, f.cfg.MaxBackoff)
+		f.log.Warn(msg, append(args, "error", err, "retry_in", wait)...)
+		f.update(func(st *Status) { st.Error = err.Error() })
+		sleep(ctx, wait)
+	}
 	for ctx.Err() == nil {
 		pos := a.Position()
 		var obj *storage.Object
@@ -440,12 +450,7 @@ func (f *Follower) follow(ctx context.Context, a *Applier) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			failures++
-			needCheck = true
-			wait := backoff(f.cfg.PollInterval, failures, f.cfg.MaxBackoff)
-			f.log.Warn("replica store request failed; will retry", "error", err, "retry_in", wait)
-			f.update(func(st *Status) { st.Error = err.Error() })
-			sleep(ctx, wait)
+			retry(err, "replica store request failed; will retry")
 			continue
 		}
 
@@ -464,12 +469,7 @@ func (f *Follower) follow(ctx context.Context, a *Applier) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			failures++
-			needCheck = true
-			wait := backoff(f.cfg.PollInterval, failures, f.cfg.MaxBackoff)
-			f.log.Warn("apply failed; will retry", "object", name, "error", err, "retry_in", wait)
-			f.update(func(st *Status) { st.Error = err.Error() })
-			sleep(ctx, wait)
+			retry(err, "apply failed; will retry", "object", name)
 			continue
 		}
 		failures = 0
