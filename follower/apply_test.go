@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superfly/ltx"
 	"github.com/understudy-db/understudy/internal/storage"
 )
 
@@ -39,6 +38,20 @@ func assertSame(t *testing.T, s *source, path string) {
 	}
 	if sum != s.sum || int(n) != len(s.pages) {
 		t.Fatalf("follower at checksum %s, %d pages; source %s, %d pages", sum, n, s.sum, len(s.pages))
+	}
+}
+
+// writeBehind changes the database at path through a read-write connection
+// of its own, behind the follower's back.
+func writeBehind(t *testing.T, path, stmt string) {
+	t.Helper()
+	db, err := sql.Open("sqlite3", dsn(path, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(stmt); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -218,17 +231,10 @@ func TestApplyForeignWrite(t *testing.T) {
 	s.exec(`UPDATE accounts SET balance = balance + 1 WHERE id = 1`)
 	applyFile(t, a, s.next())
 
-	other, err := sql.Open("sqlite3", dsn(path, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := other.Exec(`UPDATE accounts SET balance = 0 WHERE id = 2`); err != nil {
-		t.Fatal(err)
-	}
-	other.Close()
+	writeBehind(t, path, `UPDATE accounts SET balance = 0 WHERE id = 2`)
 	s.exec(`UPDATE accounts SET balance = balance + 1 WHERE id = 1`)
 	f := s.next()
-	_, err = a.Apply(context.Background(), f.name(), bytes.NewReader(f.data), &f.md)
+	_, err := a.Apply(context.Background(), f.name(), bytes.NewReader(f.data), &f.md)
 	var ve *VerifyError
 	if !errors.As(err, &ve) || !strings.Contains(err.Error(), "written by another connection") {
 		t.Fatalf("got %v, want a foreign-write VerifyError", err)
@@ -348,14 +354,7 @@ func TestResume(t *testing.T) {
 	}
 	a.Close()
 
-	db, err := sql.Open("sqlite3", dsn(path, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(`UPDATE accounts SET balance = 0 WHERE id = 9`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	writeBehind(t, path, `UPDATE accounts SET balance = 0 WHERE id = 9`)
 	_, err = OpenApplier(context.Background(), path, nil)
 	var me *MismatchError
 	if !errors.As(err, &me) {
@@ -501,5 +500,3 @@ func readLoop(path string, stop <-chan struct{}, reads, bad *atomic.Int64) error
 		}
 	}
 }
-
-var _ = ltx.TXID(0)

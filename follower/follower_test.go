@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand"
@@ -201,6 +200,34 @@ func (rf *runningFollower) waitTXID(t *testing.T, txid ltx.TXID) Status {
 	return st
 }
 
+// waitStopped waits until the follower has stopped applying.
+func (rf *runningFollower) waitStopped(t *testing.T) Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := rf.f.Wait(ctx, func(st Status) bool { return st.State == StateStopped })
+	if err != nil {
+		t.Fatalf("follower did not stop: %+v %v", st, err)
+	}
+	return st
+}
+
+// followedAndStopped sets up a primary with n transfers (drawn from a rand
+// seeded with seed), follows it to its head and stops the follower at
+// TXID at: the start of every test of what a follower finds on its return.
+func followedAndStopped(t *testing.T, seed int64, n int) (p *testPrimary, rng *rand.Rand, path string, at ltx.TXID) {
+	t.Helper()
+	dir := t.TempDir()
+	p = newTestPrimary(t, dir)
+	rng = rand.New(rand.NewSource(seed))
+	p.transfers(n, rng)
+	path = filepath.Join(dir, "follower.db")
+	rf := startFollower(t, p, path)
+	at = rf.waitTXID(t, p.src.txid).TXID
+	rf.stop()
+	return p, rng, path, at
+}
+
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(b []byte) (int, error) {
@@ -290,23 +317,8 @@ func TestFollowRestartResumes(t *testing.T) {
 // TestFollowTamperedLocal: a local database changed while the follower was
 // down is kept aside (with its WAL) and a fresh copy is bootstrapped.
 func TestFollowTamperedLocal(t *testing.T) {
-	dir := t.TempDir()
-	p := newTestPrimary(t, dir)
-	rng := rand.New(rand.NewSource(4))
-	p.transfers(3, rng)
-	path := filepath.Join(dir, "follower.db")
-	rf := startFollower(t, p, path)
-	rf.waitTXID(t, p.src.txid)
-	rf.stop()
-
-	db, err := sql.Open("sqlite3", dsn(path, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(`UPDATE accounts SET balance = 12345 WHERE id = 1`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	p, rng, path, _ := followedAndStopped(t, 4, 3)
+	writeBehind(t, path, `UPDATE accounts SET balance = 12345 WHERE id = 1`)
 
 	p.transfers(2, rng)
 	rf2 := startFollower(t, p, path)
@@ -338,12 +350,7 @@ func TestFollowCorruptObject(t *testing.T) {
 	good := rf.waitTXID(t, p.src.txid)
 	bad := p.commit(func(s *source) { s.transfer(rng) }, func(b []byte) { b[len(b)-30] ^= 0x55 })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := rf.f.Wait(ctx, func(st Status) bool { return st.State == StateStopped })
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := rf.waitStopped(t)
 	name := objectName(0, bad.minTXID, bad.maxTXID)
 	if !strings.Contains(st.Error, name) || !strings.Contains(st.Error, "corrupt object") || st.Healthy || st.TXID != good.TXID {
 		t.Fatalf("status after corrupt object: %+v", st)
@@ -370,22 +377,13 @@ func TestFollowCorruptObject(t *testing.T) {
 // compacted away catches up from the higher levels (including a compaction
 // that straddles its position), then returns to L0.
 func TestFollowCompacted(t *testing.T) {
-	dir := t.TempDir()
-	p := newTestPrimary(t, dir)
-	rng := rand.New(rand.NewSource(6))
-	p.transfers(4, rng)
-	path := filepath.Join(dir, "follower.db")
-	rf := startFollower(t, p, path)
-	at := rf.waitTXID(t, p.src.txid).TXID
-	rf.stop()
-
+	p, rng, path, at := followedAndStopped(t, 6, 4)
 	p.transfers(10, rng)
 	p.commit(func(s *source) { s.exec(`INSERT INTO blobs (b) VALUES (randomblob(100000))`) }, nil)
 	p.transfers(10, rng)
 	// L1 straddles the follower's position; L2 covers the rest of L1's span.
 	p.compact(1, at-1, at+6)
 	p.compact(2, at+7, at+18)
-	tail := p.src.txid
 	p.transfers(3, rng)
 
 	rf2 := startFollower(t, p, path)
@@ -394,21 +392,13 @@ func TestFollowCompacted(t *testing.T) {
 		t.Fatal("caught up by bootstrapping, not from the levels")
 	}
 	assertSame(t, p.src, path)
-	_ = tail
 }
 
 // TestFollowFromSnapshot: when no level holds the next TXID but a newer
 // snapshot exists, the follower applies the snapshot as a full image
 // instead of bootstrapping again.
 func TestFollowFromSnapshot(t *testing.T) {
-	dir := t.TempDir()
-	p := newTestPrimary(t, dir)
-	rng := rand.New(rand.NewSource(10))
-	p.transfers(2, rng)
-	path := filepath.Join(dir, "follower.db")
-	rf := startFollower(t, p, path)
-	at := rf.waitTXID(t, p.src.txid).TXID
-	rf.stop()
+	p, rng, path, at := followedAndStopped(t, 10, 2)
 	p.transfers(5, rng)
 	p.commit(func(s *source) { s.exec(`INSERT INTO blobs (b) VALUES (randomblob(100000))`) }, nil)
 	snap := p.src.txid
@@ -437,24 +427,14 @@ func TestFollowFromSnapshot(t *testing.T) {
 
 // TestFollowGap: later L0 files exist but nothing contains the next TXID.
 func TestFollowGap(t *testing.T) {
-	dir := t.TempDir()
-	p := newTestPrimary(t, dir)
-	rng := rand.New(rand.NewSource(7))
-	p.transfers(2, rng)
-	path := filepath.Join(dir, "follower.db")
-	rf := startFollower(t, p, path)
-	at := rf.waitTXID(t, p.src.txid).TXID
-	rf.stop()
+	p, rng, path, at := followedAndStopped(t, 7, 2)
 	p.transfers(3, rng)
 	if err := p.store.Delete(context.Background(), []storage.FileInfo{{Level: 0, MinTXID: at + 1, MaxTXID: at + 1}}); err != nil {
 		t.Fatal(err)
 	}
-	rf2 := startFollower(t, p, path)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := rf2.f.Wait(ctx, func(st Status) bool { return st.State == StateStopped })
-	if err != nil || !strings.Contains(st.Error, "gap in the history") || st.TXID != at {
-		t.Fatalf("%+v %v", st, err)
+	st := startFollower(t, p, path).waitStopped(t)
+	if !strings.Contains(st.Error, "gap in the history") || st.TXID != at {
+		t.Fatalf("%+v", st)
 	}
 }
 
@@ -509,8 +489,6 @@ func TestFollowMissingDBWithLeftovers(t *testing.T) {
 		t.Fatalf("leftover -wal not moved aside: %v", m)
 	}
 }
-
-var _ = errors.New
 
 // TestHelperFollowerProcess is the child of TestFollowKill9: a follower in
 // its own process, killed with SIGKILL by the parent.

@@ -3,7 +3,6 @@ package follower
 import (
 	"context"
 	"errors"
-	"math/rand"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,14 +15,7 @@ import (
 // bootstraps a missing database, applies every file up to the store's head,
 // including compacted ones, and reports the position a claim builds on.
 func TestCatchUpReplaysEverything(t *testing.T) {
-	dir := t.TempDir()
-	p := newTestPrimary(t, dir)
-	rng := rand.New(rand.NewSource(11))
-	p.transfers(5, rng)
-	path := filepath.Join(dir, "follower.db")
-	rf := startFollower(t, p, path)
-	rf.waitTXID(t, p.src.txid)
-	rf.stop()
+	p, rng, path, _ := followedAndStopped(t, 11, 5)
 	p.transfers(10, rng)
 	p.compact(1, p.src.txid-9, p.src.txid-5) // part of the way is only in L1
 	f, err := New(Config{Path: path, Client: p.store, PollInterval: 50 * time.Millisecond,
