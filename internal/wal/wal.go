@@ -93,18 +93,53 @@ func ReadHeader(r io.ReaderAt) (Header, error) {
 }
 
 // Sum continues the WAL checksum seeded by s over b (len(b) a multiple of 8).
+//
+// It is the primary's hottest loop (every byte of the WAL passes through it
+// at 200-370 MB/s of frames), so it walks b by reslicing, which leaves no
+// bounds checks in the loop, and takes 32 bytes per turn.
 func Sum(bigEndian bool, s Checksum, b []byte) Checksum {
-	s1, s2 := s.S1, s.S2
 	if bigEndian {
-		for i := 0; i+8 <= len(b); i += 8 {
-			s1 += binary.BigEndian.Uint32(b[i:]) + s2
-			s2 += binary.BigEndian.Uint32(b[i+4:]) + s1
-		}
-	} else {
-		for i := 0; i+8 <= len(b); i += 8 {
-			s1 += binary.LittleEndian.Uint32(b[i:]) + s2
-			s2 += binary.LittleEndian.Uint32(b[i+4:]) + s1
-		}
+		return sumBE(s, b)
+	}
+	return sumLE(s, b)
+}
+
+func sumLE(s Checksum, b []byte) Checksum {
+	s1, s2 := s.S1, s.S2
+	le := binary.LittleEndian
+	for ; len(b) >= 32; b = b[32:] {
+		s1 = s1 + le.Uint32(b) + s2
+		s2 = s2 + le.Uint32(b[4:]) + s1
+		s1 = s1 + le.Uint32(b[8:]) + s2
+		s2 = s2 + le.Uint32(b[12:]) + s1
+		s1 = s1 + le.Uint32(b[16:]) + s2
+		s2 = s2 + le.Uint32(b[20:]) + s1
+		s1 = s1 + le.Uint32(b[24:]) + s2
+		s2 = s2 + le.Uint32(b[28:]) + s1
+	}
+	for ; len(b) >= 8; b = b[8:] {
+		s1 = s1 + le.Uint32(b) + s2
+		s2 = s2 + le.Uint32(b[4:]) + s1
+	}
+	return Checksum{s1, s2}
+}
+
+func sumBE(s Checksum, b []byte) Checksum {
+	s1, s2 := s.S1, s.S2
+	be := binary.BigEndian
+	for ; len(b) >= 32; b = b[32:] {
+		s1 = s1 + be.Uint32(b) + s2
+		s2 = s2 + be.Uint32(b[4:]) + s1
+		s1 = s1 + be.Uint32(b[8:]) + s2
+		s2 = s2 + be.Uint32(b[12:]) + s1
+		s1 = s1 + be.Uint32(b[16:]) + s2
+		s2 = s2 + be.Uint32(b[20:]) + s1
+		s1 = s1 + be.Uint32(b[24:]) + s2
+		s2 = s2 + be.Uint32(b[28:]) + s1
+	}
+	for ; len(b) >= 8; b = b[8:] {
+		s1 = s1 + be.Uint32(b) + s2
+		s2 = s2 + be.Uint32(b[4:]) + s1
 	}
 	return Checksum{s1, s2}
 }
