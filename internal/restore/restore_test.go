@@ -95,6 +95,40 @@ func TestRestoreShortRuns(t *testing.T) {
 	}
 }
 
+// TestSnapshotFastPathTaken checks that the test histories' snapshots are
+// ones the parallel decoder handles: otherwise the slow=false runs above
+// would quietly test ltx's Decoder twice.
+func TestSnapshotFastPathTaken(t *testing.T) {
+	s := buildHistory(t)
+	ctx := context.Background()
+	plan, err := BuildPlan(ctx, s.client, Target{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	headers, err := ReadHeaders(ctx, s.client, plan.Files, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp, err := os.CreateTemp(t.TempDir(), "fast-*.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmp.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d := &download{
+		client: s.client, files: plan.Files, headers: headers, limits: pageLimits(headers),
+		app:      newApplier(tmp, testPageSize, headers[0].Header.Commit),
+		pageSize: testPageSize, results: make([]fileResult, len(plan.Files)), cancel: cancel,
+	}
+	if err := d.snapshotFast(ctx, 2); err != nil {
+		t.Fatalf("snapshotFast = %v, want the fast path to decode the snapshot", err)
+	}
+	if d.filesDone.Load() != 1 || d.results[0].pages == 0 {
+		t.Fatalf("snapshotFast decoded %d files, %d pages", d.filesDone.Load(), d.results[0].pages)
+	}
+}
+
 func TestRestoreLatestUsesFewestFiles(t *testing.T) {
 	s := buildHistory(t)
 	plan, err := BuildPlan(context.Background(), s.client, Target{})
