@@ -23,10 +23,8 @@ import (
 
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/follower"
-	"github.com/understudy-db/understudy/internal/replicaclient"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/lease"
-	"github.com/understudy-db/understudy/primary"
 	"github.com/understudy-db/understudy/promote"
 )
 
@@ -260,17 +258,6 @@ func newNode(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *confi
 	if err != nil {
 		return nil, fmt.Errorf("database %s: %w", dbc.Path, err)
 	}
-	popts := primary.Options{
-		Path:                   dbc.Path,
-		Node:                   node,
-		MinCheckpointPageCount: dbc.MinCheckpointPageCount,
-		MaxCheckpointPageCount: dbc.MaxCheckpointPageCount,
-		Levels:                 dbc.Levels,
-		L0Retention:            dbc.L0Retention,
-		MaxShadowSize:          dbc.MaxShadowSize,
-		Logger:                 logger.Named(dbc.Name()),
-		Registerer:             reg,
-	}
 	followName := ""
 	poll := time.Duration(0)
 	auto := false
@@ -280,24 +267,17 @@ func newNode(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *confi
 	if c.IsSet("poll-interval") {
 		poll = c.Duration("poll-interval")
 	}
+	popts, err := primaryOptions(ctx, c, cfg, dbc, logger, reg)
+	if err != nil {
+		return nil, err
+	}
 	var followed storage.Client
 	var others []storage.Client
-	for i, rc := range dbc.Replicas {
-		client, err := replicaclient.New(ctx, rc, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
-		if err != nil {
-			return nil, fmt.Errorf("database %s: replica %s: %w", dbc.Path, rc.Name, err)
-		}
-		if err := client.ProbeCreateOnly(ctx); err != nil {
-			return nil, fmt.Errorf("database %s: replica %s (%s): %w", dbc.Path, rc.Name, rc.Location(), err)
-		}
-		popts.Replicas = append(popts.Replicas, primary.ReplicaOptions{
-			Name: rc.Name, Client: client, SyncInterval: rc.SyncInterval, SnapshotInterval: rc.SnapshotInterval,
-			Retention: rc.Retention, RetentionCheckInterval: rc.RetentionCheckInterval,
-		})
-		if followed == nil && (rc.Name == followName || (followName == "" && i == 0)) {
-			followed = client
+	for i, r := range popts.Replicas {
+		if followed == nil && (r.Name == followName || (followName == "" && i == 0)) {
+			followed = r.Client
 		} else {
-			others = append(others, client)
+			others = append(others, r.Client)
 		}
 	}
 	if followed == nil {

@@ -310,33 +310,9 @@ func errString(err error) string {
 func openPrimaries(ctx context.Context, c *cli.Context, cfg *config.Config, logger hclog.Logger, reg prometheus.Registerer) ([]*primary.DB, error) {
 	var dbs []*primary.DB
 	for _, dbc := range cfg.DBs {
-		opts := primary.Options{
-			Path:                   dbc.Path,
-			Node:                   nodeName(c, dbc),
-			MinCheckpointPageCount: dbc.MinCheckpointPageCount,
-			MaxCheckpointPageCount: dbc.MaxCheckpointPageCount,
-			Levels:                 dbc.Levels,
-			L0Retention:            dbc.L0Retention,
-			MaxShadowSize:          dbc.MaxShadowSize,
-			Logger:                 logger.Named(dbc.Name()),
-			Registerer:             reg,
-		}
-		for _, rc := range dbc.Replicas {
-			client, err := replicaclient.New(ctx, rc, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
-			if err != nil {
-				return dbs, cli.Exit(fmt.Errorf("database %s: replica %s: %w", dbc.Path, rc.Name, err), 1)
-			}
-			if err := client.ProbeCreateOnly(ctx); err != nil {
-				return dbs, cli.Exit(fmt.Errorf("database %s: replica %s (%s): %w", dbc.Path, rc.Name, rc.Location(), err), 1)
-			}
-			opts.Replicas = append(opts.Replicas, primary.ReplicaOptions{
-				Name:                   rc.Name,
-				Client:                 client,
-				SyncInterval:           rc.SyncInterval,
-				SnapshotInterval:       rc.SnapshotInterval,
-				Retention:              rc.Retention,
-				RetentionCheckInterval: rc.RetentionCheckInterval,
-			})
+		opts, err := primaryOptions(ctx, c, cfg, dbc, logger, reg)
+		if err != nil {
+			return dbs, cli.Exit(err, 1)
 		}
 		if err := checkDatabaseDir(dbc.Path); err != nil {
 			return dbs, cli.Exit(err, 1)
@@ -356,6 +332,41 @@ func openPrimaries(ctx context.Context, c *cli.Context, cfg *config.Config, logg
 		logger.Info("replicating", "db", dbc.Path, "replicas", len(opts.Replicas), "node", opts.Node)
 	}
 	return dbs, nil
+}
+
+// primaryOptions is the primary's options for dbc (replicate, and a node's
+// primary role), with a client for each of its replicas, in order, each
+// probed for create-only uploads.
+func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *config.DB, logger hclog.Logger, reg prometheus.Registerer) (primary.Options, error) {
+	opts := primary.Options{
+		Path:                   dbc.Path,
+		Node:                   nodeName(c, dbc),
+		MinCheckpointPageCount: dbc.MinCheckpointPageCount,
+		MaxCheckpointPageCount: dbc.MaxCheckpointPageCount,
+		Levels:                 dbc.Levels,
+		L0Retention:            dbc.L0Retention,
+		MaxShadowSize:          dbc.MaxShadowSize,
+		Logger:                 logger.Named(dbc.Name()),
+		Registerer:             reg,
+	}
+	for _, rc := range dbc.Replicas {
+		client, err := replicaclient.New(ctx, rc, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
+		if err != nil {
+			return opts, fmt.Errorf("database %s: replica %s: %w", dbc.Path, rc.Name, err)
+		}
+		if err := client.ProbeCreateOnly(ctx); err != nil {
+			return opts, fmt.Errorf("database %s: replica %s (%s): %w", dbc.Path, rc.Name, rc.Location(), err)
+		}
+		opts.Replicas = append(opts.Replicas, primary.ReplicaOptions{
+			Name:                   rc.Name,
+			Client:                 client,
+			SyncInterval:           rc.SyncInterval,
+			SnapshotInterval:       rc.SnapshotInterval,
+			Retention:              rc.Retention,
+			RetentionCheckInterval: rc.RetentionCheckInterval,
+		})
+	}
+	return opts, nil
 }
 
 // checkDatabaseDir refuses a database whose directory this process cannot
