@@ -589,29 +589,14 @@ func (a *Applier) verifyCommitted(ctx context.Context, deltas []pageSum, commit 
 	}
 	if len(deltas)*8 >= int(commit) {
 		// Cheaper as one scan, and it proves the whole checksum.
-		rows, err := tx.QueryContext(ctx, `SELECT pgno, data FROM sqlite_dbpage`)
-		if err != nil {
-			return fmt.Errorf("post-apply check: %w", err)
-		}
-		defer rows.Close()
-		lock := ltx.LockPgno(a.table.pageSize)
 		var s dbsum.Sum
-		for rows.Next() {
-			var pgno uint32
-			var data sql.RawBytes
-			if err := rows.Scan(&pgno, &data); err != nil {
-				return fmt.Errorf("post-apply check: %w", err)
-			}
-			if pgno == lock {
-				continue
-			}
-			c := dbsum.Page(pgno, data)
+		if err := scanPages(ctx, tx, a.table.pageSize, count, func(pgno uint32, c ltx.Checksum) error {
 			if c != a.table.sum(pgno) {
-				return fmt.Errorf("post-apply check: page %d holds checksum %s, expected %s", pgno, c, a.table.sum(pgno))
+				return fmt.Errorf("page %d holds checksum %s, expected %s", pgno, c, a.table.sum(pgno))
 			}
 			s = s.Add(c)
-		}
-		if err := rows.Err(); err != nil {
+			return nil
+		}); err != nil {
 			return fmt.Errorf("post-apply check: %w", err)
 		}
 		if s != a.table.total {

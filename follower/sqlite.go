@@ -131,10 +131,23 @@ func loadPageTable(ctx context.Context, q *sql.Conn) (*pageTable, error) {
 		return nil, fmt.Errorf("invalid page size %d", pageSize)
 	}
 	t := &pageTable{pageSize: pageSize, sums: make([]ltx.Checksum, pageCount+1)}
+	if err := scanPages(ctx, tx, pageSize, pageCount, func(pgno uint32, c ltx.Checksum) error {
+		t.set(pgno, c)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// scanPages reads every page of the database in tx through sqlite_dbpage and
+// calls fn with each page's dbsum checksum, in page order, passing over the
+// lock page. The pages must be 1..pageCount in sequence, of pageSize bytes.
+func scanPages(ctx context.Context, tx *sql.Tx, pageSize, pageCount uint32, fn func(pgno uint32, c ltx.Checksum) error) error {
 	lock := ltx.LockPgno(pageSize)
 	rows, err := tx.QueryContext(ctx, `SELECT pgno, data FROM sqlite_dbpage`)
 	if err != nil {
-		return nil, fmt.Errorf("read pages: %w", err)
+		return fmt.Errorf("read pages: %w", err)
 	}
 	defer rows.Close()
 	var n uint32
@@ -142,27 +155,29 @@ func loadPageTable(ctx context.Context, q *sql.Conn) (*pageTable, error) {
 		var pgno uint32
 		var data sql.RawBytes
 		if err := rows.Scan(&pgno, &data); err != nil {
-			return nil, fmt.Errorf("read pages: %w", err)
+			return fmt.Errorf("read pages: %w", err)
 		}
 		n++
 		if pgno != n || pgno > pageCount {
-			return nil, fmt.Errorf("read pages: page %d out of sequence (expected %d of %d)", pgno, n, pageCount)
+			return fmt.Errorf("read pages: page %d out of sequence (expected %d of %d)", pgno, n, pageCount)
 		}
 		if pgno == lock {
 			continue
 		}
 		if uint32(len(data)) != pageSize {
-			return nil, fmt.Errorf("read pages: page %d has %d bytes, page size is %d", pgno, len(data), pageSize)
+			return fmt.Errorf("read pages: page %d has %d bytes, page size is %d", pgno, len(data), pageSize)
 		}
-		t.set(pgno, dbsum.Page(pgno, data))
+		if err := fn(pgno, dbsum.Page(pgno, data)); err != nil {
+			return err
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read pages: %w", err)
+		return fmt.Errorf("read pages: %w", err)
 	}
 	if n != pageCount {
-		return nil, fmt.Errorf("read pages: got %d pages, page_count says %d", n, pageCount)
+		return fmt.Errorf("read pages: got %d pages, page_count says %d", n, pageCount)
 	}
-	return t, nil
+	return nil
 }
 
 // Checksum returns the dbsum checksum and page count of the database at
