@@ -40,10 +40,15 @@ func newWAL(t *testing.T, bigEndian bool, salt1, salt2 uint32) *walBuilder {
 	return w
 }
 
+// walFrame is a frame to append: page number, commit (database size) and fill.
+type walFrame struct {
+	pgno, commit uint32
+	fill         byte
+}
+
 // frame appends a frame whose page is filled with fill; commit > 0 makes it
-// a commit frame. It returns the frame's offset.
-func (w *walBuilder) frame(pgno, commit uint32, fill byte) int64 {
-	off := int64(w.buf.Len())
+// a commit frame.
+func (w *walBuilder) frame(pgno, commit uint32, fill byte) {
 	fr := make([]byte, FrameHeaderSize+testPageSize)
 	binary.BigEndian.PutUint32(fr[0:], pgno)
 	binary.BigEndian.PutUint32(fr[4:], commit)
@@ -57,7 +62,6 @@ func (w *walBuilder) frame(pgno, commit uint32, fill byte) int64 {
 	binary.BigEndian.PutUint32(fr[16:], w.sum.S1)
 	binary.BigEndian.PutUint32(fr[20:], w.sum.S2)
 	w.buf.Write(fr)
-	return off
 }
 
 func (w *walBuilder) bytes() []byte { return append([]byte(nil), w.buf.Bytes()...) }
@@ -157,76 +161,54 @@ func TestScan(t *testing.T) {
 		grown                 bool
 	}
 	for _, tc := range []struct {
-		name   string
-		dbSize uint32
-		build  func(t *testing.T) []byte
-		want   want
+		name      string
+		dbSize    uint32
+		bigEndian bool
+		frames    []walFrame                          // the WAL's frames (salts 1, 2; 7, 8 if big-endian)
+		edit      func(t *testing.T, b []byte) []byte // if set, what is scanned instead of b
+		want      want
 	}{
 		{
 			name:   "empty wal",
 			dbSize: 2,
-			build:  func(t *testing.T) []byte { return newWAL(t, false, 1, 2).bytes() },
 			want:   want{pages: map[uint32]int{}, stop: StopEnd},
 		},
 		{
 			name:   "two commits, newest page wins",
 			dbSize: 2,
-			build: func(t *testing.T) []byte {
-				w := newWAL(t, false, 1, 2)
-				w.frame(1, 0, 'a')
-				w.frame(2, 2, 'b')
-				w.frame(2, 0, 'c')
-				w.frame(1, 2, 'd')
-				return w.bytes()
-			},
-			want: want{commits: 2, frames: 4, commit: 2, pages: map[uint32]int{1: 3, 2: 2}, end: 4},
+			frames: []walFrame{{1, 0, 'a'}, {2, 2, 'b'}, {2, 0, 'c'}, {1, 2, 'd'}},
+			want:   want{commits: 2, frames: 4, commit: 2, pages: map[uint32]int{1: 3, 2: 2}, end: 4},
 		},
 		{
-			name:   "big-endian checksums",
-			dbSize: 1,
-			build: func(t *testing.T) []byte {
-				w := newWAL(t, true, 7, 8)
-				w.frame(1, 1, 'a')
-				return w.bytes()
-			},
-			want: want{commits: 1, frames: 1, commit: 1, pages: map[uint32]int{1: 0}, end: 1},
+			name:      "big-endian checksums",
+			dbSize:    1,
+			bigEndian: true,
+			frames:    []walFrame{{1, 1, 'a'}},
+			want:      want{commits: 1, frames: 1, commit: 1, pages: map[uint32]int{1: 0}, end: 1},
 		},
 		{
 			name:   "uncommitted tail is not shipped",
 			dbSize: 3,
-			build: func(t *testing.T) []byte {
-				w := newWAL(t, false, 1, 2)
-				w.frame(1, 3, 'a')
-				w.frame(2, 0, 'b')
-				w.frame(3, 0, 'c')
-				return w.bytes()
-			},
-			want: want{commits: 1, frames: 1, tail: 2, commit: 3, pages: map[uint32]int{1: 0}, end: 1},
+			frames: []walFrame{{1, 3, 'a'}, {2, 0, 'b'}, {3, 0, 'c'}},
+			want:   want{commits: 1, frames: 1, tail: 2, commit: 3, pages: map[uint32]int{1: 0}, end: 1},
 		},
 		{
 			name:   "frames of an older generation after a restart",
 			dbSize: 2,
-			build: func(t *testing.T) []byte {
-				old := newWAL(t, false, 1, 2)
-				old.frame(1, 0, 'x')
-				old.frame(2, 0, 'x')
-				old.frame(1, 2, 'x')
+			frames: []walFrame{{1, 0, 'x'}, {2, 0, 'x'}, {1, 2, 'x'}},
+			edit: func(t *testing.T, old []byte) []byte {
 				w := newWAL(t, false, 2, 99) // restarted: salt-1 + 1, new salt-2
 				w.frame(2, 2, 'n')
 				b := w.bytes()
-				return append(b, old.bytes()[len(b):]...)
+				return append(b, old[len(b):]...)
 			},
 			want: want{commits: 1, frames: 1, commit: 2, pages: map[uint32]int{2: 0}, end: 1, stop: StopSalt},
 		},
 		{
 			name:   "bad checksum stops the chain",
 			dbSize: 2,
-			build: func(t *testing.T) []byte {
-				w := newWAL(t, false, 1, 2)
-				w.frame(1, 2, 'a')
-				w.frame(2, 2, 'b')
-				w.frame(1, 2, 'c')
-				b := w.bytes()
+			frames: []walFrame{{1, 2, 'a'}, {2, 2, 'b'}, {1, 2, 'c'}},
+			edit: func(t *testing.T, b []byte) []byte {
 				b[frameOff(1)+FrameHeaderSize+5] ^= 0xff // corrupt page of frame 1
 				return b
 			},
@@ -235,53 +217,42 @@ func TestScan(t *testing.T) {
 		{
 			name:   "partial frame at the end",
 			dbSize: 2,
-			build: func(t *testing.T) []byte {
-				w := newWAL(t, false, 1, 2)
-				w.frame(1, 2, 'a')
-				w.frame(2, 2, 'b')
-				b := w.bytes()
-				return b[:len(b)-100]
-			},
-			want: want{commits: 1, frames: 1, commit: 2, pages: map[uint32]int{1: 0}, end: 1, stop: StopPartial},
+			frames: []walFrame{{1, 2, 'a'}, {2, 2, 'b'}},
+			edit:   func(t *testing.T, b []byte) []byte { return b[:len(b)-100] },
+			want:   want{commits: 1, frames: 1, commit: 2, pages: map[uint32]int{1: 0}, end: 1, stop: StopPartial},
 		},
 		{
 			name:   "shrink drops pages past the new size",
 			dbSize: 4,
-			build: func(t *testing.T) []byte {
-				w := newWAL(t, false, 1, 2)
-				w.frame(4, 0, 'a')
-				w.frame(3, 4, 'b')
-				w.frame(1, 2, 'c')
-				return w.bytes()
-			},
-			want: want{commits: 2, frames: 3, commit: 2, pages: map[uint32]int{1: 2}, end: 3},
+			frames: []walFrame{{4, 0, 'a'}, {3, 4, 'b'}, {1, 2, 'c'}},
+			want:   want{commits: 2, frames: 3, commit: 2, pages: map[uint32]int{1: 2}, end: 3},
 		},
 		{
 			name:   "growth writing every new page",
 			dbSize: 1,
-			build: func(t *testing.T) []byte {
-				w := newWAL(t, false, 1, 2)
-				w.frame(2, 0, 'a')
-				w.frame(3, 0, 'b')
-				w.frame(1, 3, 'c')
-				return w.bytes()
-			},
-			want: want{commits: 1, frames: 3, commit: 3, pages: map[uint32]int{1: 2, 2: 0, 3: 1}, end: 3},
+			frames: []walFrame{{2, 0, 'a'}, {3, 0, 'b'}, {1, 3, 'c'}},
+			want:   want{commits: 1, frames: 3, commit: 3, pages: map[uint32]int{1: 2, 2: 0, 3: 1}, end: 3},
 		},
 		{
 			name:   "growth without writing a new page is flagged",
 			dbSize: 1,
-			build: func(t *testing.T) []byte {
-				w := newWAL(t, false, 1, 2)
-				w.frame(3, 0, 'b')
-				w.frame(1, 3, 'c')
-				return w.bytes()
-			},
-			want: want{commits: 1, frames: 2, commit: 3, pages: map[uint32]int{1: 1, 3: 0}, end: 2, grown: true},
+			frames: []walFrame{{3, 0, 'b'}, {1, 3, 'c'}},
+			want:   want{commits: 1, frames: 2, commit: 3, pages: map[uint32]int{1: 1, 3: 0}, end: 2, grown: true},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := tc.build(t)
+			salt1, salt2 := uint32(1), uint32(2)
+			if tc.bigEndian {
+				salt1, salt2 = 7, 8
+			}
+			wb := newWAL(t, tc.bigEndian, salt1, salt2)
+			for _, f := range tc.frames {
+				wb.frame(f.pgno, f.commit, f.fill)
+			}
+			b := wb.bytes()
+			if tc.edit != nil {
+				b = tc.edit(t, b)
+			}
 			h, err := ParseHeader(b)
 			if err != nil {
 				t.Fatal(err)
