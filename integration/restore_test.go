@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/superfly/ltx"
-	"github.com/understudy-db/understudy/internal/dbsum"
 )
 
 // withDBKeys adds per-database keys (levels, l0-retention, ...) to a stack's
@@ -384,41 +383,7 @@ func TestRestoreErrors(t *testing.T) {
 // memory (the large database does not fit comfortably), plus the page count.
 func streamChecksum(t testing.TB, db *sql.DB) (ltx.Checksum, uint32) {
 	t.Helper()
-	tx, err := db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	var pageSize int
-	if err := tx.QueryRow(`PRAGMA page_size`).Scan(&pageSize); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := tx.Query(`SELECT pgno, data FROM sqlite_dbpage ORDER BY pgno`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	lock := ltx.LockPgno(uint32(pageSize))
-	var sum dbsum.Sum
-	var n uint32
-	for rows.Next() {
-		var pgno uint32
-		var data []byte
-		if err := rows.Scan(&pgno, &data); err != nil {
-			t.Fatal(err)
-		}
-		if pgno != n+1 {
-			t.Fatalf("sqlite_dbpage skipped from page %d to %d", n, pgno)
-		}
-		n = pgno
-		if pgno != lock {
-			sum = sum.Add(dbsum.Page(pgno, data))
-		}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return sum.Checksum(), n
+	return scanPages(t, db, func([]byte) {})
 }
 
 // TestReplicateLargeDatabase is issue 3's large-database proof: a database

@@ -37,6 +37,16 @@ type image struct {
 // snapshotImage reads every page of db in one read transaction.
 func snapshotImage(t testing.TB, db *sql.DB) image {
 	t.Helper()
+	var img image
+	img.checksum, _ = scanPages(t, db, func(data []byte) { img.pages = append(img.pages, data) })
+	return img
+}
+
+// scanPages reads every page of db in order in one read transaction, hands
+// each to keep (the lock page as zeros of page size), and returns the
+// database checksum and the page count.
+func scanPages(t testing.TB, db *sql.DB, keep func(data []byte)) (ltx.Checksum, uint32) {
+	t.Helper()
 	tx, err := db.Begin()
 	if err != nil {
 		t.Fatal(err)
@@ -51,8 +61,8 @@ func snapshotImage(t testing.TB, db *sql.DB) image {
 		t.Fatalf("read pages (is the binary built with -DSQLITE_ENABLE_DBPAGE_VTAB?): %v", err)
 	}
 	defer rows.Close()
-	var img image
 	var sum dbsum.Sum
+	var n uint32
 	lock := ltx.LockPgno(uint32(pageSize))
 	for rows.Next() {
 		var pgno uint32
@@ -60,13 +70,14 @@ func snapshotImage(t testing.TB, db *sql.DB) image {
 		if err := rows.Scan(&pgno, &data); err != nil {
 			t.Fatal(err)
 		}
-		if int(pgno) != len(img.pages)+1 {
-			t.Fatalf("sqlite_dbpage skipped from page %d to %d", len(img.pages), pgno)
+		if pgno != n+1 {
+			t.Fatalf("sqlite_dbpage skipped from page %d to %d", n, pgno)
 		}
+		n = pgno
 		if len(data) != pageSize { // the lock page reads as zeros of page size
 			data = make([]byte, pageSize)
 		}
-		img.pages = append(img.pages, data)
+		keep(data)
 		if pgno != lock {
 			sum = sum.Add(dbsum.Page(pgno, data))
 		}
@@ -74,8 +85,7 @@ func snapshotImage(t testing.TB, db *sql.DB) image {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	img.checksum = sum.Checksum()
-	return img
+	return sum.Checksum(), n
 }
 
 // fileChecksum is the database checksum of a file at rest (no WAL).
