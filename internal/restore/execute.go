@@ -20,14 +20,6 @@ import (
 // the decoder's many small reads do not each reach the store's stream.
 const readBufferSize = 256 << 10
 
-// fileResult is what decoding one file of the plan found.
-type fileResult struct {
-	pages int         // pages in the file (all of them, applied or not)
-	trail ltx.Trailer // after a verified Close
-	hdr   ltx.Header  // as decoded from the stream
-	md    *storage.Metadata
-}
-
 // chunkBytes is the size of the runs of snapshot pages written with one
 // call: big enough that system calls cost nothing next to the copying.
 // (A variable so that tests can make runs of a few pages.)
@@ -49,7 +41,7 @@ type download struct {
 	headers []FileHeader
 	limits  []uint32 // per file: pages above this are truncated later in the plan
 	app     *applier
-	results []fileResult
+	pages   []int // per file, once decoded and verified: its pages (applied or not)
 
 	pageSize int
 
@@ -97,7 +89,7 @@ func (d *download) run(ctx context.Context, parallelism int) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	d.cancel = cancel
-	d.results = make([]fileResult, len(d.files))
+	d.pages = make([]int, len(d.files))
 	workers := runtime.GOMAXPROCS(0)
 
 	// Phase 1: the files after the snapshot, page by page.
@@ -407,7 +399,7 @@ func (d *download) decodeFile(ctx context.Context, i int, sink sink) error {
 	if err := dec.Close(); err != nil {
 		return d.decodeErr(ctx, name, "page index and trailer", err)
 	}
-	d.results[i] = fileResult{pages: dec.PageN(), trail: dec.Trailer(), hdr: hdr, md: d.headers[i].Metadata}
+	d.pages[i] = dec.PageN()
 	if i == 0 && !isFullImage(hdr, dec.PageN()) {
 		return fmt.Errorf("%s: %w: a snapshot of %d pages holds only %d pages", name, ErrCorrupt, hdr.Commit, dec.PageN())
 	}

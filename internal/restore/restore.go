@@ -275,7 +275,7 @@ func Execute(ctx context.Context, client storage.Client, plan Plan, opts Options
 	if err != nil {
 		return Result{}, err
 	}
-	if err := verifyChain(plan.Files, d.results); err != nil {
+	if err := verifyChain(plan.Files, headers, d.pages); err != nil {
 		return Result{}, err
 	}
 	res = Result{
@@ -317,13 +317,13 @@ func Execute(ctx context.Context, client storage.Client, plan Plan, opts Options
 // that holds the whole database (a snapshot, or the full image the primary
 // writes after a history break) starts the chain afresh. Files without
 // metadata are skipped (their file checksums were verified).
-func verifyChain(files []storage.FileInfo, results []fileResult) error {
+func verifyChain(files []storage.FileInfo, headers []FileHeader, pages []int) error {
 	for i := 1; i < len(files); i++ {
-		prev, cur := results[i-1].md, results[i].md
+		prev, cur := headers[i-1].Metadata, headers[i].Metadata
 		if prev == nil || cur == nil || cur.PreApplyChecksum == 0 {
 			continue
 		}
-		if isFullImage(results[i].hdr, results[i].pages) {
+		if isFullImage(headers[i].Header, pages[i]) {
 			continue
 		}
 		if cur.PreApplyChecksum != prev.PostApplyChecksum {

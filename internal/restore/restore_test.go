@@ -119,13 +119,13 @@ func TestSnapshotFastPathTaken(t *testing.T) {
 	d := &download{
 		client: s.client, files: plan.Files, headers: headers, limits: pageLimits(headers),
 		app:      newApplier(tmp, testPageSize, headers[0].Header.Commit),
-		pageSize: testPageSize, results: make([]fileResult, len(plan.Files)), cancel: cancel,
+		pageSize: testPageSize, pages: make([]int, len(plan.Files)), cancel: cancel,
 	}
 	if err := d.snapshotFast(ctx, 2); err != nil {
 		t.Fatalf("snapshotFast = %v, want the fast path to decode the snapshot", err)
 	}
-	if d.filesDone.Load() != 1 || d.results[0].pages == 0 {
-		t.Fatalf("snapshotFast decoded %d files, %d pages", d.filesDone.Load(), d.results[0].pages)
+	if d.filesDone.Load() != 1 || d.pages[0] == 0 {
+		t.Fatalf("snapshotFast decoded %d files, %d pages", d.filesDone.Load(), d.pages[0])
 	}
 }
 

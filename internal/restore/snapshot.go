@@ -149,7 +149,7 @@ func (d *download) snapshotFast(ctx context.Context, workers int) error {
 	if !isFullImage(hdr, pages) {
 		return fmt.Errorf("%s: %w: a snapshot of %d pages holds only %d pages", name, ErrCorrupt, hdr.Commit, pages)
 	}
-	d.results[0] = fileResult{pages: pages, trail: trailer, hdr: hdr, md: d.headers[0].Metadata}
+	d.pages[0] = pages
 	d.filesDone.Add(1)
 	return nil
 }
