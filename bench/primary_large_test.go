@@ -326,18 +326,7 @@ func TestPrimaryLargeBench(t *testing.T) {
 		"then %.2f GB of WAL in %d transactions of %d row updates (%.2f frames a row).\n\n",
 		float64(r0.dbSize)/1e9, r0.rows, largeBlob, r0.built.Round(100*time.Millisecond),
 		float64(r0.walBytes)/1e9, r0.txs, largeTxRows, r0.framesPerRow)
-	row := func(measure string, cell func(r largeRun) string) {
-		fmt.Printf("| %s |", measure)
-		for _, r := range runs {
-			fmt.Printf(" %s |", cell(r))
-		}
-		fmt.Println()
-	}
-	fmt.Printf("| measure |")
-	for _, r := range runs {
-		fmt.Printf(" %s |", r.name)
-	}
-	fmt.Printf("\n|---|%s\n", strings.Repeat("---|", len(runs)))
+	row := measureTable(runs, func(r largeRun) string { return r.name })
 	gaveUp := func(ok bool) string {
 		if ok {
 			return ""

@@ -385,18 +385,7 @@ func TestPrimaryBench(t *testing.T) {
 	fmt.Printf("\nLoad average %s at the start, %s at the end; busy phase %s, idle phase %s.\n", load0, loadAvg(), phase, 3*phase)
 	fmt.Printf("App alone, 1-row tx/s, before, between and after the replicators: %s (WAL max %.1f MB).\n\n",
 		strings.Join(soloText, ", "), float64(soloWAL)/1e6)
-	row := func(measure string, cell func(r replicatorRun) string) {
-		fmt.Printf("| %s |", measure)
-		for _, r := range runs {
-			fmt.Printf(" %s |", cell(r))
-		}
-		fmt.Println()
-	}
-	fmt.Printf("| measure |")
-	for _, r := range runs {
-		fmt.Printf(" %s |", r.name)
-	}
-	fmt.Printf("\n|---|%s\n", strings.Repeat("---|", len(runs)))
+	row := measureTable(runs, func(r replicatorRun) string { return r.name })
 	var soloMean float64
 	for _, s := range solos {
 		soloMean += s / float64(len(solos))
@@ -453,6 +442,23 @@ func TestPrimaryBench(t *testing.T) {
 		}
 		return r.idleFS.perMinute(r.idle)
 	})
+}
+
+// measureTable prints the head of a table with a column per run and returns
+// the function that prints one row: the measure, then cell(r) for each run.
+func measureTable[R any](runs []R, name func(R) string) func(measure string, cell func(R) string) {
+	fmt.Printf("| measure |")
+	for _, r := range runs {
+		fmt.Printf(" %s |", name(r))
+	}
+	fmt.Printf("\n|---|%s\n", strings.Repeat("---|", len(runs)))
+	return func(measure string, cell func(R) string) {
+		fmt.Printf("| %s |", measure)
+		for _, r := range runs {
+			fmt.Printf(" %s |", cell(r))
+		}
+		fmt.Println()
+	}
 }
 
 // thousands formats a rate as an integer with comma separators.
