@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"sync"
@@ -198,34 +197,30 @@ func runNodes(c *cli.Context, cfg *config.Config, logger hclog.Logger, asPrimary
 	// -exec: the application runs as a child; signals go to it, and when it
 	// exits the nodes ship what it committed and the process exits with
 	// its status.
-	var app *exec.Cmd
-	appDone := make(chan struct{})
+	var app *execApp
 	if appCmd != "" {
 		var err error
-		if app, err = startApp(appCmd); err != nil {
+		if app, err = startExec(appCmd, logger); err != nil {
 			stop()
 			<-nodesDone
-			return cli.Exit(fmt.Errorf("replicate: start -exec %q: %w", appCmd, err), 1)
+			return cli.Exit(err, 1)
 		}
-		logger.Info("started application", "pid", app.Process.Pid, "exec", appCmd)
-		go func() { _ = app.Wait(); close(appDone) }()
 	}
 	exitCode := 0
 wait:
 	for {
 		select {
 		case sig := <-sigs:
-			if app != nil && app.ProcessState == nil {
+			if app != nil && !app.exited() {
 				logger.Info("forwarding signal to application", "signal", sig.String())
-				_ = signalApp(app, sig)
+				_ = app.signal(sig)
 				continue
 			}
 			logger.Info("signal received: stopping", "signal", sig.String())
 			break wait
-		case <-appDone:
-			exitCode = appExitStatus(app.ProcessState)
+		case <-app.Done():
+			exitCode = app.exitStatus()
 			logger.Info("application exited: shipping what is committed", "status", exitCode)
-			appDone = nil
 			break wait
 		case <-nodesDone:
 			break wait
@@ -233,8 +228,8 @@ wait:
 	}
 	stop()
 	<-nodesDone
-	if app != nil && appDone != nil {
-		_ = signalApp(app, syscall.SIGTERM)
+	if app != nil && !app.exited() {
+		_ = app.signal(syscall.SIGTERM)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return cli.Exit(err, 1)

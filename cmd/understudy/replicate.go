@@ -172,14 +172,11 @@ func runReplicate(c *cli.Context) error {
 		}(db)
 	}
 
-	var app *exec.Cmd
-	appDone := make(chan error, 1)
+	var app *execApp
 	if cmdline := c.String("exec"); cmdline != "" {
-		if app, err = startApp(cmdline); err != nil {
-			return cli.Exit(fmt.Errorf("replicate: start -exec %q: %w", cmdline, err), 1)
+		if app, err = startExec(cmdline, logger); err != nil {
+			return cli.Exit(err, 1)
 		}
-		logger.Info("started application", "pid", app.Process.Pid, "exec", cmdline)
-		go func() { appDone <- app.Wait() }()
 	}
 
 	exitCode := 0
@@ -191,14 +188,14 @@ wait:
 			if app != nil {
 				// The app decides when it is done; we sync after it exits.
 				logger.Info("forwarding signal to application", "signal", sig.String())
-				_ = signalApp(app, sig)
+				_ = app.signal(sig)
 				continue
 			}
 			logger.Info("signal received: shipping what is committed, then exiting", "signal", sig.String())
 			break wait
-		case err := <-appDone:
-			exitCode = appExitStatus(app.ProcessState)
-			logger.Info("application exited: shipping what is committed", "status", exitCode, "error", errString(err))
+		case <-app.Done():
+			exitCode = app.exitStatus()
+			logger.Info("application exited: shipping what is committed", "status", exitCode, "error", errString(app.err))
 			break wait
 		case runErr = <-errs:
 			logger.Error("replication stopped", "error", runErr)
@@ -209,8 +206,8 @@ wait:
 	wg.Wait()
 
 	if runErr != nil {
-		if app != nil && app.ProcessState == nil {
-			_ = signalApp(app, syscall.SIGTERM)
+		if app != nil && !app.exited() {
+			_ = app.signal(syscall.SIGTERM)
 		}
 		return cli.Exit(runErr, 1)
 	}
@@ -253,6 +250,49 @@ func startApp(cmdline string) (*exec.Cmd, error) {
 	app.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return app, app.Start()
 }
+
+// execApp is a running -exec application (replicate with or without a
+// lease), waited for in the background.
+type execApp struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once it has exited
+	err  error         // what Wait returned, once done is closed
+}
+
+// startExec starts the -exec command line (see startApp) and logs it.
+func startExec(cmdline string, logger hclog.Logger) (*execApp, error) {
+	cmd, err := startApp(cmdline)
+	if err != nil {
+		return nil, fmt.Errorf("replicate: start -exec %q: %w", cmdline, err)
+	}
+	logger.Info("started application", "pid", cmd.Process.Pid, "exec", cmdline)
+	a := &execApp{cmd: cmd, done: make(chan struct{})}
+	go func() { a.err = cmd.Wait(); close(a.done) }()
+	return a, nil
+}
+
+// Done is closed when the application has exited; nil (never ready) when
+// there is no application.
+func (a *execApp) Done() <-chan struct{} {
+	if a == nil {
+		return nil
+	}
+	return a.done
+}
+
+func (a *execApp) exited() bool {
+	select {
+	case <-a.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// exitStatus is the status to exit with once Done is closed (appExitStatus).
+func (a *execApp) exitStatus() int { return appExitStatus(a.cmd.ProcessState) }
+
+func (a *execApp) signal(sig os.Signal) error { return signalApp(a.cmd, sig) }
 
 // signalApp sends sig to the application's process group.
 func signalApp(app *exec.Cmd, sig os.Signal) error {
