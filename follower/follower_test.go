@@ -45,13 +45,17 @@ func newTestPrimary(t *testing.T, dir string) *testPrimary {
 		t.Fatal(err)
 	}
 	p := &testPrimary{t: t, src: src, store: store, states: map[ltx.TXID][][]byte{1: src.pages}, pgnos: map[ltx.TXID][]uint32{}}
-	var all []uint32
-	for i := range src.pages {
-		all = append(all, uint32(i+1))
-	}
-	data := encodeLTX(t, src.pageSize, uint32(len(src.pages)), 1, 1, src.now, all, func(pg uint32) []byte { return src.pages[pg-1] })
-	p.put(storage.SnapshotLevel, 1, 1, data, storage.Metadata{Node: "test", CommitTime: src.now, PostApplyChecksum: src.sum})
+	p.putSnapshot(1)
 	return p
+}
+
+// putSnapshot uploads the source's current state, every page, as the
+// snapshot of TXIDs 1..maxTXID.
+func (p *testPrimary) putSnapshot(maxTXID ltx.TXID) {
+	p.t.Helper()
+	pages := p.src.pages
+	data := encodeLTX(p.t, p.src.pageSize, uint32(len(pages)), 1, maxTXID, p.src.now, allPages(len(pages)), func(pg uint32) []byte { return pages[pg-1] })
+	p.put(storage.SnapshotLevel, 1, maxTXID, data, storage.Metadata{Node: "test", CommitTime: p.src.now, PostApplyChecksum: p.src.sum})
 }
 
 func (p *testPrimary) put(level int, minTXID, maxTXID ltx.TXID, data []byte, md storage.Metadata) {
@@ -402,13 +406,7 @@ func TestFollowFromSnapshot(t *testing.T) {
 	p.transfers(5, rng)
 	p.commit(func(s *source) { s.exec(`INSERT INTO blobs (b) VALUES (randomblob(100000))`) }, nil)
 	snap := p.src.txid
-	var all []uint32
-	for i := range p.src.pages {
-		all = append(all, uint32(i+1))
-	}
-	pages := p.src.pages
-	data := encodeLTX(t, p.src.pageSize, uint32(len(pages)), 1, snap, p.src.now, all, func(pg uint32) []byte { return pages[pg-1] })
-	p.put(storage.SnapshotLevel, 1, snap, data, storage.Metadata{Node: "test", CommitTime: p.src.now, PostApplyChecksum: p.src.sum})
+	p.putSnapshot(snap)
 	var del []storage.FileInfo
 	for x := at + 1; x <= snap; x++ {
 		del = append(del, storage.FileInfo{Level: 0, MinTXID: x, MaxTXID: x})

@@ -153,11 +153,16 @@ func (s *source) next() ltxFile {
 func (s *source) fullImage() ltxFile {
 	s.t.Helper()
 	cur := s.snapshot()
-	var pgnos []uint32
-	for i := range cur {
-		pgnos = append(pgnos, uint32(i+1))
+	return s.emit(cur, allPages(len(cur)), s.txid+1, s.txid+1)
+}
+
+// allPages lists page numbers 1..n.
+func allPages(n int) []uint32 {
+	pgnos := make([]uint32, n)
+	for i := range pgnos {
+		pgnos[i] = uint32(i + 1)
 	}
-	return s.emit(cur, pgnos, s.txid+1, s.txid+1)
+	return pgnos
 }
 
 func (s *source) emit(cur [][]byte, pgnos []uint32, minTXID, maxTXID ltx.TXID) ltxFile {
