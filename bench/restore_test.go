@@ -16,13 +16,13 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -34,6 +34,7 @@ import (
 	"github.com/understudy-db/understudy/internal/dbsum"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/internal/storage/file"
+	"github.com/understudy-db/understudy/internal/wal"
 )
 
 const benchPageSize = 4096
@@ -192,23 +193,24 @@ func fileSize(t *testing.T, path string) int64 {
 	return st.Size()
 }
 
-// walPages returns the sorted distinct page numbers of a WAL's frames.
+// walPages returns the sorted distinct page numbers of a WAL's committed
+// frames.
 func walPages(t *testing.T, path string) []uint32 {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := map[uint32]bool{}
-	for off := 32; off+24+benchPageSize <= len(b); off += 24 + benchPageSize {
-		seen[binary.BigEndian.Uint32(b[off:])] = true
+	defer f.Close()
+	h, err := wal.ReadHeader(f)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var out []uint32
-	for p := range seen {
-		out = append(out, p)
+	b, err := wal.Scan(f, h, wal.Start(h), 0, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
+	return slices.Sorted(maps.Keys(b.Pages))
 }
 
 // putFile encodes pages of the database at dbPath (all when pgnos is nil)
