@@ -125,6 +125,22 @@ func TestXattrNames(t *testing.T) {
 	}
 }
 
+// TestLongXattr reads back a node name longer than getxattr's first buffer.
+func TestLongXattr(t *testing.T) {
+	dir := t.TempDir()
+	c, _ := New(dir)
+	md := storagetest.TestMetadata(5)
+	md.Node = strings.Repeat("long-node-name.", 40)
+	storagetest.MustCreate(t, c, 0, 1, 1, []byte("x"), md)
+	if _, err := unix.Getxattr(c.Path(0, 1, 1), "user.understudy.node", nil); errors.Is(err, unix.ENOTSUP) {
+		t.Skip("no user xattrs on this filesystem")
+	}
+	_, info := storagetest.ReadAll(t, c, 0, 1, 1, 0, -1)
+	if info.Metadata == nil || info.Metadata.Node != md.Node || info.Metadata.PostApplyChecksum != md.PostApplyChecksum {
+		t.Fatalf("metadata %+v, want node %q", info.Metadata, md.Node)
+	}
+}
+
 // TestForeignFiles: a file Litestream wrote (no metadata) is readable with
 // nil metadata and its mtime as CreatedAt; names that are not LTX file names
 // (Litestream's own temp files) are not listed.

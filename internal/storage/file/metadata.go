@@ -125,20 +125,25 @@ func (c *Client) readMetadata(f *os.File, base string, st fs.FileInfo) (*storage
 	return storage.MetadataFromFields(func(k string) (string, bool) { v, ok := sc.Fields[k]; return v, ok })
 }
 
-// getxattr reads one attribute; ok is false when it is absent.
+// getxattr reads one attribute; ok is false when it is absent. One call
+// reads it into a buffer that fits every value Understudy writes; only a
+// longer value costs a size query and a second read.
 func getxattr(f *os.File, name string) (string, bool, error) {
 	fd := int(f.Fd())
+	buf := make([]byte, 128)
 	for {
-		n, err := unix.Fgetxattr(fd, name, nil)
-		if errors.Is(err, unix.ENODATA) {
-			return "", false, nil
-		} else if err != nil {
-			return "", false, fmt.Errorf("get xattr %s: %w", name, err)
-		}
-		buf := make([]byte, n)
 		m, err := unix.Fgetxattr(fd, name, buf)
 		if errors.Is(err, unix.ERANGE) {
-			continue // grew between the calls
+			// Longer than buf: ask for the size and read again (it may
+			// still grow between the calls).
+			n, err := unix.Fgetxattr(fd, name, nil)
+			if errors.Is(err, unix.ENODATA) {
+				return "", false, nil
+			} else if err != nil {
+				return "", false, fmt.Errorf("get xattr %s: %w", name, err)
+			}
+			buf = make([]byte, max(n, 2*len(buf)))
+			continue
 		} else if errors.Is(err, unix.ENODATA) {
 			return "", false, nil
 		} else if err != nil {
