@@ -104,6 +104,8 @@ type Applier struct {
 	ckptDB   *sql.DB // checkpoints, with a short busy timeout (rule 10)
 
 	table       *pageTable
+	rd          *bufio.Reader // Apply's read buffer, kept from one file to the next
+	page        []byte        // Apply's page buffer
 	pos         Position
 	dataVersion int64 // PRAGMA data_version on the apply connection after our last commit
 	broken      error // set when the local database can no longer be trusted
@@ -384,7 +386,13 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 		return verr("corrupt object: %s: %w", what, err)
 	}
 
-	dec := ltx.NewDecoder(bufio.NewReaderSize(src, 128<<10))
+	if a.rd == nil {
+		a.rd = bufio.NewReaderSize(src, 128<<10)
+	} else {
+		a.rd.Reset(src)
+	}
+	defer a.rd.Reset(nil) // hold no reference to the object
+	dec := ltx.NewDecoder(a.rd)
 	dec.SetRetainPageIndex(false)
 	if err := dec.DecodeHeader(); err != nil {
 		return res, fileErr("decode header", err)
@@ -441,7 +449,10 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 		inRange  uint32 // pages 1..Commit present in the file
 		ph       ltx.PageHeader
 	)
-	data := make([]byte, hdr.PageSize)
+	if uint32(len(a.page)) != hdr.PageSize {
+		a.page = make([]byte, hdr.PageSize)
+	}
+	data := a.page
 	for {
 		err := dec.DecodePage(&ph, data)
 		if err == io.EOF {
