@@ -79,7 +79,10 @@ func Reader(r io.Reader, pageSize int) (ltx.Checksum, uint32, error) {
 }
 
 // File checksums the database file at path (the main file only, not its WAL).
-// The page size is read from the header.
+// The page size is read from the header. It opens and closes path, which
+// drops every POSIX lock the calling process holds on it: never call it in
+// a process whose SQLite connections have path open (SQLITE-NOTES.md); for
+// a live database use Page/Sum over sqlite_dbpage or a reader of a copy.
 func File(path string) (ltx.Checksum, uint32, error) {
 	f, err := os.Open(path)
 	if err != nil {
