@@ -114,6 +114,10 @@ func (c *consulLease) markLostLocked(t *tenure, reason string) {
 	}
 	t.isLost = true
 	close(t.lost)
+	// The tenure's loops end with it: without this, watchKey went on with
+	// blocking queries on the key (and a renewal in flight went on) until
+	// Release, for a tenure already given up.
+	t.stop()
 	if reason == "released" {
 		return
 	}
