@@ -24,7 +24,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -100,18 +99,9 @@ func watchRSS(t *testing.T, pid int) *rssPeak {
 	go func() {
 		defer close(p.done)
 		for {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			anon, file, err := readRSSParts(pid)
 			if err != nil {
 				return
-			}
-			var anon, file int64
-			for _, line := range strings.Split(string(b), "\n") {
-				f := strings.Fields(line)
-				if len(f) >= 2 && f[0] == "RssAnon:" {
-					anon, _ = strconv.ParseInt(f[1], 10, 64)
-				} else if len(f) >= 2 && f[0] == "RssFile:" {
-					file, _ = strconv.ParseInt(f[1], 10, 64)
-				}
 			}
 			p.mu.Lock()
 			p.anon, p.file = max(p.anon, anon), max(p.file, file)

@@ -110,9 +110,19 @@ func procStats(t *testing.T, pid int) (float64, int64) {
 // (file-backed is mostly the binary's own mapped pages).
 func rssParts(t *testing.T, pid int) (anon, file int64) {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	anon, file, err := readRSSParts(pid)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return anon, file
+}
+
+// readRSSParts is rssParts for callers that cannot fail the test (the
+// process may have exited).
+func readRSSParts(pid int) (anon, file int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -122,7 +132,7 @@ func rssParts(t *testing.T, pid int) (anon, file int64) {
 			file, _ = strconv.ParseInt(f[1], 10, 64)
 		}
 	}
-	return anon, file
+	return anon, file, nil
 }
 
 // metricSum adds the values of every sample of a metric in /metrics.
