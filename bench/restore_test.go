@@ -53,13 +53,7 @@ func envInt(t *testing.T, name string, def int) int {
 }
 
 func TestRestoreBench(t *testing.T) {
-	if os.Getenv("UNDERSTUDY_BENCH") == "" {
-		t.Skip("set UNDERSTUDY_BENCH=1 (and UNDERSTUDY_BIN) to run the restore benchmark")
-	}
-	bin := os.Getenv("UNDERSTUDY_BIN")
-	if bin == "" {
-		t.Fatal("UNDERSTUDY_BIN must name the understudy binary")
-	}
+	bin := benchBin(t)
 	sizeMB := envInt(t, "UNDERSTUDY_BENCH_MB", 1024)
 	nL0 := envInt(t, "UNDERSTUDY_BENCH_L0", 100)
 	dir := os.Getenv("UNDERSTUDY_BENCH_DIR")
