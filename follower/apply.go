@@ -615,9 +615,14 @@ func (a *Applier) verifyCommitted(ctx context.Context, deltas []pageSum, commit 
 		}
 		return nil
 	}
+	read, err := tx.PrepareContext(ctx, `SELECT data FROM sqlite_dbpage WHERE pgno=?`)
+	if err != nil {
+		return fmt.Errorf("post-apply check: %w", err)
+	}
+	defer read.Close()
 	for _, d := range deltas {
 		var data []byte
-		if err := tx.QueryRowContext(ctx, `SELECT data FROM sqlite_dbpage WHERE pgno=?`, d.pgno).Scan(&data); err != nil {
+		if err := read.QueryRowContext(ctx, d.pgno).Scan(&data); err != nil {
 			return fmt.Errorf("post-apply check: read page %d: %w", d.pgno, err)
 		}
 		if c := dbsum.Page(d.pgno, data); c != d.sum {
