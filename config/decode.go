@@ -187,41 +187,49 @@ func (d *decoder) boolean(n *yaml.Node, path string) bool {
 	return b
 }
 
-// positiveInt returns a whole number above zero, or 0 when empty.
-func (d *decoder) positiveInt(n *yaml.Node, path string) int {
+// positive returns the value of n read by parse, which must be above zero,
+// or 0 when empty or reported. parse's error is the whole message.
+func positive[T int | int64 | time.Duration](d *decoder, n *yaml.Node, path string, parse func(string) (T, error)) T {
 	v := d.str(n, path)
 	if v == "" {
 		return 0
 	}
-	i, err := strconv.Atoi(v)
+	x, err := parse(v)
 	if err != nil {
-		d.errorf(n, path, "invalid number %q: use a whole number such as 1000", v)
+		d.errorf(n, path, "%v", err)
 		return 0
 	}
-	if i <= 0 {
+	if x <= 0 {
 		d.errorf(n, path, "must be greater than zero (got %q)", v)
 		return 0
 	}
-	return i
+	return x
+}
+
+// positiveInt returns a whole number above zero, or 0 when empty.
+func (d *decoder) positiveInt(n *yaml.Node, path string) int {
+	return positive(d, n, path, func(v string) (int, error) {
+		i, err := strconv.Atoi(v)
+		if err != nil {
+			return 0, fmt.Errorf("invalid number %q: use a whole number such as 1000", v)
+		}
+		return i, nil
+	})
 }
 
 // duration returns a Go duration above zero and at least min, or 0 when
 // empty. why explains the minimum.
 func (d *decoder) duration(n *yaml.Node, path string, min time.Duration, why string) time.Duration {
-	v := d.str(n, path)
-	if v == "" {
-		return 0
-	}
-	dur, err := time.ParseDuration(v)
-	if err != nil {
-		d.errorf(n, path, "invalid duration %q: use a number with a unit, e.g. 500ms, 10s, 5m or 24h", v)
-		return 0
-	}
-	if dur <= 0 {
-		d.errorf(n, path, "must be greater than zero (got %q)", v)
-		return 0
-	}
-	if dur < min {
+	var v string
+	dur := positive(d, n, path, func(s string) (time.Duration, error) {
+		v = s
+		dur, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, fmt.Errorf("invalid duration %q: use a number with a unit, e.g. 500ms, 10s, 5m or 24h", s)
+		}
+		return dur, nil
+	})
+	if dur != 0 && dur < min {
 		d.errorf(n, path, "must be at least %s%s (got %q)", formatDuration(min), why, v)
 		return 0
 	}
@@ -258,20 +266,7 @@ func parseSize(v string) (int64, error) {
 
 // size returns a size in bytes above zero, or 0 when empty.
 func (d *decoder) size(n *yaml.Node, path string) int64 {
-	v := d.str(n, path)
-	if v == "" {
-		return 0
-	}
-	b, err := parseSize(v)
-	if err != nil {
-		d.errorf(n, path, "%v", err)
-		return 0
-	}
-	if b <= 0 {
-		d.errorf(n, path, "must be greater than zero (got %q)", v)
-		return 0
-	}
-	return b
+	return positive(d, n, path, parseSize)
 }
 
 func (d *decoder) config(root *yaml.Node) *Config {
