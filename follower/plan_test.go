@@ -1,6 +1,8 @@
 package follower
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,6 +154,35 @@ func TestPollSchedule(t *testing.T) {
 				if wait != st.wait {
 					t.Fatalf("step %d (GET at %d ms, found %v): wait %s, want %s", i, st.ms, st.found, wait, st.wait)
 				}
+			}
+		})
+	}
+}
+
+func TestCatchUpDead(t *testing.T) {
+	pos := Position{TXID: 5, Checksum: 0x8000000000000005}
+	tests := []struct {
+		name string
+		d    CatchUp
+		want string // "" for no error
+	}{
+		{"apply", CatchUp{File: fi(0, 6, 6), Apply: true, Head: 6}, ""},
+		{"caught up", CatchUp{Head: 5}, ""},
+		{"behind", CatchUp{Head: 2, Behind: true}, "history ends at TXID 0000000000000002, before the local position"},
+		{"gap", CatchUp{Head: 8, Gap: true}, "gap in the history: the store has TXIDs up to 0000000000000008 but no file that contains the next TXID 0000000000000006"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.d.dead(pos)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("got %v, want none", err)
+				}
+				return
+			}
+			var ve *VerifyError
+			if !errors.As(err, &ve) || ve.Local != pos || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want a *VerifyError at %s saying %q", err, pos, tt.want)
 			}
 		})
 	}
