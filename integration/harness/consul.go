@@ -51,13 +51,15 @@ func (c *Consul) ready(ctx context.Context) error {
 		return fmt.Errorf("no leader yet (%d %s)", code, body)
 	}
 	var sess struct{ ID string }
-	if err := c.do(ctx, http.MethodPut, "/v1/session/create", `{"TTL":"10s","Behavior":"release"}`, &sess); err != nil {
+	if err := c.Do(ctx, http.MethodPut, "/v1/session/create", `{"TTL":"10s","Behavior":"release"}`, &sess); err != nil {
 		return err
 	}
-	return c.do(ctx, http.MethodPut, "/v1/session/destroy/"+sess.ID, "", nil)
+	return c.Do(ctx, http.MethodPut, "/v1/session/destroy/"+sess.ID, "", nil)
 }
 
-func (c *Consul) do(ctx context.Context, method, path, body string, out any) error {
+// Do sends a request to the agent's HTTP API and decodes a JSON answer into
+// out (nil: none); a status other than 200 is an error naming it.
+func (c *Consul) Do(ctx context.Context, method, path, body string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, c.URL+path, strings.NewReader(body))
 	if err != nil {
 		return err

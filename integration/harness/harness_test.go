@@ -79,7 +79,7 @@ func TestVersityGWStarts(t *testing.T) {
 func TestConsulStarts(t *testing.T) {
 	c := StartConsul(t)
 	var leader string
-	if err := c.do(context.Background(), http.MethodGet, "/v1/status/leader", "", &leader); err != nil || leader == "" {
+	if err := c.Do(context.Background(), http.MethodGet, "/v1/status/leader", "", &leader); err != nil || leader == "" {
 		t.Fatalf("leader %q, %v", leader, err)
 	}
 }
