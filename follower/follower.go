@@ -232,6 +232,13 @@ func (f *Follower) update(fn func(st *Status)) {
 	}
 }
 
+// get opens the whole store object fi names and counts the request.
+func (f *Follower) get(ctx context.Context, fi storage.FileInfo) (*storage.Object, error) {
+	obj, err := f.cfg.Client.Open(ctx, fi.Level, fi.MinTXID, fi.MaxTXID, 0, -1)
+	f.request("get", result(err))
+	return obj, err
+}
+
 func (f *Follower) request(typ, result string) {
 	if m := f.cfg.Metrics; m != nil {
 		m.Requests.WithLabelValues(f.cfg.Name, typ, result).Inc()
@@ -414,8 +421,7 @@ func (f *Follower) follow(ctx context.Context, a *Applier) error {
 				case d.Apply && d.File.Level == storage.LevelL0:
 					// The next L0 file exists after all: the GET below takes it.
 				case d.Apply:
-					obj, err = f.cfg.Client.Open(ctx, d.File.Level, d.File.MinTXID, d.File.MaxTXID, 0, -1)
-					f.request("get", result(err))
+					obj, err = f.get(ctx, d.File)
 					planned = true
 					if err == nil {
 						what := "catching up from a compacted level"
@@ -429,8 +435,7 @@ func (f *Follower) follow(ctx context.Context, a *Applier) error {
 		}
 		if err == nil && obj == nil {
 			next := pos.TXID + 1
-			obj, err = f.cfg.Client.Open(ctx, storage.LevelL0, next, next, 0, -1)
-			f.request("get", result(err))
+			obj, err = f.get(ctx, storage.FileInfo{Level: storage.LevelL0, MinTXID: next, MaxTXID: next})
 			if errors.Is(err, storage.ErrNotFound) {
 				now := f.cfg.Now()
 				failures = 0

@@ -78,8 +78,7 @@ func (f *Follower) CatchUp(ctx context.Context, until ltx.TXID) (Reached, error)
 
 // applyOne fetches and applies one planned file.
 func (f *Follower) applyOne(ctx context.Context, a *Applier, fi storage.FileInfo) error {
-	obj, err := f.cfg.Client.Open(ctx, fi.Level, fi.MinTXID, fi.MaxTXID, 0, -1)
-	f.request("get", result(err))
+	obj, err := f.get(ctx, fi)
 	if err != nil {
 		return err
 	}
