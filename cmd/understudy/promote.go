@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -73,16 +72,9 @@ func runPromote(c *cli.Context) error {
 	if addr == "" {
 		return cli.Exit("promote: no addr: give -addr HOST:PORT of the follower, or a config with addr:", 2)
 	}
-	base := addr
-	if !strings.Contains(base, "://") {
-		host, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return cli.Exit(fmt.Errorf("promote: addr %q: %w", addr, err), 2)
-		}
-		if host == "" || host == "0.0.0.0" || host == "::" {
-			host = "127.0.0.1"
-		}
-		base = "http://" + net.JoinHostPort(host, port)
+	base, err := daemonURL(addr)
+	if err != nil {
+		return cli.Exit(fmt.Errorf("promote: addr %q: %w", addr, err), 2)
 	}
 	timeout := c.Duration("timeout")
 	q := fmt.Sprintf("?db=%s&timeout=%s", name, timeout)

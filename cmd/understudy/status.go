@@ -73,18 +73,29 @@ func runStatus(c *cli.Context) error {
 // statusURL turns a configured addr (":9090", "host:port" or a URL) into the
 // URL of its /status document. An empty host means this machine.
 func statusURL(addr string) (string, error) {
+	base, err := daemonURL(addr)
+	if err != nil {
+		return "", fmt.Errorf("status: addr %q is not host:port or http://host:port: %w", addr, err)
+	}
+	return base + "/status", nil
+}
+
+// daemonURL is the base URL of the daemon serving on addr (":9090",
+// "host:port" or a URL, for status and promote); an empty or wildcard host
+// means this machine.
+func daemonURL(addr string) (string, error) {
 	base := strings.TrimRight(addr, "/")
 	if !strings.Contains(base, "://") {
 		host, port, err := net.SplitHostPort(base)
 		if err != nil {
-			return "", fmt.Errorf("status: addr %q is not host:port or http://host:port: %w", addr, err)
+			return "", err
 		}
 		if host == "" || host == "0.0.0.0" || host == "::" {
 			host = "127.0.0.1"
 		}
 		base = "http://" + net.JoinHostPort(host, port)
 	}
-	return base + "/status", nil
+	return base, nil
 }
 
 func fetchStatus(ctx context.Context, url string) ([]byte, error) {
