@@ -94,15 +94,20 @@ func writeFileAtomic(path string, b []byte) (err error) {
 	if err = os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err = d.Sync(); err != nil {
+	if err = syncDir(dir); err != nil {
 		return fmt.Errorf("fsync directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// syncDir makes the renames in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // moveAside renames a database that cannot be followed any more to
@@ -127,9 +132,6 @@ func moveAside(dbPath, reason string, now time.Time) (string, error) {
 	if !moved {
 		return "", nil
 	}
-	if d, err := os.Open(filepath.Dir(dbPath)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
+	_ = syncDir(filepath.Dir(dbPath))
 	return dst, nil
 }
