@@ -325,11 +325,7 @@ func readFullImage(path string) (bool, ltx.Checksum, error) {
 	if err := dec.Close(); err != nil {
 		return false, 0, err
 	}
-	want := hdr.Commit
-	if lock <= hdr.Commit {
-		want--
-	}
-	if pages != want {
+	if pages != dbsum.ImagePages(hdr.PageSize, hdr.Commit) {
 		return false, 0, nil
 	}
 	return true, sum.Checksum(), nil

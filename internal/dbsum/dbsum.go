@@ -51,6 +51,15 @@ func (s Sum) Checksum() ltx.Checksum { return ltx.ChecksumFlag | ltx.Checksum(s)
 // Add XORs a page checksum into s (adding and removing are the same).
 func (s Sum) Add(c ltx.Checksum) Sum { return s ^ Sum(c&^ltx.ChecksumFlag) }
 
+// ImagePages is how many pages a full image of a database of commit pages
+// holds: every page but the lock page, which SQLite never writes.
+func ImagePages(pageSize, commit uint32) uint32 {
+	if ltx.LockPgno(pageSize) <= commit {
+		return commit - 1
+	}
+	return commit
+}
+
 // Reader checksums a whole database image read from r. pageSize must be the
 // database's page size; a trailing partial page is an error.
 func Reader(r io.Reader, pageSize int) (ltx.Checksum, uint32, error) {

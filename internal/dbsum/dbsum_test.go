@@ -133,3 +133,21 @@ func (z *zeroPages) Read(p []byte) (int, error) {
 	z.off += len(p)
 	return len(p), nil
 }
+
+func TestImagePages(t *testing.T) {
+	// The lock page is the page holding byte 1 GiB: 262145 at 4 KiB pages.
+	for _, tc := range []struct {
+		pageSize, commit, want uint32
+	}{
+		{4096, 1, 1},
+		{4096, 262144, 262144},
+		{4096, 262145, 262144},
+		{4096, 300000, 299999},
+		{65536, 16384, 16384},
+		{65536, 16385, 16384},
+	} {
+		if got := ImagePages(tc.pageSize, tc.commit); got != tc.want {
+			t.Errorf("ImagePages(%d, %d) = %d, want %d", tc.pageSize, tc.commit, got, tc.want)
+		}
+	}
+}

@@ -424,11 +424,7 @@ func (d *download) decodeErr(ctx context.Context, name, part string, err error) 
 // isFullImage reports whether a file with n pages holds every page of a
 // database of hdr.Commit pages (the lock page is never stored).
 func isFullImage(hdr ltx.Header, n int) bool {
-	want := int(hdr.Commit)
-	if hdr.LockPgno() <= hdr.Commit {
-		want--
-	}
-	return n == want
+	return n == int(dbsum.ImagePages(hdr.PageSize, hdr.Commit))
 }
 
 // readBufferFor sizes the read-ahead of a file: a small file (most L0
