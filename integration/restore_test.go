@@ -251,7 +251,10 @@ func TestRestoreErrors(t *testing.T) {
 	}
 	l0 := func(name string) string { return filepath.Join(s.fileReplica, "ltx", "0", name) }
 	mid := names[len(names)/2]
-	midTXID, _, _ := ltx.ParseFilename(mid)
+	midTXID, _, err := ltx.ParseFilename(mid)
+	if err != nil {
+		t.Fatal(err)
+	}
 	midName := fmt.Sprintf("L0 %s-%s", midTXID, midTXID)
 
 	t.Run("missing file in the chain", func(t *testing.T) {
@@ -270,7 +273,10 @@ func TestRestoreErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		st, _ := f.Stat()
+		st, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
 		off := st.Size() / 2
 		b := make([]byte, 1)
 		if _, err := f.ReadAt(b, off); err != nil {
@@ -325,7 +331,10 @@ func TestRestoreErrors(t *testing.T) {
 		if got := mustRead(t, out); got != "precious" {
 			t.Fatalf("existing file changed to %q", got)
 		}
-		entries, _ := os.ReadDir(filepath.Dir(out))
+		entries, err := os.ReadDir(filepath.Dir(out))
+		if err != nil {
+			t.Fatal(err)
+		}
 		if len(entries) != 1 {
 			t.Errorf("%d entries beside OUT, want only OUT", len(entries))
 		}
