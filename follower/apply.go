@@ -507,11 +507,7 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 	if hdr.Commit != oldCount && page1 == nil {
 		return res, verr("file changes the database size from %d to %d pages without page 1, whose header records the size", oldCount, hdr.Commit)
 	}
-	want := hdr.Commit
-	if lock <= hdr.Commit {
-		want--
-	}
-	res.FullImage = inRange == want
+	res.FullImage = inRange == dbsum.ImagePages(hdr.PageSize, hdr.Commit)
 	res.PrePosMatch = md != nil && md.PreApplyChecksum == prev.Checksum
 	switch {
 	case res.FullImage:
