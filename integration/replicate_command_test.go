@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -165,7 +166,7 @@ func waitReplicasAt(t *testing.T, s *stack, want []image, only ...string) []ltx.
 			for i, db := range last.DBs {
 				ok = ok && db.TXID != 0 && db.Checksum == want[i].checksum
 				for _, r := range db.Replicas {
-					if len(only) > 0 && !contains(only, r.Name) {
+					if len(only) > 0 && !slices.Contains(only, r.Name) {
 						continue
 					}
 					ok = ok && r.TXID == db.TXID && r.Checksum == want[i].checksum
@@ -180,15 +181,6 @@ func waitReplicasAt(t *testing.T, s *stack, want []image, only ...string) []ltx.
 	}
 	t.Fatalf("replicas %v did not reach the databases' checksums within 30s; last status %+v (error %v)", only, last, lastErr)
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // The application -exec runs in TestReplicateExec is this test binary

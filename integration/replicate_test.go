@@ -1,11 +1,9 @@
 package integration
 
 import (
-	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"io"
 	"io/fs"
 	"math/rand"
 	"net/http"
@@ -114,26 +112,7 @@ func (s *stack) status() (primaryStatus, error) {
 // is at that TXID.
 func (s *stack) waitShipped(t *testing.T, want image) ltx.TXID {
 	t.Helper()
-	var txid ltx.TXID
-	var last primaryStatus
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		st, err := s.status()
-		last = st
-		if err == nil && len(st.DBs) == 1 && st.DBs[0].Checksum == want.checksum && st.DBs[0].TXID != 0 {
-			ok := true
-			for _, r := range st.DBs[0].Replicas {
-				ok = ok && r.TXID == st.DBs[0].TXID && r.Checksum == want.checksum
-			}
-			if ok {
-				txid = st.DBs[0].TXID
-				return txid
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("replicas did not reach checksum %s within 30s; last status %+v", want.checksum, last)
-	return 0
+	return waitReplicasAt(t, s, []image{want})[0]
 }
 
 // restore runs `understudy restore` and returns the output path.
@@ -359,7 +338,7 @@ func TestReplicateSecondWriterRefused(t *testing.T) {
 	w.pause.Lock()
 	s.waitShipped(t, snapshotImage(t, app))
 	w.pause.Unlock()
-	before := storeDigest(t, s.fileReplica)
+	before := treeDigest(t, filepath.Join(s.fileReplica, "ltx"))
 
 	// A second node with its own database and the same replicas.
 	other := filepath.Join(s.dir, "other.db")
@@ -391,7 +370,7 @@ func TestReplicateSecondWriterRefused(t *testing.T) {
 	w.allowErrors, w2.allowErrors = true, true
 	w.halt(t)
 	w2.halt(t)
-	after := storeDigest(t, s.fileReplica)
+	after := treeDigest(t, filepath.Join(s.fileReplica, "ltx"))
 	for key, sum := range before {
 		if got, ok := after[key]; ok && got != sum {
 			t.Errorf("object %s was overwritten", key)
@@ -460,35 +439,6 @@ func countFiles(t testing.TB, dir string) int {
 	return n
 }
 
-// storeDigest maps each LTX file of a file replica to its content hash.
-func storeDigest(t testing.TB, dir string) map[string][32]byte {
-	t.Helper()
-	out := map[string][32]byte{}
-	root := filepath.Join(dir, "ltx")
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		h := sha256.New()
-		if _, err := io.Copy(h, f); err != nil {
-			return err
-		}
-		var sum [32]byte
-		copy(sum[:], h.Sum(nil))
-		out[strings.TrimPrefix(path, root)] = sum
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // TestReplicateIdleBurstsKeepHistory: bursts of writes with idle gaps and
 // frequent checkpoints. The WAL restarts only when the daemon lets it, so
 // the history is never broken: no snapshot beyond the first, and the log
@@ -510,7 +460,9 @@ func TestReplicateIdleBurstsKeepHistory(t *testing.T) {
 	}
 	img := snapshotImage(t, app)
 	s.waitShipped(t, img)
-	d.stop(t, syscall.SIGTERM, 30*time.Second)
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("replicate exit code after SIGTERM = %d", code)
+	}
 	if strings.Contains(d.out.String(), "unexpectedly") {
 		t.Errorf("the WAL restarted behind the daemon's back:\n%s", grepLines(d.out.String(), "unexpectedly"))
 	}
