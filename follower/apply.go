@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/superfly/ltx"
 	"github.com/understudy-db/understudy/internal/dbsum"
+	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
 )
 
@@ -116,7 +117,7 @@ type Applier struct {
 // the position recorded in its sidecar, and loads the per-page checksums.
 // A database that is not at its recorded position gives a *MismatchError.
 func OpenApplier(ctx context.Context, path string, logger hclog.Logger) (*Applier, error) {
-	if err := CheckDBPage(ctx); err != nil {
+	if err := sqlitex.CheckDBPage(ctx); err != nil {
 		return nil, err
 	}
 	if _, err := os.Stat(path); err != nil {
@@ -152,10 +153,10 @@ func OpenApplier(ctx context.Context, path string, logger hclog.Logger) (*Applie
 // is the checksum the replica says the database has at txid. The pages are
 // read once, by the applier's own page table.
 func InitApplier(ctx context.Context, path string, txid ltx.TXID, want ltx.Checksum, logger hclog.Logger) (*Applier, error) {
-	if err := CheckDBPage(ctx); err != nil {
+	if err := sqlitex.CheckDBPage(ctx); err != nil {
 		return nil, err
 	}
-	db, err := openSingle(ctx, dsn(path, url.Values{"_busy_timeout": {"5000"}}))
+	db, err := sqlitex.OpenDB(ctx, sqlitex.DSN(path, url.Values{"_busy_timeout": {"5000"}}))
 	if err != nil {
 		return nil, fmt.Errorf("open bootstrapped database %s: %w", path, err)
 	}
@@ -201,7 +202,7 @@ func (a *Applier) open(ctx context.Context, at func(*pageTable) (Position, error
 	var err error
 	// synchronous=FULL: a commit is durable before the next sidecar write
 	// can name it as the "previous" position.
-	a.applyDB, err = openSingle(ctx, dsn(a.path, url.Values{
+	a.applyDB, err = sqlitex.OpenDB(ctx, sqlitex.DSN(a.path, url.Values{
 		"_busy_timeout": {fmt.Sprint(DefaultApplyBusyTimeout.Milliseconds())},
 		"_sync":         {"FULL"},
 	}))
@@ -229,7 +230,7 @@ func (a *Applier) open(ctx context.Context, at func(*pageTable) (Position, error
 		return err
 	}
 
-	if a.verifyDB, err = openSingle(ctx, ReadOnlyDSN(a.path)); err != nil {
+	if a.verifyDB, err = sqlitex.OpenDB(ctx, ReadOnlyDSN(a.path)); err != nil {
 		return fmt.Errorf("open %s read-only: %w", a.path, err)
 	}
 	if a.verify, err = a.verifyDB.Conn(ctx); err != nil {
@@ -242,7 +243,7 @@ func (a *Applier) open(ctx context.Context, at func(*pageTable) (Position, error
 		return err
 	}
 
-	if a.ckptDB, err = openSingle(ctx, dsn(a.path, url.Values{
+	if a.ckptDB, err = sqlitex.OpenDB(ctx, sqlitex.DSN(a.path, url.Values{
 		"_busy_timeout": {fmt.Sprint(DefaultCheckpointBusyTimeout.Milliseconds())},
 	})); err != nil {
 		return fmt.Errorf("open %s for checkpoints: %w", a.path, err)

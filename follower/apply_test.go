@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
 )
 
@@ -45,7 +46,7 @@ func assertSame(t *testing.T, s *source, path string) {
 // of its own, behind the follower's back.
 func writeBehind(t *testing.T, path, stmt string) {
 	t.Helper()
-	db, err := sql.Open("sqlite3", dsn(path, nil))
+	db, err := sql.Open("sqlite3", sqlitex.DSN(path, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func writeBehind(t *testing.T, path, stmt string) {
 }
 
 func TestCheckDBPage(t *testing.T) {
-	if err := CheckDBPage(context.Background()); err != nil {
+	if err := sqlitex.CheckDBPage(context.Background()); err != nil {
 		t.Fatalf("this test binary lacks sqlite_dbpage (set CGO_CFLAGS as the Makefile does): %v", err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/superfly/ltx"
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/internal/restore"
+	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
 )
 
@@ -253,7 +254,7 @@ func (f *Follower) request(typ, result string) {
 // It returns that error, or nil when ctx ended first, or an error from
 // start-up that retrying cannot fix (no sqlite_dbpage).
 func (f *Follower) Run(ctx context.Context) error {
-	if err := CheckDBPage(ctx); err != nil {
+	if err := sqlitex.CheckDBPage(ctx); err != nil {
 		return err
 	}
 	a, err := f.start(ctx)

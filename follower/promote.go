@@ -7,6 +7,7 @@ import (
 
 	"github.com/superfly/ltx"
 
+	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
 )
 
@@ -26,7 +27,7 @@ type Reached struct {
 // database that is missing is bootstrapped first. Files that do not verify
 // give a *VerifyError; transient store errors are retried until ctx ends.
 func (f *Follower) CatchUp(ctx context.Context, until ltx.TXID) (Reached, error) {
-	if err := CheckDBPage(ctx); err != nil {
+	if err := sqlitex.CheckDBPage(ctx); err != nil {
 		return Reached{}, err
 	}
 	a, err := f.start(ctx)

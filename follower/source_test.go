@@ -14,6 +14,7 @@ import (
 
 	"github.com/superfly/ltx"
 	"github.com/understudy-db/understudy/internal/dbsum"
+	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
 )
 
@@ -42,7 +43,7 @@ const testBalance = 1000
 func newSource(t *testing.T, dir string) *source {
 	t.Helper()
 	path := filepath.Join(dir, "source.db")
-	db, err := sql.Open("sqlite3", dsn(path, url.Values{"_journal_mode": {"WAL"}, "_busy_timeout": {"5000"}}))
+	db, err := sql.Open("sqlite3", sqlitex.DSN(path, url.Values{"_journal_mode": {"WAL"}, "_busy_timeout": {"5000"}}))
 	if err != nil {
 		t.Fatal(err)
 	}

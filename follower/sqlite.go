@@ -3,70 +3,27 @@ package follower
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net/url"
-	"strings"
-
-	"github.com/superfly/ltx"
-	"github.com/understudy-db/understudy/internal/dbsum"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+	"github.com/superfly/ltx"
+
+	"github.com/understudy-db/understudy/internal/dbsum"
+	"github.com/understudy-db/understudy/internal/sqlitex"
 )
 
 // ErrNoDBPage says the binary was built without the sqlite_dbpage virtual
-// table, through which every page is applied. mattn/go-sqlite3 has no build
-// tag for it; only CGO_CFLAGS reaches its amalgamation.
-var ErrNoDBPage = errors.New(`this binary's SQLite has no sqlite_dbpage virtual table, which the follower needs: ` +
-	`rebuild with CGO_CFLAGS="-O2 -g -DSQLITE_ENABLE_DBPAGE_VTAB" (make build does this)`)
+// table, through which every page is applied.
+var ErrNoDBPage = sqlitex.ErrNoDBPage
 
 // CheckDBPage returns ErrNoDBPage if sqlite_dbpage is missing.
-func CheckDBPage(ctx context.Context) error {
-	db, err := sql.Open("sqlite3", ":memory:")
-	if err != nil {
-		return fmt.Errorf("open in-memory SQLite: %w", err)
-	}
-	defer db.Close()
-	var n int
-	err = db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_dbpage`).Scan(&n)
-	if err != nil && strings.Contains(err.Error(), "no such table") {
-		return ErrNoDBPage
-	} else if err != nil {
-		return fmt.Errorf("check for sqlite_dbpage: %w", err)
-	}
-	return nil
-}
-
-// dsn builds a mattn/go-sqlite3 URI for path with the given query parameters
-// (mattn's own "_x" parameters and SQLite's URI parameters such as mode).
-func dsn(path string, params url.Values) string {
-	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath()}
-	u.RawQuery = params.Encode()
-	return u.String()
-}
+var CheckDBPage = sqlitex.CheckDBPage
 
 // ReadOnlyDSN is how applications (and tests) should open a follower's
 // database: read-only, with a few seconds of busy timeout (notes rule 9).
 func ReadOnlyDSN(path string) string {
-	return dsn(path, url.Values{"mode": {"ro"}, "_busy_timeout": {"5000"}})
-}
-
-// openSingle opens a *sql.DB limited to one connection that is never closed
-// for idleness, so that every statement runs on the same SQLite connection.
-func openSingle(ctx context.Context, dataSource string) (*sql.DB, error) {
-	db, err := sql.Open("sqlite3", dataSource)
-	if err != nil {
-		return nil, err
-	}
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	db.SetConnMaxLifetime(0)
-	db.SetConnMaxIdleTime(0)
-	if err := db.PingContext(ctx); err != nil {
-		db.Close()
-		return nil, err
-	}
-	return db, nil
+	return sqlitex.DSN(path, url.Values{"mode": {"ro"}, "_busy_timeout": {"5000"}})
 }
 
 // pageTable holds the dbsum checksum of every page of the local database, so
@@ -184,7 +141,7 @@ func scanPages(ctx context.Context, tx *sql.Tx, pageSize, pageCount uint32, fn f
 // path, read through SQLite (WAL included) on a read-only connection. It is
 // safe to call while other connections in this process use the file.
 func Checksum(ctx context.Context, path string) (ltx.Checksum, uint32, error) {
-	db, err := openSingle(ctx, ReadOnlyDSN(path))
+	db, err := sqlitex.OpenDB(ctx, ReadOnlyDSN(path))
 	if err != nil {
 		return 0, 0, fmt.Errorf("checksum %s: %w", path, err)
 	}

@@ -283,8 +283,8 @@ func (d *DB) openConnsLocked(ctx context.Context) error {
 		}
 		return fmt.Errorf("database %s: cannot read it: %w", path, err)
 	}
-	if !d.writer.HasDBPage(ctx) {
-		return fmt.Errorf("this binary was built without the sqlite_dbpage virtual table; rebuild with CGO_CFLAGS=\"-O2 -g -DSQLITE_ENABLE_DBPAGE_VTAB\"")
+	if err := sqlitex.CheckDBPage(ctx); err != nil {
+		return err
 	}
 	if mode != "wal" {
 		var got string

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -67,15 +68,10 @@ func Open(ctx context.Context, path string, opts Options) (*Conn, error) {
 	if opts.CacheKiB > 0 {
 		q.Set("_cache_size", fmt.Sprint(-opts.CacheKiB))
 	}
-	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
-	db, err := sql.Open("sqlite3", dsn)
+	db, err := OpenDB(ctx, DSN(path, q))
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	db.SetConnMaxLifetime(0)
-	db.SetConnMaxIdleTime(0)
 	c, err := db.Conn(ctx)
 	if err != nil {
 		db.Close()
@@ -180,10 +176,52 @@ func IsNotADB(err error) bool {
 	return errors.As(err, &se) && se.Code == sqlite3.ErrNotADB
 }
 
-// HasDBPage reports whether the sqlite_dbpage virtual table is compiled in
-// (it needs CGO_CFLAGS=-DSQLITE_ENABLE_DBPAGE_VTAB at build time).
-func (c *Conn) HasDBPage(ctx context.Context) bool {
-	var n int64
-	err := c.c.QueryRowContext(ctx, "SELECT count(*) FROM pragma_module_list WHERE name = 'sqlite_dbpage'").Scan(&n)
-	return err == nil && n > 0
+// ErrNoDBPage says the binary was built without the sqlite_dbpage virtual
+// table, through which pages are read and applied. mattn/go-sqlite3 has no
+// build tag for it; only CGO_CFLAGS reaches its amalgamation.
+var ErrNoDBPage = errors.New(`this binary's SQLite has no sqlite_dbpage virtual table: ` +
+	`rebuild with CGO_CFLAGS="-O2 -g -DSQLITE_ENABLE_DBPAGE_VTAB" (make build does this)`)
+
+// CheckDBPage returns ErrNoDBPage if sqlite_dbpage is missing (checked on
+// an in-memory database).
+func CheckDBPage(ctx context.Context) error {
+	db, err := sql.Open("sqlite3", ":memory:")
+	if err != nil {
+		return fmt.Errorf("open in-memory SQLite: %w", err)
+	}
+	defer db.Close()
+	var n int
+	err = db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_dbpage`).Scan(&n)
+	if err != nil && strings.Contains(err.Error(), "no such table") {
+		return ErrNoDBPage
+	} else if err != nil {
+		return fmt.Errorf("check for sqlite_dbpage: %w", err)
+	}
+	return nil
+}
+
+// DSN builds a mattn/go-sqlite3 URI for path with the given query parameters
+// (mattn's own "_x" parameters and SQLite's URI parameters such as mode).
+func DSN(path string, params url.Values) string {
+	u := url.URL{Scheme: "file", Opaque: (&url.URL{Path: path}).EscapedPath()}
+	u.RawQuery = params.Encode()
+	return u.String()
+}
+
+// OpenDB opens a *sql.DB limited to one connection that is never closed
+// for idleness, so that every statement runs on the same SQLite connection.
+func OpenDB(ctx context.Context, dataSource string) (*sql.DB, error) {
+	db, err := sql.Open("sqlite3", dataSource)
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
 }
