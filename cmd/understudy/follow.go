@@ -36,31 +36,37 @@ func init() {
 	})
 }
 
-// followTarget is one database to follow.
-type followTarget struct {
-	cfg follower.Config
-}
-
 func runFollow(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := follower.CheckDBPage(ctx); err != nil {
 		return err
 	}
+	var targets []follower.Config
+	var addr string
+	var log hclog.Logger
 	if c.NArg() == 0 {
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return fmt.Errorf("follow: give REPLICA_URL LOCAL_DB_PATH, or a config with follower: sections: %w", err)
+		}
+		if log, err = newLogger(c, cfg.Logging.Level, cfg.Logging.Type); err != nil {
+			return err
+		}
 		// Databases with a lease: section run as nodes that can promote.
-		if cfg, err := loadConfig(c); err == nil && hasLease(cfg) {
-			log, err := newLogger(c, cfg.Logging.Level, cfg.Logging.Type)
-			if err != nil {
-				return err
-			}
+		if hasLease(cfg) {
 			stop()
 			return runNodes(c, cfg, log, false, "")
 		}
-	}
-	targets, addr, log, err := followTargets(c)
-	if err != nil {
-		return err
+		if targets, err = configFollowTargets(c, cfg); err != nil {
+			return err
+		}
+		addr = cfg.Addr
+	} else {
+		var err error
+		if targets, addr, log, err = argFollowTarget(c); err != nil {
+			return err
+		}
 	}
 	if c.IsSet("addr") {
 		addr = c.String("addr")
@@ -71,8 +77,8 @@ func runFollow(c *cli.Context) error {
 	metrics := follower.NewMetrics(reg)
 	var followers []*follower.Follower
 	for _, t := range targets {
-		t.cfg.Logger, t.cfg.Metrics = log, metrics
-		f, err := follower.New(t.cfg)
+		t.Logger, t.Metrics = log, metrics
+		f, err := follower.New(t)
 		if err != nil {
 			return err
 		}
@@ -114,74 +120,68 @@ func runFollow(c *cli.Context) error {
 	return errors.Join(errs...)
 }
 
-// followTargets builds the followers' configs from the arguments
-// (REPLICA_URL LOCAL_DB_PATH) or from the config's follower: sections.
-func followTargets(c *cli.Context) ([]followTarget, string, hclog.Logger, error) {
-	ctx := c.Context
-	poll := c.Duration("poll-interval")
-	switch c.NArg() {
-	case 2:
-		url, path := c.Args().Get(0), c.Args().Get(1)
-		if !isReplicaURL(url) {
-			return nil, "", nil, fmt.Errorf("follow: %q is not a replica URL (s3://BUCKET/PATH or file:///DIR); usage: understudy follow REPLICA_URL LOCAL_DB_PATH", url)
-		}
-		cfg, err := loadConfigIfPresent(c)
-		if err != nil {
-			return nil, "", nil, err
-		}
-		var level, typ, addr string
-		var opts []replicaclient.Option
-		if cfg != nil {
-			level, typ, addr = cfg.Logging.Level, cfg.Logging.Type, cfg.Addr
-			opts = append(opts, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
-		}
-		log, err := newLogger(c, level, typ)
-		if err != nil {
-			return nil, "", nil, err
-		}
-		r, err := config.ParseReplicaURL(url)
-		if err != nil {
-			return nil, "", nil, err
-		}
-		client, err := replicaclient.New(ctx, r, opts...)
-		if err != nil {
-			return nil, "", nil, err
-		}
-		return []followTarget{{cfg: follower.Config{Path: absOrSame(path), Client: client, PollInterval: poll}}}, addr, log, nil
-	case 0:
-		cfg, err := loadConfig(c)
-		if err != nil {
-			return nil, "", nil, fmt.Errorf("follow: give REPLICA_URL LOCAL_DB_PATH, or a config with follower: sections: %w", err)
-		}
-		log, err := newLogger(c, cfg.Logging.Level, cfg.Logging.Type)
-		if err != nil {
-			return nil, "", nil, err
-		}
-		path, _ := configPath(c)
-		var targets []followTarget
-		for _, db := range cfg.DBs {
-			if db.Follower == nil {
-				continue
-			}
-			r := db.Replica(db.Follower.Replica)
-			if r == nil {
-				return nil, "", nil, fmt.Errorf("follow: database %s in %s: no replica named %q to follow", db.Path, path, db.Follower.Replica)
-			}
-			client, err := replicaclient.New(ctx, r, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
-			if err != nil {
-				return nil, "", nil, err
-			}
-			p := db.Follower.PollInterval
-			if poll != 0 {
-				p = poll
-			}
-			targets = append(targets, followTarget{cfg: follower.Config{Path: db.Path, Name: db.Name(), Client: client, PollInterval: p}})
-		}
-		if len(targets) == 0 {
-			return nil, "", nil, fmt.Errorf("follow: no database in %s has a follower: section; add one, or give REPLICA_URL LOCAL_DB_PATH", path)
-		}
-		return targets, cfg.Addr, log, nil
-	default:
+// argFollowTarget builds the follower's config from the arguments
+// REPLICA_URL LOCAL_DB_PATH (a config file, when present, gives the
+// logging, addr and default credentials).
+func argFollowTarget(c *cli.Context) ([]follower.Config, string, hclog.Logger, error) {
+	if c.NArg() != 2 {
 		return nil, "", nil, fmt.Errorf("follow: give REPLICA_URL LOCAL_DB_PATH, or no arguments to use the config (got %d arguments)", c.NArg())
 	}
+	url, path := c.Args().Get(0), c.Args().Get(1)
+	if !isReplicaURL(url) {
+		return nil, "", nil, fmt.Errorf("follow: %q is not a replica URL (s3://BUCKET/PATH or file:///DIR); usage: understudy follow REPLICA_URL LOCAL_DB_PATH", url)
+	}
+	cfg, err := loadConfigIfPresent(c)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	var level, typ, addr string
+	var opts []replicaclient.Option
+	if cfg != nil {
+		level, typ, addr = cfg.Logging.Level, cfg.Logging.Type, cfg.Addr
+		opts = append(opts, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
+	}
+	log, err := newLogger(c, level, typ)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	r, err := config.ParseReplicaURL(url)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	client, err := replicaclient.New(c.Context, r, opts...)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return []follower.Config{{Path: absOrSame(path), Client: client, PollInterval: c.Duration("poll-interval")}}, addr, log, nil
+}
+
+// configFollowTargets builds the followers' configs from the config's
+// follower: sections.
+func configFollowTargets(c *cli.Context, cfg *config.Config) ([]follower.Config, error) {
+	poll := c.Duration("poll-interval")
+	path, _ := configPath(c)
+	var targets []follower.Config
+	for _, db := range cfg.DBs {
+		if db.Follower == nil {
+			continue
+		}
+		r := db.Replica(db.Follower.Replica)
+		if r == nil {
+			return nil, fmt.Errorf("follow: database %s in %s: no replica named %q to follow", db.Path, path, db.Follower.Replica)
+		}
+		client, err := replicaclient.New(c.Context, r, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
+		if err != nil {
+			return nil, err
+		}
+		p := db.Follower.PollInterval
+		if poll != 0 {
+			p = poll
+		}
+		targets = append(targets, follower.Config{Path: db.Path, Name: db.Name(), Client: client, PollInterval: p})
+	}
+	if len(targets) == 0 {
+		return nil, fmt.Errorf("follow: no database in %s has a follower: section; add one, or give REPLICA_URL LOCAL_DB_PATH", path)
+	}
+	return targets, nil
 }
