@@ -5,9 +5,11 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"iter"
 	"math/rand"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -32,11 +34,12 @@ func (s *stack) withDBKeys(t *testing.T, keys string) {
 // a restore may legitimately differ in (24-27 change counter, 92-99
 // version-valid-for and SQLite version) masked. Equal digests mean equal
 // bytes in every other byte of every page.
-func pageDigest(pages [][]byte) [32]byte {
+func pageDigest(pages iter.Seq[[]byte]) [32]byte {
 	h := sha256.New()
-	for i, p := range pages {
-		if i == 0 {
-			p = maskPage1(p)
+	first := true
+	for p := range pages {
+		if first {
+			p, first = maskPage1(p), false
 		}
 		h.Write(p)
 	}
@@ -63,23 +66,19 @@ func filePageDigest(t testing.TB, path string, pageSize int) [32]byte {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	h := sha256.New()
-	buf := make([]byte, pageSize)
-	for i := 0; ; i++ {
-		if _, err := io.ReadFull(f, buf); err == io.EOF {
-			break
-		} else if err != nil {
-			t.Fatalf("read %s page %d: %v", path, i+1, err)
+	return pageDigest(func(yield func([]byte) bool) {
+		buf := make([]byte, pageSize)
+		for i := 0; ; i++ {
+			if _, err := io.ReadFull(f, buf); err == io.EOF {
+				return
+			} else if err != nil {
+				t.Fatalf("read %s page %d: %v", path, i+1, err)
+			}
+			if !yield(buf) {
+				return
+			}
 		}
-		p := buf
-		if i == 0 {
-			p = maskPage1(buf)
-		}
-		h.Write(p)
-	}
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return sum
+	})
 }
 
 // timedPoint is a restorable point: its TXID, a time after its commit and
@@ -120,11 +119,7 @@ func TestRestorePointsByTXIDAndTime(t *testing.T) {
 		if len(points) > 0 && points[len(points)-1].txid == txid {
 			t.Fatalf("point %d has the TXID %s of the point before it: the writer wrote nothing", i, txid)
 		}
-		var pageSize int
-		if err := app.QueryRow(`PRAGMA page_size`).Scan(&pageSize); err != nil {
-			t.Fatal(err)
-		}
-		points = append(points, timedPoint{txid: txid, at: at, checksum: img.checksum, digest: pageDigest(img.pages), pageSize: pageSize})
+		points = append(points, timedPoint{txid: txid, at: at, checksum: img.checksum, digest: pageDigest(slices.Values(img.pages)), pageSize: len(img.pages[0])})
 		if d.exited() {
 			t.Fatalf("replicate exited:\n%s", tailLines(d.out.String(), 30))
 		}
