@@ -1,6 +1,8 @@
 package main
 
 import (
+	"slices"
+
 	"github.com/understudy-db/understudy/config"
 	"github.com/urfave/cli/v2"
 )
@@ -11,29 +13,22 @@ const defaultConfigPath = config.DefaultPath
 // `understudy -config X replicate` and `understudy replicate -config X` work.
 func commonFlags(extra ...cli.Flag) []cli.Flag { return append(globalFlags(), extra...) }
 
-// globalString returns the value of a global flag as set on the command or
+// globalFlag returns the value of a global flag as set on the command or
 // before it (the innermost setting wins), else its default.
-func globalString(c *cli.Context, name string) string {
+func globalFlag[T any](c *cli.Context, name string, get func(*cli.Context, string) T) T {
 	for _, ctx := range c.Lineage() {
-		for _, n := range ctx.LocalFlagNames() {
-			if n == name {
-				return ctx.String(name)
-			}
+		if slices.Contains(ctx.LocalFlagNames(), name) {
+			return get(ctx, name)
 		}
 	}
-	return c.String(name)
+	return get(c, name)
 }
 
-func globalBool(c *cli.Context, name string) bool {
-	for _, ctx := range c.Lineage() {
-		for _, n := range ctx.LocalFlagNames() {
-			if n == name {
-				return ctx.Bool(name)
-			}
-		}
-	}
-	return c.Bool(name)
+func globalString(c *cli.Context, name string) string {
+	return globalFlag(c, name, (*cli.Context).String)
 }
+
+func globalBool(c *cli.Context, name string) bool { return globalFlag(c, name, (*cli.Context).Bool) }
 
 // configPath is the config file the command should read and whether the user
 // named it (a default path that does not exist is not an error for commands
