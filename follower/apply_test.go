@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/understudy-db/understudy/internal/ltxtest"
 	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
 )
@@ -176,13 +177,13 @@ func TestApplyRefuses(t *testing.T) {
 			return f, &f.md
 		}, "gap past the end"},
 		{"already applied", func(s *source) (ltxFile, *storage.Metadata) {
-			f := ltxFile{minTXID: 1, maxTXID: 1, data: encodeLTX(t, s.pageSize, uint32(len(s.pages)), 1, 1, s.now, []uint32{1}, func(uint32) []byte { return s.pages[0] })}
+			f := ltxFile{minTXID: 1, maxTXID: 1, data: ltxtest.Encode(t, s.pageSize, uint32(len(s.pages)), 1, 1, s.now, []uint32{1}, func(uint32) []byte { return s.pages[0] })}
 			return f, nil
 		}, "already applied"},
 		{"overlap without metadata", func(s *source) (ltxFile, *storage.Metadata) {
 			s.exec(`UPDATE accounts SET balance = balance + 1 WHERE id = 1`)
 			f := s.next()
-			f.data = encodeLTX(t, s.pageSize, uint32(len(s.pages)), s.txid-1, s.txid, s.now, []uint32{1}, func(uint32) []byte { return s.pages[0] })
+			f.data = ltxtest.Encode(t, s.pageSize, uint32(len(s.pages)), s.txid-1, s.txid, s.now, []uint32{1}, func(uint32) []byte { return s.pages[0] })
 			return f, nil
 		}, "carries no database checksums"},
 	}
@@ -303,7 +304,7 @@ func TestApplyOverlappingCompaction(t *testing.T) {
 			}
 		}
 	}
-	data := encodeLTX(t, s.pageSize, uint32(len(cur)), baseTXID+1, s.txid, s.now, pgnos, func(p uint32) []byte { return cur[p-1] })
+	data := ltxtest.Encode(t, s.pageSize, uint32(len(cur)), baseTXID+1, s.txid, s.now, pgnos, func(p uint32) []byte { return cur[p-1] })
 	md := storage.Metadata{CommitTime: s.now, PreApplyChecksum: baseSum, PostApplyChecksum: s.sum}
 	res, err := a.Apply(context.Background(), "L1/compacted", bytes.NewReader(data), &md)
 	if err != nil {

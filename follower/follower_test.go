@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/superfly/ltx"
 	"github.com/understudy-db/understudy/internal/httpserver"
+	"github.com/understudy-db/understudy/internal/ltxtest"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/internal/storage/file"
 )
@@ -54,7 +55,7 @@ func newTestPrimary(t *testing.T, dir string) *testPrimary {
 func (p *testPrimary) putSnapshot(maxTXID ltx.TXID) {
 	p.t.Helper()
 	pages := p.src.pages
-	data := encodeLTX(p.t, p.src.pageSize, uint32(len(pages)), 1, maxTXID, p.src.now, allPages(len(pages)), func(pg uint32) []byte { return pages[pg-1] })
+	data := ltxtest.Encode(p.t, p.src.pageSize, uint32(len(pages)), 1, maxTXID, p.src.now, allPages(len(pages)), func(pg uint32) []byte { return pages[pg-1] })
 	p.put(storage.SnapshotLevel, 1, maxTXID, data, storage.Metadata{Node: "test", CommitTime: p.src.now, PostApplyChecksum: p.src.sum})
 }
 
@@ -108,7 +109,7 @@ func (p *testPrimary) compact(level int, minTXID, maxTXID ltx.TXID) {
 		}
 	}
 	sortU32(pgnos)
-	data := encodeLTX(p.t, p.src.pageSize, uint32(len(final)), minTXID, maxTXID, p.src.now, pgnos, func(pg uint32) []byte { return final[pg-1] })
+	data := ltxtest.Encode(p.t, p.src.pageSize, uint32(len(final)), minTXID, maxTXID, p.src.now, pgnos, func(pg uint32) []byte { return final[pg-1] })
 	p.put(level, minTXID, maxTXID, data, storage.Metadata{
 		Node: "test", CommitTime: p.src.now, PreApplyChecksum: sumPages(p.states[minTXID-1]), PostApplyChecksum: sumPages(final),
 	})

@@ -14,6 +14,7 @@ import (
 
 	"github.com/superfly/ltx"
 	"github.com/understudy-db/understudy/internal/dbsum"
+	"github.com/understudy-db/understudy/internal/ltxtest"
 	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
 )
@@ -170,41 +171,11 @@ func (s *source) emit(cur [][]byte, pgnos []uint32, minTXID, maxTXID ltx.TXID) l
 	s.t.Helper()
 	s.now = s.now.Add(time.Second)
 	f := ltxFile{minTXID: minTXID, maxTXID: maxTXID}
-	f.data = encodeLTX(s.t, s.pageSize, uint32(len(cur)), minTXID, maxTXID, s.now, pgnos, func(pgno uint32) []byte { return cur[pgno-1] })
+	f.data = ltxtest.Encode(s.t, s.pageSize, uint32(len(cur)), minTXID, maxTXID, s.now, pgnos, func(pgno uint32) []byte { return cur[pgno-1] })
 	post := sumPages(cur)
 	f.md = storage.Metadata{Node: "test", CommitTime: s.now, PreApplyChecksum: s.sum, PostApplyChecksum: post}
 	s.pages, s.txid, s.sum = cur, maxTXID, post
 	return f
-}
-
-// encodeLTX writes an LTX file as Litestream 0.5 does (no database
-// checksums in the file itself).
-func encodeLTX(t *testing.T, pageSize, commit uint32, minTXID, maxTXID ltx.TXID, ts time.Time, pgnos []uint32, page func(uint32) []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	enc, err := ltx.NewEncoder(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := enc.EncodeHeader(ltx.Header{
-		Version: ltx.Version, Flags: ltx.HeaderFlagNoChecksum, PageSize: pageSize, Commit: commit,
-		MinTXID: minTXID, MaxTXID: maxTXID, Timestamp: ts.UnixMilli(),
-	}); err != nil {
-		t.Fatal(err)
-	}
-	lock := ltx.LockPgno(pageSize)
-	for _, pgno := range pgnos {
-		if pgno == lock {
-			continue
-		}
-		if err := enc.EncodePage(ltx.PageHeader{Pgno: pgno}, page(pgno)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := enc.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
 
 // bootstrapCopy writes the source's current state as a new database at path

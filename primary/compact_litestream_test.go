@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/superfly/ltx"
 
+	"github.com/understudy-db/understudy/internal/ltxtest"
 	"github.com/understudy-db/understudy/internal/restore"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/internal/storage/file"
@@ -303,29 +304,18 @@ func (l *litestream) writeL0(txid ltx.TXID) {
 		t.Fatalf("database image of %d bytes", n)
 	}
 	commit := uint32(len(img) / pageSize)
-	var buf bytes.Buffer
-	enc, err := ltx.NewEncoder(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := enc.EncodeHeader(ltx.Header{Version: ltx.Version, Flags: ltx.HeaderFlagNoChecksum, PageSize: uint32(pageSize),
-		Commit: commit, MinTXID: txid, MaxTXID: txid, Timestamp: time.Now().UnixMilli()}); err != nil {
-		t.Fatal(err)
-	}
+	var pgnos []uint32
 	for pgno := uint32(1); pgno <= commit; pgno++ {
-		page := img[int(pgno-1)*pageSize : int(pgno)*pageSize]
 		off := int(pgno-1) * pageSize
-		if pgno == ltx.LockPgno(uint32(pageSize)) || (off+pageSize <= len(l.prev) && bytes.Equal(page, l.prev[off:off+pageSize])) {
+		if off+pageSize <= len(l.prev) && bytes.Equal(img[off:off+pageSize], l.prev[off:off+pageSize]) {
 			continue
 		}
-		if err := enc.EncodePage(ltx.PageHeader{Pgno: pgno}, page); err != nil {
-			t.Fatal(err)
-		}
+		pgnos = append(pgnos, pgno)
 	}
-	if err := enc.Close(); err != nil {
-		t.Fatal(err)
-	}
-	l.put(0, txid, txid, buf.Bytes())
+	data := ltxtest.Encode(t, uint32(pageSize), commit, txid, txid, time.Now(), pgnos, func(pgno uint32) []byte {
+		return img[int(pgno-1)*pageSize : int(pgno)*pageSize]
+	})
+	l.put(0, txid, txid, data)
 	l.prev = img
 }
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/understudy-db/understudy/internal/ltxtest"
 	"github.com/understudy-db/understudy/internal/storage"
 )
 
@@ -259,19 +260,7 @@ func TestFencedHaltsWrites(t *testing.T) {
 // zeroPageLTX encodes a file with no pages: how a promoting node claims a TXID.
 func zeroPageLTX(t *testing.T, txid ltx.TXID, commit, pageSize uint32) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	enc, err := ltx.NewEncoder(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := enc.EncodeHeader(ltx.Header{Version: ltx.Version, Flags: ltx.HeaderFlagNoChecksum, PageSize: pageSize,
-		Commit: commit, MinTXID: txid, MaxTXID: txid, Timestamp: time.Now().UnixMilli()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := enc.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return ltxtest.Encode(t, pageSize, commit, txid, txid, time.Now(), nil, nil)
 }
 
 func sleepTick() { time.Sleep(10 * time.Millisecond) }

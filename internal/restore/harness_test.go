@@ -14,6 +14,7 @@ import (
 	"github.com/superfly/ltx"
 
 	"github.com/understudy-db/understudy/internal/dbsum"
+	"github.com/understudy-db/understudy/internal/ltxtest"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/internal/storage/file"
 )
@@ -126,30 +127,10 @@ func encode(t *testing.T, db []byte, minTXID, maxTXID ltx.TXID, ts time.Time, pg
 			pgnos = append(pgnos, p)
 		}
 	}
-	var buf bytes.Buffer
-	enc, err := ltx.NewEncoder(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := enc.EncodeHeader(ltx.Header{
-		Version: ltx.Version, Flags: ltx.HeaderFlagNoChecksum, PageSize: testPageSize, Commit: commit,
-		MinTXID: minTXID, MaxTXID: maxTXID, Timestamp: ts.UnixMilli(),
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pgnos {
-		if p == ltx.LockPgno(testPageSize) {
-			continue
-		}
+	return ltxtest.Encode(t, testPageSize, commit, minTXID, maxTXID, ts, pgnos, func(p uint32) []byte {
 		off := int(p-1) * testPageSize
-		if err := enc.EncodePage(ltx.PageHeader{Pgno: p}, db[off:off+testPageSize]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := enc.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+		return db[off : off+testPageSize]
+	})
 }
 
 func (s *source) put(level int, minTXID, maxTXID ltx.TXID, data []byte, md storage.Metadata) {
