@@ -10,6 +10,7 @@ import (
 	"github.com/superfly/ltx"
 
 	"github.com/understudy-db/understudy/follower"
+	"github.com/understudy-db/understudy/internal/restore"
 	"github.com/understudy-db/understudy/internal/storage"
 )
 
@@ -68,28 +69,17 @@ func Claim(ctx context.Context, clients []storage.Client, at follower.Reached, n
 	return next, nil
 }
 
-// headLevels are searched for the newest file of the store.
-var headLevels = []int{storage.LevelL0, 1, 2, 3, 4, 5, 6, 7, 8, storage.SnapshotLevel}
-
 // StoreHead returns the file that reaches furthest in the store, with its
 // metadata (nil when the store is empty).
 func StoreHead(ctx context.Context, c storage.Client) (*storage.FileInfo, error) {
+	files, err := restore.ListAll(ctx, c)
+	if err != nil {
+		return nil, err
+	}
 	var head *storage.FileInfo
-	for _, level := range headLevels {
-		it, err := c.List(ctx, level, 0)
-		if err != nil {
-			return nil, fmt.Errorf("list level %d: %w", level, err)
-		}
-		for it.Next() {
-			fi := it.Item()
-			if head == nil || fi.MaxTXID > head.MaxTXID {
-				head = &fi
-			}
-		}
-		err = it.Err()
-		it.Close()
-		if err != nil {
-			return nil, fmt.Errorf("list level %d: %w", level, err)
+	for i := range files {
+		if head == nil || files[i].MaxTXID > head.MaxTXID {
+			head = &files[i]
 		}
 	}
 	if head == nil {
