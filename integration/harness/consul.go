@@ -2,9 +2,7 @@ package harness
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -58,23 +56,7 @@ func (c *Consul) ready(ctx context.Context) error {
 }
 
 // Do sends a request to the agent's HTTP API and decodes a JSON answer into
-// out (nil: none); a status other than 200 is an error naming it.
+// out (nil: none); a status other than 2xx is an error naming it.
 func (c *Consul) Do(ctx context.Context, method, path, body string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.URL+path, strings.NewReader(body))
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, strings.TrimSpace(string(data)))
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
+	return call(ctx, method, c.URL, path, strings.NewReader(body), out)
 }

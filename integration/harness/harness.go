@@ -11,14 +11,17 @@ package harness
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -230,6 +233,31 @@ func httpGet(ctx context.Context, url string) (int, []byte, error) {
 	var b bytes.Buffer
 	_, err = b.ReadFrom(resp.Body)
 	return resp.StatusCode, b.Bytes(), err
+}
+
+// call sends a JSON API request to base+path and decodes a JSON answer
+// into out (nil: none); a status other than 2xx is an error naming it.
+func call(ctx context.Context, method, base, path string, body io.Reader, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, strings.TrimSpace(string(data)))
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
 }
 
 func tail(s string, n int) string {
