@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"sync"
@@ -77,13 +78,13 @@ func runPromote(c *cli.Context) error {
 		return cli.Exit(fmt.Errorf("promote: addr %q: %w", addr, err), 2)
 	}
 	timeout := c.Duration("timeout")
-	q := fmt.Sprintf("?db=%s&timeout=%s", name, timeout)
+	q := url.Values{"db": {name}, "timeout": {timeout.String()}}
 	if c.Bool("force") {
-		q += "&force=true"
+		q.Set("force", "true")
 	}
 	ctx, cancel := context.WithTimeout(c.Context, timeout+10*time.Second)
 	defer cancel()
-	a, err := promote.Call(ctx, &http.Client{}, base+promote.PathPromote+q)
+	a, err := promote.Call(ctx, &http.Client{}, base+promote.PathPromote+"?"+q.Encode())
 	if err != nil {
 		return cli.Exit(fmt.Errorf("promote: %w", err), 1)
 	}
