@@ -214,16 +214,21 @@ func statusDB[T any](addr string) (T, error) {
 	var doc struct {
 		DBs []T `json:"dbs"`
 	}
-	resp, err := http.Get("http://" + addr + "/status")
-	if err != nil {
-		return zero, err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+	if err := getStatus(addr, &doc); err != nil {
 		return zero, err
 	}
 	if len(doc.DBs) != 1 {
 		return zero, fmt.Errorf("/status at %s lists %d databases, want 1", addr, len(doc.DBs))
 	}
 	return doc.DBs[0], nil
+}
+
+// getStatus decodes a daemon's /status on addr into doc.
+func getStatus(addr string, doc any) error {
+	resp, err := http.Get("http://" + addr + "/status")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(doc)
 }

@@ -634,13 +634,18 @@ func testSampleConfigRoles(t *testing.T, bin, sample string) {
 	primaryAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	env := []string{"AWS_ACCESS_KEY_ID=" + s3.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3.SecretKey}
 
-	primaryCfg := filepath.Join(dir, "primary.yml")
-	writeFile(t, primaryCfg, sampleRewrites(t, sample,
-		"addr: 127.0.0.1:9090", "addr: "+primaryAddr,
-		"path: /var/lib/app/app.db", "path: "+dbPath,
-		"url: s3://my-bucket/app?region=us-east-1", "url: "+s3URL,
-		"url: file:///var/backups/understudy/app", "url: file://"+backups,
-	))
+	// writeConfig writes sample with this test's locations as name.yml.
+	writeConfig := func(name, sample, addr, db string) string {
+		path := filepath.Join(dir, name+".yml")
+		writeFile(t, path, sampleRewrites(t, sample,
+			"addr: 127.0.0.1:9090", "addr: "+addr,
+			"path: /var/lib/app/app.db", "path: "+db,
+			"url: s3://my-bucket/app?region=us-east-1", "url: "+s3URL,
+			"url: file:///var/backups/understudy/app", "url: file://"+backups,
+		))
+		return path
+	}
+	primaryCfg := writeConfig("primary", sample, primaryAddr, dbPath)
 
 	db := openDB(t, dbPath)
 	mustExec(t, db, `CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT NOT NULL)`)
@@ -688,13 +693,7 @@ func testSampleConfigRoles(t *testing.T, bin, sample string) {
 		t.Fatal(err)
 	}
 	followAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	followCfg := filepath.Join(dir, "standby.yml")
-	writeFile(t, followCfg, sampleRewrites(t, standby,
-		"addr: 127.0.0.1:9090", "addr: "+followAddr,
-		"path: /var/lib/app/app.db", "path: "+followerPath,
-		"url: s3://my-bucket/app?region=us-east-1", "url: "+s3URL,
-		"url: file:///var/backups/understudy/app", "url: file://"+backups,
-	))
+	followCfg := writeConfig("standby", standby, followAddr, followerPath)
 	follow := startBinary(t, bin, env, "follow", "-config", followCfg)
 	var last followStatus
 	eventually(t, 60*time.Second, "the standby at the primary's checksum", func() bool {

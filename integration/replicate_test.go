@@ -2,11 +2,9 @@ package integration
 
 import (
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"math/rand"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,12 +96,7 @@ type primaryStatus struct {
 
 func (s *stack) status() (primaryStatus, error) {
 	var st primaryStatus
-	resp, err := http.Get("http://" + s.addr + "/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	err = json.NewDecoder(resp.Body).Decode(&st)
+	err := getStatus(s.addr, &st)
 	return st, err
 }
 
