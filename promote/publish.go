@@ -37,11 +37,14 @@ func RoleTag(role string) string {
 
 var unsafeServiceChars = regexp.MustCompile(`[^a-zA-Z0-9-]+`)
 
+// dnsSafe replaces anything DNS cannot carry by '-' (none at either end).
+func dnsSafe(s string) string {
+	return strings.Trim(unsafeServiceChars.ReplaceAllString(s, "-"), "-")
+}
+
 // ServiceName is the Consul service of a database: "understudy-<db>", with
 // anything DNS cannot carry replaced by '-'.
-func ServiceName(db string) string {
-	return "understudy-" + strings.Trim(unsafeServiceChars.ReplaceAllString(db, "-"), "-")
-}
+func ServiceName(db string) string { return "understudy-" + dnsSafe(db) }
 
 // ConsulPublisher returns a Published function that registers this node's
 // instance of the database's service with the local Consul agent, tagged
@@ -60,7 +63,7 @@ func ConsulPublisher(cc *config.ConsulLease, db, node, advertiseURL string) (fun
 		return nil, fmt.Errorf("consul client for service registration: %w", err)
 	}
 	name := ServiceName(db)
-	id := name + "-" + strings.Trim(unsafeServiceChars.ReplaceAllString(node, "-"), "-")
+	id := name + "-" + dnsSafe(node)
 	var check *api.AgentServiceCheck
 	if advertiseURL != "" {
 		u, err := EndpointURL(advertiseURL, "healthz", db)
