@@ -103,9 +103,9 @@ func (f *followProc) waitAt(t *testing.T, txid ltx.TXID, sum ltx.Checksum) follo
 	})
 }
 
-// localImage reads the follower's database the way an application does
-// (read-only) and returns its transaction-consistent image.
-func localImage(t *testing.T, path string) image {
+// localChecksum reads the follower's database the way an application does
+// (read-only) and returns its transaction-consistent checksum.
+func localChecksum(t *testing.T, path string) ltx.Checksum {
 	t.Helper()
 	db, err := sql.Open("sqlite3", follower.ReadOnlyDSN(path))
 	if err != nil {
@@ -113,7 +113,8 @@ func localImage(t *testing.T, path string) image {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	return snapshotImage(t, db)
+	sum, _ := streamChecksum(t, db)
+	return sum
 }
 
 // asideFiles lists the databases a follower moved aside beside path.
@@ -511,7 +512,7 @@ func TestFollowLive(t *testing.T) {
 	if b.shrinks == 0 || b.growths == 0 || b.schemaChanges == 0 {
 		t.Errorf("the workload missed a case: %d shrinking VACUUMs, %d growths, %d schema changes", b.shrinks, b.growths, b.schemaChanges)
 	}
-	if got := localImage(t, localPath).checksum; got != final.checksum {
+	if got := localChecksum(t, localPath); got != final.checksum {
 		t.Errorf("follower's database checksum (read through sqlite_dbpage) %s, primary %s", got, final.checksum)
 	}
 	if p, err := s.status(); err != nil || p.DBs[0].Checksum != st.Checksum {
@@ -561,7 +562,7 @@ func TestFollowKillRestart(t *testing.T) {
 	final := snapshotImage(t, app)
 	finalTXID := s.waitShipped(t, final)
 	f.waitAt(t, finalTXID, final.checksum)
-	if got := localImage(t, localPath).checksum; got != final.checksum {
+	if got := localChecksum(t, localPath); got != final.checksum {
 		t.Errorf("follower checksum %s, primary %s", got, final.checksum)
 	}
 	if aside := asideFiles(t, localPath); len(aside) != 0 {
@@ -655,7 +656,7 @@ func TestFollowTamperedLocalFile(t *testing.T) {
 			if !strings.Contains(out, "does not match its recorded position") || !strings.Contains(out, "bootstrapping") {
 				t.Errorf("log does not report the mismatch and the fresh bootstrap:\n%s", tailLines(out, 20))
 			}
-			if got := localImage(t, localPath).checksum; got != img.checksum {
+			if got := localChecksum(t, localPath); got != img.checksum {
 				t.Errorf("after the fresh bootstrap the follower's checksum is %s, primary %s", got, img.checksum)
 			}
 			f.stop(t, syscall.SIGTERM, 30*time.Second)
@@ -715,7 +716,7 @@ func TestFollowCorruptObject(t *testing.T) {
 		t.Fatalf("the follower process exited; it should stay up to report the error")
 	}
 	// Reads go on, at the last good state.
-	if got := localImage(t, localPath).checksum; got != good.checksum {
+	if got := localChecksum(t, localPath); got != good.checksum {
 		t.Errorf("local database checksum %s, want the last good %s", got, good.checksum)
 	}
 	db, err := sql.Open("sqlite3", follower.ReadOnlyDSN(localPath))
@@ -793,7 +794,7 @@ func TestFollowFarBehind(t *testing.T) {
 	if strings.Contains(out, "bootstrapping") || len(asideFiles(t, localPath)) != 0 {
 		t.Errorf("the follower bootstrapped again instead of catching up:\n%s", tailLines(out, 30))
 	}
-	if got := localImage(t, localPath).checksum; got != final.checksum {
+	if got := localChecksum(t, localPath); got != final.checksum {
 		t.Errorf("follower checksum %s, primary %s", got, final.checksum)
 	}
 }
@@ -912,13 +913,13 @@ func TestFollowLargeDatabase(t *testing.T) {
 	f := startFollow(t, s.env, s.replicaURLs()[0], localPath, 100*time.Millisecond)
 	check := func(what string) {
 		t.Helper()
-		img := snapshotImage(t, app)
-		txid := s.waitShipped(t, img)
-		f.waitFor(t, 3*time.Minute, fmt.Sprintf("TXID %s checksum %s (%s)", txid, img.checksum, what), func(st followStatus) bool {
-			return st.TXID == txid && st.Checksum == img.checksum
+		sum, _ := streamChecksum(t, app) // not snapshotImage: 1 GB of pages
+		txid := s.waitShipped(t, image{checksum: sum})
+		f.waitFor(t, 3*time.Minute, fmt.Sprintf("TXID %s checksum %s (%s)", txid, sum, what), func(st followStatus) bool {
+			return st.TXID == txid && st.Checksum == sum
 		})
-		if got := localImage(t, localPath).checksum; got != img.checksum {
-			t.Fatalf("%s: follower's database checksum %s, primary %s", what, got, img.checksum)
+		if got := localChecksum(t, localPath); got != sum {
+			t.Fatalf("%s: follower's database checksum %s, primary %s", what, got, sum)
 		}
 	}
 	check("bootstrap of 1.08 GB")
