@@ -237,12 +237,10 @@ wait:
 // primary and follower settings it switches between.
 func newNode(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *config.DB, logger hclog.Logger,
 	reg prometheus.Registerer, metrics *follower.Metrics) (*promote.Node, error) {
+	// The config has filled in every lease default (node, type, consul
+	// ttl); see config.Lease.
 	node := nodeName(c, dbc)
-	lcfg := *dbc.Lease
-	if lcfg.Node == "" {
-		lcfg.Node = node
-	}
-	l, err := lease.New(&lcfg, dbc.Name(), logger.Named(dbc.Name()))
+	l, err := lease.New(dbc.Lease, dbc.Name(), logger.Named(dbc.Name()))
 	if err != nil {
 		return nil, fmt.Errorf("database %s: %w", dbc.Path, err)
 	}
@@ -273,13 +271,10 @@ func newNode(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *confi
 	}
 	var publish func(context.Context, string) error
 	var deadAfter time.Duration
-	if dbc.Lease.Type == "" || dbc.Lease.Type == lease.TypeConsul {
+	if dbc.Lease.Type == lease.TypeConsul {
 		// A holder whose /healthz fails for a whole TTL is gone: Consul
 		// would keep its session for up to another TTL.
-		deadAfter = lease.DefaultTTL
-		if dbc.Lease.Consul != nil && dbc.Lease.Consul.TTL > 0 {
-			deadAfter = dbc.Lease.Consul.TTL
-		}
+		deadAfter = dbc.Lease.Consul.TTL
 		// The role is published as a service tag, so that
 		// primary.understudy-<db>.service.consul names the writer.
 		if publish, err = promote.ConsulPublisher(dbc.Lease.Consul, dbc.Name(), node, dbc.Lease.AdvertiseURL); err != nil {
