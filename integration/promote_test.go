@@ -236,6 +236,16 @@ func (a *app) commits() int {
 	return a.n
 }
 
+// waitHeld waits until the old primary holds the app's writes: its next
+// write fails, with SQLITE_BUSY.
+func (a *app) waitHeld(t *testing.T) {
+	t.Helper()
+	eventually(t, 20*time.Second, "the old primary's app to fail", func() bool { err, _ := a.failed(); return err != nil })
+	if err, _ := a.failed(); !isBusy(err) {
+		t.Fatalf("app write on the old primary failed with %v, want SQLITE_BUSY", err)
+	}
+}
+
 func isBusy(err error) bool {
 	return err != nil && (strings.Contains(err.Error(), "database is locked") || strings.Contains(err.Error(), "busy"))
 }
@@ -413,10 +423,7 @@ func TestPromotePlannedHandOff(t *testing.T) {
 			tailLines(a.d.out.String(), 30), tailLines(b.d.out.String(), 30))
 	}
 	// The app's writes on the old primary are held: its next write fails.
-	eventually(t, 20*time.Second, "the old primary's app to fail", func() bool { err, _ := ap.failed(); return err != nil })
-	if err, _ := ap.failed(); !isBusy(err) {
-		t.Fatalf("app write on the old primary failed with %v, want SQLITE_BUSY", err)
-	}
+	ap.waitHeld(t)
 	committed := ap.commits()
 	b.waitStatus(t, 10*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" })
 	if st, err := a.status(); err != nil || st.Role != "halted" {
@@ -652,10 +659,7 @@ func TestFrozenPrimaryRejoinsAndKeepsDivergedWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := a.waitStatus(t, 30*time.Second, "rejoined as follower", func(st nodeStatus) bool { return st.Role == "follower" && st.Diverged != "" })
-	eventually(t, 20*time.Second, "the old primary's app writes to fail", func() bool { err, _ := ap.failed(); return err != nil })
-	if err, _ := ap.failed(); !isBusy(err) {
-		t.Fatalf("old primary's app failed with %v, want SQLITE_BUSY", err)
-	}
+	ap.waitHeld(t)
 	if !strings.Contains(a.d.out.String(), "saved it whole") {
 		t.Fatalf("old primary did not log the saved database:\n%s", tailLines(a.d.out.String(), 30))
 	}
@@ -767,10 +771,7 @@ func TestAppHealthCheckTriggersFailover(t *testing.T) {
 	halted := time.Since(failed)
 	b.waitStatus(t, 30*time.Second, "promoted", func(st nodeStatus) bool { return st.Role == "primary" })
 	t.Logf("app check failed: old primary halted after %s, follower promoted after %s", halted.Round(time.Millisecond), time.Since(failed).Round(time.Millisecond))
-	eventually(t, 20*time.Second, "the old primary's app to fail", func() bool { err, _ := ap.failed(); return err != nil })
-	if err, _ := ap.failed(); !isBusy(err) {
-		t.Fatalf("app write failed with %v, want SQLITE_BUSY", err)
-	}
+	ap.waitHeld(t)
 	nb := openDB(t, b.dbPath)
 	if got, committed := rows(t, nb), ap.commits(); got > committed {
 		t.Fatalf("new primary has %d rows, more than the %d the app committed", got, committed)
