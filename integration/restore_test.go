@@ -542,44 +542,52 @@ func TestReplicateLargeDatabase(t *testing.T) {
 // a file replica (0 if there are none).
 func maxTXIDAt(t testing.TB, dir string) ltx.TXID {
 	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
+	var hi ltx.TXID
+	for _, r := range levelRanges(t, dir) {
+		hi = max(hi, r[1])
 	}
-	var max ltx.TXID
-	for _, e := range entries {
-		if _, hi, err := ltx.ParseFilename(e.Name()); err == nil && hi > max {
-			max = hi
-		}
-	}
-	return max
+	return hi
 }
 
 // minTXIDAt is the lowest MinTXID of the LTX files in a level directory of a
 // file replica (0 if there are none).
 func minTXIDAt(t testing.TB, dir string) ltx.TXID {
 	t.Helper()
-	return levelBound(t, dir, func(lo, hi ltx.TXID) ltx.TXID { return lo })
+	return levelMin(levelRanges(t, dir), 0)
 }
 
 // minMaxTXIDAt is the lowest MaxTXID in a level directory: for level 9, the
 // oldest snapshot's position.
 func minMaxTXIDAt(t testing.TB, dir string) ltx.TXID {
 	t.Helper()
-	return levelBound(t, dir, func(lo, hi ltx.TXID) ltx.TXID { return hi })
+	return levelMin(levelRanges(t, dir), 1)
 }
 
-func levelBound(t testing.TB, dir string, pick func(lo, hi ltx.TXID) ltx.TXID) ltx.TXID {
+// levelMin is the lowest bound i (0: MinTXID, 1: MaxTXID) of ranges, 0 if
+// there are none.
+func levelMin(ranges [][2]ltx.TXID, i int) ltx.TXID {
+	var min ltx.TXID
+	for _, r := range ranges {
+		if min == 0 || r[i] < min {
+			min = r[i]
+		}
+	}
+	return min
+}
+
+// levelRanges lists the TXID ranges of the LTX files in a level directory of
+// a file replica (none if it does not exist).
+func levelRanges(t testing.TB, dir string) [][2]ltx.TXID {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	var min ltx.TXID
+	var ranges [][2]ltx.TXID
 	for _, e := range entries {
-		if lo, hi, err := ltx.ParseFilename(e.Name()); err == nil && (min == 0 || pick(lo, hi) < min) {
-			min = pick(lo, hi)
+		if lo, hi, err := ltx.ParseFilename(e.Name()); err == nil {
+			ranges = append(ranges, [2]ltx.TXID{lo, hi})
 		}
 	}
-	return min
+	return ranges
 }
