@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -155,6 +156,33 @@ func checkFile(path string) (uint64, error) {
 	return st.Sys().(*syscall.Stat_t).Ino, nil
 }
 
+// checkDatabaseDir refuses a database whose directory this process cannot
+// create files in while SQLite still has to create the -wal or -shm file
+// there: SQLite's own error for that, "attempt to write a readonly
+// database", blames the database file, which may well be writable. A
+// missing database is left to primary.Open, which says so.
+func checkDatabaseDir(path string) error {
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	dir := filepath.Dir(path)
+	if unix.Access(dir, unix.W_OK|unix.X_OK) == nil {
+		return nil
+	}
+	var missing []string
+	for _, p := range []string{path + "-wal", path + "-shm"} {
+		if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+			missing = append(missing, filepath.Base(p))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("database %s: cannot create %s in directory %s (not writable by this user): SQLite keeps the -wal and -shm files beside the database, "+
+		"and understudy its shadow directory; make the directory writable for the user running understudy and the application",
+		path, strings.Join(missing, " and "), dir)
+}
+
 // Open opens the database, puts it in WAL mode, pins the WAL, and decides
 // how to continue the history in the replica stores.
 func (d *DB) Open(ctx context.Context) (err error) {
@@ -164,6 +192,9 @@ func (d *DB) Open(ctx context.Context) (err error) {
 		return fmt.Errorf("database %s: already open", d.opts.Path)
 	}
 	path := d.opts.Path
+	if err := checkDatabaseDir(path); err != nil {
+		return err
+	}
 	if d.inode, err = checkFile(path); err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,7 +22,6 @@ import (
 	"github.com/understudy-db/understudy/internal/replicaclient"
 	"github.com/understudy-db/understudy/primary"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 )
 
 func init() {
@@ -354,9 +352,6 @@ func openPrimaries(ctx context.Context, c *cli.Context, cfg *config.Config, logg
 		if err != nil {
 			return dbs, cli.Exit(err, 1)
 		}
-		if err := checkDatabaseDir(dbc.Path); err != nil {
-			return dbs, cli.Exit(err, 1)
-		}
 		db, err := primary.New(opts)
 		if err != nil {
 			return dbs, cli.Exit(err, 1)
@@ -407,33 +402,6 @@ func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc
 		})
 	}
 	return opts, nil
-}
-
-// checkDatabaseDir refuses a database whose directory this process cannot
-// create files in while SQLite still has to create the -wal or -shm file
-// there: SQLite's own error for that, "attempt to write a readonly
-// database", blames the database file, which may well be writable. A
-// missing database is left to primary.Open, which says so.
-func checkDatabaseDir(path string) error {
-	if _, err := os.Stat(path); err != nil {
-		return nil
-	}
-	dir := filepath.Dir(path)
-	if unix.Access(dir, unix.W_OK|unix.X_OK) == nil {
-		return nil
-	}
-	var missing []string
-	for _, p := range []string{path + "-wal", path + "-shm"} {
-		if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
-			missing = append(missing, filepath.Base(p))
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	return fmt.Errorf("database %s: cannot create %s in directory %s (not writable by this user): SQLite keeps the -wal and -shm files beside the database, "+
-		"and understudy its shadow directory; make the directory writable for the user running understudy and the application",
-		path, strings.Join(missing, " and "), dir)
 }
 
 // primariesHealthy is /healthz: unhealthy when a database is fenced or a
