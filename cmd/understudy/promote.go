@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,11 +16,11 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/urfave/cli/v2"
 
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/follower"
+	"github.com/understudy-db/understudy/internal/httpserver"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/lease"
 	"github.com/understudy-db/understudy/promote"
@@ -140,32 +139,18 @@ func runNodes(c *cli.Context, cfg *config.Config, logger hclog.Logger, asPrimary
 		addr = c.String("addr")
 	}
 	if addr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		check := func(w http.ResponseWriter, _ *http.Request) {
-			if err := nodesHealthy(nodes); err != nil {
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprintln(w, "ok")
-		}
-		mux.HandleFunc("/healthz", check)
-		mux.HandleFunc("/readyz", check)
-		mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
-			enc := json.NewEncoder(w)
-			enc.SetIndent("", "  ")
-			_ = enc.Encode(nodesStatus(nodes))
+		srv, err := httpserver.Start(httpserver.Options{
+			Addr:     addr,
+			Gatherer: reg,
+			Healthy:  func() error { return nodesHealthy(nodes) },
+			Status:   func() any { return nodesStatus(nodes) },
+			Routes:   func(mux *http.ServeMux) { promote.Handle(mux, nodes) },
 		})
-		promote.Handle(mux, nodes)
-		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return cli.Exit(fmt.Errorf("listen on addr %s: %w (is another process using it?)", addr, err), 1)
+			return cli.Exit(err, 1)
 		}
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
 		defer srv.Close()
-		logger.Info("serving health, status, metrics and promotion", "addr", ln.Addr().String())
+		logger.Info("serving health, status, metrics and promotion", "addr", srv.Addr())
 	}
 
 	errs := make([]error, len(nodes))

@@ -28,6 +28,9 @@ type Options struct {
 	Ready func() error
 	// Status returns the /status document (marshalled as JSON).
 	Status func() any
+	// Routes, if set, adds a role's own endpoints (the lease nodes'
+	// POST /promote) to the mux.
+	Routes func(mux *http.ServeMux)
 }
 
 // Server is a running endpoint server.
@@ -64,6 +67,9 @@ func Start(opts Options) (*Server, error) {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(doc)
 	})
+	if opts.Routes != nil {
+		opts.Routes(mux)
+	}
 	ln, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on addr %s: %w (is another process using it?)", opts.Addr, err)

@@ -75,3 +75,22 @@ func TestStartErrors(t *testing.T) {
 		t.Fatalf("busy addr: %v", err)
 	}
 }
+
+func TestRoutes(t *testing.T) {
+	s, err := Start(Options{
+		Addr: "127.0.0.1:0",
+		Routes: func(mux *http.ServeMux) {
+			mux.HandleFunc("/promote", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "promoting\n") })
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if code, body := get(t, "http://"+s.Addr()+"/promote"); code != 200 || body != "promoting\n" {
+		t.Errorf("/promote = %d %q, want the role's own handler", code, body)
+	}
+	if code, body := get(t, "http://"+s.Addr()+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz = %d %q beside the role's routes", code, body)
+	}
+}
