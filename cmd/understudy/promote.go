@@ -296,7 +296,7 @@ func nodesStatus(nodes []*promote.Node) any {
 		var base any = struct{}{}
 		switch {
 		case st.Primary != nil:
-			base = primaryDoc(*st.Primary)
+			base = st.Primary.Document()
 		case st.Follower != nil:
 			base = st.Follower
 		}

@@ -16,7 +16,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/superfly/ltx"
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/internal/httpserver"
 	"github.com/understudy-db/understudy/internal/replicaclient"
@@ -146,7 +145,7 @@ func runReplicate(c *cli.Context) error {
 			Addr:     addr,
 			Gatherer: reg,
 			Healthy:  func() error { return primariesHealthy(dbs) },
-			Status:   func() any { return primariesStatus(dbs) },
+			Status:   func() any { return primary.StatusDocument(dbs...) },
 		})
 		if err != nil {
 			return err
@@ -420,45 +419,4 @@ func primariesHealthy(dbs []*primary.DB) error {
 		}
 	}
 	return err
-}
-
-// statusDoc is one database in /status and `understudy status -json`.
-type statusDoc struct {
-	Role     string             `json:"role"`
-	DB       string             `json:"db"`
-	TXID     ltx.TXID           `json:"txid"`
-	Checksum ltx.Checksum       `json:"checksum"`
-	Fenced   bool               `json:"fenced"`
-	Replicas []replicaStatusDoc `json:"replicas"`
-}
-
-type replicaStatusDoc struct {
-	Name      string       `json:"name"`
-	TXID      ltx.TXID     `json:"txid"`
-	Checksum  ltx.Checksum `json:"checksum"`
-	LastSync  *time.Time   `json:"last_sync,omitempty"`
-	LastError string       `json:"last_error,omitempty"`
-	Pending   int          `json:"pending_txids"`
-}
-
-func primariesStatus(dbs []*primary.DB) any {
-	out := make([]statusDoc, 0, len(dbs))
-	for _, db := range dbs {
-		out = append(out, primaryDoc(db.Status()))
-	}
-	return map[string]any{"dbs": out}
-}
-
-// primaryDoc is one primary database's part of /status.
-func primaryDoc(st primary.Status) statusDoc {
-	doc := statusDoc{Role: "primary", DB: st.Path, TXID: st.TXID, Checksum: st.Checksum, Fenced: st.Fenced}
-	for _, r := range st.Replicas {
-		rd := replicaStatusDoc{Name: r.Name, TXID: r.TXID, Checksum: r.Checksum, LastError: r.LastError, Pending: r.Pending}
-		if !r.LastSync.IsZero() {
-			t := r.LastSync.UTC()
-			rd.LastSync = &t
-		}
-		doc.Replicas = append(doc.Replicas, rd)
-	}
-	return doc
 }
