@@ -56,21 +56,21 @@ package config
 import (
 	"path/filepath"
 	"time"
-
-	"github.com/understudy-db/understudy/primary"
 )
 
-// Defaults for keys a config may leave out. Those of the primary's settings
-// are the primary's own defaults (primary.Options), so the two cannot drift.
+// Defaults for keys a config may leave out. The roles take theirs from here
+// (primary.DefaultSyncInterval is DefaultSyncInterval, ...), so that a config
+// without the key and a role's options without the field cannot drift apart.
+// config imports no role: it sits at the bottom of the dependency order.
 const (
 	DefaultPath                   = "/etc/understudy.yml"
-	DefaultSyncInterval           = primary.DefaultSyncInterval
-	DefaultSnapshotInterval       = primary.DefaultSnapshotInterval
-	DefaultRetention              = primary.DefaultRetention
-	DefaultRetentionCheckInterval = primary.DefaultRetentionCheckInterval
-	DefaultMinCheckpointPageCount = primary.DefaultMinCheckpointPageCount
-	DefaultMaxCheckpointPageCount = primary.DefaultMaxCheckpointPageCount
-	DefaultL0Retention            = primary.DefaultL0Retention
+	DefaultSyncInterval           = 1 * time.Second
+	DefaultSnapshotInterval       = 24 * time.Hour
+	DefaultRetention              = 24 * time.Hour
+	DefaultRetentionCheckInterval = 1 * time.Hour
+	DefaultMinCheckpointPageCount = 1000
+	DefaultMaxCheckpointPageCount = 10000
+	DefaultL0Retention            = 5 * time.Minute
 	// DefaultPollInterval is the follower's poll-interval (not the
 	// primary's data_version poll, primary.DefaultPollInterval).
 	DefaultPollInterval = 1 * time.Second
@@ -91,9 +91,9 @@ const (
 	MaxLevels = 8
 )
 
-// DefaultLevels are the compaction intervals of L1, L2 and L3 (the
-// primary's; applyDefaults gives each db a copy).
-var DefaultLevels = primary.DefaultLevels
+// DefaultLevels are the compaction intervals of L1, L2 and L3
+// (applyDefaults gives each db a copy).
+var DefaultLevels = []time.Duration{30 * time.Second, 5 * time.Minute, time.Hour}
 
 // Config is a whole configuration file.
 type Config struct {

@@ -35,18 +35,21 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/internal/storage"
 )
 
-// Defaults for options left zero.
+// Defaults for options left zero. Those a config file can set are the
+// config package's, so that a config without the key and Options without the
+// field cannot drift apart (config sits below the roles and cannot import them).
 const (
-	DefaultSyncInterval           = 1 * time.Second
-	DefaultSnapshotInterval       = 24 * time.Hour
-	DefaultRetention              = 24 * time.Hour
-	DefaultRetentionCheckInterval = 1 * time.Hour
-	DefaultMinCheckpointPageCount = 1000
-	DefaultMaxCheckpointPageCount = 10000
-	DefaultL0Retention            = 5 * time.Minute
+	DefaultSyncInterval           = config.DefaultSyncInterval
+	DefaultSnapshotInterval       = config.DefaultSnapshotInterval
+	DefaultRetention              = config.DefaultRetention
+	DefaultRetentionCheckInterval = config.DefaultRetentionCheckInterval
+	DefaultMinCheckpointPageCount = config.DefaultMinCheckpointPageCount
+	DefaultMaxCheckpointPageCount = config.DefaultMaxCheckpointPageCount
+	DefaultL0Retention            = config.DefaultL0Retention
 	// DefaultPollInterval is how often data_version is polled between inotify
 	// wake-ups (inotify fires before the commit is visible in ~25% of events).
 	DefaultPollInterval = 20 * time.Millisecond
@@ -65,8 +68,9 @@ const (
 	DefaultMaxShadowSize = 64 << 20
 )
 
-// DefaultLevels are the compaction intervals of L1, L2 and L3.
-var DefaultLevels = []time.Duration{30 * time.Second, 5 * time.Minute, time.Hour}
+// DefaultLevels are the compaction intervals of L1, L2 and L3
+// (config.DefaultLevels).
+var DefaultLevels = config.DefaultLevels
 
 // ErrFenced means a create-only upload found its key taken: another writer
 // owns the replica history. The application's writes are held until Close.
