@@ -28,8 +28,25 @@ func TestParseErrors(t *testing.T) {
 		want  string
 	}{
 		// YAML syntax and structure.
+		// The YAML library names the line where the enclosing construct
+		// begins (line 1 for all of these); the message names the line of
+		// the offending token.
 		{"yaml syntax", []string{"dbs:", "  - path: a", "   bad: ["},
-			`understudy.yml:1: invalid YAML: did not find expected '-' indicator`},
+			`understudy.yml:3: invalid YAML: did not find expected '-' indicator`},
+		{"yaml key indented too far on line 5", with(okDB, "     bad: 1"),
+			`understudy.yml:5: invalid YAML: did not find expected key`},
+		{"yaml list item under a replica's mapping", with(okDB, "    - url: x"),
+			`understudy.yml:5: invalid YAML: did not find expected key`},
+		{"yaml key of a db outdented", with(okDB, "  path: x"),
+			`understudy.yml:5: invalid YAML: did not find expected '-' indicator`},
+		{"yaml junk after a quoted value", with(okDB, "        region: 'a'b"),
+			`understudy.yml:5: invalid YAML: did not find expected key`},
+		{"yaml unclosed [ on line 5", with(okDB, "    levels: [1s, 2s"),
+			`understudy.yml:5: invalid YAML: did not find expected ',' or ']'`},
+		{"yaml unclosed { on line 5", with(okDB, "        region: {a: b", "        endpoint: c"),
+			`understudy.yml:5: invalid YAML: did not find expected ',' or '}'`},
+		{"yaml key without colon", []string{"addr: :1", "addr2 :1", "dbs: x"},
+			`understudy.yml:2: invalid YAML: could not find expected ':'`},
 		{"tab indent", []string{"dbs:", "\t- path: a"},
 			`understudy.yml:2: invalid YAML: found character that cannot start any token (YAML is indented with spaces, not tabs)`},
 		{"second document", []string{"addr: :9090", "---", "addr: :9091"},
@@ -61,7 +78,9 @@ func TestParseErrors(t *testing.T) {
 		{"merge key", []string{"dbs:", "  - path: a", "    replica:", "      <<: {url: s3://b/a}"},
 			`understudy.yml:4: dbs[0].replica: merge keys (<<) are not supported`},
 		{"unknown anchor", []string{"dbs: *nope"},
-			`understudy.yml: invalid YAML: unknown anchor 'nope' referenced`},
+			`understudy.yml:1: invalid YAML: unknown anchor 'nope' referenced`},
+		{"unknown anchor on line 6", with(okDB, "        region: &a x", "        endpoint: *b"),
+			`understudy.yml:6: invalid YAML: unknown anchor 'b' referenced`},
 		{"dbs not a list", []string{"dbs:", "  path: a"},
 			`understudy.yml:2: dbs: must be a list (lines starting with -), not a mapping`},
 		{"replicas not a list", []string{"dbs:", "  - path: a", "    replicas:", "      url: s3://b/a"},

@@ -73,21 +73,64 @@ func Parse(data []byte, filename string, expandEnv bool) (*Config, error) {
 	return c, nil
 }
 
-// yamlError turns a YAML syntax error into an Error with its line where the
-// YAML library gives one. Its messages describe the syntax, never the values,
-// so no secret reaches them.
+// yamlError turns a YAML syntax error into an Error with the line of the
+// problem. Its messages describe the syntax, never the values, so no secret
+// reaches them.
 func yamlError(filename string, data []byte, err error) *Error {
 	e := &Error{File: filename}
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	reported := 0
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-		e.Line, _ = strconv.Atoi(m[1])
+		reported, _ = strconv.Atoi(m[1])
 		msg = m[2]
 	}
+	e.Line = syntaxLine(data, msg, reported)
 	e.Msg = "invalid YAML: " + msg
 	if strings.Contains(msg, "cannot start any token") && tabIndentRE.Match(data) {
 		e.Msg += " (YAML is indented with spaces, not tabs)"
 	}
 	return e
+}
+
+// syntaxLine finds the line of a YAML syntax error whose message (without
+// its "line N: ") is msg. The YAML library names the line where the
+// enclosing construct begins, not the offending token: a bad key on line 5
+// of a mapping that starts on line 2 comes as "line 1" (the parser counts
+// that mark from 0), and the token's own position is not exposed. A file
+// cut after the offending line fails with the same message, and one cut
+// before it does not (a cut between lines leaves valid YAML, except inside a
+// quoted value or a [ ] / { } collection, which then fails where it opens,
+// the line to look at). So the first such cut names the line. The problem
+// is never above the reported line, and a config file is short enough to
+// parse once per line. reported is kept when no cut reproduces the message.
+func syntaxLine(data []byte, msg string, reported int) int {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	for n := max(1, reported); n <= len(lines); n++ {
+		if yamlSyntaxMsg(bytes.Join(lines[:n], nil)) == msg {
+			return n
+		}
+	}
+	return reported
+}
+
+// yamlSyntaxMsg is the YAML library's message for the first syntax error in
+// data, without "yaml: " and "line N: ", or "" when there is none.
+func yamlSyntaxMsg(data []byte) string {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for range 2 { // Parse reads a second document only to refuse it
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				return ""
+			}
+			msg := strings.TrimPrefix(err.Error(), "yaml: ")
+			if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+				msg = m[2]
+			}
+			return msg
+		}
+	}
+	return ""
 }
 
 var (
