@@ -2,9 +2,9 @@
 // Litestream's (dbs, replicas, sync-interval, retention, ...) so a Litestream
 // user feels at home; follower: and lease: sections add the standby roles.
 //
-// Every key, with its default:
+// Every key, with its default (a key without one is shown with an example):
 //
-//	addr: ":9090"                    # /metrics and health endpoints ("" = off)
+//	addr: 127.0.0.1:9090             # /metrics, /healthz, /readyz, /status (no default: without addr nothing is served, as in Litestream)
 //	access-key-id: AKIA...           # for s3 replicas that set neither key
 //	secret-access-key: ${AWS_SECRET_ACCESS_KEY}
 //	logging: {level: info, type: text}
@@ -97,7 +97,7 @@ var DefaultLevels = []time.Duration{30 * time.Second, 5 * time.Minute, time.Hour
 
 // Config is a whole configuration file.
 type Config struct {
-	Addr            string // address for /metrics and health endpoints ("" = off)
+	Addr            string // address for /metrics and health endpoints ("" = nothing is served)
 	AccessKeyID     string // default S3 credentials for replicas that have none
 	SecretAccessKey string
 	Logging         Logging
