@@ -476,10 +476,34 @@ func (d *DB) advanceLocked(md fileMeta) {
 	}
 }
 
+// walSpan is the stretch of the WAL an L0 file was read from, recorded in
+// the LTX header as Litestream 0.5 records it. Litestream resumes from the
+// newest L0 file of a replica it takes over: it continues reading the WAL at
+// WALOffset+WALSize when the WAL's salts and the frame just before that
+// offset match the file, and takes a snapshot otherwise. A zero span
+// (offset 0) makes it fail on every sync ("prev WAL offset is less than the
+// header size"), so every L0 file carries either its real span or noWALSpan.
+type walSpan struct {
+	Offset, Size int64
+	Salt1, Salt2 uint32
+}
+
+// noWALSpan is the span of an L0 file that was not read from the WAL (a
+// full image, a promotion claim): the WAL header's offset, no frames and
+// zero salts, which no live WAL has, so that Litestream taking over the
+// replica snapshots the database instead of trusting a WAL position.
+var noWALSpan = walSpan{Offset: wal.HeaderSize}
+
+// batchSpan is the WAL span of the frames batch b was scanned from.
+func batchSpan(b *wal.Batch) walSpan {
+	return walSpan{Offset: b.Start.Offset, Size: b.End.Offset - b.Start.Offset, Salt1: b.Salt1, Salt2: b.Salt2}
+}
+
 // newEncoder starts an LTX file exactly as Litestream 0.5 writes one: no
 // database checksums in the file (they travel in the metadata), file
-// checksum present.
-func (d *DB) newEncoder(w io.Writer, minTXID, maxTXID ltx.TXID, commit uint32, ts time.Time) (*ltx.Encoder, error) {
+// checksum present, and for L0 files the WAL span they were read from
+// (snapshots and compactions carry none, as Litestream's).
+func (d *DB) newEncoder(w io.Writer, minTXID, maxTXID ltx.TXID, commit uint32, ts time.Time, span walSpan) (*ltx.Encoder, error) {
 	enc, err := ltx.NewEncoder(w)
 	if err != nil {
 		return nil, err
@@ -493,6 +517,10 @@ func (d *DB) newEncoder(w io.Writer, minTXID, maxTXID ltx.TXID, commit uint32, t
 		MinTXID:   minTXID,
 		MaxTXID:   maxTXID,
 		Timestamp: ts.UnixMilli(),
+		WALOffset: span.Offset,
+		WALSize:   span.Size,
+		WALSalt1:  span.Salt1,
+		WALSalt2:  span.Salt2,
 	}); err != nil {
 		return nil, fmt.Errorf("encode ltx header %s-%s: %w", minTXID, maxTXID, err)
 	}
@@ -516,7 +544,7 @@ func (d *DB) writeL0(b *wal.Batch, page func(pgno uint32, buf []byte) error) (fi
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	enc, err := d.newEncoder(tmp, txid, txid, b.Commit, now)
+	enc, err := d.newEncoder(tmp, txid, txid, b.Commit, now, batchSpan(b))
 	if err != nil {
 		return fileMeta{}, nil, err
 	}

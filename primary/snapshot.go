@@ -77,12 +77,12 @@ func (d *DB) writeFullImageCapturedLocked(ctx context.Context, reason string) er
 			os.Remove(snap.Name())
 		}
 	}()
-	e0, err := d.newEncoder(l0, txid, txid, uint32(n), now)
+	e0, err := d.newEncoder(l0, txid, txid, uint32(n), now, noWALSpan)
 	if err != nil {
 		return err
 	}
 	defer e0.Cleanup()
-	e9, err := d.newEncoder(snap, 1, txid, uint32(n), now)
+	e9, err := d.newEncoder(snap, 1, txid, uint32(n), now, walSpan{})
 	if err != nil {
 		return err
 	}
@@ -238,7 +238,7 @@ func (sr *snapshotRead) read(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	enc, err := d.newEncoder(sr.file, 1, sr.txid, uint32(n), sr.now)
+	enc, err := d.newEncoder(sr.file, 1, sr.txid, uint32(n), sr.now, walSpan{})
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/understudy-db/understudy/follower"
 	"github.com/understudy-db/understudy/internal/restore"
 	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/wal"
 )
 
 // ClaimFile encodes the zero-page LTX file with which a node taking over
@@ -32,6 +33,10 @@ func ClaimFile(at follower.Reached, now time.Time) ([]byte, error) {
 	if err := enc.EncodeHeader(ltx.Header{
 		Version: ltx.Version, Flags: ltx.HeaderFlagNoChecksum, PageSize: at.PageSize, Commit: at.PageCount,
 		MinTXID: next, MaxTXID: next, Timestamp: now.UnixMilli(),
+		// No WAL position: Litestream taking the replica over after this
+		// claim must snapshot rather than resume from a WAL offset (it fails
+		// on every sync with offset 0; see primary's walSpan).
+		WALOffset: wal.HeaderSize,
 	}); err != nil {
 		return nil, fmt.Errorf("claim TXID %s: %w", next, err)
 	}

@@ -183,7 +183,10 @@ func (s Stop) String() string {
 // Batch is what a scan found: the committed transactions after a start
 // position, with the newest version of each page.
 type Batch struct {
-	End     Position         // position after the last commit frame (== start if none)
+	Start   Position // position the scan began at
+	End     Position // position after the last commit frame (== start if none)
+	Salt1   uint32   // salts of the WAL header the frames were read under
+	Salt2   uint32
 	Pages   map[uint32]int64 // page number -> offset of the newest frame holding it
 	Commit  uint32           // database size in pages after the last commit (0 if none)
 	Commits int              // commit frames seen
@@ -217,7 +220,7 @@ func putBuf(b []byte) { scanBufs.Put(&b) }
 // the last commit frame are counted in Tail but not returned.
 func Scan(r io.ReaderAt, h Header, start Position, dbSize uint32, limit int64) (*Batch, error) {
 	fsz := FrameSize(h.PageSize)
-	b := &Batch{End: start, Pages: make(map[uint32]int64)}
+	b := &Batch{Start: start, End: start, Salt1: h.Salt1, Salt2: h.Salt2, Pages: make(map[uint32]int64)}
 	lockPgno := uint32(0x40000000/int64(h.PageSize)) + 1
 
 	// Pages of the transaction in progress; merged into b.Pages on commit.
