@@ -1,10 +1,15 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/understudy-db/understudy/integration/harness"
 )
 
 // writeConfig writes lines as a config file in a fresh directory and
@@ -39,5 +44,40 @@ func TestCLIConfigSyntaxErrorLine(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "replica")); !os.IsNotExist(err) {
 		t.Errorf("the replica directory exists after a config error (%v)", err)
+	}
+}
+
+// TestCLIStatusShowsFencingToken: plain `status` of a node under a lease
+// shows its node name and fencing token, as the README says (only
+// status -json had them).
+func TestCLIStatusShowsFencingToken(t *testing.T) {
+	dir := t.TempDir()
+	n := &leaseNode{name: "host-a", dir: dir, dbPath: filepath.Join(dir, "app.db"),
+		addr: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)), config: filepath.Join(dir, "understudy.yml")}
+	writeFile(t, n.config, fmt.Sprintf(`addr: %s
+dbs:
+  - path: %s
+    replicas:
+      - url: file://%s
+        sync-interval: 100ms
+    lease:
+      type: static
+      node: host-a
+      primary: host-a
+`, n.addr, n.dbPath, filepath.Join(dir, "store")))
+	db := openDB(t, n.dbPath)
+	mustExec(t, db, `CREATE TABLE t (id INTEGER PRIMARY KEY)`)
+	n.replicate(t)
+	st := n.waitPrimary(t)
+
+	res := run(t, nil, "status", "-config", n.config)
+	if res.code != 0 {
+		t.Fatalf("status: exit %d\n%s", res.code, res.stderr)
+	}
+	lines := strings.Split(res.stdout, "\n")
+	header := regexp.MustCompile(`^ROLE .* NODE +FENCING TOKEN$`)
+	row := regexp.MustCompile(`^primary +` + regexp.QuoteMeta(n.dbPath) + ` .* host-a +` + strconv.FormatUint(st.FencingToken, 10) + `$`)
+	if st.FencingToken == 0 || !header.MatchString(lines[0]) || len(lines) < 2 || !row.MatchString(lines[1]) {
+		t.Errorf("status table (fencing token in /status: %d) lacks the node and token columns:\n%s", st.FencingToken, res.stdout)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -133,6 +134,10 @@ type dbStatusView struct {
 	DB       string `json:"db"`
 	TXID     string `json:"txid"`
 	Checksum string `json:"checksum"`
+	// a node under a lease (replicate or follow with a lease: section)
+	Node         string  `json:"node"`
+	FencingToken *uint64 `json:"fencing_token"`
+	Diverged     string  `json:"diverged_saved_to"`
 	// primary
 	Fenced   bool `json:"fenced"`
 	Replicas []struct {
@@ -155,14 +160,37 @@ type dbStatusView struct {
 }
 
 // printStatus writes doc as a table: one line per database, one indented
-// line per replica of a primary, then any errors in full.
+// line per replica of a primary, then any errors in full. A daemon under a
+// lease adds the columns NODE and FENCING TOKEN (the token every upload of
+// the primary carries, which tells one holder of the lease from the next).
 func printStatus(w io.Writer, doc statusView, now time.Time) error {
 	if len(doc.DBs) == 0 {
 		_, err := fmt.Fprintln(w, "the daemon serves no databases")
 		return err
 	}
+	leased := slices.ContainsFunc(doc.DBs, func(d dbStatusView) bool { return d.FencingToken != nil })
+	// lease is the end of a database's line: its lease columns, if any.
+	lease := func(d dbStatusView) string {
+		switch {
+		case !leased:
+			return "\n"
+		case d.FencingToken == nil:
+			return "\t-\t-\n"
+		}
+		return fmt.Sprintf("\t%s\t%d\n", orDash(d.Node), *d.FencingToken)
+	}
+	// A replica's line ends its LAST CHANGE cell with a tab under a lease,
+	// so that the cell counts in the column's width.
+	replicaEnd := "\n"
+	if leased {
+		replicaEnd = "\t\n"
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROLE\tDATABASE\tSTATE\tTXID\tCHECKSUM\tLAG\tLAST CHANGE")
+	fmt.Fprint(tw, "ROLE\tDATABASE\tSTATE\tTXID\tCHECKSUM\tLAG\tLAST CHANGE")
+	if leased {
+		fmt.Fprint(tw, "\tNODE\tFENCING TOKEN")
+	}
+	fmt.Fprintln(tw)
 	var notes []string
 	for _, d := range doc.DBs {
 		switch d.Role {
@@ -176,7 +204,7 @@ func printStatus(w io.Writer, doc statusView, now time.Time) error {
 			if d.LastApply != nil {
 				applied = "applied " + ago(d.LastApply, now)
 			}
-			fmt.Fprintf(tw, "follower\t%s\t%s\t%s\t%s\t%s\t%s\n", d.DB, state, d.TXID, d.Checksum, lag, applied)
+			fmt.Fprintf(tw, "follower\t%s\t%s\t%s\t%s\t%s\t%s%s", d.DB, state, d.TXID, d.Checksum, lag, applied, lease(d))
 			if d.MovedAside != "" {
 				notes = append(notes, fmt.Sprintf("%s: a local copy that did not verify was kept aside as %s", d.DB, d.MovedAside))
 			}
@@ -185,13 +213,13 @@ func printStatus(w io.Writer, doc statusView, now time.Time) error {
 			if d.Fenced {
 				state = "fenced"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\t\n", orDash(d.Role), d.DB, state, d.TXID, d.Checksum)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\t%s", orDash(d.Role), d.DB, state, d.TXID, d.Checksum, lease(d))
 			for _, r := range d.Replicas {
 				rstate := "ok"
 				if r.LastError != "" {
 					rstate = "failing"
 				}
-				fmt.Fprintf(tw, "  replica\t%s\t%s\t%s\t\t%d TXIDs pending\tsynced %s\n", r.Name, rstate, r.TXID, r.Pending, ago(r.LastSync, now))
+				fmt.Fprintf(tw, "  replica\t%s\t%s\t%s\t\t%d TXIDs pending\tsynced %s%s", r.Name, rstate, r.TXID, r.Pending, ago(r.LastSync, now), replicaEnd)
 				if r.LastError != "" {
 					notes = append(notes, fmt.Sprintf("%s replica %s: %s", d.DB, r.Name, r.LastError))
 				}
@@ -199,6 +227,9 @@ func printStatus(w io.Writer, doc statusView, now time.Time) error {
 		}
 		if d.Error != "" {
 			notes = append(notes, fmt.Sprintf("%s: %s", d.DB, d.Error))
+		}
+		if d.Diverged != "" {
+			notes = append(notes, fmt.Sprintf("%s: the transactions this node had not shipped when it was deposed are saved in %s", d.DB, d.Diverged))
 		}
 	}
 	if err := tw.Flush(); err != nil {

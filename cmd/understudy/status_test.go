@@ -1,0 +1,58 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPrintStatus pins the status table for each kind of /status document:
+// a daemon under a lease shows its node and fencing token (they were only in
+// status -json), one without a lease keeps the columns it had.
+func TestPrintStatus(t *testing.T) {
+	now := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name, doc string
+		want      []string
+	}{
+		{"primary without a lease",
+			`{"dbs":[{"role":"primary","db":"/d/app.db","txid":"0000000000000005","checksum":"aa","fenced":false,
+			  "replicas":[{"name":"file","txid":"0000000000000005","last_sync":"2026-12-03T08:59:59Z","pending_txids":0}]}]}`,
+			[]string{
+				"ROLE       DATABASE   STATE     TXID              CHECKSUM  LAG              LAST CHANGE",
+				"primary    /d/app.db  shipping  0000000000000005  aa                         ",
+				"  replica  file       ok        0000000000000005            0 TXIDs pending  synced 1s ago",
+			}},
+		{"primary under a lease",
+			`{"dbs":[{"role":"primary","db":"/d/app.db","txid":"0000000000000005","checksum":"aa","node":"host-a","fencing_token":7,
+			  "replicas":[{"name":"file","txid":"0000000000000004","last_sync":"2026-12-03T08:59:58Z","pending_txids":1}]}]}`,
+			[]string{
+				"ROLE       DATABASE   STATE     TXID              CHECKSUM  LAG              LAST CHANGE    NODE    FENCING TOKEN",
+				"primary    /d/app.db  shipping  0000000000000005  aa                                        host-a  7",
+				"  replica  file       ok        0000000000000004            1 TXIDs pending  synced 2s ago  ",
+			}},
+		{"follower under a lease, deposed primary",
+			`{"dbs":[{"role":"follower","db":"/d/app.db","txid":"0000000000000009","checksum":"bb","node":"host-b","fencing_token":12,
+			  "state":"following","healthy":true,"lag_seconds":0.5,"lag_txids":1,"diverged_saved_to":"/d/app.db.diverged-x"}]}`,
+			[]string{
+				"ROLE      DATABASE   STATE      TXID              CHECKSUM  LAG            LAST CHANGE                    NODE    FENCING TOKEN",
+				"follower  /d/app.db  following  0000000000000009  bb        0.5s, 1 TXIDs  no change applied since start  host-b  12",
+				"/d/app.db: the transactions this node had not shipped when it was deposed are saved in /d/app.db.diverged-x",
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var doc statusView
+			if err := json.Unmarshal([]byte(tc.doc), &doc); err != nil {
+				t.Fatal(err)
+			}
+			var b strings.Builder
+			if err := printStatus(&b, doc, now); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := b.String(), strings.Join(tc.want, "\n")+"\n"; got != want {
+				t.Errorf("table:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
