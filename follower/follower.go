@@ -33,6 +33,12 @@ const (
 	// running follower cannot otherwise miss an L0 file, which lives for the
 	// primary's l0-retention (minutes).
 	DefaultHeadCheckInterval = 5 * time.Minute
+	// DefaultHeadListPolls is how many poll intervals pass between listings
+	// of L0 past the position (HeadListInterval), busy or idle: they learn
+	// the store's head, which the lag is measured against, and find a
+	// next file that is missing while later ones exist. One LIST per ten
+	// GETs at most.
+	DefaultHeadListPolls = 10
 	// DefaultMaxBackoff caps the wait between retries of a failing store.
 	DefaultMaxBackoff = 30 * time.Second
 )
@@ -47,6 +53,12 @@ const (
 	StateBootstrapping = "bootstrapping"
 	StateFollowing     = "following"
 	StateStopped       = "stopped"
+
+	// StateStalled: the follower cannot advance (a gap no level bridges, a
+	// corrupt object, a file that does not verify) and retries with
+	// backoff; it is unhealthy, the reason is in Status.Error, and the local
+	// database keeps serving reads at its last good state.
+	StateStalled = "stalled"
 )
 
 // BootstrapResult is the position of a freshly restored database.
@@ -82,6 +94,8 @@ type Config struct {
 	PollInterval       time.Duration // default DefaultPollInterval, at least config.MinPollInterval
 	CheckpointInterval time.Duration // default DefaultCheckpointInterval
 	HeadCheckInterval  time.Duration // default DefaultHeadCheckInterval
+	HeadListInterval   time.Duration // default DefaultHeadListPolls poll intervals
+	GapGrace           time.Duration // how long a gap must last to be reported; default HeadListInterval
 	MaxBackoff         time.Duration // default DefaultMaxBackoff
 
 	Logger  hclog.Logger
@@ -101,10 +115,10 @@ type Status struct {
 	TXID       ltx.TXID     `json:"txid"`
 	Checksum   ltx.Checksum `json:"checksum"`
 	PageCount  uint32       `json:"page_count"`
-	HeadTXID   ltx.TXID     `json:"head_txid"`
-	CaughtUp   bool         `json:"caught_up"`
+	HeadTXID   ltx.TXID     `json:"head_txid"` // newest TXID known in the store (listed or applied)
+	CaughtUp   bool         `json:"caught_up"` // the last GET found no next file and nothing newer is known
 	LagSeconds float64      `json:"lag_seconds"`
-	LagTXIDs   uint64       `json:"lag_txids"`
+	LagTXIDs   uint64       `json:"lag_txids"` // HeadTXID - TXID
 	LastApply  *time.Time   `json:"last_apply,omitempty"`
 	LastCommit *time.Time   `json:"last_commit,omitempty"` // primary's commit time of the last applied file
 	LastPoll   *time.Time   `json:"last_poll,omitempty"`
@@ -152,6 +166,12 @@ func New(cfg Config) (*Follower, error) {
 	}
 	if cfg.HeadCheckInterval <= 0 {
 		cfg.HeadCheckInterval = DefaultHeadCheckInterval
+	}
+	if cfg.HeadListInterval <= 0 {
+		cfg.HeadListInterval = DefaultHeadListPolls * cfg.PollInterval
+	}
+	if cfg.GapGrace <= 0 {
+		cfg.GapGrace = cfg.HeadListInterval
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = DefaultMaxBackoff
@@ -248,11 +268,13 @@ func (f *Follower) request(typ, result string) {
 
 // Run follows until ctx ends. It starts from the local database (resumed
 // after its checksum is verified, or moved aside and bootstrapped again when
-// it does not match) and then applies every new file. When something does
-// not verify it stops applying, marks itself unhealthy and waits for ctx:
-// the local database stays at its last good state and keeps serving reads.
-// It returns that error, or nil when ctx ended first, or an error from
-// start-up that retrying cannot fix (no sqlite_dbpage).
+// it does not match) and then applies every new file. A file that does not
+// verify, or a gap, makes it unhealthy (StateStalled) and retried with
+// backoff until it can advance again. When the local database itself can no
+// longer be trusted it stops applying, marks itself unhealthy and waits for
+// ctx: the local database stays at its last good state and keeps serving
+// reads. It returns that error, or nil when ctx ended first, or an error
+// from start-up that retrying cannot fix (no sqlite_dbpage).
 func (f *Follower) Run(ctx context.Context) error {
 	if err := sqlitex.CheckDBPage(ctx); err != nil {
 		return err
@@ -380,113 +402,6 @@ func (f *Follower) open(ctx context.Context, path string) (*Applier, error) {
 	return a, nil
 }
 
-// follow is the poll loop. Steady state: GETs of the next L0 file, timed by
-// pollSchedule (idle: one per poll interval), and no LIST. Listings happen at start, after failures, and every
-// HeadCheckInterval while idle, to find a way forward when the next L0 file
-// is gone (compacted into a higher level).
-func (f *Follower) follow(ctx context.Context, a *Applier) error {
-	needCheck := true
-	var lastCheck time.Time
-	failures := 0
-	warnedNoMeta := false
-	sched := pollSchedule{interval: f.cfg.PollInterval}
-	// retry records a failure worth retrying, lists the store again next
-	// time, and backs off.
-	retry := func(err error, msg string, args ...any) {
-		failures++
-		needCheck = true
-		wait := backoff(f.cfg.PollInterval, failures, f.cfg.MaxBackoff)
-		f.log.Warn(msg, append(args, "error", err, "retry_in", wait)...)
-		f.update(func(st *Status) { st.Error = err.Error() })
-		sleep(ctx, wait)
-	}
-	for ctx.Err() == nil {
-		pos := a.Position()
-		var obj *storage.Object
-		var err error
-		planned := false
-		if needCheck {
-			var d CatchUp
-			d, err = f.planCatchUp(ctx, pos.TXID)
-			if err == nil {
-				needCheck, lastCheck = false, time.Now()
-				f.update(func(st *Status) {
-					if d.Head > st.HeadTXID {
-						st.HeadTXID = d.Head
-					}
-				})
-				if err := d.dead(pos); err != nil {
-					return err
-				}
-				switch {
-				case d.Apply && d.File.Level == storage.LevelL0:
-					// The next L0 file exists after all: the GET below takes it.
-				case d.Apply:
-					obj, err = f.get(ctx, d.File)
-					planned = true
-					if err == nil {
-						what := "catching up from a compacted level"
-						if d.File.Level == storage.SnapshotLevel {
-							what = "catching up from a snapshot (no level holds the next TXID)"
-						}
-						f.log.Info(what, "object", objectName(d.File.Level, d.File.MinTXID, d.File.MaxTXID), "local", pos.TXID.String())
-					}
-				}
-			}
-		}
-		if err == nil && obj == nil {
-			next := pos.TXID + 1
-			obj, err = f.get(ctx, storage.FileInfo{Level: storage.LevelL0, MinTXID: next, MaxTXID: next})
-			if errors.Is(err, storage.ErrNotFound) {
-				now := f.cfg.Now()
-				failures = 0
-				f.update(func(st *Status) {
-					st.CaughtUp, st.LastPoll, st.HeadTXID, st.Error = true, &now, pos.TXID, ""
-				})
-				if time.Since(lastCheck) >= f.cfg.HeadCheckInterval {
-					needCheck = true
-				}
-				sleep(ctx, sched.miss(time.Now()))
-				continue
-			} else if err == nil {
-				sched.found()
-			}
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			retry(err, "replica store request failed; will retry")
-			continue
-		}
-
-		info := obj.Info
-		name := objectName(info.Level, info.MinTXID, info.MaxTXID)
-		if info.Metadata == nil && !warnedNoMeta {
-			warnedNoMeta = true
-			f.log.Info("the replica's files carry no database checksums (written by another tool?); verifying them by file checksum only", "object", name)
-		}
-		res, err := a.Apply(ctx, name, obj, info.Metadata)
-		obj.Close()
-		var ve *VerifyError
-		if errors.As(err, &ve) {
-			return err
-		} else if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			retry(err, "apply failed; will retry", "object", name)
-			continue
-		}
-		failures = 0
-		f.applied(a, res)
-		// After a file found by listing, list again: the next L0 file may be
-		// gone too, and a GET that misses would look like being caught up.
-		needCheck = planned
-	}
-	return nil
-}
-
 func (f *Follower) applied(a *Applier, res ApplyResult) {
 	now := f.cfg.Now()
 	commit := res.CommitTime
@@ -511,6 +426,21 @@ func (f *Follower) applied(a *Applier, res ApplyResult) {
 		st.ApplyDelaySeconds = now.Sub(commit).Seconds()
 		st.Applied++
 		st.Error = ""
+		if st.State == StateStalled {
+			st.State, st.Healthy = StateFollowing, true
+		}
+	})
+}
+
+// raiseHead records that the store holds TXIDs up to head.
+func (f *Follower) raiseHead(head ltx.TXID) {
+	f.update(func(st *Status) {
+		if head > st.HeadTXID {
+			st.HeadTXID = head
+		}
+		if st.HeadTXID > st.TXID {
+			st.CaughtUp = false
+		}
 	})
 }
 

@@ -101,7 +101,7 @@ func (d CatchUp) dead(pos Position) error {
 			"the replica's history ends at TXID %s, before the local position: the replica was reset or is not the one this database came from; move the local database aside to bootstrap again", d.Head)}
 	case d.Gap:
 		return &VerifyError{Local: pos, Err: fmt.Errorf(
-			"gap in the history: the store has TXIDs up to %s but no file that contains the next TXID %s", d.Head, pos.TXID+1)}
+			"gap in the history: the store has TXIDs up to %s but no file that contains the next TXID %s; put the missing file back (the follower goes on by itself), or move the local database aside to bootstrap again", d.Head, pos.TXID+1)}
 	}
 	return nil
 }

@@ -169,7 +169,7 @@ func TestCatchUpDead(t *testing.T) {
 		{"apply", CatchUp{File: fi(0, 6, 6), Apply: true, Head: 6}, ""},
 		{"caught up", CatchUp{Head: 5}, ""},
 		{"behind", CatchUp{Head: 2, Behind: true}, "history ends at TXID 0000000000000002, before the local position"},
-		{"gap", CatchUp{Head: 8, Gap: true}, "gap in the history: the store has TXIDs up to 0000000000000008 but no file that contains the next TXID 0000000000000006"},
+		{"gap", CatchUp{Head: 8, Gap: true}, "gap in the history: the store has TXIDs up to 0000000000000008 but no file that contains the next TXID 0000000000000006; put the missing file back (the follower goes on by itself), or move the local database aside to bootstrap again"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

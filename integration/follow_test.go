@@ -56,6 +56,9 @@ type followStatus struct {
 	Healthy    bool         `json:"healthy"`
 	TXID       ltx.TXID     `json:"txid"`
 	Checksum   ltx.Checksum `json:"checksum"`
+	HeadTXID   ltx.TXID     `json:"head_txid"`
+	LagTXIDs   uint64       `json:"lag_txids"`
+	CaughtUp   bool         `json:"caught_up"`
 	Applied    uint64       `json:"applied_files"`
 	MovedAside string       `json:"moved_aside"`
 	Error      string       `json:"error"`
@@ -664,9 +667,11 @@ func TestFollowTamperedLocalFile(t *testing.T) {
 	}
 }
 
-// TestFollowCorruptObject: a byte flipped in the next L0 file stops the
+// TestFollowCorruptObject: a byte flipped in the next L0 file stalls the
 // follower with an error naming that object; the process stays up, /healthz
 // is 503, and the local database keeps serving reads at its last good state.
+// Once the object is repaired the follower goes on by itself (it retries
+// with backoff) and is healthy again.
 func TestFollowCorruptObject(t *testing.T) {
 	s := newStack(t, false)
 	app := openDB(t, s.dbPath)
@@ -681,9 +686,12 @@ func TestFollowCorruptObject(t *testing.T) {
 	f.waitAt(t, goodTXID, good.checksum)
 	f.kill()
 
+	var final image
+	var finalTXID ltx.TXID
 	for i := 0; i < 3; i++ {
 		mustExec(t, app, `INSERT INTO t(v) VALUES (randomblob(3000))`)
-		s.waitShipped(t, snapshotImage(t, app))
+		final = snapshotImage(t, app)
+		finalTXID = s.waitShipped(t, final)
 	}
 	next := goodTXID + 1
 	objName := ltx.FormatFilename(next, next)
@@ -703,8 +711,8 @@ func TestFollowCorruptObject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.State != follower.StateStopped || st.Healthy || !strings.Contains(st.Error, objName) {
-		t.Errorf("status %+v: want stopped, unhealthy, an error naming %s", st, objName)
+	if st.State != follower.StateStalled || st.Healthy || !strings.Contains(st.Error, objName) {
+		t.Errorf("status %+v: want stalled, unhealthy, an error naming %s", st, objName)
 	}
 	if st.TXID != goodTXID || st.Checksum != good.checksum {
 		t.Errorf("follower at TXID %s checksum %s, want the last good TXID %s checksum %s", st.TXID, st.Checksum, goodTXID, good.checksum)
@@ -727,6 +735,23 @@ func TestFollowCorruptObject(t *testing.T) {
 	var n int
 	if err := db.QueryRow(`SELECT count(*) FROM t`).Scan(&n); err != nil || n != 1 {
 		t.Errorf("read of the local database: %d rows, %v; want 1 row", n, err)
+	}
+
+	flipMiddleByte(t, objPath) // the same byte back: repaired
+	st = f.waitAt(t, finalTXID, final.checksum)
+	if !st.Healthy || st.State != follower.StateFollowing || st.Error != "" {
+		t.Errorf("status after the repair: %+v; want healthy, following, no error", st)
+	}
+	eventually(t, 10*time.Second, "/healthz to be 200 again", func() bool {
+		resp, err := http.Get("http://" + f.addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if got := localChecksum(t, localPath); got != final.checksum {
+		t.Errorf("local database checksum %s after the repair, primary %s", got, final.checksum)
 	}
 }
 
