@@ -165,6 +165,7 @@ func (k *checker) check(c *Config) ErrorList {
 	dbByPath := map[string]string{}
 	dbByName := map[string]string{}
 	storeOwner := map[string]string{}
+	var stores []located
 	for i, db := range c.DBs {
 		p := k.pathOf(db, fmt.Sprintf("dbs[%d]", i))
 		if db.Path == "" {
@@ -199,15 +200,18 @@ func (k *checker) check(c *Config) ErrorList {
 			if r.Type == TypeFile && r.Path == "" || r.Type == TypeS3 && r.Bucket == "" {
 				continue
 			}
+			k.levelDir(r, rp)
 			if prev, dup := storeOwner[r.storeKey()]; dup {
 				k.errorf(rp, nil, "same store as %s (%s): each replica needs its own path", prev, r.Location())
 			} else {
 				storeOwner[r.storeKey()] = rp
+				stores = append(stores, located{r, rp})
 			}
 		}
 		k.follower(db, p)
 		k.lease(db.Lease, sub(p, "lease"))
 	}
+	k.nested(stores)
 	return k.errs.sorted()
 }
 

@@ -543,3 +543,23 @@ func TestParseSize(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicasApart: stores that only look alike are not nested: a longer
+// name beside a path, a year-like prefix, another endpoint, a directory
+// named ltx that holds no level, a level-like name above ltx.
+func TestReplicasApart(t *testing.T) {
+	mustParse(t, doc(
+		"dbs:",
+		"  - path: /data/a.db",
+		"    replicas:",
+		"      - url: /backups/a",
+		"      - url: /backups/ab",
+		"      - url: s3://bkt/2024/app",
+		"      - url: s3://bkt/app?endpoint=http://x:1",
+		"      - url: s3://bkt/app/x?endpoint=http://y:1",
+		"      - url: /r/ltx/x",
+		"      - url: /r/0/ltx",
+		"  - path: /data/b.db",
+		"    replica: {url: s3://bkt/app/0010}",
+	))
+}

@@ -81,3 +81,35 @@ dbs:
 		t.Errorf("status table (fencing token in /status: %d) lacks the node and token columns:\n%s", st.FencingToken, res.stdout)
 	}
 }
+
+// TestReplicateRefusesNestedReplica: a replica inside another replica's
+// level directory, or inside another replica's store, is refused before
+// anything is written: its files would mix with the other's history.
+func TestReplicateRefusesNestedReplica(t *testing.T) {
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "app.db")
+	makeDB(t, dbPath)
+	store := filepath.Join(dir, "store")
+	nested := filepath.Join(store, "ltx", "0", "x")
+	before := treeDigest(t, dir)
+
+	res := run(t, nil, "replicate", dbPath, "file://"+nested)
+	want := "file://" + nested + " is inside the level directory ltx/0 of a replica at file://" + store
+	if res.code == 0 || !strings.Contains(res.stderr, want) {
+		t.Errorf("replicate into a level directory: exit %d, stderr %q; want non-zero and %q", res.code, res.stderr, want)
+	}
+
+	cfg := writeConfig(t,
+		"dbs:",
+		"  - path: "+dbPath,
+		"    replica: {url: file://"+store+"}",
+		"  - path: "+filepath.Join(dir, "b.db"),
+		"    replica: {url: file://"+filepath.Join(store, "b")+"}",
+	)
+	res = run(t, nil, "replicate", "-config", cfg)
+	want = cfg + ":5: dbs[1].replica: file://" + filepath.Join(store, "b") + " is inside the store of dbs[0].replica (file://" + store + ")"
+	if res.code == 0 || !strings.Contains(res.stderr, want) {
+		t.Errorf("replicate with one replica inside another: exit %d, stderr %q; want non-zero and %q", res.code, res.stderr, want)
+	}
+	sameTree(t, dir, before, treeDigest(t, dir))
+}
