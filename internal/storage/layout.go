@@ -2,6 +2,8 @@ package storage
 
 import (
 	"fmt"
+	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -44,21 +46,39 @@ const (
 	MetaCommitTime        = "commit-time"
 	MetaPreApplyChecksum  = "pre-apply-checksum"
 	MetaPostApplyChecksum = "post-apply-checksum"
+	// Optional fields: objects written before they existed lack them.
+	MetaDatabaseID   = "database-id"
+	MetaDatabasePath = "database-path" // URL path-escaped: S3 metadata is ASCII only
 )
 
-// MetaFields lists the metadata field names in a fixed order.
+// MetaFields lists the required metadata field names in a fixed order.
 var MetaFields = []string{MetaNode, MetaFencingToken, MetaCommitTime, MetaPreApplyChecksum, MetaPostApplyChecksum}
 
+// MetaOptionalFields lists the optional metadata field names: written when
+// set, read when present.
+var MetaOptionalFields = []string{MetaDatabaseID, MetaDatabasePath}
+
+// AllMetaFields is MetaFields followed by MetaOptionalFields.
+func AllMetaFields() []string { return append(slices.Clone(MetaFields), MetaOptionalFields...) }
+
 // Fields encodes md as text fields: decimal fencing token, RFC 3339 commit
-// time with nanoseconds in UTC, checksums as 16 hex digits.
+// time with nanoseconds in UTC, checksums as 16 hex digits, the database
+// path URL path-escaped; optional fields only when set.
 func (md Metadata) Fields() map[string]string {
-	return map[string]string{
+	f := map[string]string{
 		MetaNode:              md.Node,
 		MetaFencingToken:      strconv.FormatUint(md.FencingToken, 10),
 		MetaCommitTime:        md.CommitTime.UTC().Format(time.RFC3339Nano),
 		MetaPreApplyChecksum:  md.PreApplyChecksum.String(),
 		MetaPostApplyChecksum: md.PostApplyChecksum.String(),
 	}
+	if md.DatabaseID != "" {
+		f[MetaDatabaseID] = md.DatabaseID
+	}
+	if md.DatabasePath != "" {
+		f[MetaDatabasePath] = url.PathEscape(md.DatabasePath)
+	}
+	return f
 }
 
 // MetadataFromFields decodes fields written by Metadata.Fields. get returns a
@@ -95,6 +115,14 @@ func MetadataFromFields(get func(field string) (string, bool)) (*Metadata, error
 	}
 	if md.PostApplyChecksum, err = ltx.ParseChecksum(vals[MetaPostApplyChecksum]); err != nil {
 		return nil, fmt.Errorf("metadata %s: %w", MetaPostApplyChecksum, err)
+	}
+	if v, ok := get(MetaDatabaseID); ok {
+		md.DatabaseID = v
+	}
+	if v, ok := get(MetaDatabasePath); ok {
+		if md.DatabasePath, err = url.PathUnescape(v); err != nil {
+			return nil, fmt.Errorf("metadata %s: %w", MetaDatabasePath, err)
+		}
 	}
 	return md, nil
 }

@@ -34,6 +34,15 @@ type Metadata struct {
 	CommitTime        time.Time    // commit time of the newest transaction in the file
 	PreApplyChecksum  ltx.Checksum // database checksum before applying the file (0 for a snapshot)
 	PostApplyChecksum ltx.Checksum // database checksum after applying the file
+
+	// DatabaseID names the database history the object belongs to: minted
+	// by the primary that started the history and carried on by every
+	// writer that continues it (a restored, followed or promoted copy).
+	// "" in objects of another tool or an older Understudy. Optional.
+	DatabaseID string
+	// DatabasePath is the path of the database its writer ships, for
+	// messages only ("" where unknown). Optional.
+	DatabasePath string
 }
 
 // FileInfo describes one LTX object in the store.

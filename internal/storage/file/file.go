@@ -143,7 +143,10 @@ func (c *Client) createExclusive(ctx context.Context, final, sidecarBase string,
 	fields := md.Fields()
 	useXattr := !c.forceSidecar
 	if useXattr {
-		for _, name := range storage.MetaFields {
+		for _, name := range storage.AllMetaFields() {
+			if _, ok := fields[name]; !ok {
+				continue // an optional field not set
+			}
 			if err = unix.Fsetxattr(int(f.Fd()), xattrPrefix+name, []byte(fields[name]), 0); err != nil {
 				break
 			}

@@ -90,7 +90,7 @@ func (c *Client) readMetadata(f *os.File, base string, st fs.FileInfo) (*storage
 	if !c.forceSidecar {
 		vals := map[string]string{}
 		supported := true
-		for _, name := range storage.MetaFields {
+		for _, name := range storage.AllMetaFields() {
 			v, ok, err := getxattr(f, xattrPrefix+name)
 			if errors.Is(err, unix.ENOTSUP) {
 				supported = false

@@ -68,13 +68,20 @@ func Body(size int, seed int64) []byte {
 
 // TestMetadata returns a distinct, fully populated Metadata.
 func TestMetadata(n uint64) storage.Metadata {
-	return storage.Metadata{
+	md := storage.Metadata{
 		Node:              fmt.Sprintf("node-%d.example", n),
 		FencingToken:      n*1000 + 7,
 		CommitTime:        time.Date(2026, 11, 24, 12, 0, 0, int(n%1000)*1000+123, time.UTC).Add(time.Duration(n) * time.Second),
 		PreApplyChecksum:  ltx.ChecksumFlag | ltx.Checksum(n*0x1111),
 		PostApplyChecksum: ltx.ChecksumFlag | ltx.Checksum(n*0x2222+1),
 	}
+	// Odd n leave the optional fields out, as objects of an older
+	// Understudy do; even n carry a path that needs escaping.
+	if n%2 == 0 {
+		md.DatabaseID = fmt.Sprintf("%032x", n)
+		md.DatabasePath = fmt.Sprintf("/srv/d b/ü%d.db", n)
+	}
+	return md
 }
 
 func ctx(t *testing.T) context.Context {
@@ -133,7 +140,8 @@ func checkMetadata(t *testing.T, what string, got *storage.Metadata, want storag
 	}
 	if got.Node != want.Node || got.FencingToken != want.FencingToken ||
 		!got.CommitTime.Equal(want.CommitTime) ||
-		got.PreApplyChecksum != want.PreApplyChecksum || got.PostApplyChecksum != want.PostApplyChecksum {
+		got.PreApplyChecksum != want.PreApplyChecksum || got.PostApplyChecksum != want.PostApplyChecksum ||
+		got.DatabaseID != want.DatabaseID || got.DatabasePath != want.DatabasePath {
 		t.Fatalf("%s: metadata = %+v, want %+v", what, *got, want)
 	}
 }
