@@ -16,6 +16,7 @@
 //	    levels: [30s, 5m, 1h]        # compaction intervals of L1, L2, L3 (up to L8)
 //	    l0-retention: 5m
 //	    max-shadow-size: 1GiB        # L0 files kept beside the db for lagging replicas (default: the db's size, at least 64MiB)
+//	    adopt-replica: false         # take over a replica holding another database's history (default: refuse it)
 //	    replicas:                    # or Litestream's single replica: {...}
 //	      - url: s3://bucket/app?endpoint=http://127.0.0.1:7070&region=us-east-1&force-path-style=true&skip-verify=false
 //	        # or: type: s3, bucket, path, region, endpoint, force-path-style, skip-verify
@@ -128,8 +129,11 @@ type DB struct {
 	// larger of the database's size and 64 MiB, which depends on the
 	// database and so cannot be filled in here.
 	MaxShadowSize int64
-	Follower      *Follower // nil when absent
-	Lease         *Lease    // nil when absent
+	// AdoptReplica lets the primary take over a replica that holds another
+	// database's history (refused otherwise): adopt-replica: true.
+	AdoptReplica bool
+	Follower     *Follower // nil when absent
+	Lease        *Lease    // nil when absent
 
 	name string // the optional name: key; see Name
 }

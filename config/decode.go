@@ -16,7 +16,7 @@ import (
 var (
 	topKeys      = []string{"addr", "access-key-id", "secret-access-key", "logging", "dbs"}
 	loggingKeys  = []string{"level", "type"}
-	dbKeys       = []string{"name", "path", "replicas", "replica", "min-checkpoint-page-count", "max-checkpoint-page-count", "levels", "l0-retention", "max-shadow-size", "follower", "lease"}
+	dbKeys       = []string{"name", "path", "replicas", "replica", "min-checkpoint-page-count", "max-checkpoint-page-count", "levels", "l0-retention", "max-shadow-size", "adopt-replica", "follower", "lease"}
 	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval"}
 	followerKeys = []string{"replica", "poll-interval", "auto-promote"}
 	leaseKeys    = []string{"type", "node", "advertise-url", "on-demote", "on-promote", "consul", "primary"}
@@ -324,6 +324,7 @@ func (d *decoder) db(n *yaml.Node, path string) *DB {
 	db.Levels = d.levels(m["levels"], sub(path, "levels"))
 	db.L0Retention = d.duration(m["l0-retention"], sub(path, "l0-retention"), 0, "")
 	db.MaxShadowSize = d.size(m["max-shadow-size"], sub(path, "max-shadow-size"))
+	db.AdoptReplica = d.boolean(m["adopt-replica"], sub(path, "adopt-replica"))
 	if n, ok := m["follower"]; ok {
 		db.Follower = d.follower(n, sub(path, "follower"))
 	}

@@ -38,6 +38,7 @@ type printDB struct {
 	Levels                 []string       `yaml:"levels,omitempty" json:"levels,omitempty"`
 	L0Retention            string         `yaml:"l0-retention,omitempty" json:"l0-retention,omitempty"`
 	MaxShadowSize          int64          `yaml:"max-shadow-size,omitempty" json:"max-shadow-size,omitempty"`
+	AdoptReplica           bool           `yaml:"adopt-replica,omitempty" json:"adopt-replica,omitempty"`
 	Follower               *printFollower `yaml:"follower,omitempty" json:"follower,omitempty"`
 	Lease                  *printLease    `yaml:"lease,omitempty" json:"lease,omitempty"`
 }
@@ -123,6 +124,7 @@ func (db *DB) printable() printDB {
 		MaxCheckpointPageCount: db.MaxCheckpointPageCount,
 		L0Retention:            dur(db.L0Retention),
 		MaxShadowSize:          db.MaxShadowSize,
+		AdoptReplica:           db.AdoptReplica,
 	}
 	for _, r := range db.Replicas {
 		if r != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/superfly/ltx"
 	"github.com/understudy-db/understudy/config"
+	"github.com/understudy-db/understudy/internal/dbid"
 	"github.com/understudy-db/understudy/internal/restore"
 	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
@@ -63,8 +64,9 @@ const (
 
 // BootstrapResult is the position of a freshly restored database.
 type BootstrapResult struct {
-	TXID     ltx.TXID
-	Checksum ltx.Checksum // dbsum of the restored file; 0 if unknown
+	TXID       ltx.TXID
+	Checksum   ltx.Checksum // dbsum of the restored file; 0 if unknown
+	DatabaseID string       // identity of the history restored ("" none)
 }
 
 // Bootstrapper materialises the replica's newest state as a new database
@@ -80,7 +82,7 @@ func RestoreBootstrap(logger hclog.Logger) Bootstrapper {
 		if err != nil {
 			return BootstrapResult{}, err
 		}
-		return BootstrapResult{TXID: res.TXID, Checksum: res.PostApplyChecksum}, nil
+		return BootstrapResult{TXID: res.TXID, Checksum: res.PostApplyChecksum, DatabaseID: res.DatabaseID}, nil
 	}
 }
 
@@ -138,6 +140,8 @@ type Follower struct {
 	mu      sync.Mutex
 	st      Status
 	changed chan struct{} // closed and replaced on every status change
+
+	dbID string // database identity recorded beside the database (noteIdentity); the apply loop only
 }
 
 // New validates cfg and returns a follower.
@@ -398,6 +402,7 @@ func (f *Follower) open(ctx context.Context, path string) (*Applier, error) {
 		}
 		return nil, err
 	}
+	f.noteIdentity(&storage.Metadata{DatabaseID: res.DatabaseID})
 	f.log.Info("bootstrapped", "txid", res.TXID.String(), "pages", a.PageCount(), "elapsed", time.Since(start))
 	return a, nil
 }
@@ -533,4 +538,29 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// noteIdentity records the identity of the history followed beside the
+// database (dbid.RecordFor) when a file carries one not recorded yet, so
+// that a primary started on this file later continues that history.
+func (f *Follower) noteIdentity(md *storage.Metadata) {
+	if md == nil || md.DatabaseID == "" || md.DatabaseID == f.dbID {
+		return
+	}
+	if err := dbid.RecordFor(f.cfg.Path, md.DatabaseID, "followed replica"); err != nil {
+		f.log.Warn("could not record the followed history's database identity", "error", err)
+		return
+	}
+	f.dbID = md.DatabaseID
+}
+
+// identity is the identity of the history followed: noted from its files,
+// else as recorded beside the database by an earlier process.
+func (f *Follower) identity() string {
+	if f.dbID == "" {
+		if rec, err := dbid.Read(dbid.ShadowDir(f.cfg.Path)); err == nil {
+			f.dbID = rec.ID
+		}
+	}
+	return f.dbID
 }

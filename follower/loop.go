@@ -114,6 +114,7 @@ func (l *loop) step(ctx context.Context) error {
 		f.log.Info("advancing again", "object", name, "was", l.stalled)
 		l.stalled = ""
 	}
+	f.noteIdentity(info.Metadata)
 	f.applied(l.a, res)
 	// After a file found by listing, list again: the next L0 file may be
 	// gone too, and a GET that misses would look like being caught up.

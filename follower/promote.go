@@ -17,6 +17,9 @@ type Reached struct {
 	Position
 	PageCount uint32 // database size in pages (the claim's Commit)
 	PageSize  uint32
+	// DatabaseID is the identity of the history replayed, as recorded
+	// beside the database ("" when its files carry none).
+	DatabaseID string
 }
 
 // CatchUp applies every file the store holds beyond the local database's
@@ -46,7 +49,7 @@ func (f *Follower) CatchUp(ctx context.Context, until ltx.TXID) (Reached, error)
 			if !d.Apply {
 				if pos.TXID >= until {
 					f.update(func(st *Status) { st.CaughtUp, st.HeadTXID = true, pos.TXID })
-					return Reached{Position: pos, PageCount: a.PageCount(), PageSize: a.table.pageSize}, nil
+					return Reached{Position: pos, PageCount: a.PageCount(), PageSize: a.table.pageSize, DatabaseID: f.identity()}, nil
 				}
 				// A planned hand-off names its final TXID before the
 				// store may list it everywhere: look again shortly.
@@ -88,6 +91,7 @@ func (f *Follower) applyOne(ctx context.Context, a *Applier, fi storage.FileInfo
 	if err != nil {
 		return err
 	}
+	f.noteIdentity(obj.Info.Metadata)
 	f.applied(a, res)
 	return nil
 }

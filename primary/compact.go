@@ -197,6 +197,7 @@ func (r *replica) compact(ctx context.Context, dst int) error {
 		return err
 	}
 	md := storage.Metadata{Node: r.d.opts.Node, FencingToken: r.d.opts.FencingToken(), CommitTime: last.CommitTime,
+		DatabaseID: r.d.dbID, DatabasePath: r.d.opts.Path,
 		PostApplyChecksum: last.PostApplyChecksum}
 	var pre ltx.Checksum
 	havePre := preKnown(minTX, first)

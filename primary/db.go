@@ -39,6 +39,10 @@ type DB struct {
 	fenced    atomic.Pointer[error]
 	fencedCh  chan struct{}
 	fenceOnce sync.Once
+	// stopErr is set by stop: Run ends with it (no write halt).
+	stopErr  atomic.Pointer[error]
+	stopCh   chan struct{}
+	stopOnce sync.Once
 
 	snapReq chan struct{} // snapshot requests to the ship loop
 
@@ -67,7 +71,16 @@ type DB struct {
 	staleWarned bool         // the wait for stale side files was logged
 	connGen     atomic.Int64 // bumped when the connections are reopened
 
-	walPath  string
+	// realPath is the file the database path resolves to (symbolic links
+	// followed once, at Open): SQLite keeps "-wal" and "-shm" beside it,
+	// so every file operation uses it. walPath is its "-wal", shadowDir
+	// the shadow directory (beside it unless configured).
+	realPath  string
+	walPath   string
+	shadowDir string
+	// dbID is the identity of the database history (identity.go),
+	// written with every object.
+	dbID     string
 	inode    uint64
 	pageSize uint32
 	table    *pageTable
@@ -118,9 +131,9 @@ func New(opts Options) (*DB, error) {
 		log:      o.Logger.With("db", o.Path),
 		m:        newMetrics(o.Registerer),
 		clock:    o.Clock,
-		walPath:  o.Path + "-wal",
 		pinIdx:   -1,
 		fencedCh: make(chan struct{}),
+		stopCh:   make(chan struct{}),
 		snapReq:  make(chan struct{}, 1),
 	}
 	for _, ro := range o.Replicas {
@@ -191,7 +204,10 @@ func (d *DB) Open(ctx context.Context) (err error) {
 	if d.opened {
 		return fmt.Errorf("database %s: already open", d.opts.Path)
 	}
-	path := d.opts.Path
+	if err := d.resolvePath(); err != nil {
+		return err
+	}
+	path := d.realPath
 	if err := checkDatabaseDir(path); err != nil {
 		return err
 	}
@@ -208,7 +224,7 @@ func (d *DB) Open(ctx context.Context) (err error) {
 	if err := d.openConnsLocked(ctx); err != nil {
 		return err
 	}
-	if d.local, err = openLocalStore(d.opts.ShadowDir); err != nil {
+	if d.local, err = openLocalStore(d.shadowDir, d.opts.Path, d.realPath); err != nil {
 		return err
 	}
 
@@ -238,13 +254,27 @@ func (d *DB) Open(ctx context.Context) (err error) {
 	}
 	d.table = img.table
 
-	in, err := d.resumeInputLocked(ctx, img.table.checksum())
+	in, stores, err := d.resumeInputLocked(ctx, img.table.checksum())
 	if err != nil {
 		return err
 	}
+	adopting, err := d.settleIdentityLocked(stores, img.table.checksum())
+	if err != nil {
+		return err
+	}
+	if adopting {
+		// The local files belong to this database's own history, not to
+		// the adopted replica's: its next TXID is a full image.
+		in.HaveLocal, in.LocalTXID, in.LocalChecksum, in.WALContinues = false, 0, 0, false
+		in.Adopting = true
+	}
 	dec := decideResume(in)
-	d.log.Info("opened", "page_size", d.pageSize, "pages", d.table.commit(), "store_txid", in.StoreTXID,
-		"local_txid", in.LocalTXID, "decision", dec.Action.String(), "base_txid", dec.TXID, "reason", dec.Reason)
+	args := []any{"page_size", d.pageSize, "pages", d.table.commit(), "store_txid", in.StoreTXID,
+		"local_txid", in.LocalTXID, "decision", dec.Action.String(), "base_txid", dec.TXID, "reason", dec.Reason, "database_id", d.dbID}
+	if d.realPath != d.opts.Path {
+		args = append(args, "real_path", d.realPath)
+	}
+	d.log.Info("opened", args...)
 	if !dec.UseLocal {
 		// The local files do not continue the store's history.
 		if err := d.local.remove(^ltx.TXID(0)); err != nil {
@@ -298,7 +328,7 @@ func connOpts(busyTimeout time.Duration) sqlitex.Options {
 }
 
 func (d *DB) openConnsLocked(ctx context.Context) error {
-	path := d.opts.Path
+	path := d.realPath
 	var err error
 	// The writer has no busy handler: lockLocked retries on its own terms.
 	if d.writer, err = sqlitex.Open(ctx, path, connOpts(-1)); err != nil {
@@ -472,13 +502,20 @@ func (d *DB) Close() error {
 }
 
 // resumeInputLocked gathers what decideResume needs.
-func (d *DB) resumeInputLocked(ctx context.Context, dbSum ltx.Checksum) (resumeInput, error) {
+func (d *DB) resumeInputLocked(ctx context.Context, dbSum ltx.Checksum) (resumeInput, []storeIdentity, error) {
 	in := resumeInput{DBChecksum: dbSum}
+	var stores []storeIdentity
 	for _, r := range d.replicas {
 		txid, md, err := r.newest(ctx)
 		if err != nil {
-			return in, err
+			return in, nil, err
 		}
+		si := storeIdentity{Replica: r.name, Location: r.opts.Location, TXID: txid}
+		if md != nil {
+			si.HasSum, si.Checksum = true, md.PostApplyChecksum
+			si.ID, si.Path, si.Node = md.DatabaseID, md.DatabasePath, md.Node
+		}
+		stores = append(stores, si)
 		switch {
 		case txid > in.StoreTXID:
 			in.StoreTXID = txid
@@ -487,19 +524,19 @@ func (d *DB) resumeInputLocked(ctx context.Context, dbSum ltx.Checksum) (resumeI
 				in.StoreChecksum = md.PostApplyChecksum
 			}
 		case txid == in.StoreTXID && txid > 0 && md != nil && in.StoreHasSum && md.PostApplyChecksum != in.StoreChecksum:
-			return in, fmt.Errorf("database %s: replicas disagree at TXID %s (checksums %s and %s): two writers forked the history; "+
+			return in, nil, fmt.Errorf("database %s: replicas disagree at TXID %s (checksums %s and %s): two writers forked the history; "+
 				"keep the replica you trust and empty the others", d.opts.Path, txid, in.StoreChecksum, md.PostApplyChecksum)
 		}
 	}
 	lp, ok, err := d.local.position()
 	if err != nil {
-		return in, err
+		return in, nil, err
 	}
 	if ok && lp.PageSize == d.pageSize {
 		in.HaveLocal, in.LocalTXID, in.LocalChecksum = true, lp.TXID, lp.Checksum
 		in.WALContinues = d.walContinuesLocked(lp)
 	}
-	return in, nil
+	return in, stores, nil
 }
 
 // walContinuesLocked reports whether the WAL, as captured, holds every frame
@@ -587,12 +624,12 @@ func (d *DB) reopenLocked(ctx context.Context) error {
 	if d.halted {
 		return fmt.Errorf("database %s was replaced while writes were halted", d.opts.Path)
 	}
-	ino, err := checkFile(d.opts.Path)
+	ino, err := checkFile(d.realPath)
 	if err != nil {
 		return err
 	}
-	if stale := staleSideFiles(d.sideInodes, sideInodes(d.opts.Path)); len(stale) > 0 {
-		werr := &errReplacedWaiting{path: d.opts.Path, stale: stale}
+	if stale := staleSideFiles(d.sideInodes, sideInodes(d.realPath)); len(stale) > 0 {
+		werr := &errReplacedWaiting{path: d.realPath, stale: stale}
 		if !d.staleWarned {
 			d.log.Warn("waiting for the replaced database's old files to be removed", "error", werr.Error())
 			d.staleWarned = true

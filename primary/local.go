@@ -74,7 +74,9 @@ func (p localPosition) walPosition() wal.Position {
 	return wal.Position{Offset: p.WALOffset, Checksum: wal.Checksum{S1: p.WALChecksum[0], S2: p.WALChecksum[1]}}
 }
 
-func openLocalStore(dir string) (*localStore, error) {
+// openLocalStore opens (creating it) the shadow directory dir of the
+// database at path, which resolves to real (named in the lock error).
+func openLocalStore(dir, path, real string) (*localStore, error) {
 	for _, d := range []string{dir, filepath.Join(dir, "ltx"), filepath.Join(dir, "tmp"), filepath.Join(dir, "snapshots")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("create shadow directory %s: %w (the directory beside the database must be writable)", d, err)
@@ -89,8 +91,12 @@ func openLocalStore(dir string) (*localStore, error) {
 	}
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		lock.Close()
-		return nil, fmt.Errorf("another understudy process is already replicating this database (lock %s is held): %w; stop it first",
-			lock.Name(), err)
+		what := path
+		if real != path {
+			what = fmt.Sprintf("%s (the file %s)", path, real)
+		}
+		return nil, fmt.Errorf("another understudy process is already replicating database %s (lock %s is held): %w; stop it first",
+			what, lock.Name(), err)
 	}
 	// Temp files of an earlier process are garbage.
 	if ents, err := os.ReadDir(filepath.Join(dir, "tmp")); err == nil {

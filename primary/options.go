@@ -86,6 +86,7 @@ func (realClock) Now() time.Time { return time.Now() }
 // ReplicaOptions configure one replica store of the database.
 type ReplicaOptions struct {
 	Name                   string
+	Location               string // the replica's URL, for messages ("" unknown)
 	Client                 storage.Client
 	SyncInterval           time.Duration // how often new L0 files are uploaded (0 = default)
 	SnapshotInterval       time.Duration // how often a level-9 snapshot is written (0 = default)
@@ -111,9 +112,15 @@ type Options struct {
 	PollInterval    time.Duration // data_version poll (0 = DefaultPollInterval)
 	MonitorInterval time.Duration // idle check interval (0 = DefaultMonitorInterval)
 
-	// ShadowDir holds L0 files not yet on every replica and the local
-	// position; "" = ".<db name>-understudy" beside the database.
+	// ShadowDir holds L0 files not yet on every replica, the local
+	// position and the database identity; "" = ".<db name>-understudy"
+	// beside the file the path resolves to (dbid.ShadowDir).
 	ShadowDir string
+	// AdoptReplica lets the database take over a replica that holds
+	// another database's history (its objects carry another database
+	// identity), which is refused otherwise: the operator's explicit
+	// "this database replaces that history".
+	AdoptReplica bool
 	// MaxShadowSize bounds, in bytes, the L0 files kept in the shadow
 	// directory (the newest file is always kept): past it the oldest are
 	// dropped, and a replica that still needed them gets a snapshot when
@@ -203,9 +210,6 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxShadowSize < 0 {
 		return o, fmt.Errorf("primary: database %s: max shadow size %d is negative; use 0 for the default", o.Path, o.MaxShadowSize)
-	}
-	if o.ShadowDir == "" {
-		o.ShadowDir = filepath.Join(filepath.Dir(o.Path), "."+filepath.Base(o.Path)+"-understudy")
 	}
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()

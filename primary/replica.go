@@ -243,7 +243,8 @@ func (r *replica) create(ctx context.Context, level int, min, max ltx.TXID, path
 			delete(r.sent, key)
 			return storage.FileInfo{Level: level, MinTXID: min, MaxTXID: max, Size: size, CreatedAt: md.CommitTime, Metadata: &md}, nil
 		}
-		ferr := fmt.Errorf("replica %s: create %s: %w (%v); stop this writer: another node is primary", r.name, name, ErrFenced, err)
+		ferr := fmt.Errorf("replica %s: create %s: %w (%v); stop this writer: %s", r.name, name, ErrFenced, err,
+			r.d.fencedBy(r.ownerMetadata(ctx, level, min, max)))
 		r.d.fence(ferr)
 		return storage.FileInfo{}, ferr
 	} else if err != nil {

@@ -38,6 +38,10 @@ type resumeInput struct {
 	WALContinues bool
 
 	DBChecksum ltx.Checksum // checksum of the database as it is now
+
+	// Adopting: the replicas hold another database's history, which this
+	// one takes over (Options.AdoptReplica).
+	Adopting bool
 }
 
 // resumeDecision is the outcome: the position the next TXID builds on
@@ -59,6 +63,11 @@ func decideResume(in resumeInput) resumeDecision {
 		return resumeDecision{Action: resumeFull, Reason: "the replica stores are empty"}
 	}
 	d := resumeDecision{TXID: in.StoreTXID, Checksum: in.StoreChecksum}
+	if in.Adopting {
+		d.Action = resumeFull
+		d.Reason = "adopting a replica of another database"
+		return d
+	}
 	switch {
 	case in.HaveLocal && in.LocalTXID > in.StoreTXID:
 		// Written locally but not uploaded anywhere yet: the uploaders will

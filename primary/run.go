@@ -82,6 +82,8 @@ func (d *DB) shipLoop(ctx context.Context, notify <-chan struct{}) error {
 			return nil
 		case <-d.fencedCh:
 			return d.fencedErr()
+		case <-d.stopCh:
+			return d.stoppedErr()
 		case <-notify:
 			if wait := interval - time.Since(last); wait > 0 && !d.walGrowingFast() {
 				if timer == nil {
@@ -233,7 +235,7 @@ const quietBeforeInotify = 250 * time.Millisecond
 // application is then noticed by the poll alone, which is as fast as the
 // shipper needs.
 func (d *DB) watchCommits(ctx context.Context, notify chan<- struct{}) {
-	dir := filepath.Dir(d.opts.Path)
+	dir := filepath.Dir(d.realPath)
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		d.log.Warn("inotify unavailable; polling only", "error", err)
@@ -278,7 +280,7 @@ func (d *DB) watchCommits(ctx context.Context, notify chan<- struct{}) {
 	check := func() {
 		lastCheck = time.Now()
 		if g := d.connGen.Load(); conn == nil || g != gen {
-			c, err := sqlitex.Open(ctx, d.opts.Path, connOpts(0))
+			c, err := sqlitex.Open(ctx, d.realPath, connOpts(0))
 			if err != nil {
 				if ctx.Err() == nil {
 					d.log.Warn("open connection to notice commits", "error", err)

@@ -264,7 +264,7 @@ func (s *syncBuffer) String() string {
 // removals, and a reopened store reads them back from the directory.
 func TestLocalIndex(t *testing.T) {
 	dir := t.TempDir()
-	s, err := openLocalStore(dir)
+	s, err := openLocalStore(dir, "db", "db")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +288,7 @@ func TestLocalIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.close()
-	s, err = openLocalStore(dir)
+	s, err = openLocalStore(dir, "db", "db")
 	if err != nil {
 		t.Fatal(err)
 	}

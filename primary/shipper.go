@@ -337,7 +337,10 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	t0 := time.Now()
-	if ino, err := checkFile(d.opts.Path); err != nil {
+	if err := d.checkLinkLocked(); err != nil {
+		return false, err
+	}
+	if ino, err := checkFile(d.realPath); err != nil {
 		return false, err
 	} else if ino != d.inode {
 		return false, &historyBreak{reason: "the database file was replaced (new inode)", reopen: true}

@@ -188,7 +188,7 @@ type snapshotRead struct {
 // snapshot's own, which therefore sees exactly the shipped TXID. nil, nil:
 // nothing to snapshot yet.
 func (d *DB) beginSnapshotLocked(ctx context.Context, targets []*replica, reason string) (*snapshotRead, error) {
-	conn, err := sqlitex.Open(ctx, d.opts.Path, connOpts(0))
+	conn, err := sqlitex.Open(ctx, d.realPath, connOpts(0))
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", d.opts.Path, err)
 	}
@@ -382,7 +382,7 @@ func (d *DB) snapshotDone(j *snapshotJob, r *replica) {
 // snapshotMetadata is the store metadata of a snapshot job.
 func (d *DB) storeMetadata(md fileMeta, pre bool) storage.Metadata {
 	out := storage.Metadata{Node: d.opts.Node, FencingToken: d.opts.FencingToken(), CommitTime: md.CommitTime,
-		PostApplyChecksum: md.Post}
+		PostApplyChecksum: md.Post, DatabaseID: d.dbID, DatabasePath: d.opts.Path}
 	if pre {
 		out.PreApplyChecksum = md.Pre
 	}

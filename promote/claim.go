@@ -57,8 +57,9 @@ func Claim(ctx context.Context, clients []storage.Client, at follower.Reached, n
 		return 0, err
 	}
 	next := at.TXID + 1
+	// The claim continues the replayed history: it carries its identity on.
 	md := storage.Metadata{Node: node, FencingToken: token, CommitTime: now.UTC(),
-		PreApplyChecksum: at.Checksum, PostApplyChecksum: at.Checksum}
+		PreApplyChecksum: at.Checksum, PostApplyChecksum: at.Checksum, DatabaseID: at.DatabaseID}
 	for i, c := range clients {
 		_, err := c.Create(ctx, storage.LevelL0, next, next, bytes.NewReader(b), md)
 		switch {

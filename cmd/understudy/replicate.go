@@ -35,6 +35,7 @@ func init() {
 			&cli.StringFlag{Name: "exec", Usage: "run `CMD` as the application: forward signals, sync after it exits, exit with its status"},
 			&cli.StringFlag{Name: "addr", Usage: "serve /metrics, /healthz and /status on `ADDR` (overrides the config's addr)"},
 			&cli.StringFlag{Name: "node", Usage: "node `NAME` written into every object's metadata (default: the host name)"},
+			&cli.BoolFlag{Name: "adopt-replica", Usage: "take over a replica that holds another database's history (refused otherwise; config: adopt-replica: true)"},
 		),
 		Action: runReplicate,
 	})
@@ -380,6 +381,7 @@ func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc
 		Levels:                 dbc.Levels,
 		L0Retention:            dbc.L0Retention,
 		MaxShadowSize:          dbc.MaxShadowSize,
+		AdoptReplica:           dbc.AdoptReplica || c.Bool("adopt-replica"),
 		Logger:                 logger.Named(dbc.Name()),
 		Registerer:             reg,
 	}
@@ -393,6 +395,7 @@ func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc
 		}
 		opts.Replicas = append(opts.Replicas, primary.ReplicaOptions{
 			Name:                   rc.Name,
+			Location:               rc.Location(),
 			Client:                 client,
 			SyncInterval:           rc.SyncInterval,
 			SnapshotInterval:       rc.SnapshotInterval,

@@ -17,6 +17,7 @@ import (
 	"github.com/superfly/ltx"
 	"github.com/urfave/cli/v2"
 
+	"github.com/understudy-db/understudy/internal/dbid"
 	"github.com/understudy-db/understudy/internal/restore"
 )
 
@@ -147,6 +148,7 @@ func runRestore(c *cli.Context) error {
 	} else if err != nil {
 		return fmt.Errorf("restore from %s replica %s: %w", rep.client.Type(), rep.name, err)
 	}
+	recordIdentity(log, out, res, rep.name)
 	mbps := float64(res.Bytes) / 1e6 / res.Elapsed.Seconds()
 	log.Info("restore complete", "output", out, "txid", res.TXID, "checksum", res.PostApplyChecksum, "verified", res.Verified,
 		"size", int64(res.PageCount)*int64(res.PageSize), "elapsed", res.Elapsed.Round(time.Millisecond), "download_mb_per_s", fmt.Sprintf("%.1f", mbps))
@@ -228,4 +230,16 @@ func printPlan(w io.Writer, replica string, target restore.Target, plan restore.
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\n", f.Level, f.MinTXID, f.MaxTXID, f.Size)
 	}
 	return tw.Flush()
+}
+
+// recordIdentity records the identity of the restored history beside the
+// output (dbid.RecordFor), so that replicate started on the restored file
+// continues that history instead of refusing its replica as another
+// database's. A failure does not undo the restore; it is explained.
+func recordIdentity(log hclog.Logger, out string, res restore.Result, replica string) {
+	origin := fmt.Sprintf("restored from replica %s at TXID %s", replica, res.TXID)
+	if err := dbid.RecordFor(out, res.DatabaseID, origin); err != nil {
+		log.Warn("could not record the restored history's database identity beside the output; replicating this file to the same replica "+
+			"will need -adopt-replica unless it is still at the replica's newest position", "output", out, "database_id", res.DatabaseID, "error", err)
+	}
 }

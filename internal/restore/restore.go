@@ -91,12 +91,15 @@ type Result struct {
 	// Verified is true when PostApplyChecksum was matched against the checksum
 	// the writer recorded in the target file's metadata. False for replicas
 	// written by Litestream, where only file checksums could be verified.
-	Verified  bool
-	PageSize  uint32
-	PageCount uint32
-	Files     int
-	Bytes     int64
-	Elapsed   time.Duration
+	Verified bool
+	// DatabaseID is the identity of the history restored (from the newest
+	// file that carries one; "" when none does: Litestream's files).
+	DatabaseID string
+	PageSize   uint32
+	PageCount  uint32
+	Files      int
+	Bytes      int64
+	Elapsed    time.Duration
 }
 
 // Position is the newest position of a replica.
@@ -281,6 +284,11 @@ func Execute(ctx context.Context, client storage.Client, plan Plan, opts Options
 	res = Result{
 		TXID: plan.Target, Timestamp: lastHdr.Time(), PostApplyChecksum: sum,
 		PageSize: pageSize, PageCount: commit, Files: len(plan.Files), Bytes: plan.Bytes(),
+	}
+	for i := len(headers) - 1; i >= 0 && res.DatabaseID == ""; i-- {
+		if md := headers[i].Metadata; md != nil {
+			res.DatabaseID = md.DatabaseID
+		}
 	}
 	if md := lastHdr.Metadata; md != nil && md.PostApplyChecksum != 0 {
 		if md.PostApplyChecksum != sum {
