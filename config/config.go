@@ -103,6 +103,9 @@ type Config struct {
 	SecretAccessKey string
 	Logging         Logging
 	DBs             []*DB
+
+	emptyEnv     []EnvRef            // see EmptyEnv
+	replicaPaths map[*Replica]string // each replica's path in the file, for EmptyEnvOf
 }
 
 // Logging is the logging: section.

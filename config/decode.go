@@ -39,11 +39,12 @@ type decoder struct {
 	file  string
 	errs  ErrorList
 	lines map[string]int // path -> line of its key (or list item)
+	cols  map[string]int // path -> column of its key (or list item), for keys sharing a line
 	paths map[any]string // *DB, *Replica -> its path in the file
 }
 
 func newDecoder(file string) *decoder {
-	return &decoder{file: file, lines: map[string]int{}, paths: map[any]string{}}
+	return &decoder{file: file, lines: map[string]int{}, cols: map[string]int{}, paths: map[any]string{}}
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
@@ -121,6 +122,7 @@ func (d *decoder) mapping(n *yaml.Node, path string, known []string) (map[string
 		default:
 			out[k.Value] = v
 			d.lines[sub(path, k.Value)] = k.Line
+			d.cols[sub(path, k.Value)] = k.Column
 		}
 	}
 	return out, true
@@ -138,6 +140,7 @@ func (d *decoder) list(n *yaml.Node, path string) []*yaml.Node {
 	}
 	for i, it := range n.Content {
 		d.lines[fmt.Sprintf("%s[%d]", path, i)] = deref(it).Line
+		d.cols[fmt.Sprintf("%s[%d]", path, i)] = deref(it).Column
 	}
 	return n.Content
 }

@@ -37,11 +37,12 @@ func Load(path string, expandEnv bool) (*Config, error) {
 // to the current directory, ~ to the home directory), and has passed every
 // check. A file without dbs is valid here; commands that need one say so.
 func Parse(data []byte, filename string, expandEnv bool) (*Config, error) {
+	var uses []envUse
 	if expandEnv {
 		// The whole file, before YAML parsing, as Litestream does: a value
 		// that holds YAML syntax (": ", "#", a leading "*" or "&") must be
 		// quoted in the file ("${SECRET}"). A literal $ needs -no-expand-env.
-		data = []byte(os.ExpandEnv(string(data)))
+		data, uses = expandVars(data)
 	}
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -62,13 +63,20 @@ func Parse(data []byte, filename string, expandEnv bool) (*Config, error) {
 	}
 	d := newDecoder(filename)
 	c := d.config(doc)
+	c.emptyEnv = d.envRefs(uses)
 	if len(d.errs) > 0 {
-		return nil, d.errs
+		return nil, d.errs.explainEnv(c.emptyEnv)
 	}
 	c.applyDefaults()
 	k := &checker{file: filename, lines: d.lines, paths: d.paths}
 	if errs := k.check(c); len(errs) > 0 {
-		return nil, errs
+		return nil, errs.explainEnv(c.emptyEnv)
+	}
+	c.replicaPaths = map[*Replica]string{}
+	for obj, p := range d.paths {
+		if r, ok := obj.(*Replica); ok {
+			c.replicaPaths[r] = p
+		}
 	}
 	return c, nil
 }

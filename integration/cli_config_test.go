@@ -113,3 +113,43 @@ func TestReplicateRefusesNestedReplica(t *testing.T) {
 	}
 	sameTree(t, dir, before, treeDigest(t, dir))
 }
+
+// TestReplicateNamesEmptyEnv: a ${VAR} of the config that expands to
+// nothing is named: as a warning at start-up, in the error of the replica
+// whose credentials it left empty, and in a config error it causes.
+func TestReplicateNamesEmptyEnv(t *testing.T) {
+	s3 := harness.StartVersityGW(t)
+	bucket := s3.NewBucket(t)
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "app.db")
+	makeDB(t, dbPath)
+	before := treeDigest(t, dir)
+	replica := []string{
+		"    replicas:",
+		"      - url: s3://" + bucket + "/app?endpoint=" + s3.Endpoint + "&region=us-east-1&force-path-style=true",
+		"        access-key-id: ${US_ITEST_UNSET_KEY}",
+		"        secret-access-key: ${US_ITEST_UNSET_SECRET}",
+	}
+	cfg := writeConfig(t, append([]string{"dbs:", "  - path: " + dbPath}, replica...)...)
+
+	// Both empty: the SDK falls back to the environment's keys, which the
+	// store refuses; the error says which variables of the config were empty.
+	env := []string{"US_ITEST_UNSET_KEY=", "AWS_ACCESS_KEY_ID=no-such-key", "AWS_SECRET_ACCESS_KEY=not-the-secret"}
+	res := run(t, env, "replicate", "-config", cfg)
+	keyRef := cfg + ":5: dbs[0].replicas[0].access-key-id: ${US_ITEST_UNSET_KEY} is set but empty, so it expands to nothing"
+	secretRef := cfg + ":6: dbs[0].replicas[0].secret-access-key: ${US_ITEST_UNSET_SECRET} is not set, so it expands to nothing"
+	if res.code == 0 {
+		t.Fatalf("replicate with refused credentials exited 0:\n%s", res.stderr)
+	}
+	wantAll(t, res.stderr,
+		"[WARN]  understudy: config: "+keyRef, "[WARN]  understudy: config: "+secretRef,
+		"refused the credentials", "(in the config, which may be why: "+keyRef+"; "+secretRef+")")
+
+	// The key id set, the secret not: a config error that names the secret's variable.
+	res = run(t, []string{"US_ITEST_UNSET_KEY=" + s3.AccessKey}, "replicate", "-config", cfg)
+	want := cfg + ":5: dbs[0].replicas[0]: access-key-id is set but secret-access-key is not: set both or neither (line 6: ${US_ITEST_UNSET_SECRET} is not set, so it expands to nothing)"
+	if res.code != 2 || !strings.Contains(res.stderr, want) {
+		t.Errorf("replicate with half the credentials: exit %d, stderr %q; want 2 and %q", res.code, res.stderr, want)
+	}
+	sameTree(t, dir, before, treeDigest(t, dir))
+}

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/understudy-db/understudy/config"
 	"github.com/urfave/cli/v2"
 )
@@ -42,4 +45,28 @@ func configPath(c *cli.Context) (path string, explicit bool) {
 func loadConfig(c *cli.Context) (*config.Config, error) {
 	path, _ := configPath(c)
 	return config.Load(path, !globalBool(c, "no-expand-env"))
+}
+
+// warnEmptyEnv logs each $VAR of the config file that expanded to nothing:
+// an unset AWS_SECRET_ACCESS_KEY shows up later as refused or missing
+// credentials, far from its cause.
+func warnEmptyEnv(logger hclog.Logger, cfg *config.Config) {
+	for _, e := range cfg.EmptyEnv() {
+		logger.Warn("config: " + e.String())
+	}
+}
+
+// withEmptyEnv adds to an error of replica r the variables of r's settings
+// (and of the top-level credentials it falls back to) that expanded to
+// nothing, the likely cause of a credentials or location error.
+func withEmptyEnv(err error, cfg *config.Config, r *config.Replica) error {
+	refs := cfg.EmptyEnvOf(r)
+	if len(refs) == 0 {
+		return err
+	}
+	parts := make([]string, len(refs))
+	for i, e := range refs {
+		parts[i] = e.String()
+	}
+	return fmt.Errorf("%w (in the config, which may be why: %s)", err, strings.Join(parts, "; "))
 }

@@ -103,6 +103,7 @@ func runReplicate(c *cli.Context) error {
 		return cli.Exit(err, 2)
 	}
 	logger.Debug("config", "config", cfg.Redacted())
+	warnEmptyEnv(logger, cfg)
 	if hasLease(cfg) {
 		select {
 		case sig := <-sigs:
@@ -388,10 +389,10 @@ func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc
 	for _, rc := range dbc.Replicas {
 		client, err := replicaclient.New(ctx, rc, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
 		if err != nil {
-			return opts, fmt.Errorf("database %s: replica %s: %w", dbc.Path, rc.Name, err)
+			return opts, withEmptyEnv(fmt.Errorf("database %s: replica %s: %w", dbc.Path, rc.Name, err), cfg, rc)
 		}
 		if err := client.ProbeCreateOnly(ctx); err != nil {
-			return opts, fmt.Errorf("database %s: replica %s (%s): %w", dbc.Path, rc.Name, rc.Location(), err)
+			return opts, withEmptyEnv(fmt.Errorf("database %s: replica %s (%s): %w", dbc.Path, rc.Name, rc.Location(), err), cfg, rc)
 		}
 		opts.Replicas = append(opts.Replicas, primary.ReplicaOptions{
 			Name:                   rc.Name,
