@@ -1,0 +1,26 @@
+package storage
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// KeyInfo is an object found by KeyReader.ListKeys.
+type KeyInfo struct {
+	Key     string // relative to the replica's root, "/"-separated
+	Size    int64
+	ModTime time.Time // mtime (file) or LastModified (S3)
+}
+
+// KeyReader reads objects by key relative to the replica's root, outside the
+// LTX layout: it is how Understudy reads trees other tools wrote there
+// (Litestream 0.3's generations/). Both stores implement it; it is kept apart
+// from Client so that Client stays about LTX files.
+type KeyReader interface {
+	// ListKeys returns every object whose key starts with prefix, in key
+	// order. A prefix that matches nothing gives an empty list.
+	ListKeys(ctx context.Context, prefix string) ([]KeyInfo, error)
+	// OpenKey opens an object; a missing one gives an error wrapping ErrNotFound.
+	OpenKey(ctx context.Context, key string) (io.ReadCloser, error)
+}
