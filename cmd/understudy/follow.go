@@ -153,6 +153,9 @@ func argFollowTarget(c *cli.Context) ([]follower.Config, string, hclog.Logger, e
 	if err != nil {
 		return nil, "", nil, err
 	}
+	if err := refuseFollow03(c.Context, client, url, path); err != nil {
+		return nil, "", nil, cli.Exit(err, 2)
+	}
 	return []follower.Config{{Path: absOrSame(path), Client: client, PollInterval: c.Duration("poll-interval")}}, addr, log, nil
 }
 
@@ -173,6 +176,9 @@ func configFollowTargets(c *cli.Context, cfg *config.Config) ([]follower.Config,
 		client, err := replicaclient.New(c.Context, r, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
 		if err != nil {
 			return nil, err
+		}
+		if err := refuseFollow03(c.Context, client, r.Location(), db.Path); err != nil {
+			return nil, cli.Exit(err, 2)
 		}
 		p := db.Follower.PollInterval
 		if poll != 0 {

@@ -108,15 +108,36 @@ func runList(c *cli.Context, levels []int) error {
 		files = append(files, fs...)
 	}
 	rows := describeFiles(ctx, rep.client, files)
+	var rows03 []row03
+	if len(levels) > 1 || levels[0] == storage.SnapshotLevel {
+		if rows03, err = list03(ctx, rep.client, len(levels) == 1); err != nil {
+			return err
+		}
+	}
 	if c.Bool("json") {
 		enc := json.NewEncoder(c.App.Writer)
 		enc.SetIndent("", "  ")
-		if rows == nil {
-			rows = []fileRow{}
+		all := []any{}
+		for _, r := range rows {
+			all = append(all, r)
 		}
-		return enc.Encode(rows)
+		for _, r := range rows03 {
+			all = append(all, r)
+		}
+		return enc.Encode(all)
 	}
-	return printRows(c.App.Writer, rows)
+	if len(rows) > 0 || len(rows03) == 0 {
+		if err := printRows(c.App.Writer, rows); err != nil {
+			return err
+		}
+	}
+	if len(rows03) > 0 {
+		if len(rows) > 0 {
+			fmt.Fprintln(c.App.Writer)
+		}
+		return printRows03(c.App.Writer, rows03)
+	}
+	return nil
 }
 
 // describeFiles reads every file's header and metadata with a small range

@@ -394,6 +394,7 @@ func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc
 		if err := client.ProbeCreateOnly(ctx); err != nil {
 			return opts, withEmptyEnv(fmt.Errorf("database %s: replica %s (%s): %w", dbc.Path, rc.Name, rc.Location(), err), cfg, rc)
 		}
+		note03(ctx, client, logger, dbc.Path, rc.Name, rc.Location())
 		opts.Replicas = append(opts.Replicas, primary.ReplicaOptions{
 			Name:                   rc.Name,
 			Location:               rc.Location(),

@@ -26,7 +26,10 @@ func init() {
 		Name:  "restore",
 		Usage: "restore a database from a replica into a new file, at the newest position or at a TXID or time",
 		Description: "Writes the database into a temp file beside OUT, verifies every file checksum, the chain of\n" +
-			"database checksums and the final checksum, then renames it to OUT. OUT is never overwritten.",
+			"database checksums and the final checksum, then renames it to OUT. OUT is never overwritten.\n" +
+			"A replica that Litestream 0.3 wrote (generations/ layout) restores the same way: its newest state,\n" +
+			"-timestamp, or -generation NAME [-index INDEX] as in Litestream 0.3; it is read when asked for, or\n" +
+			"when Understudy's own history beside it cannot restore the target.",
 		ArgsUsage: "(DB_PATH | REPLICA_URL)",
 		Flags: commonFlags(
 			&cli.StringFlag{Name: "o", Aliases: []string{"output"}, Usage: "output `PATH`; must not exist"},
@@ -38,6 +41,7 @@ func init() {
 			&cli.BoolFlag{Name: "if-replica-exists", Usage: "exit successfully without restoring if the replica holds nothing to restore"},
 			&cli.StringFlag{Name: "integrity-check", Value: string(restore.IntegrityNone), Usage: "SQLite check of the result before the rename: none, quick or full"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan (files per level, bytes) and exit"},
+			generationFlag, indexFlag,
 		),
 		Action: runRestore,
 	})
@@ -112,6 +116,12 @@ func runRestore(c *cli.Context) error {
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("restore: check %s: %w", out, err)
 		}
+	}
+
+	if use03, err := wantRestore03(c, rep, target); err != nil {
+		return err
+	} else if use03 {
+		return runRestore03(c, rep, target, out, dryRun)
 	}
 
 	noBackups := func(err error) bool {

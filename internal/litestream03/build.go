@@ -47,9 +47,10 @@ type Result struct {
 	Elapsed   time.Duration
 }
 
-// Restore builds p into a temp file beside out and links it to out, which
-// must not exist; on error nothing is left behind.
-func Restore(ctx context.Context, kr storage.KeyReader, p Plan, out string) (res Result, err error) {
+// Restore builds p into a temp file beside out, runs check on it (nil: no
+// check), and links it to out, which must not exist; on error nothing is
+// left behind.
+func Restore(ctx context.Context, kr storage.KeyReader, p Plan, out string, check func(tmpPath string) error) (res Result, err error) {
 	start := time.Now()
 	tmpPath := filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".restore-"+randomSuffix()+".tmp")
 	f, err := os.OpenFile(tmpPath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
@@ -74,6 +75,11 @@ func Restore(ctx context.Context, kr storage.KeyReader, p Plan, out string) (res
 	f = nil
 	if cerr != nil {
 		return Result{}, fmt.Errorf("close %s: %w", tmpPath, cerr)
+	}
+	if check != nil {
+		if err := check(tmpPath); err != nil {
+			return Result{}, err
+		}
 	}
 	// A link fails when out exists: a restore never overwrites a database.
 	if err := os.Link(tmpPath, out); err != nil {

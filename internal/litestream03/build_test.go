@@ -136,7 +136,7 @@ func build(t *testing.T, c *file.Client, target litestream03.Target) ([]byte, er
 		return nil, err
 	}
 	out := filepath.Join(t.TempDir(), "restored.db")
-	if _, err := litestream03.Restore(context.Background(), c, p, out); err != nil {
+	if _, err := litestream03.Restore(context.Background(), c, p, out, nil); err != nil {
 		return nil, err
 	}
 	return os.ReadFile(out)
