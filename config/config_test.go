@@ -563,3 +563,79 @@ func TestReplicasApart(t *testing.T) {
 		"    replica: {url: s3://bkt/app/0010}",
 	))
 }
+
+// TestLitestreamConfigs: config files as Litestream 0.3 and 0.5 users write
+// them load as they mean: replicas: with url:, Litestream 0.5's single
+// replica:, and the type/bucket/path/endpoint/region/force-path-style keys.
+func TestLitestreamConfigs(t *testing.T) {
+	t.Setenv("LITESTREAM_ACCESS_KEY_ID", "AKIDLS")
+	t.Setenv("LITESTREAM_SECRET_ACCESS_KEY", "SECRETLS")
+	s3 := func(r Replica) *Replica { r.Type = "s3"; return withReplicaDefaults(r) }
+	for _, tc := range []struct {
+		name  string
+		lines []string
+		want  []*Replica
+	}{
+		{"0.3: replicas with an s3 url", []string{
+			"access-key-id: $LITESTREAM_ACCESS_KEY_ID",
+			"secret-access-key: $LITESTREAM_SECRET_ACCESS_KEY",
+			"dbs:",
+			"  - path: /var/lib/app.db",
+			"    replicas:",
+			"      - url: s3://mybkt.litestream.io/app.db",
+			"        retention: 72h",
+			"        snapshot-interval: 12h",
+		}, []*Replica{s3(Replica{Name: "s3", Bucket: "mybkt.litestream.io", Path: "app.db", AccessKeyID: "AKIDLS", SecretAccessKey: "SECRETLS",
+			Retention: 72 * time.Hour, SnapshotInterval: 12 * time.Hour})}},
+		{"0.3: MinIO by its localhost url", []string{
+			"dbs:",
+			"  - path: /var/lib/app.db",
+			"    replicas:",
+			"      - url: s3://mybkt.localhost:9000/app.db",
+		}, []*Replica{s3(Replica{Name: "s3", Bucket: "mybkt", Path: "app.db", Endpoint: "http://localhost:9000", Region: "us-east-1", ForcePathStyle: true})}},
+		{"0.3/0.5: an S3-compatible store by keys", []string{
+			"dbs:",
+			"  - path: /var/lib/app.db",
+			"    replicas:",
+			"      - type: s3",
+			"        bucket: mybkt",
+			"        path: app.db",
+			"        endpoint: https://s3.us-west-000.backblazeb2.com",
+			"        region: us-west-000",
+			"        force-path-style: true",
+			"        access-key-id: ${LITESTREAM_ACCESS_KEY_ID}",
+			"        secret-access-key: ${LITESTREAM_SECRET_ACCESS_KEY}",
+			"        sync-interval: 10s",
+		}, []*Replica{s3(Replica{Name: "s3", Bucket: "mybkt", Path: "app.db", Endpoint: "https://s3.us-west-000.backblazeb2.com", Region: "us-west-000",
+			ForcePathStyle: true, AccessKeyID: "AKIDLS", SecretAccessKey: "SECRETLS", SyncInterval: 10 * time.Second})}},
+		{"0.5: a single replica and a file replica by path", []string{
+			"dbs:",
+			"  - path: /var/lib/app.db",
+			"    replica:",
+			"      type: s3",
+			"      bucket: mybkt",
+			"      path: /app.db/",
+			"      region: us-east-1",
+			"  - path: /var/lib/other.db",
+			"    replicas:",
+			"      - path: /backups/other",
+		}, []*Replica{s3(Replica{Name: "s3", Bucket: "mybkt", Path: "app.db", Region: "us-east-1"}),
+			withReplicaDefaults(Replica{Name: "file", Type: "file", Path: "/backups/other"})}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := mustParse(t, doc(tc.lines...))
+			var got []*Replica
+			for _, db := range c.DBs {
+				got = append(got, db.Replicas...)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d replicas, want %d", len(got), len(tc.want))
+			}
+			for i := range got {
+				if *got[i] != *tc.want[i] {
+					t.Errorf("replica %d =\n%s\nwant\n%s", i, dumpReplica(got[i]), dumpReplica(tc.want[i]))
+				}
+			}
+		})
+	}
+}

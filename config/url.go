@@ -97,6 +97,9 @@ func parseS3URL(u *url.URL) (*Replica, error) {
 		return nil, fmt.Errorf("s3 URL has no bucket: use s3://BUCKET/PATH")
 	}
 	r := &Replica{Type: TypeS3, Bucket: u.Host, Path: cleanKeyPrefix(u.Path)}
+	if err := r.litestreamLocalhost(u); err != nil {
+		return nil, err
+	}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
 		return nil, fmt.Errorf("invalid query: %v", err)
@@ -142,6 +145,23 @@ func parseS3URL(u *url.URL) (*Replica, error) {
 		}
 	}
 	return r, nil
+}
+
+// litestreamLocalhost reads Litestream's form for a local S3-compatible
+// store, s3://BUCKET.localhost:PORT/PATH (its MinIO guide's): the bucket
+// BUCKET at http://localhost:PORT, path-style, region us-east-1. Any other
+// host with a port is refused: a bucket is a name, not an address.
+func (r *Replica) litestreamLocalhost(u *url.URL) error {
+	port := u.Port()
+	if port == "" {
+		return nil
+	}
+	bucket, ok := strings.CutSuffix(u.Hostname(), ".localhost")
+	if !ok || bucket == "" {
+		return fmt.Errorf("s3 URL bucket %q has a port: give the bucket's name, and the store's address as ?endpoint=http://HOST:PORT", u.Host)
+	}
+	r.Bucket, r.Endpoint, r.Region, r.ForcePathStyle = bucket, "http://localhost:"+port, "us-east-1", true
+	return nil
 }
 
 // cleanKeyPrefix turns an S3 path into the key prefix Litestream uses: no

@@ -23,6 +23,11 @@ func TestParseReplicaURL(t *testing.T) {
 			Replica{Type: "s3", Bucket: "bkt", Path: "db", Endpoint: "http://127.0.0.1:7070", Region: "us-east-1", ForcePathStyle: true, SkipVerify: true}},
 		{"s3://bkt/db?endpoint=https%3A%2F%2Fminio.example.com&force-path-style=false",
 			Replica{Type: "s3", Bucket: "bkt", Path: "db", Endpoint: "https://minio.example.com"}},
+		// Litestream's own forms: a bucket name with dots, and its
+		// BUCKET.localhost:PORT for a local store (MinIO).
+		{"s3://mybkt.litestream.io/db", Replica{Type: "s3", Bucket: "mybkt.litestream.io", Path: "db"}},
+		{"s3://mybkt.localhost:9000/fruits.db", Replica{Type: "s3", Bucket: "mybkt", Path: "fruits.db", Endpoint: "http://localhost:9000", Region: "us-east-1", ForcePathStyle: true}},
+		{"s3://mybkt.localhost:9000/db?region=eu-west-1", Replica{Type: "s3", Bucket: "mybkt", Path: "db", Endpoint: "http://localhost:9000", Region: "eu-west-1", ForcePathStyle: true}},
 		{"file:///var/backups/db", Replica{Type: "file", Path: "/var/backups/db"}},
 		{"file:///var/backups/db/", Replica{Type: "file", Path: "/var/backups/db"}},
 		{"/var/backups/db", Replica{Type: "file", Path: "/var/backups/db"}},
@@ -61,6 +66,8 @@ func TestParseReplicaURLErrors(t *testing.T) {
 		{"s3://bkt/db#x", `replica URL "s3://bkt/db#x": unexpected #fragment`},
 		{"s3://bkt/db?a=%zz", `replica URL "s3://bkt/db?a=%zz": invalid query: invalid URL escape "%zz"`},
 		{"s3://b kt/db", `replica URL "s3://b kt/db": invalid URL: invalid character " " in host name`},
+		{"s3://minio:9000/db", `replica URL "s3://minio:9000/db": s3 URL bucket "minio:9000" has a port: give the bucket's name, and the store's address as ?endpoint=http://HOST:PORT`},
+		{"s3://.localhost:9000/db", `replica URL "s3://.localhost:9000/db": s3 URL bucket ".localhost:9000" has a port: give the bucket's name, and the store's address as ?endpoint=http://HOST:PORT`},
 		{"file://host/db", `replica URL "file://host/db": file URL must be file:///ABS/PATH, not host "host" (write a relative path without file://)`},
 		{"file:///db?x=1", `replica URL "file:///db?x=1": file URL takes no query parameters`},
 		{"file://", `replica URL "file://": file URL has no path: use file:///ABS/PATH`},

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -152,4 +153,27 @@ func TestReplicateNamesEmptyEnv(t *testing.T) {
 		t.Errorf("replicate with half the credentials: exit %d, stderr %q; want 2 and %q", res.code, res.stderr, want)
 	}
 	sameTree(t, dir, before, treeDigest(t, dir))
+}
+
+// TestRestoreLitestreamLocalhostURL: Litestream's URL for a local store,
+// s3://BUCKET.localhost:PORT/PATH, reaches the bucket at
+// http://localhost:PORT (path-style); it was taken for a bucket named
+// "BUCKET.localhost:PORT".
+func TestRestoreLitestreamLocalhostURL(t *testing.T) {
+	s := newStack(t, true)
+	app := openDB(t, s.dbPath)
+	mustExec(t, app, `CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)`)
+	mustExec(t, app, `INSERT INTO t(v) VALUES (randomblob(3000))`)
+	s.replicate(t)
+	img := snapshotImage(t, app)
+	s.waitShipped(t, img)
+
+	u, err := url.Parse(s.s3.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := s.restore(t, "s3://"+s.bucket+".localhost:"+u.Port()+"/app")
+	if got := fileChecksum(t, out); got != img.checksum {
+		t.Errorf("restore by the localhost URL: checksum %s, primary %s", got, img.checksum)
+	}
 }
