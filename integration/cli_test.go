@@ -27,3 +27,19 @@ func TestCLIUnknownCommandFails(t *testing.T) {
 		t.Fatalf("unknown command exited 0: %q", res.stdout)
 	}
 }
+
+// TestCLIHelpOneDefaultPerFlag: each flag of each command states its
+// default once (follow -h said "(default 1s, at least 50ms) (default: 0s)").
+func TestCLIHelpOneDefaultPerFlag(t *testing.T) {
+	for _, cmd := range []string{"replicate", "follow", "restore", "status", "promote", "ltx"} {
+		res := run(t, nil, cmd, "-h")
+		if res.code != 0 {
+			t.Fatalf("%s -h: exit %d\n%s", cmd, res.code, res.stderr)
+		}
+		for _, line := range strings.Split(res.stdout, "\n") {
+			if strings.Count(strings.ToLower(line), "default") > 1 {
+				t.Errorf("%s -h states two defaults: %s", cmd, strings.TrimSpace(line))
+			}
+		}
+	}
+}

@@ -30,7 +30,10 @@ func init() {
 		ArgsUsage: "[REPLICA_URL LOCAL_DB_PATH]",
 		Flags: commonFlags(
 			&cli.StringFlag{Name: "addr", Usage: "serve /healthz, /readyz, /status and /metrics on `ADDR` (default: the config's addr)"},
-			&cli.DurationFlag{Name: "poll-interval", Usage: fmt.Sprintf("how often to look for the next change set (default %s, at least %s)", config.DefaultPollInterval, config.MinPollInterval)},
+			// 0 (not given) leaves it to the follower: section, then to the
+			// default; DefaultText says so instead of urfave's "(default: 0s)".
+			&cli.DurationFlag{Name: "poll-interval", Usage: fmt.Sprintf("how often to look for the next change set (at least %s)", config.MinPollInterval),
+				DefaultText: fmt.Sprintf("the follower: section's poll-interval, else %s", config.DefaultPollInterval)},
 		),
 		Action: runFollow,
 	})
