@@ -48,10 +48,11 @@ func TestCLIConfigSyntaxErrorLine(t *testing.T) {
 	}
 }
 
-// TestCLIStatusShowsFencingToken: plain `status` of a node under a lease
-// shows its node name and fencing token, as the README says (only
-// status -json had them).
-func TestCLIStatusShowsFencingToken(t *testing.T) {
+// startStaticPrimary starts replicate on a database under a static lease
+// that names this node the primary, with leaseExtra appended to its lease:
+// section, and waits until it is primary.
+func startStaticPrimary(t *testing.T, leaseExtra ...string) (*leaseNode, nodeStatus) {
+	t.Helper()
 	dir := t.TempDir()
 	n := &leaseNode{name: "host-a", dir: dir, dbPath: filepath.Join(dir, "app.db"),
 		addr: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)), config: filepath.Join(dir, "understudy.yml")}
@@ -65,11 +66,18 @@ dbs:
       type: static
       node: host-a
       primary: host-a
-`, n.addr, n.dbPath, filepath.Join(dir, "store")))
+`, n.addr, n.dbPath, filepath.Join(dir, "store"))+strings.Join(leaseExtra, ""))
 	db := openDB(t, n.dbPath)
 	mustExec(t, db, `CREATE TABLE t (id INTEGER PRIMARY KEY)`)
 	n.replicate(t)
-	st := n.waitPrimary(t)
+	return n, n.waitPrimary(t)
+}
+
+// TestCLIStatusShowsFencingToken: plain `status` of a node under a lease
+// shows its node name and fencing token, as the README says (only
+// status -json had them).
+func TestCLIStatusShowsFencingToken(t *testing.T) {
+	n, st := startStaticPrimary(t)
 
 	res := run(t, nil, "status", "-config", n.config)
 	if res.code != 0 {
@@ -175,5 +183,16 @@ func TestRestoreLitestreamLocalhostURL(t *testing.T) {
 	out := s.restore(t, "s3://"+s.bucket+".localhost:"+u.Port()+"/app")
 	if got := fileChecksum(t, out); got != img.checksum {
 		t.Errorf("restore by the localhost URL: checksum %s, primary %s", got, img.checksum)
+	}
+}
+
+// TestLeaseNodeWarnsEmptyEnv: a node under a lease (replicate or follow
+// with a lease: section) warns about a ${VAR} of its config that expanded
+// to nothing, as plain replicate does.
+func TestLeaseNodeWarnsEmptyEnv(t *testing.T) {
+	n, _ := startStaticPrimary(t, "      on-promote: ${US_ITEST_UNSET_HOOK}\n")
+	want := "[WARN]  understudy: config: " + n.config + ":11: dbs[0].lease.on-promote: ${US_ITEST_UNSET_HOOK} is not set, so it expands to nothing"
+	if out := n.d.out.String(); !strings.Contains(out, want) {
+		t.Errorf("the node's log lacks %q:\n%s", want, out)
 	}
 }

@@ -107,6 +107,7 @@ func hasLease(cfg *config.Config) bool {
 // follow, a follower section) as a node starting in the given role, until
 // a signal.
 func runNodes(c *cli.Context, cfg *config.Config, logger hclog.Logger, asPrimary bool, appCmd string) error {
+	warnEmptyEnv(logger, cfg)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	if err := follower.CheckDBPage(ctx); err != nil {

@@ -103,7 +103,6 @@ func runReplicate(c *cli.Context) error {
 		return cli.Exit(err, 2)
 	}
 	logger.Debug("config", "config", cfg.Redacted())
-	warnEmptyEnv(logger, cfg)
 	if hasLease(cfg) {
 		select {
 		case sig := <-sigs:
@@ -115,6 +114,7 @@ func runReplicate(c *cli.Context) error {
 		signal.Stop(sigs)
 		return runNodes(c, cfg, logger, true, c.String("exec"))
 	}
+	warnEmptyEnv(logger, cfg)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
