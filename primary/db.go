@@ -46,6 +46,8 @@ type DB struct {
 
 	snapReq chan struct{} // snapshot requests to the ship loop
 
+	syncFails *failures // the ship loop's run of failed syncs (log rate, /healthz)
+
 	snapMu    sync.Mutex
 	snapshots []*snapshotJob // level-9 files waiting for upload
 
@@ -136,6 +138,7 @@ func New(opts Options) (*DB, error) {
 		stopCh:   make(chan struct{}),
 		snapReq:  make(chan struct{}, 1),
 	}
+	d.syncFails = newFailures("sync", d.log)
 	for _, ro := range o.Replicas {
 		d.replicas = append(d.replicas, newReplica(d, ro))
 	}
@@ -597,6 +600,24 @@ func (d *DB) Status() Status {
 		s.Replicas = append(s.Replicas, r.status(s.TXID))
 	}
 	return s
+}
+
+// ShippingError is nil while the DB can ship; otherwise it says what has
+// been failing for longer than UnhealthyAfter its sync interval: the ship
+// loop's syncs (the WAL cannot be read or the local file not written, e.g.
+// a full disk) or a replica's uploads (the store is unreachable or refuses
+// them). A single failed attempt is not enough: the next one may succeed.
+// It does not cover fencing (Status().Fenced).
+func (d *DB) ShippingError() error {
+	now := d.clock.Now()
+	err := healthError("sync", d.syncFails.state(), now, UnhealthyAfter(d.opts.minSyncInterval()))
+	for _, r := range d.replicas {
+		err = errors.Join(err, healthError("replica "+r.name+": upload", r.upFails.state(), now, UnhealthyAfter(r.opts.SyncInterval)))
+	}
+	if err != nil {
+		return fmt.Errorf("database %s: %w", d.opts.Path, err)
+	}
+	return nil
 }
 
 // fence records that another writer owns the history and wakes Run.

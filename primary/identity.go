@@ -1,7 +1,6 @@
 package primary
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -188,18 +187,4 @@ func (d *DB) settleIdentityLocked(stores []storeIdentity, dbSum ltx.Checksum) (a
 	}
 	d.dbID = dec.ID
 	return dec.Adopted, nil
-}
-
-// ownerMetadata reads the metadata of the object at a key a create found
-// taken, for the fencing message; nil when it cannot be read.
-func (r *replica) ownerMetadata(ctx context.Context, level int, min, max ltx.TXID) *storage.Metadata {
-	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
-	defer cancel()
-	obj, err := r.c.Open(ctx, level, min, max, 0, 0)
-	r.count("get", 0, err)
-	if err != nil {
-		return nil
-	}
-	obj.Close()
-	return obj.Info.Metadata
 }

@@ -29,7 +29,8 @@ type replica struct {
 	log  hclog.Logger
 	wake chan struct{}
 
-	upMu sync.Mutex // serializes uploads of L0 files
+	upMu    sync.Mutex // serializes uploads of L0 files
+	upFails *failures  // the uploader's run of failed rounds (log rate, /healthz)
 
 	mu           sync.Mutex
 	pos          ltx.TXID // L0 files through pos are in the store (or covered by a snapshot there)
@@ -39,8 +40,7 @@ type replica struct {
 	dropWarned   bool     // warned that local files it needs were dropped (until a snapshot catches it up)
 	snapDue      bool     // the snapshot interval has passed
 	levels       map[int][]storage.FileInfo
-	compactWaits map[int]bool                  // levels whose compaction waits for a full image (warned once)
-	sent         map[ltx.TXID]storage.Metadata // creates whose outcome is unknown
+	compactWaits map[int]bool // levels whose compaction waits for a full image (warned once)
 	lastSync     time.Time
 	lastErr      error
 }
@@ -59,12 +59,13 @@ func uploadTimeout(size int64) time.Duration {
 }
 
 func newReplica(d *DB, o ReplicaOptions) *replica {
+	log := d.log.With("replica", o.Name)
 	return &replica{
 		d: d, name: o.Name, c: o.Client, opts: o,
-		log:    d.log.With("replica", o.Name),
-		wake:   make(chan struct{}, 1),
-		levels: map[int][]storage.FileInfo{},
-		sent:   map[ltx.TXID]storage.Metadata{},
+		log:     log,
+		upFails: newFailures("upload", log),
+		wake:    make(chan struct{}, 1),
+		levels:  map[int][]storage.FileInfo{},
 	}
 }
 
@@ -209,10 +210,11 @@ func (r *replica) status(head ltx.TXID) ReplicaStatus {
 	return s
 }
 
-// create uploads a file create-only. A key found taken is ours only if an
-// earlier attempt of this process may have succeeded without us hearing of
-// it and the object carries exactly the metadata we sent; otherwise
-// another writer owns the history and the DB is fenced.
+// create uploads a file create-only. A key found taken is read back
+// (ownedBy): our own earlier attempt that landed without our hearing of it
+// is a success; only another writer's object fences the DB. When the
+// object cannot be read back the verdict is unknown and the create fails
+// as any store error does, to be retried.
 func (r *replica) create(ctx context.Context, level int, min, max ltx.TXID, path string, size int64, md storage.Metadata) (storage.FileInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -224,14 +226,9 @@ func (r *replica) create(ctx context.Context, level int, min, max ltx.TXID, path
 	} else if st.Size() != size {
 		return storage.FileInfo{}, fmt.Errorf("local file %s is damaged (size %d, want %d)", path, st.Size(), size)
 	}
-	key := ltx.TXID(0)
-	if level == 0 {
-		key = min
-	}
-	if level == 0 { // r.sent is only touched for L0, under upMu
-		if prev, ok := r.sent[key]; ok {
-			md = prev
-		}
+	trailer, err := readTrailer(f, size)
+	if err != nil {
+		return storage.FileInfo{}, fmt.Errorf("local file %s: read LTX trailer: %w", path, err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, uploadTimeout(size))
 	info, err := r.c.Create(cctx, level, min, max, f, md)
@@ -239,41 +236,23 @@ func (r *replica) create(ctx context.Context, level int, min, max ltx.TXID, path
 	r.count("put", size, err)
 	name := fmt.Sprintf("level %d %s", level, storage.FormatFilename(min, max))
 	if errors.Is(err, storage.ErrExists) {
-		if level == 0 && r.isAmbiguous(key) && r.isOurs(ctx, level, min, max, md, size) {
-			delete(r.sent, key)
+		got, rerr := r.readBack(ctx, level, min, max, size)
+		if rerr != nil {
+			return storage.FileInfo{}, fmt.Errorf("replica %s: create %s: the key is taken and reading the object back to tell whether it is our own earlier upload failed (will retry): %w", r.name, name, rerr)
+		}
+		verdict := ownedBy(upload{Size: size, Trailer: trailer, MD: md}, got)
+		if verdict == ownedByUs {
+			r.log.Debug("create found its own earlier upload in place", "level", level, "file", storage.FormatFilename(min, max))
 			return storage.FileInfo{Level: level, MinTXID: min, MaxTXID: max, Size: size, CreatedAt: md.CommitTime, Metadata: &md}, nil
 		}
-		ferr := fmt.Errorf("replica %s: create %s: %w (%v); stop this writer: %s", r.name, name, ErrFenced, err,
-			r.d.fencedBy(r.ownerMetadata(ctx, level, min, max)))
+		ferr := fmt.Errorf("replica %s: create %s: %w: the store holds %s; stop this writer: %s",
+			r.name, name, ErrFenced, verdict.describe(got), r.d.fencedBy(got.MD))
 		r.d.fence(ferr)
 		return storage.FileInfo{}, ferr
 	} else if err != nil {
-		if level == 0 {
-			r.sent[key] = md
-		}
 		return storage.FileInfo{}, fmt.Errorf("replica %s: create %s: %w", r.name, name, err)
 	}
-	if level == 0 {
-		delete(r.sent, key)
-	}
 	return info, nil
-}
-
-func (r *replica) isAmbiguous(t ltx.TXID) bool { _, ok := r.sent[t]; return ok }
-
-func (r *replica) isOurs(ctx context.Context, level int, min, max ltx.TXID, md storage.Metadata, size int64) bool {
-	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
-	defer cancel()
-	obj, err := r.c.Open(ctx, level, min, max, 0, 0)
-	r.count("get", 0, err)
-	if err != nil {
-		return false
-	}
-	obj.Close()
-	got := obj.Info.Metadata
-	return got != nil && obj.Info.Size == size && got.Node == md.Node && got.FencingToken == md.FencingToken &&
-		got.CommitTime.Equal(md.CommitTime) && got.PreApplyChecksum == md.PreApplyChecksum &&
-		got.PostApplyChecksum == md.PostApplyChecksum
 }
 
 // uploadPending uploads the local L0 files the store does not have yet, in
@@ -434,4 +413,11 @@ func (r *replica) openInput(ctx context.Context, fi storage.FileInfo) (io.ReadCl
 		return nil, nil, err
 	}
 	return obj, obj.Info.Metadata, nil
+}
+
+// position is the TXID through which the store has the L0 chain.
+func (r *replica) position() ltx.TXID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pos
 }

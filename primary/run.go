@@ -175,8 +175,11 @@ func (d *DB) step(ctx context.Context) {
 		}
 	}
 	var waiting *errReplacedWaiting
-	if err != nil && ctx.Err() == nil && d.fencedErr() == nil && !errors.As(err, &waiting) {
-		d.log.Error("sync failed", "txid", d.txid, "error", err)
+	switch {
+	case err == nil:
+		d.syncFails.ok(d.clock.Now(), "txid", d.txid)
+	case ctx.Err() == nil && d.fencedErr() == nil && !errors.As(err, &waiting):
+		d.syncFails.fail(d.clock.Now(), err, "txid", d.txid)
 	}
 	if err != nil {
 		// Whatever went wrong, do not stand in the way of SQLite (a WAL
@@ -352,13 +355,14 @@ func (r *replica) runUploads(ctx context.Context) {
 			}
 		}
 		last = time.Now()
-		if err := r.uploadPending(ctx); err != nil {
-			if errors.Is(err, ErrFenced) {
-				return
-			}
-			if ctx.Err() == nil {
-				r.log.Error("upload failed; will retry", "error", err)
-			}
+		err := r.uploadPending(ctx)
+		switch {
+		case errors.Is(err, ErrFenced):
+			return
+		case err == nil:
+			r.upFails.ok(r.d.clock.Now(), "txid", r.position())
+		case ctx.Err() == nil:
+			r.upFails.fail(r.d.clock.Now(), err, "txid", r.position())
 		}
 	}
 }

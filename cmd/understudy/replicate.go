@@ -408,20 +408,19 @@ func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc
 	return opts, nil
 }
 
-// primariesHealthy is /healthz: unhealthy when a database is fenced or a
-// replica's last upload failed.
+// primariesHealthy is /healthz: unhealthy when a database is fenced or
+// cannot ship: its syncs or a replica's uploads have failed without a
+// success for primary.UnhealthyAfter(sync-interval), three intervals and at
+// least 10 s (a single failed attempt is retried and often succeeds).
+// The lease nodes' /healthz deliberately leaves upload errors out: a
+// failing store must not depose a live primary.
 func primariesHealthy(dbs []*primary.DB) error {
 	var err error
 	for _, db := range dbs {
-		st := db.Status()
-		if st.Fenced {
+		if db.Status().Fenced {
 			err = errors.Join(err, fmt.Errorf("%s: fenced: another writer owns the replica history", db.Path()))
 		}
-		for _, r := range st.Replicas {
-			if r.LastError != "" {
-				err = errors.Join(err, fmt.Errorf("%s replica %s: %s", db.Path(), r.Name, r.LastError))
-			}
-		}
+		err = errors.Join(err, db.ShippingError())
 	}
 	return err
 }
