@@ -47,7 +47,9 @@
 //	        health-check: service:app
 //	      # primary: host-a          # type static only: the node that is primary
 //
-// $VAR and ${VAR} are expanded in the whole file unless -no-expand-env.
+// $VAR and ${VAR} are expanded in the whole file unless -no-expand-env; the
+// ones that expand to nothing outside comments are listed (EmptyEnv) and
+// named in the errors about their keys.
 // Durations are Go durations (500ms, 10s, 5m, 24h). Sizes are bytes, or a
 // number with a unit: kB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB
 // (powers of 1024). Unknown keys are errors,
