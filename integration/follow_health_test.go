@@ -168,3 +168,83 @@ func TestFollowLagAgainstStoreHead(t *testing.T) {
 		t.Errorf("caught up: %+v; want no lag and head_txid %s", st, finalTXID)
 	}
 }
+
+// TestFollowBadCredentials: `follow` against versitygw with credentials
+// that are wrong, missing, or expanded empty from the config exits non-zero
+// by itself, soon, with a message that says what to set (it used to retry
+// for ever with the SDK's EC2-metadata error). No secret is printed.
+func TestFollowBadCredentials(t *testing.T) {
+	gw := harness.StartVersityGW(t)
+	bucket := gw.NewBucket(t)
+	url := fmt.Sprintf("s3://%s/app?endpoint=%s&region=us-east-1&force-path-style=true", bucket, gw.Endpoint)
+	dir := t.TempDir()
+	// Nothing from this machine may supply credentials.
+	isolated := []string{"AWS_PROFILE=", "AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(dir, "none"),
+		"AWS_CONFIG_FILE=" + filepath.Join(dir, "none"), "AWS_EC2_METADATA_DISABLED=true"}
+
+	configPath := filepath.Join(dir, "understudy.yml")
+	writeFile(t, configPath, fmt.Sprintf(`dbs:
+  - path: %s
+    replicas:
+      - name: s3
+        type: s3
+        bucket: %s
+        path: app
+        endpoint: %s
+        region: us-east-1
+        force-path-style: true
+        access-key-id: ${TEST_FOLLOW_KEY}
+        secret-access-key: ${TEST_FOLLOW_SECRET}
+    follower:
+      replica: s3
+`, filepath.Join(dir, "from-config.db"), bucket, gw.Endpoint))
+
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		want []string // in stderr
+	}{
+		{"wrong secret", []string{"AWS_ACCESS_KEY_ID=" + gw.AccessKey, "AWS_SECRET_ACCESS_KEY=wrong-secret-do-not-print"},
+			[]string{url, filepath.Join(dir, "a.db")}, []string{"refused the credentials", "AWS_SECRET_ACCESS_KEY"}},
+		{"unknown key", []string{"AWS_ACCESS_KEY_ID=no-such-key", "AWS_SECRET_ACCESS_KEY=" + gw.SecretKey},
+			[]string{url, filepath.Join(dir, "b.db")}, []string{"refused the credentials", "AWS_ACCESS_KEY_ID"}},
+		{"empty environment", []string{"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY="},
+			[]string{url, filepath.Join(dir, "c.db")}, []string{"no credentials found", "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", "set but empty"}},
+		{"config expanded empty", []string{"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "TEST_FOLLOW_KEY=", "TEST_FOLLOW_SECRET="},
+			[]string{"-config", configPath}, []string{"no credentials found", "${TEST_FOLLOW_KEY} is set but empty", "${TEST_FOLLOW_SECRET} is set but empty"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := append(append([]string{}, isolated...), tt.env...)
+			res := runBounded(t, 20*time.Second, env, append([]string{"follow"}, tt.args...)...)
+			if res.code <= 0 {
+				t.Fatalf("exit code %d, want a non-zero exit by itself; stderr:\n%s", res.code, res.stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(res.stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, res.stderr)
+				}
+			}
+			for _, secret := range []string{gw.SecretKey, "wrong-secret-do-not-print"} {
+				if strings.Contains(res.stdout+res.stderr, secret) {
+					t.Errorf("output shows a secret:\n%s", res.stderr)
+				}
+			}
+		})
+	}
+}
+
+// runBounded runs understudy to completion within timeout; a process still
+// running then is killed and reported with exit code -1.
+func runBounded(t *testing.T, timeout time.Duration, env []string, args ...string) result {
+	t.Helper()
+	d := start(t, env, args...)
+	select {
+	case <-d.done:
+	case <-time.After(timeout):
+		d.kill()
+		return result{stderr: d.out.String(), code: -1}
+	}
+	return result{stderr: d.out.String(), code: d.cmd.ProcessState.ExitCode()}
+}

@@ -46,6 +46,7 @@ func runFollow(c *cli.Context) error {
 		return err
 	}
 	var targets []follower.Config
+	var explain []func(error) error // per target: what in the config may explain a store error
 	var addr string
 	var log hclog.Logger
 	if c.NArg() == 0 {
@@ -56,23 +57,27 @@ func runFollow(c *cli.Context) error {
 		if log, err = newLogger(c, cfg.Logging.Level, cfg.Logging.Type); err != nil {
 			return err
 		}
+		warnEmptyEnv(log, cfg)
 		// Databases with a lease: section run as nodes that can promote.
 		if hasLease(cfg) {
 			stop()
 			return runNodes(c, cfg, log, false, "")
 		}
-		if targets, err = configFollowTargets(c, cfg); err != nil {
+		if targets, explain, err = configFollowTargets(c, cfg); err != nil {
 			return err
 		}
 		addr = cfg.Addr
 	} else {
 		var err error
-		if targets, addr, log, err = argFollowTarget(c); err != nil {
+		if targets, explain, addr, log, err = argFollowTarget(c); err != nil {
 			return err
 		}
 	}
 	if c.IsSet("addr") {
 		addr = c.String("addr")
+	}
+	if err := probeFollowStores(ctx, targets, explain, log); err != nil {
+		return err
 	}
 
 	reg := prometheus.NewRegistry()
@@ -126,17 +131,17 @@ func runFollow(c *cli.Context) error {
 // argFollowTarget builds the follower's config from the arguments
 // REPLICA_URL LOCAL_DB_PATH (a config file, when present, gives the
 // logging, addr and default credentials).
-func argFollowTarget(c *cli.Context) ([]follower.Config, string, hclog.Logger, error) {
+func argFollowTarget(c *cli.Context) ([]follower.Config, []func(error) error, string, hclog.Logger, error) {
 	if c.NArg() != 2 {
-		return nil, "", nil, fmt.Errorf("follow: give REPLICA_URL LOCAL_DB_PATH, or no arguments to use the config (got %d arguments)", c.NArg())
+		return nil, nil, "", nil, fmt.Errorf("follow: give REPLICA_URL LOCAL_DB_PATH, or no arguments to use the config (got %d arguments)", c.NArg())
 	}
 	url, path := c.Args().Get(0), c.Args().Get(1)
 	if !isReplicaURL(url) {
-		return nil, "", nil, fmt.Errorf("follow: %q is not a replica URL (s3://BUCKET/PATH or file:///DIR); usage: understudy follow REPLICA_URL LOCAL_DB_PATH", url)
+		return nil, nil, "", nil, fmt.Errorf("follow: %q is not a replica URL (s3://BUCKET/PATH or file:///DIR); usage: understudy follow REPLICA_URL LOCAL_DB_PATH", url)
 	}
 	cfg, err := loadConfigIfPresent(c)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, nil, "", nil, err
 	}
 	var level, typ, addr string
 	var opts []replicaclient.Option
@@ -146,51 +151,63 @@ func argFollowTarget(c *cli.Context) ([]follower.Config, string, hclog.Logger, e
 	}
 	log, err := newLogger(c, level, typ)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, nil, "", nil, err
+	}
+	if cfg != nil {
+		warnEmptyEnv(log, cfg)
 	}
 	r, err := config.ParseReplicaURL(url)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, nil, "", nil, err
 	}
 	client, err := replicaclient.New(c.Context, r, opts...)
 	if err != nil {
-		return nil, "", nil, err
+		if cfg != nil {
+			err = withEmptyEnv(err, cfg, r)
+		}
+		return nil, nil, "", nil, err
 	}
 	if err := refuseFollow03(c.Context, client, url, path); err != nil {
-		return nil, "", nil, cli.Exit(err, 2)
+		return nil, nil, "", nil, cli.Exit(err, 2)
 	}
-	return []follower.Config{{Path: absOrSame(path), Client: client, PollInterval: c.Duration("poll-interval")}}, addr, log, nil
+	explain := func(err error) error { return err }
+	if cfg != nil {
+		explain = func(err error) error { return withEmptyEnv(err, cfg, r) } // the top-level credentials
+	}
+	return []follower.Config{{Path: absOrSame(path), Client: client, PollInterval: c.Duration("poll-interval")}}, []func(error) error{explain}, addr, log, nil
 }
 
 // configFollowTargets builds the followers' configs from the config's
 // follower: sections.
-func configFollowTargets(c *cli.Context, cfg *config.Config) ([]follower.Config, error) {
+func configFollowTargets(c *cli.Context, cfg *config.Config) ([]follower.Config, []func(error) error, error) {
 	poll := c.Duration("poll-interval")
 	path, _ := configPath(c)
 	var targets []follower.Config
+	var explain []func(error) error
 	for _, db := range cfg.DBs {
 		if db.Follower == nil {
 			continue
 		}
 		r := db.Replica(db.Follower.Replica)
 		if r == nil {
-			return nil, fmt.Errorf("follow: database %s in %s: no replica named %q to follow", db.Path, path, db.Follower.Replica)
+			return nil, nil, fmt.Errorf("follow: database %s in %s: no replica named %q to follow", db.Path, path, db.Follower.Replica)
 		}
 		client, err := replicaclient.New(c.Context, r, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
 		if err != nil {
-			return nil, err
+			return nil, nil, withEmptyEnv(err, cfg, r)
 		}
 		if err := refuseFollow03(c.Context, client, r.Location(), db.Path); err != nil {
-			return nil, cli.Exit(err, 2)
+			return nil, nil, cli.Exit(err, 2)
 		}
 		p := db.Follower.PollInterval
 		if poll != 0 {
 			p = poll
 		}
 		targets = append(targets, follower.Config{Path: db.Path, Name: db.Name(), Client: client, PollInterval: p})
+		explain = append(explain, func(err error) error { return withEmptyEnv(err, cfg, r) })
 	}
 	if len(targets) == 0 {
-		return nil, fmt.Errorf("follow: no database in %s has a follower: section; add one, or give REPLICA_URL LOCAL_DB_PATH", path)
+		return nil, nil, fmt.Errorf("follow: no database in %s has a follower: section; add one, or give REPLICA_URL LOCAL_DB_PATH", path)
 	}
-	return targets, nil
+	return targets, explain, nil
 }

@@ -26,6 +26,11 @@ var ErrExists = errors.New("object already exists")
 // ErrNotFound is returned by Client.Open for a missing object.
 var ErrNotFound = errors.New("object not found")
 
+// ErrCredentials is wrapped by errors of a store that refused the
+// credentials it was given, or of a client that found none to give: retrying
+// cannot help until the operator fixes them.
+var ErrCredentials = errors.New("credentials missing or refused")
+
 // Metadata travels with every object Understudy writes. A file written by
 // another tool has none; readers then verify by file checksum only.
 type Metadata struct {

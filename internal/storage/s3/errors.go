@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
 
@@ -65,6 +68,11 @@ func (c *Client) describe(ctx context.Context, op, key string, err error) error 
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("s3 replica: %s %s: %w (no answer from %s in time; check the endpoint and the network)", op, c.where(key), err, c.endpoint())
 	}
+	var nc *noCredentialsError
+	if errors.As(err, &nc) {
+		return &credentialsError{fmt.Sprintf("s3 replica: %s %s: no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY%s, or the replica's access-key-id and secret-access-key (or AWS_PROFILE, or give the machine an instance role) (%v)",
+			op, c.where(key), emptyEnvNote("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), nc.err)}
+	}
 	code, status := "", 0
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) {
@@ -84,9 +92,9 @@ func (c *Client) describe(ctx context.Context, op, key string, err error) error 
 	case classExists:
 		return fmt.Errorf("s3 replica: %s: %w", c.where(key), storage.ErrExists)
 	case classCredentials:
-		return fmt.Errorf("s3 replica: %s %s: the store refused the credentials (%s): check %s", op, c.where(key), detail, c.credDesc)
+		return &credentialsError{fmt.Sprintf("s3 replica: %s %s: the store refused the credentials (%s): check %s", op, c.where(key), detail, c.credDesc)}
 	case classAccessDenied:
-		return fmt.Errorf("s3 replica: %s %s: access denied (%s): check %s and that they may read, write, list and delete in bucket %q", op, c.where(key), detail, c.credDesc, c.opts.Bucket)
+		return &credentialsError{fmt.Sprintf("s3 replica: %s %s: access denied (%s): check %s and that they may read, write, list and delete in bucket %q", op, c.where(key), detail, c.credDesc, c.opts.Bucket)}
 	case classNoBucket:
 		return fmt.Errorf("s3 replica: %s %s: bucket %q does not exist at %s: create it, or fix the replica's bucket (and endpoint/region)", op, c.where(key), c.opts.Bucket, c.endpoint())
 	case classInvalidRange:
@@ -98,6 +106,48 @@ func (c *Client) describe(ctx context.Context, op, key string, err error) error 
 		return fmt.Errorf("s3 replica: %s %s: cannot reach %s: %w (check the endpoint and the network)", op, c.where(key), c.endpoint(), err)
 	}
 	return fmt.Errorf("s3 replica: %s %s: %w", op, c.where(key), err)
+}
+
+// credentialsError is a described error that wraps storage.ErrCredentials
+// (the message is the description alone).
+type credentialsError struct{ msg string }
+
+func (e *credentialsError) Error() string { return e.msg }
+func (e *credentialsError) Unwrap() error { return storage.ErrCredentials }
+
+// noCredentialsError marks a failure of the SDK's credential chain to find
+// any credentials, as opposed to credentials the store refused.
+type noCredentialsError struct{ err error }
+
+func (e *noCredentialsError) Error() string { return "no credentials: " + e.err.Error() }
+func (e *noCredentialsError) Unwrap() error { return e.err }
+
+// markNoCredentials wraps the SDK's default credential chain so that its
+// failures can be told apart from the store's answers.
+type markNoCredentials struct{ aws.CredentialsProvider }
+
+func (m markNoCredentials) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	creds, err := m.CredentialsProvider.Retrieve(ctx)
+	if err != nil && ctx.Err() == nil {
+		err = &noCredentialsError{err}
+	}
+	return creds, err
+}
+
+// emptyEnvNote names the variables among names that are set but empty
+// (a config or unit that expanded nothing into them), as a note for a
+// message: "" when there are none. Values are never shown.
+func emptyEnvNote(names ...string) string {
+	var empty []string
+	for _, n := range names {
+		if v, ok := os.LookupEnv(n); ok && v == "" {
+			empty = append(empty, n)
+		}
+	}
+	if len(empty) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(empty, " and ") + " set but empty)"
 }
 
 func isInvalidRange(err error) bool {

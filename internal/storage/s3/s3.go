@@ -155,6 +155,9 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if cfg.Region == "" {
 		cfg.Region = DefaultRegion
 	}
+	if opts.AccessKeyID == "" && cfg.Credentials != nil {
+		cfg.Credentials = markNoCredentials{cfg.Credentials}
+	}
 	opts.Region = cfg.Region
 	client := awss3.NewFromConfig(cfg, func(o *awss3.Options) {
 		if opts.Endpoint != "" {
