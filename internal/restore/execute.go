@@ -119,7 +119,7 @@ func (d *download) run(ctx context.Context, parallelism int) error {
 	// parallel where the format allows (snapshot.go).
 	if err := d.snapshotFast(ctx, workers); !errors.Is(err, errSlowPath) {
 		if err != nil {
-			d.fail(err)
+			d.fail(blame(d.files[0], err))
 			return d.firstErr
 		}
 		return ctx.Err()
@@ -348,7 +348,7 @@ func (d *download) file(ctx context.Context, i int, sink sink) error {
 	if err == nil {
 		d.filesDone.Add(1)
 	}
-	return err
+	return blame(d.files[i], err)
 }
 
 func (d *download) decodeFile(ctx context.Context, i int, sink sink) error {
@@ -360,10 +360,11 @@ func (d *download) decodeFile(ctx context.Context, i int, sink sink) error {
 	}
 	defer obj.Close()
 
-	dec := ltx.NewDecoder(bufio.NewReaderSize(&countingReader{r: obj, n: &d.bytesDone}, readBufferFor(f.Size)))
+	src := &countingReader{r: obj, n: &d.bytesDone}
+	dec := ltx.NewDecoder(bufio.NewReaderSize(src, readBufferFor(f.Size)))
 	dec.SetRetainPageIndex(false)
 	if err := dec.DecodeHeader(); err != nil {
-		return d.decodeErr(ctx, name, "header", err)
+		return decodeErr(ctx, src, name, "header", err)
 	}
 	hdr := dec.Header()
 	if hdr != d.headers[i].Header {
@@ -374,8 +375,18 @@ func (d *download) decodeFile(ctx context.Context, i int, sink sink) error {
 	}
 	limit := d.limits[i]
 	lockPgno := hdr.LockPgno()
+	// The database's size before this file: the pages above it are new, and
+	// the file must hold every one of them (checkFits).
+	var prevCommit uint32
+	if i > 0 {
+		prevCommit = d.headers[i-1].Header.Commit
+	}
+	var shape fileShape
 	var ph ltx.PageHeader
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		buf, err := sink.buffer(ctx)
 		if err != nil {
 			return err
@@ -384,11 +395,12 @@ func (d *download) decodeFile(ctx context.Context, i int, sink sink) error {
 		if err == io.EOF {
 			break
 		} else if err != nil {
-			return d.decodeErr(ctx, name, fmt.Sprintf("page %d", dec.PageN()+1), err)
+			return decodeErr(ctx, src, name, fmt.Sprintf("page %d", dec.PageN()+1), err)
 		}
 		if ph.Pgno > hdr.Commit {
 			return fmt.Errorf("%s: %w: page %d is beyond the database size of %d pages in its header", name, ErrCorrupt, ph.Pgno, hdr.Commit)
 		}
+		shape.add(ph.Pgno, prevCommit, lockPgno)
 		if ph.Pgno == lockPgno || ph.Pgno > limit || sink.drop(ph.Pgno) {
 			continue
 		}
@@ -397,20 +409,29 @@ func (d *download) decodeFile(ctx context.Context, i int, sink sink) error {
 		}
 	}
 	if err := dec.Close(); err != nil {
-		return d.decodeErr(ctx, name, "page index and trailer", err)
+		return decodeErr(ctx, src, name, "page index and trailer", err)
 	}
 	d.pages[i] = dec.PageN()
 	if i == 0 && !isFullImage(hdr, dec.PageN()) {
 		return fmt.Errorf("%s: %w: a snapshot of %d pages holds only %d pages", name, ErrCorrupt, hdr.Commit, dec.PageN())
 	}
+	if i > 0 {
+		if err := checkFits(hdr, prevCommit, shape); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
 	return nil
 }
 
 // decodeErr classifies a decoding error: a canceled restore is not a
-// corrupt object.
-func (d *download) decodeErr(ctx context.Context, name, part string, err error) error {
+// corrupt object, and neither is a failed read from the store (src saw an
+// error that was not the end of the object).
+func decodeErr(ctx context.Context, src *countingReader, name, part string, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if rerr := src.readErr(); rerr != nil {
+		return fmt.Errorf("%s: read the %s from the store: %w", name, part, rerr)
 	}
 	if errors.Is(err, ltx.ErrChecksumMismatch) {
 		return fmt.Errorf("%s: %w: file checksum mismatch (the object's bytes changed after it was written)", name, ErrCorrupt)
@@ -437,13 +458,30 @@ func readBufferFor(size int64) int {
 	return readBufferSize
 }
 
+// countingReader counts the bytes read from an object and remembers the
+// first read error other than the end of the object.
 type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
+	r   io.Reader
+	n   *atomic.Int64
+	mu  sync.Mutex
+	err error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		c.mu.Lock()
+		if c.err == nil {
+			c.err = err
+		}
+		c.mu.Unlock()
+	}
 	return n, err
+}
+
+func (c *countingReader) readErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }

@@ -3,12 +3,13 @@ package restore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
 	"strings"
 
-	_ "github.com/mattn/go-sqlite3" // SQLite driver for the integrity check
+	"github.com/mattn/go-sqlite3" // SQLite driver for the integrity check
 )
 
 // integrityCheck runs PRAGMA quick_check or integrity_check on the restored
@@ -36,23 +37,31 @@ func integrityCheck(ctx context.Context, path string, check IntegrityCheck) erro
 		return fmt.Errorf("integrity check of %s: %w", path, err)
 	}
 	defer db.Close()
+	// SQLite may refuse to run the check at all on a malformed file.
+	failed := func(err error) error {
+		var serr sqlite3.Error
+		if errors.As(err, &serr) && (serr.Code == sqlite3.ErrCorrupt || serr.Code == sqlite3.ErrNotADB) {
+			return fmt.Errorf("%w: PRAGMA %s of the restored database failed: %v", ErrCorrupt, pragma, err)
+		}
+		return fmt.Errorf("integrity check (%s) of the restored database: %w", pragma, err)
+	}
 	rows, err := db.QueryContext(ctx, "PRAGMA "+pragma)
 	if err != nil {
-		return fmt.Errorf("integrity check (%s) of the restored database: %w", pragma, err)
+		return failed(err)
 	}
 	defer rows.Close()
 	var problems []string
 	for rows.Next() {
 		var s string
 		if err := rows.Scan(&s); err != nil {
-			return fmt.Errorf("integrity check (%s): %w", pragma, err)
+			return failed(err)
 		}
 		if s != "ok" {
 			problems = append(problems, s)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("integrity check (%s): %w", pragma, err)
+		return failed(err)
 	}
 	if len(problems) > 0 {
 		if len(problems) > 5 {

@@ -117,7 +117,8 @@ func checkHeader(f storage.FileInfo, b []byte) (ltx.Header, error) {
 }
 
 // ReadHeaders reads the headers of files with at most parallelism requests
-// in flight. The result is in the order of files; the first error wins.
+// in flight. The result is in the order of files; the first error wins (an
+// *ObjectError when it is a verdict on one file).
 func ReadHeaders(ctx context.Context, client storage.Client, files []storage.FileInfo, parallelism int) ([]FileHeader, error) {
 	if parallelism < 1 {
 		parallelism = 1
@@ -132,6 +133,7 @@ func ReadHeaders(ctx context.Context, client storage.Client, files []storage.Fil
 	each(ctx, 0, len(files), parallelism, func(i int) {
 		h, err := ReadHeader(ctx, client, files[i])
 		if err != nil {
+			err = blame(files[i], err)
 			mu.Lock()
 			if firstErr == nil {
 				firstErr = err

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -22,25 +21,47 @@ const DefaultParallelism = 8
 // DefaultProgressInterval is how often Options.Progress is called.
 const DefaultProgressInterval = time.Second
 
+// DefaultFileMode is the mode a restored database is created with, less the
+// process's umask, as SQLite itself creates database files: an app running
+// as another user of the group can read it where the umask allows.
+const DefaultFileMode fs.FileMode = 0o666
+
 // IntegrityCheck selects SQLite's check of the restored file before rename.
 type IntegrityCheck string
 
 // Integrity check levels.
 const (
-	IntegrityNone  IntegrityCheck = "none"
+	// IntegrityAuto (the default) runs PRAGMA quick_check when the result
+	// is not proven by the database checksums in the objects' metadata (a
+	// replica written by Litestream, or copied without its metadata), and
+	// nothing when it is.
+	IntegrityAuto  IntegrityCheck = "auto"
+	IntegrityNone  IntegrityCheck = "none"  // skip the check, even of an unproven result
 	IntegrityQuick IntegrityCheck = "quick" // PRAGMA quick_check
 	IntegrityFull  IntegrityCheck = "full"  // PRAGMA integrity_check
 )
 
-// ParseIntegrityCheck parses none, quick or full.
+// ParseIntegrityCheck parses auto, none, quick or full ("" is auto).
 func ParseIntegrityCheck(s string) (IntegrityCheck, error) {
 	switch c := IntegrityCheck(s); c {
-	case IntegrityNone, IntegrityQuick, IntegrityFull:
+	case IntegrityAuto, IntegrityNone, IntegrityQuick, IntegrityFull:
 		return c, nil
 	case "":
-		return IntegrityNone, nil
+		return IntegrityAuto, nil
 	}
-	return "", fmt.Errorf("invalid integrity check %q: use none, quick or full", s)
+	return "", fmt.Errorf("invalid integrity check %q: use auto, none, quick or full", s)
+}
+
+// resolve picks the check to run on a result that is (or is not) proven
+// by database checksums.
+func (c IntegrityCheck) resolve(verified bool) IntegrityCheck {
+	if c == IntegrityAuto || c == "" {
+		if verified {
+			return IntegrityNone
+		}
+		return IntegrityQuick
+	}
+	return c
 }
 
 // Target is the position to restore: TXID, or else Timestamp, or else the
@@ -65,9 +86,12 @@ func (t Target) String() string {
 type Options struct {
 	OutputPath     string // must not exist; the parent directory must
 	Target         Target
-	Parallelism    int // files in flight (DefaultParallelism when 0)
-	IntegrityCheck IntegrityCheck
-	Logger         hclog.Logger
+	Parallelism    int            // files in flight (DefaultParallelism when 0)
+	IntegrityCheck IntegrityCheck // IntegrityAuto when empty
+	// Mode is the restored file's mode before the umask (DefaultFileMode
+	// when 0).
+	Mode   fs.FileMode
+	Logger hclog.Logger
 	// Progress, when set, is called every DefaultProgressInterval and once at
 	// the end of the download.
 	Progress func(Progress)
@@ -95,11 +119,16 @@ type Result struct {
 	// DatabaseID is the identity of the history restored (from the newest
 	// file that carries one; "" when none does: Litestream's files).
 	DatabaseID string
-	PageSize   uint32
-	PageCount  uint32
-	Files      int
-	Bytes      int64
-	Elapsed    time.Duration
+	// Checked is the integrity check that ran on the result (IntegrityNone
+	// when none did).
+	Checked IntegrityCheck
+	// Skipped lists the bad objects the restore planned around.
+	Skipped   []BadObject
+	PageSize  uint32
+	PageCount uint32
+	Files     int
+	Bytes     int64
+	Elapsed   time.Duration
 }
 
 // Position is the newest position of a replica.
@@ -144,46 +173,95 @@ func BuildPlan(ctx context.Context, client storage.Client, target Target) (Plan,
 	if err != nil {
 		return Plan{}, err
 	}
-	txid := target.TXID
-	if txid == 0 && !target.Timestamp.IsZero() {
-		p, err := ResolveTimestamp(ctx, files, target.Timestamp, HeaderFuncFor(client))
-		if err != nil {
-			return Plan{}, err
-		}
-		txid = p.TXID
+	txid, err := resolveTarget(ctx, client, files, target)
+	if err != nil {
+		return Plan{}, err
 	}
 	return PlanTXID(files, txid)
 }
 
-// Restore plans and executes a restore into opts.OutputPath.
+// Restore plans and executes a restore into opts.OutputPath. When an object
+// of the plan turns out to be bad (an *ObjectError: corrupt, foreign, gone,
+// not of this history), it logs what it skips and plans again without it,
+// through any other level or an older snapshot; it fails only when no path
+// avoids the bad objects, with a *NoPathError that names them and the ways
+// out.
 func Restore(ctx context.Context, client storage.Client, opts Options) (Result, error) {
 	if err := checkOutput(opts.OutputPath); err != nil {
 		return Result{}, err
 	}
-	plan, err := BuildPlan(ctx, client, opts.Target)
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	files, err := ListAll(ctx, client)
 	if err != nil {
 		return Result{}, err
 	}
-	return Execute(ctx, client, plan, opts)
+	target, err := resolveTarget(ctx, client, files, opts.Target)
+	if err != nil {
+		return Result{}, err
+	}
+	var bad []BadObject
+	for {
+		plan, err := PlanAvoiding(files, target, bad)
+		if err != nil {
+			return Result{}, err
+		}
+		res, err := Execute(ctx, client, plan, opts)
+		var oe *ObjectError
+		if err == nil || ctx.Err() != nil || !errors.As(err, &oe) || isBad(bad, oe.File) {
+			if err == nil && len(bad) > 0 {
+				res.Skipped = bad
+				log.Warn("restored on a path around bad objects; move them aside or replace them, or other tools and followers may stop at them",
+					"skipped", len(bad), "first", FileName(bad[0].File), "location", bad[0].Location)
+			}
+			return res, err
+		}
+		b := BadObject{File: oe.File, Err: oe, Location: ObjectLocation(client, oe.File)}
+		bad = append(bad, b)
+		log.Warn("skipping a bad object: planning the restore again without it", "object", FileName(oe.File),
+			"location", b.Location, "error", oe.Err)
+	}
 }
 
-// checkOutput refuses an output path that exists, or that has a WAL or SHM
-// file beside it (SQLite would apply a stale WAL to the restored file).
-func checkOutput(out string) error {
-	if out == "" {
-		return errors.New("restore: no output path given")
+// resolveTarget turns a target into a TXID (0: the newest position).
+func resolveTarget(ctx context.Context, client storage.Client, files []storage.FileInfo, t Target) (ltx.TXID, error) {
+	if t.TXID != 0 || t.Timestamp.IsZero() {
+		return t.TXID, nil
 	}
-	for _, p := range []string{out, out + "-wal", out + "-shm", out + "-journal"} {
-		if _, err := os.Lstat(p); err == nil {
-			if p == out {
-				return fmt.Errorf("%s: %w; restore never overwrites a database: choose another path or remove it", p, ErrOutputExists)
-			}
-			return fmt.Errorf("%s: %w: a stale SQLite %s file is beside the output path; remove it first", p, ErrOutputExists, p[strings.LastIndex(p, "-")+1:])
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("check output %s: %w", p, err)
+	p, err := ResolveTimestamp(ctx, files, t.Timestamp, HeaderFuncFor(client))
+	if err != nil {
+		return 0, err
+	}
+	return p.TXID, nil
+}
+
+func isBad(bad []BadObject, f storage.FileInfo) bool {
+	for _, b := range bad {
+		if keyOf(b.File) == keyOf(f) {
+			return true
 		}
 	}
-	return nil
+	return false
+}
+
+// ObjectLocation says where a file is in the store (a path, or an s3:// URL),
+// for messages that tell an operator to move it aside; "" when the client
+// cannot say.
+func ObjectLocation(client storage.Client, f storage.FileInfo) string {
+	switch c := client.(type) {
+	case interface {
+		Path(level int, minTXID, maxTXID ltx.TXID) string
+	}:
+		return c.Path(f.Level, f.MinTXID, f.MaxTXID)
+	case interface {
+		Bucket() string
+		Key(level int, minTXID, maxTXID ltx.TXID) string
+	}:
+		return "s3://" + c.Bucket() + "/" + c.Key(f.Level, f.MinTXID, f.MaxTXID)
+	}
+	return ""
 }
 
 // Execute restores plan into opts.OutputPath: it reads every file's header,
@@ -225,25 +303,29 @@ func Execute(ctx context.Context, client storage.Client, plan Plan, opts Options
 	pageSize := headers[0].Header.PageSize
 	var maxCommit uint32
 	for i, h := range headers {
-		if h.Header.PageSize != pageSize {
-			return Result{}, fmt.Errorf("%s: %w: page size %d differs from the snapshot's %d", FileName(plan.Files[i]), ErrCorrupt, h.Header.PageSize, pageSize)
+		if err := checkHeaderFits(plan.Files[i], h.Header, pageSize); err != nil {
+			return Result{}, err
 		}
 		if h.Header.Commit > maxCommit {
 			maxCommit = h.Header.Commit
 		}
 	}
-	var unverified []string
+	var unproven []storage.FileInfo
 	for i, h := range headers {
 		if h.Metadata == nil {
-			unverified = append(unverified, FileName(plan.Files[i]))
+			unproven = append(unproven, plan.Files[i])
 		}
 	}
-	if len(unverified) > 0 {
-		log.Warn("files carry no understudy metadata (written by Litestream?): verifying them by file checksum only",
-			"count", len(unverified), "first", unverified[0])
+	if len(unproven) > 0 {
+		log.Warn("files carry no understudy metadata (written by Litestream, or copied without it?): verifying them by file checksum only",
+			"count", len(unproven), "files", describeFiles(unproven, 3))
 	}
 
-	tmp, err := os.CreateTemp(filepath.Dir(opts.OutputPath), "."+filepath.Base(opts.OutputPath)+".restore-*.tmp")
+	mode := opts.Mode
+	if mode == 0 {
+		mode = DefaultFileMode
+	}
+	tmp, err := CreateTemp(filepath.Dir(opts.OutputPath), "."+filepath.Base(opts.OutputPath)+".restore-*.tmp", mode)
 	if err != nil {
 		return Result{}, fmt.Errorf("create temp file beside %s: %w", opts.OutputPath, err)
 	}
@@ -279,7 +361,7 @@ func Execute(ctx context.Context, client storage.Client, plan Plan, opts Options
 		return Result{}, err
 	}
 	if err := verifyChain(plan.Files, headers, d.pages); err != nil {
-		return Result{}, err
+		return Result{}, err // an *ObjectError naming the file that does not continue the chain
 	}
 	res = Result{
 		TXID: plan.Target, Timestamp: lastHdr.Time(), PostApplyChecksum: sum,
@@ -308,8 +390,12 @@ func Execute(ctx context.Context, client storage.Client, plan Plan, opts Options
 		return Result{}, fmt.Errorf("close %s: %w", tmpPath, err)
 	}
 	tmp = nil
-	if err := integrityCheck(ctx, tmpPath, check); err != nil {
-		return Result{}, err
+	res.Checked = check.resolve(res.Verified)
+	if !res.Verified && res.Checked == IntegrityNone {
+		log.Warn("skipping the integrity check of a result that no database checksum proves (asked for)", "output", opts.OutputPath)
+	}
+	if err := integrityCheck(ctx, tmpPath, res.Checked); err != nil {
+		return Result{}, unprovenErr(err, res.Verified, plan, headers, unproven)
 	}
 	if err := publish(tmpPath, opts.OutputPath); err != nil {
 		return Result{}, err
@@ -335,33 +421,9 @@ func verifyChain(files []storage.FileInfo, headers []FileHeader, pages []int) er
 			continue
 		}
 		if cur.PreApplyChecksum != prev.PostApplyChecksum {
-			return fmt.Errorf("%w: %s starts from database checksum %s but %s ends at %s: the files are not from one history",
-				ErrChecksumChain, FileName(files[i]), cur.PreApplyChecksum, FileName(files[i-1]), prev.PostApplyChecksum)
+			return blame(files[i], fmt.Errorf("%w: %s starts from database checksum %s but %s ends at %s: the files are not from one history",
+				ErrChecksumChain, FileName(files[i]), cur.PreApplyChecksum, FileName(files[i-1]), prev.PostApplyChecksum))
 		}
-	}
-	return nil
-}
-
-// publish links the finished temp file to out (link fails if out exists, so
-// a file created meanwhile is never replaced), removes the temp name and
-// syncs the directory.
-func publish(tmpPath, out string) error {
-	if err := os.Link(tmpPath, out); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s: %w: it appeared during the restore; nothing was overwritten", out, ErrOutputExists)
-		}
-		return fmt.Errorf("link restored file to %s: %w", out, err)
-	}
-	if err := os.Remove(tmpPath); err != nil {
-		return fmt.Errorf("remove temp file %s: %w", tmpPath, err)
-	}
-	dir, err := os.Open(filepath.Dir(out))
-	if err != nil {
-		return fmt.Errorf("sync directory of %s: %w", out, err)
-	}
-	defer dir.Close()
-	if err := dir.Sync(); err != nil {
-		return fmt.Errorf("sync directory of %s: %w", out, err)
 	}
 	return nil
 }

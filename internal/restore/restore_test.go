@@ -13,6 +13,7 @@ import (
 
 	"github.com/superfly/ltx"
 
+	"github.com/understudy-db/understudy/internal/ltxtest"
 	"github.com/understudy-db/understudy/internal/storage"
 )
 
@@ -225,34 +226,37 @@ func TestRestoreErrors(t *testing.T) {
 			errText: "L0 0000000000000011-0000000000000011: corrupt object",
 		},
 		{
-			name:    "corrupt trailer",
-			break_:  func(t *testing.T, s *source) { flipByte(t, s.path(1, 13, 14), 1) },
+			name: "corrupt object and no other path",
+			break_: func(t *testing.T, s *source) {
+				flipByte(t, s.path(0, 17, 17), 0.6)
+			},
 			wantErr: ErrCorrupt,
-			errText: "L1 000000000000000d-000000000000000e: corrupt object: file checksum mismatch",
+			errText: "no restore path to TXID 0000000000000012 avoids it (without it: from snapshot L9 0000000000000001-000000000000000c: missing file in the chain: " +
+				"no file covers TXIDs 0000000000000011-0000000000000011",
 		},
 		{
-			name:    "corrupt snapshot",
-			break_:  func(t *testing.T, s *source) { flipByte(t, s.path(9, 1, 12), 0.5) },
+			name: "corrupt snapshot and no other path names the way out",
+			break_: func(t *testing.T, s *source) {
+				flipByte(t, s.path(9, 1, 12), 0.5)
+				remove(t, s.path(0, 12, 12))
+			},
 			wantErr: ErrCorrupt,
-			errText: "L9 0000000000000001-000000000000000c: corrupt object",
+			errText: "way out: restore TXID 000000000000000b, the newest position that does not need it, with -txid 000000000000000b; " +
+				"or move the bad object aside if it does not belong to this replica's history, or put a good copy in its place (",
 		},
 		{
-			name:    "corrupt snapshot trailer",
-			break_:  func(t *testing.T, s *source) { flipByte(t, s.path(9, 1, 12), 1) },
-			wantErr: ErrCorrupt,
-			errText: "L9 0000000000000001-000000000000000c: corrupt object: file checksum mismatch",
-		},
-		{
-			name:    "corrupt snapshot page index",
-			break_:  func(t *testing.T, s *source) { flipAt(t, s.path(9, 1, 12), -25) },
-			wantErr: ErrCorrupt,
-			errText: "L9 0000000000000001-000000000000000c: corrupt object",
-		},
-		{
-			name:    "truncated snapshot",
-			break_:  func(t *testing.T, s *source) { truncate(t, s.path(9, 1, 12), 0.7) },
-			wantErr: ErrCorrupt,
-			errText: "L9 0000000000000001-000000000000000c: corrupt object: truncated",
+			name: "file of another database's history, no metadata",
+			break_: func(t *testing.T, s *source) {
+				// Grows the database by 5 pages but holds only the last:
+				// a gap past the end, as another database's file would.
+				commit := uint32(len(s.states[18].data)/testPageSize) + 5
+				page := make([]byte, testPageSize)
+				s.put(0, 19, 19, ltxtest.Encode(t, testPageSize, commit, 19, 19, s.clock, []uint32{1, commit},
+					func(uint32) []byte { return page }), storage.Metadata{})
+				removeMetadata(t, s, 0, 19, 19)
+			},
+			wantErr: ErrForeignObject,
+			errText: "L0 0000000000000013-0000000000000013: foreign object: it grows the database from",
 		},
 		{
 			name: "foreign object",
@@ -338,6 +342,80 @@ func TestRestoreErrors(t *testing.T) {
 				assertNothingLeft(t, out)
 			})
 		}
+	}
+}
+
+// TestRestoreRoutesAroundBadObjects breaks one object of the newest plan
+// in each way a restore notices (file checksum, snapshot structure,
+// truncation, header): the restore takes another path (another level, the
+// older snapshot), reports what it skipped, and gives the byte-identical
+// database.
+func TestRestoreRoutesAroundBadObjects(t *testing.T) {
+	tests := []struct {
+		name    string
+		break_  func(t *testing.T, s *source)
+		target  ltx.TXID
+		skipped string
+	}{
+		{"corrupt L1 trailer", func(t *testing.T, s *source) { flipByte(t, s.path(1, 13, 14), 1) }, 0, "L1 000000000000000d-000000000000000e"},
+		{"corrupt snapshot", func(t *testing.T, s *source) { flipByte(t, s.path(9, 1, 12), 0.5) }, 0, "L9 0000000000000001-000000000000000c"},
+		{"corrupt snapshot trailer", func(t *testing.T, s *source) { flipByte(t, s.path(9, 1, 12), 1) }, 12, "L9 0000000000000001-000000000000000c"},
+		{"corrupt snapshot page index", func(t *testing.T, s *source) { flipAt(t, s.path(9, 1, 12), -25) }, 0, "L9 0000000000000001-000000000000000c"},
+		{"truncated snapshot", func(t *testing.T, s *source) { truncate(t, s.path(9, 1, 12), 0.7) }, 0, "L9 0000000000000001-000000000000000c"},
+		{"snapshot header", func(t *testing.T, s *source) { flipByte(t, s.path(9, 1, 12), 0.01) }, 0, "L9 0000000000000001-000000000000000c"},
+		{"first snapshot: the first L0 is a full image", func(t *testing.T, s *source) { flipByte(t, s.path(9, 1, 1), 0.5) }, 5, "L9 0000000000000001-0000000000000001"},
+		{"no L3: the L2 files cover its range", func(t *testing.T, s *source) { remove(t, s.path(3, 2, 9)) }, 9, ""},
+	}
+	for _, slow := range []bool{false, true} {
+		for _, tc := range tests {
+			t.Run(fmt.Sprintf("%s/slow=%v", tc.name, slow), func(t *testing.T) {
+				defer func(v bool) { forceSlowSnapshot = v }(forceSlowSnapshot)
+				forceSlowSnapshot = slow
+				s := buildHistory(t)
+				tc.break_(t, s)
+				out, res, err := restoreTo(t, s.client, Target{TXID: tc.target}, nil)
+				if err != nil {
+					t.Fatalf("restore: %v", err)
+				}
+				want := tc.target
+				if want == 0 {
+					want = s.txid
+				}
+				assertRestored(t, s, out, res, want)
+				var got []string
+				for _, b := range res.Skipped {
+					got = append(got, FileName(b.File))
+					if b.Location == "" || !strings.Contains(b.Err.Error(), FileName(b.File)) {
+						t.Errorf("skipped %s: location %q, error %q", FileName(b.File), b.Location, b.Err)
+					}
+				}
+				if strings.Join(got, ",") != tc.skipped {
+					t.Fatalf("skipped %v, want %q", got, tc.skipped)
+				}
+			})
+		}
+	}
+}
+
+// removeMetadata strips an object of the file store of its metadata, as a
+// plain copy without extended attributes does.
+func removeMetadata(t *testing.T, s *source, level int, min, max ltx.TXID) {
+	t.Helper()
+	p := s.path(level, min, max)
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remove(t, p)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h, err := ReadHeader(context.Background(), s.client, storage.FileInfo{Level: level, MinTXID: min, MaxTXID: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Metadata != nil {
+		t.Fatalf("%s still has metadata after a plain copy (a sidecar?)", p)
 	}
 }
 

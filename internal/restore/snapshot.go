@@ -77,12 +77,13 @@ func (d *download) snapshotFast(ctx context.Context, workers int) error {
 		return err
 	}
 	defer obj.Close()
-	br := bufio.NewReaderSize(&countingReader{r: obj, n: &d.bytesDone}, readBufferSize)
+	src := &countingReader{r: obj, n: &d.bytesDone}
+	br := bufio.NewReaderSize(src, readBufferSize)
 
 	ps := d.pageSize
 	hb := make([]byte, ltx.HeaderSize)
 	if _, err := io.ReadFull(br, hb); err != nil {
-		return d.decodeErr(ctx, name, "header", err)
+		return decodeErr(ctx, src, name, "header", err)
 	}
 	if got, err := checkHeader(f, hb); err != nil {
 		return err
@@ -92,7 +93,7 @@ func (d *download) snapshotFast(ctx context.Context, workers int) error {
 	// The first frame decides the format.
 	first, err := br.Peek(ltx.PageHeaderSize)
 	if err != nil {
-		return d.decodeErr(ctx, name, "page 1", err)
+		return decodeErr(ctx, src, name, "page 1", err)
 	}
 	if binary.BigEndian.Uint16(first[4:])&ltx.PageHeaderFlagSize == 0 {
 		return errSlowPath
@@ -114,14 +115,14 @@ func (d *download) snapshotFast(ctx context.Context, workers int) error {
 			for j := range jobs {
 				if ctx.Err() == nil {
 					if err := d.applySnapJob(j, name, limit); err != nil {
-						d.fail(err)
+						d.fail(blame(f, err))
 					}
 				}
 				pool <- j
 			}
 		}()
 	}
-	segs, tail, tailLen, trailer, pages, rerr := d.readSnapshotFrames(ctx, br, name, hdr, chunkPages, bound, pool, jobs)
+	segs, tail, tailLen, trailer, pages, rerr := d.readSnapshotFrames(ctx, src, br, name, hdr, chunkPages, bound, pool, jobs)
 	close(jobs)
 	wg.Wait()
 	if rerr != nil {
@@ -158,7 +159,7 @@ func (d *download) snapshotFast(ctx context.Context, workers int) error {
 // checking their structure and sending runs of frames to jobs. It returns
 // the runs' CRC segments in file order and the CRC of the tail (end marker,
 // page index, trailer without its checksum).
-func (d *download) readSnapshotFrames(ctx context.Context, br *bufio.Reader, name string, hdr ltx.Header, chunkPages, bound int,
+func (d *download) readSnapshotFrames(ctx context.Context, src *countingReader, br *bufio.Reader, name string, hdr ltx.Header, chunkPages, bound int,
 	pool chan *snapJob, jobs chan<- *snapJob) (segs []*crcSeg, tail uint64, tailLen int64, trailer ltx.Trailer, pages int, err error) {
 	corrupt := func(format string, args ...any) error {
 		return fmt.Errorf("%s: %w: %s", name, ErrCorrupt, fmt.Sprintf(format, args...))
@@ -192,6 +193,9 @@ func (d *download) readSnapshotFrames(ctx context.Context, br *bufio.Reader, nam
 	}()
 	var prev uint32
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, 0, 0, trailer, 0, err
+		}
 		if job == nil {
 			select {
 			case job = <-pool:
@@ -202,7 +206,7 @@ func (d *download) readSnapshotFrames(ctx context.Context, br *bufio.Reader, nam
 		}
 		var fr snapFrame
 		if _, err := io.ReadFull(br, fr.hdr[:ltx.PageHeaderSize]); err != nil {
-			return nil, 0, 0, trailer, 0, d.decodeErr(ctx, name, fmt.Sprintf("page %d", pages+1), err)
+			return nil, 0, 0, trailer, 0, decodeErr(ctx, src, name, fmt.Sprintf("page %d", pages+1), err)
 		}
 		var ph ltx.PageHeader
 		if err := ph.UnmarshalBinary(fr.hdr[:ltx.PageHeaderSize]); err != nil {
@@ -228,7 +232,7 @@ func (d *download) readSnapshotFrames(ctx context.Context, br *bufio.Reader, nam
 			return nil, 0, 0, trailer, 0, corrupt("page %d is beyond the database size of %d pages in its header", ph.Pgno, hdr.Commit)
 		}
 		if _, err := io.ReadFull(br, fr.hdr[ltx.PageHeaderSize:]); err != nil {
-			return nil, 0, 0, trailer, 0, d.decodeErr(ctx, name, fmt.Sprintf("page %d", ph.Pgno), err)
+			return nil, 0, 0, trailer, 0, decodeErr(ctx, src, name, fmt.Sprintf("page %d", ph.Pgno), err)
 		}
 		n := int(binary.BigEndian.Uint32(fr.hdr[ltx.PageHeaderSize:]))
 		if n <= 0 || n > bound {
@@ -237,7 +241,7 @@ func (d *download) readSnapshotFrames(ctx context.Context, br *bufio.Reader, nam
 		fr.pgno, fr.off, fr.n = ph.Pgno, len(job.comp), n
 		job.comp = job.comp[:fr.off+n]
 		if _, err := io.ReadFull(br, job.comp[fr.off:]); err != nil {
-			return nil, 0, 0, trailer, 0, d.decodeErr(ctx, name, fmt.Sprintf("page %d", ph.Pgno), err)
+			return nil, 0, 0, trailer, 0, decodeErr(ctx, src, name, fmt.Sprintf("page %d", ph.Pgno), err)
 		}
 		size := int64(frameHeaderSize + n)
 		binary.BigEndian.PutUint32(rec[0:], ph.Pgno)
@@ -288,18 +292,18 @@ func (d *download) readSnapshotFrames(ctx context.Context, br *bufio.Reader, nam
 	for {
 		pgno, err := readUvarint()
 		if err != nil {
-			return nil, 0, 0, trailer, 0, d.decodeErr(ctx, name, "page index", err)
+			return nil, 0, 0, trailer, 0, decodeErr(ctx, src, name, "page index", err)
 		}
 		if pgno == 0 {
 			break
 		}
 		off, err := readUvarint()
 		if err != nil {
-			return nil, 0, 0, trailer, 0, d.decodeErr(ctx, name, "page index", err)
+			return nil, 0, 0, trailer, 0, decodeErr(ctx, src, name, "page index", err)
 		}
 		size, err := readUvarint()
 		if err != nil {
-			return nil, 0, 0, trailer, 0, d.decodeErr(ctx, name, "page index", err)
+			return nil, 0, 0, trailer, 0, decodeErr(ctx, src, name, "page index", err)
 		}
 		if pgno > math.MaxUint32 || off > math.MaxInt64 || size > math.MaxInt64 {
 			return nil, 0, 0, trailer, 0, corrupt("page index entry out of range")
@@ -315,7 +319,7 @@ func (d *download) readSnapshotFrames(ctx context.Context, br *bufio.Reader, nam
 	}
 	var tb [8 + ltx.TrailerSize]byte
 	if _, err := io.ReadFull(br, tb[:]); err != nil {
-		return nil, 0, 0, trailer, 0, d.decodeErr(ctx, name, "trailer", err)
+		return nil, 0, 0, trailer, 0, decodeErr(ctx, src, name, "trailer", err)
 	}
 	if got := binary.BigEndian.Uint64(tb[:8]); got != uint64(consumed) {
 		return nil, 0, 0, trailer, 0, corrupt("page index size field says %d bytes, read %d", got, consumed)
