@@ -99,7 +99,7 @@ func runRestore03(c *cli.Context, rep *replicaArg, target restore.Target, out st
 	if dryRun {
 		return printPlan03(c.App.Writer, rep.name, t, plan)
 	}
-	check, err := restore.ParseIntegrityCheck(c.String("integrity-check"))
+	check, err := integrityFlag(c)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -23,6 +24,7 @@ import (
 	"github.com/understudy-db/understudy/internal/replicaclient"
 	"github.com/understudy-db/understudy/internal/restore"
 	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/storage/file"
 )
 
 // listHeaderParallelism is how many header reads the listings keep in flight.
@@ -114,6 +116,11 @@ func runList(c *cli.Context, levels []int) error {
 			return err
 		}
 	}
+	if len(files) == 0 && len(rows03) == 0 {
+		if err := explainEmpty(c, rep, levels); err != nil {
+			return err
+		}
+	}
 	if c.Bool("json") {
 		enc := json.NewEncoder(c.App.Writer)
 		enc.SetIndent("", "  ")
@@ -137,6 +144,37 @@ func runList(c *cli.Context, levels []int) error {
 		}
 		return printRows03(c.App.Writer, rows03)
 	}
+	return nil
+}
+
+// explainEmpty is called when the levels listed hold no file. A replica
+// that holds nothing in any level is an error (most often a mistyped path
+// or bucket prefix, which a store cannot tell from an empty one); levels
+// that are empty in a replica with files elsewhere are only noted.
+func explainEmpty(c *cli.Context, rep *replicaArg, levels []int) error {
+	all, err := restore.ListAll(c.Context, rep.client)
+	if err != nil {
+		return err
+	}
+	if len(all) == 0 {
+		if r03, err := list03(c.Context, rep.client, false); err == nil && len(r03) > 0 {
+			fmt.Fprintf(c.App.ErrWriter, "%s: replica %s holds no LTX files, only Litestream 0.3 generations (`understudy ltx` lists them)\n", c.Command.Name, rep.name)
+			return nil
+		}
+		hint := "check the path (a mistyped one looks like this), or that a primary has replicated there"
+		if fc, ok := rep.client.(*file.Client); ok {
+			if _, err := os.Stat(fc.Dir()); errors.Is(err, fs.ErrNotExist) {
+				hint = "the directory " + fc.Dir() + " does not exist: check the path"
+			}
+		}
+		return fmt.Errorf("%s: replica %s holds no LTX files in any level: %s", c.Command.Name, rep.name, hint)
+	}
+	var names []string
+	for _, l := range levels {
+		names = append(names, strconv.Itoa(l))
+	}
+	fmt.Fprintf(c.App.ErrWriter, "%s: replica %s has no files in level %s (it holds %d files in other levels)\n",
+		c.Command.Name, rep.name, strings.Join(names, ", "), len(all))
 	return nil
 }
 

@@ -1,14 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"os/signal"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -29,7 +33,13 @@ func init() {
 			"database checksums and the final checksum, then renames it to OUT. OUT is never overwritten.\n" +
 			"A replica that Litestream 0.3 wrote (generations/ layout) restores the same way: its newest state,\n" +
 			"-timestamp, or -generation NAME [-index INDEX] as in Litestream 0.3; it is read when asked for, or\n" +
-			"when Understudy's own history beside it cannot restore the target.",
+			"when Understudy's own history beside it cannot restore the target.\n" +
+			"A result that no database checksum proves (a replica written by Litestream, or objects copied\n" +
+			"without their metadata) gets PRAGMA quick_check first (-skip-integrity-check to skip it); a\n" +
+			"malformed result never reaches OUT. A bad object (corrupt, foreign, not of this history) is\n" +
+			"skipped when another path (another level, an older snapshot) restores the same TXID.\n" +
+			"The file is created with mode 0666 less the umask, as SQLite creates databases.\n" +
+			"SIGINT or SIGTERM stops the restore, removes the temp file and exits non-zero.",
 		ArgsUsage: "(DB_PATH | REPLICA_URL)",
 		Flags: commonFlags(
 			&cli.StringFlag{Name: "o", Aliases: []string{"output"}, Usage: "output `PATH`; must not exist"},
@@ -39,7 +49,9 @@ func init() {
 			&cli.IntFlag{Name: "parallelism", Value: restore.DefaultParallelism, Usage: "files downloaded at once"},
 			&cli.BoolFlag{Name: "if-db-not-exists", Usage: "exit successfully without restoring if OUT exists"},
 			&cli.BoolFlag{Name: "if-replica-exists", Usage: "exit successfully without restoring if the replica holds nothing to restore"},
-			&cli.StringFlag{Name: "integrity-check", Value: string(restore.IntegrityNone), Usage: "SQLite check of the result before the rename: none, quick or full"},
+			&cli.StringFlag{Name: "integrity-check", Value: string(restore.IntegrityAuto), Usage: "SQLite check of the result before the rename: " +
+				"auto (quick_check when no database checksum proves the result), none, quick or full"},
+			&cli.BoolFlag{Name: "skip-integrity-check", Usage: "run no SQLite check, even on a result no database checksum proves (same as -integrity-check none)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan (files per level, bytes) and exit"},
 			generationFlag, indexFlag,
 		),
@@ -61,6 +73,14 @@ func restoreTarget(c *cli.Context) (restore.Target, error) {
 	var t restore.Target
 	if c.IsSet("txid") && c.IsSet("timestamp") {
 		return t, errors.New("give -txid or -timestamp, not both")
+	}
+	// An empty value (-txid "" from an unset shell variable) must not mean
+	// "the newest position": the caller asked for a particular one.
+	if c.IsSet("txid") && strings.TrimSpace(c.String("txid")) == "" {
+		return t, errors.New("-txid is empty: give a TXID of 1 to 16 hex digits, as `understudy ltx` prints them, or leave -txid out to restore the newest position")
+	}
+	if c.IsSet("timestamp") && strings.TrimSpace(c.String("timestamp")) == "" {
+		return t, errors.New("-timestamp is empty: give a time in RFC 3339, e.g. 2006-01-02T15:04:05Z, or leave -timestamp out to restore the newest position")
 	}
 	if s := c.String("txid"); s != "" {
 		txid, err := parseTXID(s)
@@ -92,7 +112,7 @@ func runRestore(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	check, err := restore.ParseIntegrityCheck(c.String("integrity-check"))
+	check, err := integrityFlag(c)
 	if err != nil {
 		return err
 	}
@@ -100,6 +120,80 @@ func runRestore(c *cli.Context) error {
 	if par < 1 {
 		return fmt.Errorf("invalid -parallelism %d: use 1 or more", par)
 	}
+	// SIGINT and SIGTERM cancel the restore, which removes its temp file.
+	// Notify also takes SIGINT back from SIG_IGN, which a non-interactive
+	// shell gives its background jobs.
+	ctx, stopSignals := interruptible(c.Context)
+	defer stopSignals()
+	c.Context = ctx
+	err = restoreCmd(c, out, dryRun, target, check, par)
+	// A signal that came after the restore finished changes nothing.
+	if sig := stopSignals(); sig != nil && err != nil {
+		where := "nothing was written"
+		if out != "" && !dryRun {
+			where = "the temp file was removed and nothing was written to " + out
+		}
+		name, code := sig.String(), 1
+		if s, ok := sig.(syscall.Signal); ok {
+			code = 128 + int(s) // as a shell reports a process killed by s
+			name = map[syscall.Signal]string{syscall.SIGINT: "SIGINT", syscall.SIGTERM: "SIGTERM"}[s]
+		}
+		return cli.Exit(fmt.Sprintf("restore interrupted by %s: %s", name, where), code)
+	}
+	return err
+}
+
+// integrityFlag reads -integrity-check and -skip-integrity-check.
+func integrityFlag(c *cli.Context) (restore.IntegrityCheck, error) {
+	check, err := restore.ParseIntegrityCheck(c.String("integrity-check"))
+	if err != nil {
+		return "", err
+	}
+	if c.Bool("skip-integrity-check") {
+		if c.IsSet("integrity-check") && check != restore.IntegrityNone {
+			return "", fmt.Errorf("-skip-integrity-check contradicts -integrity-check %s: give one of them", check)
+		}
+		return restore.IntegrityNone, nil
+	}
+	return check, nil
+}
+
+// interruptible returns a context that SIGINT or SIGTERM cancels, and a
+// function that stops listening and reports the signal that came (nil if
+// none).
+func interruptible(parent context.Context) (context.Context, func() os.Signal) {
+	ctx, cancel := context.WithCancel(parent)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	var (
+		mu  sync.Mutex
+		got os.Signal
+	)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-sigs:
+			mu.Lock()
+			got = sig
+			mu.Unlock()
+			cancel()
+		case <-done:
+		}
+	}()
+	var once sync.Once
+	return ctx, func() os.Signal {
+		once.Do(func() {
+			signal.Stop(sigs)
+			close(done)
+			cancel()
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		return got
+	}
+}
+
+func restoreCmd(c *cli.Context, out string, dryRun bool, target restore.Target, check restore.IntegrityCheck, par int) error {
 	rep, err := openReplicaArg(c, c.Args().First(), c.String("replica"))
 	if err != nil {
 		return err
@@ -160,7 +254,12 @@ func runRestore(c *cli.Context) error {
 	}
 	recordIdentity(log, out, res, rep.name)
 	mbps := float64(res.Bytes) / 1e6 / res.Elapsed.Seconds()
+	var skipped []string
+	for _, b := range res.Skipped {
+		skipped = append(skipped, restore.FileName(b.File))
+	}
 	log.Info("restore complete", "output", out, "txid", res.TXID, "checksum", res.PostApplyChecksum, "verified", res.Verified,
+		"integrity_check", res.Checked, "skipped", strings.Join(skipped, ", "),
 		"size", int64(res.PageCount)*int64(res.PageSize), "elapsed", res.Elapsed.Round(time.Millisecond), "download_mb_per_s", fmt.Sprintf("%.1f", mbps))
 	return nil
 }

@@ -80,8 +80,13 @@ func unprovenErr(err error, verified bool, plan Plan, headers []FileHeader, unpr
 	if verified || len(unproven) == 0 {
 		return err
 	}
-	msg := fmt.Errorf("%w; the result is not proven by database checksums because %d of the plan's %d files carry no understudy metadata (%s): one of them is probably not from this database's history; nothing was written to the output path",
-		err, len(unproven), len(plan.Files), describeFiles(unproven, 3))
+	carry := "files carry"
+	if len(unproven) == 1 {
+		carry = "files carries"
+	}
+	msg := fmt.Errorf("%w; the result is not proven by database checksums because %d of the plan's %d %s no understudy metadata (%s): "+
+		"a file without it may not be from this database's history; nothing was written to the output path",
+		err, len(unproven), len(plan.Files), carry, describeFiles(unproven, 3))
 	if f, ok := soleUnproven(plan.Files, headers); ok {
 		return &ObjectError{File: f, Err: fmt.Errorf("%s: %w", FileName(f), msg)}
 	}

@@ -97,8 +97,12 @@ func (e *NoPathError) Error() string {
 		aside += " (" + strings.Join(locs, ", ") + ")"
 	}
 	way = append(way, aside)
-	return fmt.Sprintf("%s; no restore path to TXID %s avoids %s (without %s: %v); way out: %s",
-		strings.Join(objs, "; "), e.Target, it, it, e.Err, strings.Join(way, "; or "))
+	why := fmt.Sprintf("without %s: %v", it, e.Err)
+	if errors.Is(e.Err, ErrAfterNewest) {
+		why = "no other file reaches TXID " + e.Target.String()
+	}
+	return fmt.Sprintf("%s; no restore path to TXID %s avoids %s (%s); way out: %s",
+		strings.Join(objs, "; "), e.Target, it, why, strings.Join(way, "; or "))
 }
 
 // Unwrap gives the bad objects' errors (ErrCorrupt, ErrForeignObject, ...),

@@ -47,7 +47,7 @@ func TestPlanAvoiding(t *testing.T) {
 				"|or move the bad object aside if it does not belong to this replica's history, or put a good copy in its place (/r/L1 000000000000000b-000000000000000f, /r/L0 000000000000000d-000000000000000d)",
 			newest: 12},
 		{name: "bad newest file: latest stays the newest, not an older position", files: store, bad: bad(fi(0, 16, 16)),
-			errText: "no restore path to TXID 0000000000000010 avoids it|with -txid 000000000000000f", newest: 15},
+			errText: "no restore path to TXID 0000000000000010 avoids it (no other file reaches TXID 0000000000000010)|with -txid 000000000000000f", newest: 15},
 		{name: "every snapshot bad: no position at all", files: join([]storage.FileInfo{fi(9, 1, 10)}, l0s(11, 12)), bad: bad(fi(9, 1, 10)),
 			errText: "no position up to TXID 000000000000000c can be restored without it"},
 		{name: "older snapshot when the newest is bad", files: join([]storage.FileInfo{fi(9, 1, 3), fi(9, 1, 10)}, l0s(4, 12)), bad: bad(fi(9, 1, 10)),
@@ -212,7 +212,7 @@ func TestRestoreMalformedWithoutMetadata(t *testing.T) {
 	}
 	for _, frag := range []string{
 		"L0 0000000000000013-0000000000000013: corrupt object: PRAGMA quick_check of the restored database failed",
-		"not proven by database checksums because 1 of the plan's 7 files carry no understudy metadata (L0 0000000000000013-0000000000000013)",
+		"not proven by database checksums because 1 of the plan's 7 files carries no understudy metadata (L0 0000000000000013-0000000000000013)",
 		"-txid 0000000000000012",
 		s.path(0, 19, 19),
 	} {
