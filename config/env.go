@@ -199,10 +199,12 @@ func (d *decoder) envRefs(uses []envUse) []EnvRef {
 }
 
 // explainEnv adds to each error the variables that expanded to nothing in
-// the key it is about, or in a key of the mapping it is about that its
-// message names ("secret-access-key is set but access-key-id is not"):
-// the likely cause, which the message alone does not show.
-func (l ErrorList) explainEnv(refs []EnvRef) ErrorList {
+// the key it is about, or (byName) in a key of the mapping it is about that
+// its message names ("secret-access-key is set but access-key-id is not"):
+// the likely cause, which the message alone does not show. byName is for
+// the checks across values; the decoder's messages about a mapping list
+// its known keys.
+func (l ErrorList) explainEnv(refs []EnvRef, byName bool) ErrorList {
 	for _, e := range l {
 		var why []string
 		for _, r := range refs {
@@ -211,7 +213,7 @@ func (l ErrorList) explainEnv(refs []EnvRef) ErrorList {
 				prefix = "" // the top level
 			}
 			rest, under := strings.CutPrefix(r.Path, prefix)
-			named := under && !strings.ContainsAny(rest, ".[") && strings.Contains(e.Msg, rest)
+			named := byName && under && !strings.ContainsAny(rest, ".[") && strings.Contains(e.Msg, rest)
 			if r.Path != "" && (r.Path == e.Path || named) {
 				why = append(why, fmt.Sprintf("line %d: %s", r.Line, r.what()))
 			}

@@ -164,6 +164,22 @@ func TestErrorsNameEmptyEnv(t *testing.T) {
 			"  - path: ${US_UNSET_DB}",
 			"    replica: {url: s3://bkt/app}",
 		}, `understudy.yml:2: dbs[0]: missing path: set path to the SQLite database file (line 2: ${US_UNSET_DB} is not set, so it expands to nothing)`},
+		{"an empty level from a variable", []string{
+			"dbs:",
+			"  - path: /data/app.db",
+			"    replica: {url: s3://bkt/app}",
+			"    levels:",
+			"      - 30s",
+			"      - ${US_UNSET_LEVEL}",
+		}, `understudy.yml:6: dbs[0].levels[1]: empty: give a duration such as 5m (line 6: ${US_UNSET_LEVEL} is not set, so it expands to nothing)`},
+		{"an unknown key lists the known ones but names no variable", []string{
+			"dbs:",
+			"  - path: /data/app.db",
+			"    replicas:",
+			"      - url: s3://bkt/app",
+			"        region: ${US_UNSET_REGION}",
+			"        exec: x",
+		}, `understudy.yml:6: dbs[0].replicas[0]: unknown key "exec" (known keys: name, type, url, path, bucket, region, endpoint, force-path-style, skip-verify, access-key-id, secret-access-key, sync-interval, snapshot-interval, retention, retention-check-interval)`},
 		{"an unrelated error names nothing", []string{
 			"dbs:",
 			"  - path: /data/app.db",

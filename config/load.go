@@ -65,12 +65,12 @@ func Parse(data []byte, filename string, expandEnv bool) (*Config, error) {
 	c := d.config(doc)
 	c.emptyEnv = d.envRefs(uses)
 	if len(d.errs) > 0 {
-		return nil, d.errs.explainEnv(c.emptyEnv)
+		return nil, d.errs.explainEnv(c.emptyEnv, false)
 	}
 	c.applyDefaults()
 	k := &checker{file: filename, lines: d.lines, paths: d.paths}
 	if errs := k.check(c); len(errs) > 0 {
-		return nil, errs.explainEnv(c.emptyEnv)
+		return nil, errs.explainEnv(c.emptyEnv, true)
 	}
 	c.replicaPaths = map[*Replica]string{}
 	for obj, p := range d.paths {
