@@ -40,7 +40,8 @@ func (c *Config) EmptyEnv() []EnvRef { return c.emptyEnv }
 // and, for an S3 replica without a complete pair of its own credentials, in
 // the top-level access-key-id and secret-access-key it would fall back to:
 // what a storage error of r (say, credentials refused or missing) should
-// name as its likely cause. r must be one of c's replicas.
+// name as its likely cause. r may also be a replica from a URL
+// (ParseReplicaURL) that falls back to c's top-level credentials.
 func (c *Config) EmptyEnvOf(r *Replica) []EnvRef {
 	var out []EnvRef
 	prefix, ok := c.replicaPaths[r]

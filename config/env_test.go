@@ -108,8 +108,20 @@ func TestEmptyEnv(t *testing.T) {
 		})
 	}
 
+	// A replica from a URL (follow REPLICA_URL PATH with a config file)
+	// falls back to the top-level credentials.
+	c := mustParse(t, doc("access-key-id: ${US_UNSET_KEY}", "secret-access-key: ${US_UNSET_SECRET}"))
+	fromURL, err := ParseReplicaURL("s3://bkt/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []EnvRef{ref(1, "access-key-id", "US_UNSET_KEY", false), ref(2, "secret-access-key", "US_UNSET_SECRET", false)}
+	if got := c.EmptyEnvOf(fromURL); !reflect.DeepEqual(got, want) {
+		t.Errorf("EmptyEnvOf(replica from a URL) = %v, want %v", got, want)
+	}
+
 	// Without expansion nothing expands, so nothing is empty.
-	c, err := Parse(doc("dbs:", "  - path: /data/app.db", "    replica: {url: s3://bkt/app, region: $US_UNSET}"), "understudy.yml", false)
+	c, err = Parse(doc("dbs:", "  - path: /data/app.db", "    replica: {url: s3://bkt/app, region: $US_UNSET}"), "understudy.yml", false)
 	if err != nil || c.EmptyEnv() != nil {
 		t.Errorf("-no-expand-env: EmptyEnv() = %v (%v), want none", c.EmptyEnv(), err)
 	}
