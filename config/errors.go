@@ -118,8 +118,21 @@ func editDistance(a, b string) int {
 	return d[len(a)][len(b)]
 }
 
+// litestreamOnly are keys of Litestream's config that Understudy has no key
+// for, with what to do instead: a Litestream user's file fails on them with
+// a way out rather than a list of keys.
+var litestreamOnly = map[string]string{
+	"exec":                "Litestream's exec: is a flag here: understudy replicate -exec CMD",
+	"meta-path":           "Understudy keeps its state beside the database (.NAME-understudy): remove meta-path",
+	"monitor-interval":    "Understudy watches the WAL by itself: remove monitor-interval",
+	"checkpoint-interval": "checkpoints follow the WAL's size here: remove checkpoint-interval and set min-checkpoint-page-count / max-checkpoint-page-count",
+}
+
 // unknownKeyMsg is the message for a key the mapping does not know.
 func unknownKeyMsg(key string, known []string) string {
+	if hint, ok := litestreamOnly[key]; ok {
+		return fmt.Sprintf("unknown key %q: %s", key, hint)
+	}
 	if s := suggest(key, known); s != "" {
 		return fmt.Sprintf("unknown key %q (did you mean %q?)", key, s)
 	}
