@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/superfly/ltx"
+	"github.com/understudy-db/understudy/internal/restore"
 )
 
 // Position is where a database is in the replica's history: the TXID of the
@@ -71,7 +72,9 @@ func writePosition(path string, rec positionRecord) error {
 
 func writeFileAtomic(path string, b []byte) (err error) {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	// Mode 0666 less the umask, as SQLite creates the database and its -wal
+	// and -shm (os.CreateTemp's 0600 kept other users of the group out).
+	f, err := restore.CreateTemp(dir, filepath.Base(path)+".tmp-*", restore.DefaultFileMode)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}

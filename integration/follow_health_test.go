@@ -248,3 +248,38 @@ func runBounded(t *testing.T, timeout time.Duration, env []string, args ...strin
 	}
 	return result{stderr: d.out.String(), code: d.cmd.ProcessState.ExitCode()}
 }
+
+// TestFollowFileModeFollowsUmask: the follower's database, its -wal and
+// -shm and its position sidecar are created 0666 less the umask (under
+// umask 027: 0640), so that an application running as another user of the
+// group can read the follower; they were 0600 whatever the umask.
+func TestFollowFileModeFollowsUmask(t *testing.T) {
+	s := newStack(t, false)
+	app := openDB(t, s.dbPath)
+	mustExec(t, app, `CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)`)
+	s.replicate(t)
+	img := snapshotImage(t, app)
+	txid := s.waitShipped(t, img)
+
+	localPath := filepath.Join(t.TempDir(), "follower.db")
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	d := startBinary(t, "/bin/sh", nil, "-c", `umask 027 && exec "$0" "$@"`, understudyBin(t),
+		"follow", "-addr", addr, "-poll-interval", "100ms", s.replicaURLs()[0], localPath)
+	f := &followProc{daemon: d, addr: addr, url: s.replicaURLs()[0], path: localPath}
+	f.waitAt(t, txid, img.checksum)
+	// One more apply, so that the -wal and -shm exist.
+	mustExec(t, app, `INSERT INTO t(v) VALUES (randomblob(3000))`)
+	img = snapshotImage(t, app)
+	f.waitAt(t, s.waitShipped(t, img), img.checksum)
+
+	for _, p := range []string{localPath, localPath + "-wal", localPath + "-shm", follower.PositionPath(localPath)} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Errorf("%v", err)
+			continue
+		}
+		if got := st.Mode().Perm(); got != 0o640 {
+			t.Errorf("%s has mode %o under umask 027, want 640", filepath.Base(p), got)
+		}
+	}
+}
