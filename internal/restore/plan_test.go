@@ -221,3 +221,104 @@ func TestPageLimits(t *testing.T) {
 		}
 	}
 }
+
+func bad(files ...storage.FileInfo) []BadObject {
+	var out []BadObject
+	for _, f := range files {
+		out = append(out, BadObject{File: f, Err: errors.New(FileName(f) + ": corrupt"), Location: "/r/" + FileName(f)})
+	}
+	return out
+}
+
+func TestPlanAvoiding(t *testing.T) {
+	// L9 1-10 and the L0 files it summarises; an L1 over 11-15, its L0s.
+	store := join([]storage.FileInfo{fi(9, 1, 10), fi(1, 11, 15)}, l0s(1, 16))
+	tests := []struct {
+		name    string
+		files   []storage.FileInfo
+		target  ltx.TXID
+		bad     []BadObject
+		want    string // plan, or
+		errText string // fragments of the error, "|"-separated
+		newest  ltx.TXID
+	}{
+		{name: "nothing bad: the fewest files", files: store, want: "L9:1-10 L1:11-15 L0:16-16"},
+		{name: "bad snapshot: the first L0 is a full image", files: store, target: 5, bad: bad(fi(9, 1, 10)),
+			want: "L0:1-1 L0:2-2 L0:3-3 L0:4-4 L0:5-5"},
+		{name: "bad snapshot, latest", files: store, bad: bad(fi(9, 1, 10)),
+			want: "L0:1-1 L0:2-2 L0:3-3 L0:4-4 L0:5-5 L0:6-6 L0:7-7 L0:8-8 L0:9-9 L0:10-10 L1:11-15 L0:16-16"},
+		{name: "bad L1: its L0 files", files: store, bad: bad(fi(1, 11, 15)),
+			want: "L9:1-10 L0:11-11 L0:12-12 L0:13-13 L0:14-14 L0:15-15 L0:16-16"},
+		{name: "bad L1 and one of its L0s: no path", files: store, bad: bad(fi(1, 11, 15), fi(0, 13, 13)),
+			errText: "L1 000000000000000b-000000000000000f: corrupt; L0 000000000000000d-000000000000000d: corrupt; no restore path to TXID 0000000000000010 avoids them" +
+				"|without them: from snapshot L9 0000000000000001-000000000000000a: missing file in the chain: no file covers TXIDs 000000000000000d-000000000000000d" +
+				"|restore TXID 000000000000000c, the newest position that does not need them, with -txid 000000000000000c" +
+				"|or move the bad object aside if it does not belong to this replica's history, or put a good copy in its place (/r/L1 000000000000000b-000000000000000f, /r/L0 000000000000000d-000000000000000d)",
+			newest: 12},
+		{name: "bad newest file: latest stays the newest, not an older position", files: store, bad: bad(fi(0, 16, 16)),
+			errText: "no restore path to TXID 0000000000000010 avoids it (no other file reaches TXID 0000000000000010)|with -txid 000000000000000f", newest: 15},
+		{name: "every snapshot bad: no position at all", files: join([]storage.FileInfo{fi(9, 1, 10)}, l0s(11, 12)), bad: bad(fi(9, 1, 10)),
+			errText: "no position up to TXID 000000000000000c can be restored without it"},
+		{name: "older snapshot when the newest is bad", files: join([]storage.FileInfo{fi(9, 1, 3), fi(9, 1, 10)}, l0s(4, 12)), bad: bad(fi(9, 1, 10)),
+			want: "L9:1-3 L0:4-4 L0:5-5 L0:6-6 L0:7-7 L0:8-8 L0:9-9 L0:10-10 L0:11-11 L0:12-12"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := PlanAvoiding(tc.files, tc.target, tc.bad)
+			if tc.errText != "" {
+				var np *NoPathError
+				if !errors.As(err, &np) {
+					t.Fatalf("err = %v (plan %s), want a *NoPathError", err, names(p.Files))
+				}
+				for _, frag := range strings.Split(tc.errText, "|") {
+					if !strings.Contains(err.Error(), frag) {
+						t.Errorf("err = %q\nwant it to contain %q", err, frag)
+					}
+				}
+				if np.Newest != tc.newest {
+					t.Errorf("Newest = %s, want %s", np.Newest, tc.newest)
+				}
+				if errors.Is(err, ErrNoSnapshot) || errors.Is(err, ErrEmptyReplica) {
+					t.Errorf("a store with bad objects says it holds nothing to restore: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := names(p.Files); got != tc.want {
+				t.Fatalf("plan = %s\nwant   %s", got, tc.want)
+			}
+			for _, f := range p.Files {
+				if isBad(tc.bad, f) {
+					t.Fatalf("plan uses the bad object %s", FileName(f))
+				}
+			}
+		})
+	}
+}
+
+func TestNewestRestorable(t *testing.T) {
+	tests := []struct {
+		name  string
+		files []storage.FileInfo
+		limit ltx.TXID
+		want  ltx.TXID
+	}{
+		{"empty", nil, 10, 0},
+		{"no snapshot", l0s(2, 5), 10, 0},
+		{"chain to the end", join([]storage.FileInfo{fi(9, 1, 1)}, l0s(2, 5)), 10, 5},
+		{"limit cuts the chain", join([]storage.FileInfo{fi(9, 1, 1)}, l0s(2, 5)), 3, 3},
+		{"gap stops it", join([]storage.FileInfo{fi(9, 1, 1)}, l0s(2, 3), l0s(5, 6)), 10, 3},
+		{"a later snapshot bridges the gap", join([]storage.FileInfo{fi(9, 1, 1), fi(9, 1, 5)}, l0s(2, 3), l0s(6, 7)), 10, 7},
+		{"a compaction past the limit is no use", join([]storage.FileInfo{fi(9, 1, 1), fi(1, 2, 8)}, l0s(2, 3)), 5, 3},
+		{"snapshot past the limit is no use", []storage.FileInfo{fi(9, 1, 8)}, 5, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := NewestRestorable(tc.files, tc.limit); got != tc.want {
+				t.Fatalf("NewestRestorable = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
