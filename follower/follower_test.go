@@ -413,6 +413,27 @@ func TestFollowCorruptObject(t *testing.T) {
 	}
 }
 
+// TestFollowStallEndsWhenBadObjectRemoved: a follower stalled on a corrupt
+// object with nothing after it is healthy again once the object is gone
+// (the store then holds nothing it cannot apply).
+func TestFollowStallEndsWhenBadObjectRemoved(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPrimary(t, dir)
+	rng := rand.New(rand.NewSource(11))
+	p.transfers(2, rng)
+	rf := startFollower(t, p, filepath.Join(dir, "follower.db"))
+	good := rf.waitTXID(t, p.src.txid)
+	bad := p.commit(func(s *source) { s.transfer(rng) }, func(b []byte) { b[len(b)-30] ^= 0x55 })
+	rf.waitState(t, "stalled", func(st Status) bool { return st.State == StateStalled })
+	if err := p.store.Delete(context.Background(), []storage.FileInfo{{Level: storage.LevelL0, MinTXID: bad.minTXID, MaxTXID: bad.maxTXID}}); err != nil {
+		t.Fatal(err)
+	}
+	st := rf.waitState(t, "healthy again", func(st Status) bool { return st.State == StateFollowing && st.Healthy })
+	if st.TXID != good.TXID || st.Error != "" {
+		t.Fatalf("after the bad object was removed: %+v", st)
+	}
+}
+
 // TestFollowCompacted: a follower that was down while its next L0 files were
 // compacted away catches up from the higher levels (including a compaction
 // that straddles its position), then returns to L0.

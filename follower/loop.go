@@ -70,6 +70,9 @@ func (l *loop) step(ctx context.Context) error {
 			return l.cannotAdvance(ctx, err, d.Gap)
 		}
 		l.gapSince = time.Time{}
+		if !d.Apply {
+			l.unstall("nothing is missing any more") // e.g. the bad object was removed and nothing came after it
+		}
 		if d.Apply && d.File.Level != storage.LevelL0 {
 			fi, planned = d.File, true
 		}
@@ -110,10 +113,7 @@ func (l *loop) step(ctx context.Context) error {
 		return l.retry(ctx, err, "apply failed; will retry", "object", name)
 	}
 	l.failures, l.gapSince = 0, time.Time{}
-	if l.stalled != "" {
-		f.log.Info("advancing again", "object", name, "was", l.stalled)
-		l.stalled = ""
-	}
+	l.unstall("applied " + name)
 	f.noteIdentity(info.Metadata)
 	f.applied(l.a, res)
 	// After a file found by listing, list again: the next L0 file may be
@@ -126,6 +126,21 @@ func (l *loop) step(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// unstall ends a stall (if any): the follower is healthy and following
+// again; why says what ended it.
+func (l *loop) unstall(why string) {
+	if l.stalled == "" {
+		return
+	}
+	l.f.log.Info("advancing again", "after", why, "was", l.stalled)
+	l.stalled, l.failures = "", 0
+	l.f.update(func(st *Status) {
+		if st.State == StateStalled {
+			st.State, st.Healthy, st.Error = StateFollowing, true, ""
+		}
+	})
 }
 
 // gapDue reports whether a gap has lasted long enough to be checked again
