@@ -439,7 +439,10 @@ type conditionStripper struct {
 	signErr  error
 }
 
-func startConditionStripper(t *testing.T, s3 *harness.S3Server) *conditionStripper {
+// startConditionStripper starts the proxy; with answer501 it answers every
+// conditional PUT 501 Not Implemented itself, as Backblaze B2's S3 API does,
+// instead of passing it on without its condition.
+func startConditionStripper(t *testing.T, s3 *harness.S3Server, answer501 bool) *conditionStripper {
 	t.Helper()
 	target, err := url.Parse(s3.Endpoint)
 	if err != nil {
@@ -467,7 +470,22 @@ func startConditionStripper(t *testing.T, s3 *harness.S3Server) *conditionStripp
 			p.signErr = err
 		}
 	}
-	p.srv = httptest.NewServer(rp)
+	var h http.Handler = rp
+	if answer501 {
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPut || r.Header.Get("If-None-Match") == "" {
+				rp.ServeHTTP(w, r)
+				return
+			}
+			p.mu.Lock()
+			p.stripped = append(p.stripped, r.URL.Path)
+			p.mu.Unlock()
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusNotImplemented)
+			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented</Message></Error>`)
+		})
+	}
+	p.srv = httptest.NewServer(h)
 	t.Cleanup(p.srv.Close)
 	return p
 }
@@ -479,43 +497,53 @@ func (p *conditionStripper) puts() ([]string, error) {
 }
 
 // TestReplicateStoreIgnoresCreateOnly: against a store that ignores
-// If-None-Match, replicate refuses at start-up (the create-only probe),
-// says the store does not honour conditional writes, exits non-zero and
-// writes no LTX object.
+// If-None-Match, and one that answers it 501 Not Implemented (Backblaze B2),
+// replicate refuses at start-up (the create-only probe) with the same words,
+// that the store does not honour conditional writes, exits 2 (the config
+// error status: systemd's RestartPreventExitStatus=2 stops the restart
+// loop, since no retry can make such a store fence writers) and writes no
+// LTX object.
 func TestReplicateStoreIgnoresCreateOnly(t *testing.T) {
 	s3 := harness.StartVersityGW(t)
-	bucket := s3.NewBucket(t)
-	proxy := startConditionStripper(t, s3)
-	db := filepath.Join(t.TempDir(), "app.db")
-	makeDB(t, db)
-	dbDir := treeDigest(t, filepath.Dir(db))
-	replicaURL := "s3://" + bucket + "/app?endpoint=" + proxy.srv.URL + "&region=us-east-1&force-path-style=true"
-	res := run(t, []string{"AWS_ACCESS_KEY_ID=" + s3.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3.SecretKey}, "replicate", db, replicaURL)
-	t.Logf("exit %d: %s", res.code, strings.TrimSpace(res.stderr))
-	puts, err := proxy.puts()
-	if err != nil {
-		t.Fatalf("proxy could not sign a PUT again: %v", err)
+	for _, tc := range []struct {
+		name      string
+		answer501 bool
+	}{{"ignores the condition", false}, {"answers 501", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			bucket := s3.NewBucket(t)
+			proxy := startConditionStripper(t, s3, tc.answer501)
+			db := filepath.Join(t.TempDir(), "app.db")
+			makeDB(t, db)
+			dbDir := treeDigest(t, filepath.Dir(db))
+			replicaURL := "s3://" + bucket + "/app?endpoint=" + proxy.srv.URL + "&region=us-east-1&force-path-style=true"
+			res := run(t, []string{"AWS_ACCESS_KEY_ID=" + s3.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3.SecretKey}, "replicate", db, replicaURL)
+			t.Logf("exit %d: %s", res.code, strings.TrimSpace(res.stderr))
+			puts, err := proxy.puts()
+			if err != nil {
+				t.Fatalf("proxy could not sign a PUT again: %v", err)
+			}
+			if len(puts) == 0 {
+				t.Fatalf("no conditional PUT reached the store: replicate never tried a create-only write")
+			}
+			if res.code != 2 {
+				t.Errorf("exit %d against a store without create-only writes, want 2", res.code)
+			}
+			wantAll(t, res.stderr, bucket, "create-only probe", "does not honour conditional writes", proxy.srv.URL)
+			for _, p := range puts {
+				if strings.HasSuffix(p, ".ltx") {
+					t.Errorf("replicate wrote LTX object %s to a store that ignores create-only", p)
+				}
+			}
+			// Not even the probe object is left behind.
+			if left := bucketDigest(t, s3, bucket); len(left) != 0 {
+				t.Errorf("objects left in the bucket: %v", keys(left))
+			}
+			if strings.Contains(res.stdout+res.stderr, s3.SecretKey) {
+				t.Errorf("the output shows the secret key")
+			}
+			sameTree(t, filepath.Dir(db), dbDir, treeDigest(t, filepath.Dir(db)))
+		})
 	}
-	if len(puts) == 0 {
-		t.Fatalf("no conditional PUT reached the store: replicate never tried a create-only write")
-	}
-	if res.code == 0 {
-		t.Fatalf("exit 0 against a store that ignores create-only")
-	}
-	wantAll(t, res.stderr, bucket, "does not honour conditional writes", proxy.srv.URL)
-	for _, p := range puts {
-		if strings.HasSuffix(p, ".ltx") {
-			t.Errorf("replicate wrote LTX object %s to a store that ignores create-only", p)
-		}
-	}
-	// Not even the probe object is left behind.
-	if left := bucketDigest(t, s3, bucket); len(left) != 0 {
-		t.Errorf("objects left in the bucket: %v", keys(left))
-	}
-	if strings.Contains(res.stdout+res.stderr, s3.SecretKey) {
-		t.Errorf("the output shows the secret key")
-	}
-	sameTree(t, filepath.Dir(db), dbDir, treeDigest(t, filepath.Dir(db)))
 }
 
 func keys[V any](m map[string]V) []string {

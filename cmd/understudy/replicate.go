@@ -19,6 +19,7 @@ import (
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/internal/httpserver"
 	"github.com/understudy-db/understudy/internal/replicaclient"
+	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/primary"
 	"github.com/urfave/cli/v2"
 )
@@ -350,7 +351,11 @@ func openPrimaries(ctx context.Context, c *cli.Context, cfg *config.Config, logg
 	var dbs []*primary.DB
 	for _, dbc := range cfg.DBs {
 		opts, err := primaryOptions(ctx, c, cfg, dbc, logger, reg)
-		if err != nil {
+		if errors.Is(err, storage.ErrNoCreateOnly) {
+			// The store can never fence writers: the config-error status,
+			// so that systemd's RestartPreventExitStatus=2 stops retrying.
+			return dbs, cli.Exit(err, 2)
+		} else if err != nil {
 			return dbs, cli.Exit(err, 1)
 		}
 		db, err := primary.New(opts)

@@ -23,6 +23,21 @@ const (
 // writer owns this part of the history.
 var ErrExists = errors.New("object already exists")
 
+// ErrNoCreateOnly is wrapped by Client.ProbeCreateOnly's error when the
+// store does not honour create-only writes (it ignores the condition, or
+// refuses conditional writes as not implemented): such a store can never
+// fence two writers apart, whatever is retried, so the caller should stop
+// rather than restart (replicate exits with the config-error status, 2).
+var ErrNoCreateOnly = errors.New("store does not honour create-only writes")
+
+// NoCreateOnly is an error that says msg and wraps ErrNoCreateOnly.
+func NoCreateOnly(msg string) error { return &noCreateOnlyError{msg} }
+
+type noCreateOnlyError struct{ msg string }
+
+func (e *noCreateOnlyError) Error() string { return e.msg }
+func (e *noCreateOnlyError) Unwrap() error { return ErrNoCreateOnly }
+
 // ErrNotFound is returned by Client.Open for a missing object.
 var ErrNotFound = errors.New("object not found")
 

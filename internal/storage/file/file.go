@@ -332,7 +332,7 @@ func (c *Client) ProbeCreateOnly(ctx context.Context) error {
 	case errors.Is(err, storage.ErrExists):
 		return nil
 	case err == nil:
-		return fmt.Errorf("file replica: create-only probe: a second create of %s succeeded; this filesystem does not honour exclusive link(), so two writers could overwrite each other's history", final)
+		return storage.NoCreateOnly(fmt.Sprintf("file replica: create-only probe: a second create of %s succeeded; this filesystem does not honour exclusive link(), so two writers could overwrite each other's history", final))
 	default:
 		return fmt.Errorf("file replica: create-only probe: second create of %s: %w", final, err)
 	}

@@ -28,7 +28,12 @@ const (
 	classNoBucket
 	classUnreachable
 	classInvalidRange
+	classNotImplemented
 )
+
+// errNotImplemented marks a request the store answered 501 Not Implemented
+// (Backblaze B2's S3 API does so for a conditional PUT).
+var errNotImplemented = errors.New("not implemented by the store")
 
 // classify maps an S3 error code and HTTP status to a class. It is a pure
 // function so the table of codes can be tested without a server.
@@ -47,12 +52,16 @@ func classify(code string, status int) errClass {
 		return classNoBucket
 	case "InvalidRange":
 		return classInvalidRange
+	case "NotImplemented":
+		return classNotImplemented
 	}
 	switch status {
 	case http.StatusPreconditionFailed:
 		return classExists
 	case http.StatusRequestedRangeNotSatisfiable:
 		return classInvalidRange
+	case http.StatusNotImplemented:
+		return classNotImplemented
 	}
 	return classOther
 }
@@ -99,6 +108,8 @@ func (c *Client) describe(ctx context.Context, op, key string, err error) error 
 		return fmt.Errorf("s3 replica: %s %s: bucket %q does not exist at %s: create it, or fix the replica's bucket (and endpoint/region)", op, c.where(key), c.opts.Bucket, c.endpoint())
 	case classInvalidRange:
 		return fmt.Errorf("s3 replica: %s %s: %s", op, c.where(key), detail)
+	case classNotImplemented:
+		return fmt.Errorf("s3 replica: %s %s: %w (%s)", op, c.where(key), errNotImplemented, detail)
 	}
 	var netErr net.Error
 	var opErr *net.OpError

@@ -379,7 +379,9 @@ func (c *Client) deleteKeys(ctx context.Context, ids []types.ObjectIdentifier) e
 func (c *Client) ProbeCreateOnly(ctx context.Context) error {
 	key := c.prefix + "understudy-probe-" + newUploadID()
 	md := storage.Metadata{Node: "probe", CommitTime: time.Now()}
-	if _, err := c.put(ctx, key, strings.NewReader("probe"), md); err != nil {
+	if _, err := c.put(ctx, key, strings.NewReader("probe"), md); errors.Is(err, errNotImplemented) {
+		return c.noCreateOnly(fmt.Sprintf("a conditional PUT (If-None-Match: *) of %s was answered 501 Not Implemented", c.where(key)))
+	} else if err != nil {
 		return fmt.Errorf("create-only probe could not write: %w", err)
 	}
 	defer func() {
@@ -392,10 +394,19 @@ func (c *Client) ProbeCreateOnly(ctx context.Context) error {
 	case errors.Is(err, storage.ErrExists):
 		return nil
 	case err == nil:
-		return fmt.Errorf("s3 replica: create-only probe: a second conditional PUT (If-None-Match: *) of %s succeeded; the store at %s does not honour conditional writes, so two writers could overwrite each other's history: use a store that does (AWS S3, versitygw, MinIO, ...)", c.where(key), c.endpoint())
+		return c.noCreateOnly(fmt.Sprintf("a second conditional PUT (If-None-Match: *) of %s succeeded", c.where(key)))
+	case errors.Is(err, errNotImplemented):
+		return c.noCreateOnly(fmt.Sprintf("a second conditional PUT (If-None-Match: *) of %s was answered 501 Not Implemented", c.where(key)))
 	default:
 		return fmt.Errorf("create-only probe: second create: %w", err)
 	}
+}
+
+// noCreateOnly is the probe's verdict on a store without create-only
+// writes, the same words whichever way the store showed it.
+func (c *Client) noCreateOnly(what string) error {
+	return storage.NoCreateOnly(fmt.Sprintf("s3 replica: create-only probe: %s; the store at %s does not honour conditional writes, so two writers could overwrite each other's history: use a store that does (AWS S3, versitygw, MinIO, ...)",
+		what, c.endpoint()))
 }
 
 // checkKey is storage.CheckKey with this store's prefix.

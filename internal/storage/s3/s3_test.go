@@ -238,6 +238,8 @@ func TestClassify(t *testing.T) {
 		{"BucketAlreadyExists", 409, classOther},
 		{"InvalidRange", 416, classInvalidRange},
 		{"SlowDown", 503, classOther},
+		{"NotImplemented", 501, classNotImplemented},
+		{"", 501, classNotImplemented},
 	} {
 		if got := classify(tc.code, tc.status); got != tc.want {
 			t.Errorf("classify(%q, %d) = %d, want %d", tc.code, tc.status, got, tc.want)
