@@ -92,6 +92,16 @@ type DB struct {
 	haveWAL bool
 	walHdr  wal.Header
 	walPos  wal.Position // after the last shipped commit frame
+	// An application in exclusive locking mode (exclusive.go): when it was
+	// last looked for, the processes seen then, and the message while one
+	// is seen (Status.Warning).
+	exclCheckedAt time.Time
+	exclSeen      []int
+	exclusive     atomic.Pointer[string]
+
+	// proof: at Open, what the capture proved about the WAL since the
+	// local position.
+	proof walProof
 	// expectRestart: we saw, under the write lock, that the current WAL
 	// generation ends at walPos, so a new generation starts from a database
 	// file equal to our position.
@@ -118,8 +128,9 @@ type DB struct {
 	snapshotting bool
 	snapWG       sync.WaitGroup
 	// snapshotReadHook, if set (tests), runs before a snapshot's image is
-	// read.
+	// read; openCaptureHook, at Open, after the capture.
 	snapshotReadHook func()
+	openCaptureHook  func()
 }
 
 // New validates the options and returns an unopened DB.
@@ -218,6 +229,9 @@ func (d *DB) Open(ctx context.Context) (err error) {
 		return err
 	}
 	defer func() {
+		if err != nil && sqlitex.IsBusy(err) {
+			err = explainLocked(path, err)
+		}
 		if err != nil {
 			d.closeConnsLocked()
 			d.local.close()
@@ -241,8 +255,25 @@ func (d *DB) Open(ctx context.Context) (err error) {
 	// The database as it is now: capture an image at a known WAL position.
 	// The application may hold the write lock for a while (a TRUNCATE
 	// checkpoint waits for readers with the lock held): retry.
+	lp, haveLP, err := d.local.position()
+	if err != nil {
+		return err
+	}
 	for attempt := 1; ; attempt++ {
-		err := d.captureLocked(ctx, false)
+		// Under the capture's write lock no writer can restart the WAL: the
+		// frames since the local position are proven (and their page
+		// numbers kept) there. Read later, they could be gone: a pin taken
+		// on a fully checkpointed WAL holds read mark 0, which does not
+		// stop the next writer's restart, and the image read takes
+		// seconds (seen: "the WAL history since cannot be proven" after a
+		// kill -9 although it held every frame at the capture).
+		d.proof = walProof{}
+		err := d.captureThenLocked(ctx, false, func() error {
+			if haveLP && lp.PageSize == d.pageSize {
+				d.proof = d.proveWALLocked(lp)
+			}
+			return nil
+		})
 		if err == nil {
 			break
 		}
@@ -250,6 +281,9 @@ func (d *DB) Open(ctx context.Context) (err error) {
 			return fmt.Errorf("database %s: %w", path, err)
 		}
 		d.log.Warn("database is busy; retrying", "error", err)
+	}
+	if d.openCaptureHook != nil {
+		d.openCaptureHook()
 	}
 	img, err := d.readImageLocked(ctx, nil)
 	if err != nil {
@@ -294,8 +328,7 @@ func (d *DB) Open(ctx context.Context) (err error) {
 		d.checksum = d.table.checksum()
 		d.headSum.Store(uint64(d.checksum))
 	case resumeDelta:
-		lp, _, _ := d.local.position()
-		if err := d.shipDeltaLocked(ctx, lp, img.table); err != nil {
+		if err := d.shipDeltaLocked(ctx, img.table); err != nil {
 			return err
 		}
 	case resumeFull:
@@ -537,32 +570,59 @@ func (d *DB) resumeInputLocked(ctx context.Context, dbSum ltx.Checksum) (resumeI
 	}
 	if ok && lp.PageSize == d.pageSize {
 		in.HaveLocal, in.LocalTXID, in.LocalChecksum = true, lp.TXID, lp.Checksum
-		in.WALContinues = d.walContinuesLocked(lp)
+		in.WALContinues, in.WALReason = d.proof.batch != nil, d.proof.reason
 	}
 	return in, stores, nil
 }
 
-// walContinuesLocked reports whether the WAL, as captured, holds every frame
-// up to the local position with the same salts and checksum chain, and the
-// database size there matches: then the frames after it are the exact
-// continuation of what was shipped.
-func (d *DB) walContinuesLocked(lp localPosition) bool {
-	if !lp.HaveWAL || !d.haveWAL || d.walHdr.Salt1 != lp.Salt1 || d.walHdr.Salt2 != lp.Salt2 {
-		return false
-	}
-	if lp.WALOffset > d.walPos.Offset {
-		return false
+// walProof is what the WAL proved, under the capture's write lock at
+// Open, about the frames since the local position: batch holds them (their
+// page numbers and the database size after them), nil if they do not
+// continue the shipped history (reason says why).
+type walProof struct {
+	batch  *wal.Batch
+	reason string
+}
+
+// proveWALLocked checks, with the write lock held (captureThenLocked), that
+// the WAL holds every frame up to the local position with the same salts
+// and checksum chain and the database size there matches: then the frames
+// after it, up to the captured position, are the exact continuation of
+// what was shipped, and it returns them.
+func (d *DB) proveWALLocked(lp localPosition) walProof {
+	switch {
+	case !lp.HaveWAL:
+		return walProof{reason: "the last position was not in a WAL"}
+	case !d.haveWAL:
+		return walProof{reason: "there is no WAL now"}
+	case d.walHdr.Salt1 != lp.Salt1 || d.walHdr.Salt2 != lp.Salt2:
+		return walProof{reason: fmt.Sprintf("the WAL restarted since the last position (salts %08x/%08x, then %08x/%08x)",
+			d.walHdr.Salt1, d.walHdr.Salt2, lp.Salt1, lp.Salt2)}
+	case lp.WALOffset > d.walPos.Offset:
+		return walProof{reason: fmt.Sprintf("the WAL's last commit ends at %d, before the last position's %d", d.walPos.Offset, lp.WALOffset)}
 	}
 	f, err := os.Open(d.walPath)
 	if err != nil {
-		return false
+		return walProof{reason: err.Error()}
 	}
 	defer f.Close()
 	b, err := wal.Scan(f, d.walHdr, wal.Start(d.walHdr), 0, lp.WALOffset)
 	if err != nil {
-		return false
+		return walProof{reason: err.Error()}
 	}
-	return b.End == lp.walPosition() && (b.Commits == 0 || b.Commit == lp.Commit)
+	if b.End != lp.walPosition() || (b.Commits != 0 && b.Commit != lp.Commit) {
+		return walProof{reason: fmt.Sprintf("the WAL up to the last position does not match it (end %d, then %d; pages %d, then %d)",
+			b.End.Offset, lp.WALOffset, b.Commit, lp.Commit)}
+	}
+	delta, err := wal.Scan(f, d.walHdr, lp.walPosition(), lp.Commit, d.walPos.Offset)
+	if err != nil {
+		return walProof{reason: err.Error()}
+	}
+	if delta.End != d.walPos || delta.Grown {
+		return walProof{reason: fmt.Sprintf("the WAL after the last position does not lead to the captured position (end %d/%d, grown %v)",
+			delta.End.Offset, d.walPos.Offset, delta.Grown)}
+	}
+	return walProof{batch: delta}
 }
 
 func (d *DB) savePositionLocked() error {
@@ -589,6 +649,10 @@ type Status struct {
 	TXID     ltx.TXID     // newest TXID written (locally)
 	Checksum ltx.Checksum // database checksum at TXID
 	Fenced   bool
+	// Warning names a condition that stops the application or the shipper
+	// although nothing failed here (an application in exclusive locking
+	// mode); "" when there is none.
+	Warning  string
 	Replicas []ReplicaStatus
 }
 
@@ -596,6 +660,9 @@ type Status struct {
 func (d *DB) Status() Status {
 	s := Status{Path: d.opts.Path, TXID: ltx.TXID(d.head.Load()), Checksum: ltx.Checksum(d.headSum.Load()),
 		Fenced: d.fenced.Load() != nil}
+	if w := d.exclusive.Load(); w != nil {
+		s.Warning = *w
+	}
 	for _, r := range d.replicas {
 		s.Replicas = append(s.Replicas, r.status(s.TXID))
 	}

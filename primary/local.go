@@ -33,15 +33,22 @@ type localStore struct {
 	// bound on the directory (capLocal) is decided without listing it on
 	// every sync. Files are added by commitFile and removed by remove only;
 	// the index is read from the directory at open.
-	mu    sync.Mutex
-	sizes map[ltx.TXID]int64
-	bytes int64 // sum of sizes
+	mu     sync.Mutex
+	sizes  map[ltx.TXID]int64
+	images map[ltx.TXID]bool // the full images among them
+	bytes  int64             // sum of the sizes of the files that are not full images
 }
 
-// localFile is one local L0 file in the index.
+// localFile is one local L0 file in the index. Full: a full image (a
+// history break's L0 file holding every page), which does not count
+// against the shadow directory's bound: it is as large as the database,
+// so with the default bound (the database's size) it used it all up at
+// once, and every replica that had not uploaded it yet lost its catch-up
+// files to the next few syncs (and got a second full upload).
 type localFile struct {
 	TXID ltx.TXID
 	Size int64
+	Full bool
 }
 
 // fileMeta is what we know about one L0 file we wrote.
@@ -52,7 +59,8 @@ type fileMeta struct {
 	CommitTime time.Time    `json:"commit_time"`
 	Size       int64        `json:"size"`
 	Pages      int          `json:"pages"`
-	Commit     uint32       `json:"commit"` // database size in pages after the file
+	Commit     uint32       `json:"commit"`         // database size in pages after the file
+	Full       bool         `json:"full,omitempty"` // a full image (every page)
 }
 
 // localPosition is the position of the newest L0 file written locally and
@@ -104,7 +112,7 @@ func openLocalStore(dir, path, real string) (*localStore, error) {
 			os.Remove(filepath.Join(dir, "tmp", e.Name()))
 		}
 	}
-	s := &localStore{dir: dir, lock: lock, sizes: map[ltx.TXID]int64{}}
+	s := &localStore{dir: dir, lock: lock, sizes: map[ltx.TXID]int64{}, images: map[ltx.TXID]bool{}}
 	if err := s.loadIndex(); err != nil {
 		lock.Close()
 		return nil, err
@@ -131,7 +139,11 @@ func (s *localStore) loadIndex() error {
 			continue // removed meanwhile
 		}
 		s.sizes[min] = info.Size()
-		s.bytes += info.Size()
+		if md, err := s.meta(min); err == nil && md.Full {
+			s.images[min] = true
+		} else {
+			s.bytes += info.Size()
+		}
 	}
 	return nil
 }
@@ -214,10 +226,24 @@ func (s *localStore) commitFile(tmp string, md fileMeta) error {
 		return fmt.Errorf("rename %s: %w", tmp, err)
 	}
 	s.mu.Lock()
-	s.bytes += md.Size - s.sizes[md.TXID]
+	s.forgetLocked(md.TXID)
 	s.sizes[md.TXID] = md.Size
+	if md.Full {
+		s.images[md.TXID] = true
+	} else {
+		s.bytes += md.Size
+	}
 	s.mu.Unlock()
 	return nil
+}
+
+// forgetLocked drops txid from the index (s.mu held).
+func (s *localStore) forgetLocked(txid ltx.TXID) {
+	if n, ok := s.sizes[txid]; ok && !s.images[txid] {
+		s.bytes -= n
+	}
+	delete(s.sizes, txid)
+	delete(s.images, txid)
 }
 
 // meta reads the metadata of a local L0 file.
@@ -254,8 +280,7 @@ func (s *localStore) remove(upto ltx.TXID) error {
 			}
 		}
 		s.mu.Lock()
-		s.bytes -= s.sizes[f.TXID]
-		delete(s.sizes, f.TXID)
+		s.forgetLocked(f.TXID)
 		s.mu.Unlock()
 	}
 	return errors.Join(errs...)
@@ -276,14 +301,15 @@ func (s *localStore) files() []localFile {
 	s.mu.Lock()
 	out := make([]localFile, 0, len(s.sizes))
 	for t, n := range s.sizes {
-		out = append(out, localFile{t, n})
+		out = append(out, localFile{t, n, s.images[t]})
 	}
 	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].TXID < out[j].TXID })
 	return out
 }
 
-// size is the total size of the local L0 files in bytes.
+// size is the total size of the local L0 files in bytes, full images
+// left out.
 func (s *localStore) size() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -294,15 +320,21 @@ func (s *localStore) size() int64 {
 // drop so that what is left totals at most limit bytes: the oldest first,
 // as those are the ones only the replicas furthest behind still need (or a
 // replica's compaction, which then reads them from its store). The newest
-// file is always kept: it is the one every replica uploads next. It
-// returns the TXID through which files go, and their number and bytes.
+// file is always kept: it is the one every replica uploads next. Full
+// images do not count (localFile); one goes only with the older files
+// when the files after it alone pass the limit. It returns the TXID
+// through which files go, and their number and bytes.
 func planEviction(files []localFile, limit int64) (upto ltx.TXID, n int, bytes int64) {
 	var total int64
 	for _, f := range files {
-		total += f.Size
+		if !f.Full {
+			total += f.Size
+		}
 	}
 	for i := 0; i < len(files)-1 && total > limit; i++ {
-		total -= files[i].Size
+		if !files[i].Full {
+			total -= files[i].Size
+		}
 		upto, n, bytes = files[i].TXID, n+1, bytes+files[i].Size
 	}
 	return upto, n, bytes

@@ -36,6 +36,7 @@ type resumeInput struct {
 	// WALContinues: the WAL still holds, with the same salts and checksum
 	// chain, every frame up to the local position, and more after it.
 	WALContinues bool
+	WALReason    string // why not, when not
 
 	DBChecksum ltx.Checksum // checksum of the database as it is now
 
@@ -93,5 +94,11 @@ func decideResume(in resumeInput) resumeDecision {
 	d.Action = resumeFull
 	d.Reason = fmt.Sprintf("the database (checksum %s) is not at TXID %s (checksum %s) and the WAL history since cannot be proven",
 		in.DBChecksum, d.TXID, d.Checksum)
+	switch {
+	case !d.UseLocal:
+		d.Reason += fmt.Sprintf(" (the local position, TXID %s, is not the store's)", in.LocalTXID)
+	case in.WALReason != "":
+		d.Reason += ": " + in.WALReason
+	}
 	return d
 }

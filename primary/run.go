@@ -189,6 +189,7 @@ func (d *DB) step(ctx context.Context) {
 		d.relaxPinLocked()
 	}
 	d.gcLocal()
+	d.checkExclusiveLocked()
 }
 
 // snapshotTargets are the replicas that need a snapshot and have none

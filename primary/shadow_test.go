@@ -20,6 +20,7 @@ import (
 )
 
 func TestPlanEviction(t *testing.T) {
+	image := func(fs []localFile, i int) []localFile { fs[i].Full = true; return fs }
 	files := func(sizes ...int64) []localFile {
 		var out []localFile
 		for i, n := range sizes {
@@ -43,6 +44,10 @@ func TestPlanEviction(t *testing.T) {
 		{"the newest is kept even alone over the limit", files(10, 20, 300), 100, 11, 2, 30},
 		{"a single file is kept", files(500), 100, 0, 0, 0},
 		{"zero limit keeps only the newest", files(1, 2, 3), 0, 11, 2, 3},
+		{"a full image does not count", image(files(300, 20, 30), 0), 100, 0, 0, 0},
+		{"nor does a later one", image(files(10, 20, 300, 30), 2), 60, 0, 0, 0},
+		{"an image goes with the older files once the later ones pass the limit", image(files(300, 60, 50), 0), 100, 11, 2, 360},
+		{"older files go, the image stays", image(files(40, 300, 50, 30), 1), 80, 10, 1, 40},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -294,7 +299,29 @@ func TestLocalIndex(t *testing.T) {
 	}
 	defer s.close()
 	files := s.files()
-	if s.size() != 290 || len(files) != 2 || files[0] != (localFile{2, 250}) || files[1] != (localFile{3, 40}) {
+	if s.size() != 290 || len(files) != 2 || files[0] != (localFile{2, 250, false}) || files[1] != (localFile{3, 40, false}) {
 		t.Fatalf("after remove(1) and reopen: size %d, files %+v; want 290 in 2-250 and 3-40", s.size(), files)
+	}
+
+	// A full image is indexed but not counted, also after a reopen.
+	f, err := s.tempFile("full-*.ltx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, 1000))
+	f.Close()
+	if err := s.commitFile(f.Name(), fileMeta{TXID: 4, Size: 1000, Full: true}); err != nil {
+		t.Fatal(err)
+	}
+	s.close()
+	if s, err = openLocalStore(dir, "db", "db"); err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	if files := s.files(); s.size() != 290 || len(files) != 3 || files[2] != (localFile{4, 1000, true}) {
+		t.Fatalf("with a full image: size %d, files %+v; want 290 and 4-1000 full", s.size(), files)
+	}
+	if err := s.remove(4); err != nil || s.size() != 0 || len(s.files()) != 0 {
+		t.Fatalf("after remove(4): size %d, files %+v, %v", s.size(), s.files(), err)
 	}
 }

@@ -588,28 +588,28 @@ func (d *DB) finishLocal(tmp *os.File, enc *ltx.Encoder, md *fileMeta) error {
 }
 
 // shipDeltaLocked ships, at Open, the frames after the local position as
-// the next TXID: the WAL proved they continue the shipped history, and the
-// captured image gives the exact database checksum after them.
-func (d *DB) shipDeltaLocked(ctx context.Context, lp localPosition, img *pageTable) error {
-	f, h, ok, err := d.openWAL()
-	if err != nil {
-		return err
+// the next TXID: the capture proved they continue the shipped history
+// (d.proof). Their pages are read through the pin, which sees exactly the
+// captured position, so a WAL restart since the capture cannot change
+// them; the captured image gives the exact database checksum after them.
+func (d *DB) shipDeltaLocked(ctx context.Context, img *pageTable) error {
+	b := d.proof.batch
+	d.proof = walProof{}
+	if b == nil || b.Commits == 0 {
+		return d.writeFullImageCapturedLocked(ctx, "the WAL since the last position was not proven at the capture")
 	}
-	if !ok {
-		return errors.New("ship WAL since last position: the WAL vanished")
-	}
-	defer f.Close()
-	b, err := wal.Scan(f, h, lp.walPosition(), lp.Commit, d.walPos.Offset)
-	if err != nil {
-		return err
-	}
-	if b.End != d.walPos || b.Commits == 0 || b.Grown {
-		// Not what the capture saw: do not guess.
-		return d.writeFullImageCapturedLocked(ctx, fmt.Sprintf(
-			"the WAL after the last position does not lead to the database as captured (end %d/%d, commits %d, grown %v)",
-			b.End.Offset, d.walPos.Offset, b.Commits, b.Grown))
-	}
-	md, _, err := d.writeL0(b, func(p uint32, buf []byte) error { return wal.PageData(f, b.Pages[p], buf) })
+	pin := d.pins[d.pinIdx]
+	md, _, err := d.writeL0(b, func(p uint32, buf []byte) error {
+		var data []byte
+		if err := pin.QueryRow(ctx, "SELECT data FROM sqlite_dbpage WHERE pgno = ?", p).Scan(&data); err != nil {
+			return fmt.Errorf("read page %d through the pin: %w", p, err)
+		}
+		if len(data) != len(buf) {
+			return fmt.Errorf("read page %d through the pin: %d bytes, want %d", p, len(data), len(buf))
+		}
+		copy(buf, data)
+		return nil
+	})
 	if err != nil {
 		return err
 	}

@@ -100,12 +100,12 @@ func (d *DB) writeFullImageCapturedLocked(ctx context.Context, reason string) er
 	if txid == 1 {
 		pre = 0
 	}
-	md := fileMeta{TXID: txid, Pre: pre, Post: img.table.checksum(), CommitTime: now, Pages: int(img.pages), Commit: img.pages}
+	md := fileMeta{TXID: txid, Pre: pre, Post: img.table.checksum(), CommitTime: now, Pages: int(img.pages), Commit: img.pages, Full: true}
 	if err := d.finishLocal(l0, e0, &md); err != nil {
 		return err
 	}
 	smd := md
-	smd.Pre = 0
+	smd.Pre, smd.Full = 0, false
 	if err := e9.Close(); err != nil {
 		return fmt.Errorf("encode snapshot 1-%s: %w", txid, err)
 	}

@@ -14,6 +14,7 @@ type StatusDoc struct {
 	TXID     ltx.TXID           `json:"txid"`
 	Checksum ltx.Checksum       `json:"checksum"`
 	Fenced   bool               `json:"fenced"`
+	Warning  string             `json:"warning,omitempty"`
 	Replicas []ReplicaStatusDoc `json:"replicas"`
 }
 
@@ -29,7 +30,7 @@ type ReplicaStatusDoc struct {
 
 // Document is st as its /status document.
 func (st Status) Document() StatusDoc {
-	doc := StatusDoc{Role: "primary", DB: st.Path, TXID: st.TXID, Checksum: st.Checksum, Fenced: st.Fenced}
+	doc := StatusDoc{Role: "primary", DB: st.Path, TXID: st.TXID, Checksum: st.Checksum, Fenced: st.Fenced, Warning: st.Warning}
 	for _, r := range st.Replicas {
 		rd := ReplicaStatusDoc{Name: r.Name, TXID: r.TXID, Checksum: r.Checksum, LastError: r.LastError, Pending: r.Pending}
 		if !r.LastSync.IsZero() {

@@ -426,6 +426,9 @@ func primariesHealthy(dbs []*primary.DB) error {
 			err = errors.Join(err, fmt.Errorf("%s: fenced: another writer owns the replica history", db.Path()))
 		}
 		err = errors.Join(err, db.ShippingError())
+		if w := db.Status().Warning; w != "" {
+			err = errors.Join(err, fmt.Errorf("%s: %s", db.Path(), w))
+		}
 	}
 	return err
 }
