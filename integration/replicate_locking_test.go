@@ -69,7 +69,8 @@ func startExclusiveApp(t *testing.T, path, mode string) (*exec.Cmd, <-chan strin
 	return cmd, lines
 }
 
-func healthz(addr string) (int, string, error) {
+// healthzBody returns the daemon's /healthz status code and body.
+func healthzBody(addr string) (int, string, error) {
 	resp, err := http.Get("http://" + addr + "/healthz")
 	if err != nil {
 		return 0, "", err
@@ -103,7 +104,7 @@ func TestReplicateExclusiveLockingApp(t *testing.T) {
 		makeDB(t, s.dbPath)
 		d := s.replicate(t)
 		eventually(t, 30*time.Second, "the daemon to be healthy", func() bool {
-			code, _, err := healthz(s.addr)
+			code, _, err := healthzBody(s.addr)
 			return err == nil && code == http.StatusOK
 		})
 		app, lines := startExclusiveApp(t, s.dbPath, "")
@@ -117,7 +118,7 @@ func TestReplicateExclusiveLockingApp(t *testing.T) {
 		}
 		var body string
 		eventually(t, 30*time.Second, "/healthz to fail naming the pragma", func() bool {
-			code, b, err := healthz(s.addr)
+			code, b, err := healthzBody(s.addr)
 			body = b
 			return err == nil && code != http.StatusOK && strings.Contains(b, "locking_mode=EXCLUSIVE")
 		})
@@ -127,7 +128,7 @@ func TestReplicateExclusiveLockingApp(t *testing.T) {
 		_ = app.Process.Kill()
 		_ = app.Wait()
 		eventually(t, 30*time.Second, "/healthz to recover once the application is gone", func() bool {
-			code, _, err := healthz(s.addr)
+			code, _, err := healthzBody(s.addr)
 			return err == nil && code == http.StatusOK
 		})
 	})

@@ -308,6 +308,17 @@ func (s *localStore) files() []localFile {
 	return out
 }
 
+// imageBytes is the total size of the local full images.
+func (s *localStore) imageBytes() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for t := range s.images {
+		n += s.sizes[t]
+	}
+	return n
+}
+
 // size is the total size of the local L0 files in bytes, full images
 // left out.
 func (s *localStore) size() int64 {
@@ -417,6 +428,7 @@ func (d *DB) capLocalLocked() {
 		}
 	}
 	d.m.shadowBytes.WithLabelValues(d.opts.Path, "l0").Set(float64(d.local.size()))
+	d.m.shadowBytes.WithLabelValues(d.opts.Path, "image").Set(float64(d.local.imageBytes()))
 	var snaps int64
 	d.snapMu.Lock()
 	for _, j := range d.snapshots {

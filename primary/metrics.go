@@ -19,7 +19,7 @@ type metrics struct {
 	checkpoints   *prometheus.CounterVec   // db, mode
 	writeHold     *prometheus.GaugeVec     // db: longest write-lock hold, seconds
 	snapshots     *prometheus.CounterVec   // db, reason
-	shadowBytes   *prometheus.GaugeVec     // db, kind (l0, snapshot)
+	shadowBytes   *prometheus.GaugeVec     // db, kind (l0, image, snapshot)
 	shadowDropped *prometheus.CounterVec   // db
 }
 
@@ -47,7 +47,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "understudy", Subsystem: "primary",
 			Name: "snapshots_total", Help: "Full images written, by reason."}, []string{"db", "reason"}),
 		shadowBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "understudy", Subsystem: "primary",
-			Name: "shadow_bytes", Help: "Bytes of the files kept in the shadow directory until every replica has them, by kind (l0, snapshot)."},
+			Name: "shadow_bytes", Help: "Bytes of the files kept in the shadow directory until every replica has them, by kind (l0: the bounded L0 files, image: full images, snapshot)."},
 			[]string{"db", "kind"}),
 		shadowDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "understudy", Subsystem: "primary",
 			Name: "shadow_dropped_files_total", Help: "L0 files dropped from the shadow directory because it passed its bound (max-shadow-size)."},
