@@ -1,0 +1,54 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Commands a Litestream user reaches for: databases (listed here as in
+// Litestream), and wal/generations, which Understudy has under other names;
+// those answer with the name to use instead of "No help topic".
+func init() {
+	registerCommand(&cli.Command{
+		Name:  "databases",
+		Usage: "list the databases in the config and their replicas",
+		Flags: commonFlags(),
+		Action: func(c *cli.Context) error {
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return cli.Exit(fmt.Errorf("databases: %w", err), 2)
+			}
+			tw := tabwriter.NewWriter(c.App.Writer, 0, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "PATH\tREPLICA\tLOCATION")
+			for _, db := range cfg.DBs {
+				path := db.Path
+				for _, r := range db.Replicas {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", path, r.Name, r.Location())
+					path = "" // the path once per database
+				}
+				if len(db.Replicas) == 0 {
+					fmt.Fprintf(tw, "%s\t-\t-\n", path)
+				}
+			}
+			return tw.Flush()
+		},
+	})
+	for name, hint := range map[string]string{
+		"wal": "Understudy calls this `ltx`: its history is LTX files, listed with `understudy ltx DB_PATH|REPLICA_URL` " +
+			"(a Litestream 0.3 replica's WAL segments are listed there too)",
+		"generations": "Understudy has no generations: its history is one chain of TXIDs, listed with `understudy ltx` and " +
+			"`understudy snapshots`; a Litestream 0.3 replica's generations are listed there too, and restore with `understudy restore -generation NAME`",
+	} {
+		registerCommand(&cli.Command{
+			Name:            name,
+			Usage:           "(Litestream's name) " + hint,
+			Hidden:          true,
+			SkipFlagParsing: true,
+			Action: func(c *cli.Context) error {
+				return cli.Exit(fmt.Sprintf("%s: %s", name, hint), 2)
+			},
+		})
+	}
+}
