@@ -352,3 +352,78 @@ func TestLitestream03ReplicateBeside(t *testing.T) {
 		}
 	}
 }
+
+// TestLitestream03Migration is the migration the README's "Coming from
+// Litestream" section describes, step by step on a new machine: the
+// Litestream config as it was (Understudy reads its keys), `understudy
+// restore DB_PATH` without -o restores the 0.3 replica to the configured
+// path (refusing when the file exists; -if-db-not-exists then succeeds
+// without touching it), `understudy replicate` ships the database beside the
+// 0.3 generations, and a restore gives the app's newest state.
+func TestLitestream03Migration(t *testing.T) {
+	old := t.TempDir()
+	replica := filepath.Join(t.TempDir(), "replica")
+	oldDB := filepath.Join(old, "app.db")
+	points := writeLS03History(t, openDB(t, oldDB), oldDB, ls03test.FilePut(replica, ls03Clock()))
+	last := points[len(points)-1]
+
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "app.db")
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	cfg := writeConfig(t,
+		"addr: "+addr,
+		"dbs:",
+		"  - path: "+dbPath,
+		"    replicas:",
+		"      - type: file",
+		"        path: "+replica,
+		"        sync-interval: 100ms",
+	)
+	res := run(t, nil, "restore", "-config", cfg, dbPath)
+	if res.code != 0 {
+		t.Fatalf("restore without -o: exit %d: %s", res.code, res.stderr)
+	}
+	if got := fileSum(t, dbPath); got != last.sum {
+		t.Fatalf("restored %x to the configured path, want the 0.3 replica's newest state %x", got, last.sum)
+	}
+	res = run(t, nil, "restore", "-config", cfg, dbPath)
+	if res.code == 0 {
+		t.Fatalf("second restore without -o exited 0 over an existing database")
+	}
+	wantAll(t, res.stderr, dbPath+" exists", "never overwrites", "-if-db-not-exists")
+	if res := run(t, nil, "restore", "-config", cfg, "-if-db-not-exists", dbPath); res.code != 0 {
+		t.Fatalf("restore -if-db-not-exists over an existing database: exit %d: %s", res.code, res.stderr)
+	}
+	if got := fileSum(t, dbPath); got != last.sum {
+		t.Fatalf("the database changed under refused restores")
+	}
+	if res := run(t, nil, "restore", "file://"+replica); res.code == 0 {
+		t.Errorf("restore of a replica URL without -o exited 0")
+	} else {
+		wantAll(t, res.stderr, "-o OUT is required", "only a DB_PATH from the config")
+	}
+
+	app := openDB(t, dbPath)
+	d := start(t, nil, "replicate", "-config", cfg)
+	mustExec(t, app, `INSERT INTO t (v) VALUES ('written after the move')`)
+	img := snapshotImage(t, app)
+	eventually(t, 30*time.Second, "the database shipped to the replica", func() bool {
+		var st primaryStatus
+		err := getStatus(addr, &st)
+		return err == nil && len(st.DBs) == 1 && st.DBs[0].Checksum == img.checksum &&
+			len(st.DBs[0].Replicas) == 1 && st.DBs[0].Replicas[0].TXID == st.DBs[0].TXID
+	})
+	eventually(t, 30*time.Second, "the log line about the 0.3 generations", func() bool {
+		return strings.Contains(d.out.String(), "replica holds Litestream 0.3 generations")
+	})
+	if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("replicate exit %d", code)
+	}
+	st := ls03Store{name: "file", url: "file://" + replica}
+	if got := restoreLS03(t, st); got != imageSum(img) {
+		t.Errorf("restore after the move gave %x, want the app's newest state %x", got, imageSum(img))
+	}
+	if got := restoreLS03(t, st, "-generation", ls03GenB); got != last.sum {
+		t.Errorf("the 0.3 generation %s no longer restores to its state", ls03GenB)
+	}
+}

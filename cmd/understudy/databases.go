@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"text/tabwriter"
 
@@ -51,4 +52,25 @@ func init() {
 			},
 		})
 	}
+}
+
+// configuredRestorePath is where `restore DB_PATH` without -o writes, as
+// Litestream's restore does: the configured path of that database. (The
+// restore still refuses to overwrite an existing file; -if-db-not-exists
+// skips it.) A replica URL names no database, so it needs -o.
+func configuredRestorePath(c *cli.Context, arg string) (string, error) {
+	const need = "restore: -o OUT is required: the path to write the database to (it must not exist)"
+	if isReplicaURL(arg) {
+		return "", errors.New(need + "; without -o only a DB_PATH from the config restores, to that path")
+	}
+	cfg, err := loadConfig(c)
+	if err != nil {
+		return "", fmt.Errorf("%s, or a DB_PATH from a config: %w", need, err)
+	}
+	db := cfg.DB(arg)
+	if db == nil {
+		path, _ := configPath(c)
+		return "", fmt.Errorf("%s; without -o, DB_PATH must be a database in the config %s (%s is not)", need, path, arg)
+	}
+	return db.Path, nil
 }

@@ -106,7 +106,11 @@ func runRestore(c *cli.Context) error {
 	out := c.String("o")
 	dryRun := c.Bool("dry-run")
 	if out == "" && !dryRun {
-		return errors.New("restore: -o OUT is required: the path to write the database to (it must not exist)")
+		p, err := configuredRestorePath(c, c.Args().First())
+		if err != nil {
+			return err
+		}
+		out = p
 	}
 	target, err := restoreTarget(c)
 	if err != nil {
@@ -206,7 +210,7 @@ func restoreCmd(c *cli.Context, out string, dryRun bool, target restore.Target, 
 				log.Info("database already exists, skipping restore (-if-db-not-exists)", "output", out)
 				return nil
 			}
-			return fmt.Errorf("restore: %s exists; restore never overwrites a database: choose another -o path or remove it", out)
+			return fmt.Errorf("restore: %s exists; restore never overwrites a database: choose another -o path or remove it (or give -if-db-not-exists to skip the restore when it exists)", out)
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("restore: check %s: %w", out, err)
 		}
