@@ -362,7 +362,7 @@ func TestRestoreRoutesAroundBadObjects(t *testing.T) {
 		{"corrupt snapshot trailer", func(t *testing.T, s *source) { flipByte(t, s.path(9, 1, 12), 1) }, 12, "L9 0000000000000001-000000000000000c"},
 		{"corrupt snapshot page index", func(t *testing.T, s *source) { flipAt(t, s.path(9, 1, 12), -25) }, 0, "L9 0000000000000001-000000000000000c"},
 		{"truncated snapshot", func(t *testing.T, s *source) { truncate(t, s.path(9, 1, 12), 0.7) }, 0, "L9 0000000000000001-000000000000000c"},
-		{"snapshot header", func(t *testing.T, s *source) { flipByte(t, s.path(9, 1, 12), 0.01) }, 0, "L9 0000000000000001-000000000000000c"},
+		{"corrupt snapshot header", func(t *testing.T, s *source) { flipFrom(t, s.path(9, 1, 12), 10) }, 0, "L9 0000000000000001-000000000000000c"},
 		{"first snapshot: the first L0 is a full image", func(t *testing.T, s *source) { flipByte(t, s.path(9, 1, 1), 0.5) }, 5, "L9 0000000000000001-0000000000000001"},
 		{"no L3: the L2 files cover its range", func(t *testing.T, s *source) { remove(t, s.path(3, 2, 9)) }, 9, ""},
 	}
@@ -473,6 +473,25 @@ func flipAt(t *testing.T, path string, off int64) {
 		t.Fatal(err)
 	}
 	flipByte(t, path, float64(st.Size()+off)/float64(st.Size()-1))
+}
+
+// flipFrom inverts the byte at offset off from the start of the file (10:
+// the page size field of an LTX header).
+func flipFrom(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // truncate cuts the file to fraction at of its length.
