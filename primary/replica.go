@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"sort"
 	"sync"
@@ -157,17 +156,7 @@ func (r *replica) newest(ctx context.Context) (ltx.TXID, *storage.Metadata, erro
 func (r *replica) afterOpen() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	// The position in the L0 chain: levels 0..8. A snapshot alone does not
-	// count, so that a replica that got the snapshot of a history break but
-	// not its L0 file still gets the L0 file (the chain stays whole).
-	for _, lvl := range r.levelNumbers() {
-		if lvl == storage.SnapshotLevel {
-			continue
-		}
-		for _, f := range r.levels[lvl] {
-			r.pos = max(r.pos, f.MaxTXID)
-		}
-	}
+	r.pos = chainEnd(r.levels)
 	head := ltx.TXID(r.d.head.Load())
 	if r.pos > head {
 		r.pos = head
@@ -269,57 +258,6 @@ func (r *replica) uploadPending(ctx context.Context) error {
 		return err
 	}
 	return r.uploadL0s(ctx)
-}
-
-// uploadL0s uploads local L0 files after the replica's position, in order.
-func (r *replica) uploadL0s(ctx context.Context) error {
-	for {
-		if err := r.d.fencedErr(); err != nil {
-			return err
-		}
-		r.mu.Lock()
-		t, need := r.pos+1, r.needSnapshot
-		r.mu.Unlock()
-		if t > ltx.TXID(r.d.head.Load()) {
-			return nil
-		}
-		if !r.d.local.has(t) {
-			if !need {
-				r.mu.Lock()
-				r.needSnapshot = true
-				announced := r.dropWarned
-				r.mu.Unlock()
-				if announced { // capLocalLocked warned when it dropped the file
-					r.log.Info("local L0 file to catch up was dropped; the replica needs a snapshot", "txid", t)
-				} else {
-					r.log.Warn("local L0 file to catch up is missing; the replica needs a snapshot", "txid", t)
-				}
-				r.d.requestSnapshot()
-			}
-			return nil
-		}
-		md, err := r.d.local.meta(t)
-		if err != nil {
-			if !r.d.local.has(t) {
-				continue // dropped meanwhile (capLocalLocked): the check above handles it
-			}
-			return fmt.Errorf("replica %s: local metadata of TXID %s: %w", r.name, t, err)
-		}
-		info, err := r.create(ctx, 0, t, t, r.d.local.path(t), md.Size, r.d.storeMetadata(md, true))
-		if errors.Is(err, fs.ErrNotExist) && !r.d.local.has(t) {
-			continue // dropped between the check and the open
-		}
-		if err != nil {
-			return err
-		}
-		r.addFile(info)
-		r.mu.Lock()
-		r.pos, r.posSum, r.lastSync, r.lastErr = t, md.Post, r.d.clock.Now(), nil
-		r.mu.Unlock()
-		r.d.m.syncs.WithLabelValues(r.d.opts.Path, r.name).Inc()
-		r.d.m.txid.WithLabelValues(r.d.opts.Path, r.name).Set(float64(t))
-		r.log.Debug("uploaded", "txid", t, "size", md.Size, "pages", md.Pages)
-	}
 }
 
 // uploadSnapshots uploads the level-9 snapshots queued for this replica.
