@@ -164,6 +164,10 @@ type Replica struct {
 	SnapshotInterval       time.Duration
 	Retention              time.Duration
 	RetentionCheckInterval time.Duration
+
+	// Required makes a replica the create-only probe refuses at start-up
+	// stop the database; without it the database's other replicas go on.
+	Required bool
 }
 
 // Follower is a db's follower: section.

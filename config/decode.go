@@ -17,7 +17,7 @@ var (
 	topKeys      = []string{"addr", "access-key-id", "secret-access-key", "logging", "dbs"}
 	loggingKeys  = []string{"level", "type"}
 	dbKeys       = []string{"name", "path", "replicas", "replica", "min-checkpoint-page-count", "max-checkpoint-page-count", "levels", "l0-retention", "max-shadow-size", "adopt-replica", "follower", "lease"}
-	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval"}
+	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval", "required"}
 	followerKeys = []string{"replica", "poll-interval", "auto-promote"}
 	leaseKeys    = []string{"type", "node", "advertise-url", "on-demote", "on-promote", "consul", "primary"}
 	consulKeys   = []string{"address", "token", "key-prefix", "ttl", "lock-delay", "health-check"}
@@ -394,6 +394,7 @@ func (d *decoder) replica(n *yaml.Node, path string) *Replica {
 	}
 	r.ForcePathStyle = d.boolean(m["force-path-style"], sub(path, "force-path-style"))
 	r.SkipVerify = d.boolean(m["skip-verify"], sub(path, "skip-verify"))
+	r.Required = d.boolean(m["required"], sub(path, "required"))
 	r.AccessKeyID = d.str(m["access-key-id"], sub(path, "access-key-id"))
 	r.SecretAccessKey = d.str(m["secret-access-key"], sub(path, "secret-access-key"))
 	r.SyncInterval = d.duration(m["sync-interval"], sub(path, "sync-interval"), 0, "")

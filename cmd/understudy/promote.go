@@ -239,7 +239,7 @@ func newNode(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *confi
 	if c.IsSet("poll-interval") {
 		poll = c.Duration("poll-interval")
 	}
-	popts, err := primaryOptions(ctx, c, cfg, dbc, logger, reg)
+	popts, _, err := primaryOptions(ctx, c, cfg, dbc, logger, reg) // a refused replica is logged there
 	if err != nil {
 		return nil, err
 	}

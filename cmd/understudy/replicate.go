@@ -126,7 +126,7 @@ func runReplicate(c *cli.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	dbs, err := openPrimaries(ctx, c, cfg, logger, reg)
+	dbs, refused, err := openPrimaries(ctx, c, cfg, logger, reg)
 	for _, db := range dbs {
 		defer db.Close()
 	}
@@ -147,7 +147,7 @@ func runReplicate(c *cli.Context) error {
 		srv, err := httpserver.Start(httpserver.Options{
 			Addr:     addr,
 			Gatherer: reg,
-			Healthy:  func() error { return primariesHealthy(dbs) },
+			Healthy:  func() error { return errors.Join(primariesHealthy(dbs), refused) },
 			Status:   func() any { return primary.StatusDocument(dbs...) },
 		})
 		if err != nil {
@@ -346,40 +346,44 @@ func errString(err error) string {
 }
 
 // openPrimaries builds and opens one primary.DB per configured database. It
-// returns the ones it opened even on error, so the caller can close them.
-func openPrimaries(ctx context.Context, c *cli.Context, cfg *config.Config, logger hclog.Logger, reg prometheus.Registerer) ([]*primary.DB, error) {
-	var dbs []*primary.DB
+// returns the ones it opened even on error, so the caller can close them,
+// and the replicas refused at start-up that the databases run without
+// (joined, for /healthz).
+func openPrimaries(ctx context.Context, c *cli.Context, cfg *config.Config, logger hclog.Logger, reg prometheus.Registerer) (dbs []*primary.DB, refused error, err error) {
 	for _, dbc := range cfg.DBs {
-		opts, err := primaryOptions(ctx, c, cfg, dbc, logger, reg)
+		opts, ref, err := primaryOptions(ctx, c, cfg, dbc, logger, reg)
+		refused = errors.Join(refused, ref)
 		if errors.Is(err, storage.ErrNoCreateOnly) {
 			// The store can never fence writers: the config-error status,
 			// so that systemd's RestartPreventExitStatus=2 stops retrying.
-			return dbs, cli.Exit(err, 2)
+			return dbs, refused, cli.Exit(err, 2)
 		} else if err != nil {
-			return dbs, cli.Exit(err, 1)
+			return dbs, refused, cli.Exit(err, 1)
 		}
 		db, err := primary.New(opts)
 		if err != nil {
-			return dbs, cli.Exit(err, 1)
+			return dbs, refused, cli.Exit(err, 1)
 		}
 		if err := db.Open(ctx); err != nil {
 			if !strings.Contains(err.Error(), dbc.Path) {
 				// With several databases, say which one failed.
 				err = fmt.Errorf("database %s: %w", dbc.Path, err)
 			}
-			return dbs, cli.Exit(err, 1)
+			return dbs, refused, cli.Exit(err, 1)
 		}
 		dbs = append(dbs, db)
 		logger.Info("replicating", "db", dbc.Path, "replicas", len(opts.Replicas), "node", opts.Node)
 	}
-	return dbs, nil
+	return dbs, refused, nil
 }
 
 // primaryOptions is the primary's options for dbc (replicate, and a node's
 // primary role), with a client for each of its replicas, in order, each
-// probed for create-only uploads.
-func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *config.DB, logger hclog.Logger, reg prometheus.Registerer) (primary.Options, error) {
-	opts := primary.Options{
+// probed for create-only uploads. A replica the probe refuses stops the
+// database only when it is required (required: true) or the only one; else
+// the database runs without it, loudly, and refused says why (joined).
+func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *config.DB, logger hclog.Logger, reg prometheus.Registerer) (opts primary.Options, refused error, err error) {
+	opts = primary.Options{
 		Path:                   dbc.Path,
 		Node:                   nodeName(c, dbc),
 		MinCheckpointPageCount: dbc.MinCheckpointPageCount,
@@ -394,10 +398,17 @@ func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc
 	for _, rc := range dbc.Replicas {
 		client, err := replicaclient.New(ctx, rc, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
 		if err != nil {
-			return opts, withEmptyEnv(fmt.Errorf("database %s: replica %s: %w", dbc.Path, rc.Name, err), cfg, rc)
+			return opts, refused, withEmptyEnv(fmt.Errorf("database %s: replica %s: %w", dbc.Path, rc.Name, err), cfg, rc)
 		}
 		if err := client.ProbeCreateOnly(ctx); err != nil {
-			return opts, withEmptyEnv(fmt.Errorf("database %s: replica %s (%s): %w", dbc.Path, rc.Name, rc.Location(), err), cfg, rc)
+			err = withEmptyEnv(fmt.Errorf("database %s: replica %s (%s): %w", dbc.Path, rc.Name, rc.Location(), err), cfg, rc)
+			if rc.Required || len(dbc.Replicas) == 1 {
+				return opts, refused, err
+			}
+			logger.Error("replica refused at start-up: the database's other replicas go on without it until a restart; fix the store, or set required: true on the replica to stop instead",
+				"db", dbc.Path, "replica", rc.Name, "error", err)
+			refused = errors.Join(refused, fmt.Errorf("refused at start-up: %w", err))
+			continue
 		}
 		note03(ctx, client, logger, dbc.Path, rc.Name, rc.Location())
 		opts.Replicas = append(opts.Replicas, primary.ReplicaOptions{
@@ -410,7 +421,10 @@ func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc
 			RetentionCheckInterval: rc.RetentionCheckInterval,
 		})
 	}
-	return opts, nil
+	if len(opts.Replicas) == 0 {
+		return opts, nil, refused // every replica refused
+	}
+	return opts, refused, nil
 }
 
 // primariesHealthy is /healthz: unhealthy when a database is fenced or
