@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/superfly/ltx"
 
@@ -333,24 +334,27 @@ func (b *stallingBody) Read(buf []byte) (int, error) {
 
 func (b *stallingBody) Close() error { return b.r.Close() }
 
-// TestRestoreInterrupted is issue 10 item 8: SIGINT (as Ctrl-C sends it),
-// SIGINT to a restore started by a non-interactive shell (which runs it with
-// SIGINT ignored), and SIGTERM, each while the restore is in the middle of
-// downloading the snapshot from S3: the restore stops, removes its temp
-// file, writes nothing to the output path and exits non-zero.
+// TestRestoreInterrupted is issue 10 item 8: SIGINT, SIGINT to a restore
+// started by a non-interactive shell (which runs it with SIGINT ignored),
+// SIGTERM, and Ctrl-C typed on the terminal the restore runs on (with its
+// progress bar), each while the restore is in the middle of downloading the
+// snapshot from S3: the restore stops, removes its temp file, writes nothing
+// to the output path and exits non-zero.
 func TestRestoreInterrupted(t *testing.T) {
 	s := newStack(t, true)
 	s.withDBKeys(t, "    levels: [1h]\n")
 	shipHistory(t, s, 500, 4000, 2) // a 2 MB snapshot
 	for _, tc := range []struct {
-		name    string
-		sig     syscall.Signal
-		ignored bool   // started with SIGINT ignored, as `sh -c 'cmd &'` does
-		says    string // the signal's name in the message
+		name     string
+		sig      syscall.Signal
+		ignored  bool   // started with SIGINT ignored, as `sh -c 'cmd &'` does
+		terminal bool   // run on a terminal (progress bar) and stopped with Ctrl-C
+		says     string // the signal's name in the message
 	}{
-		{"SIGINT", syscall.SIGINT, false, "SIGINT"},
-		{"SIGINT ignored by the starting shell", syscall.SIGINT, true, "SIGINT"},
-		{"SIGTERM", syscall.SIGTERM, false, "SIGTERM"},
+		{"SIGINT", syscall.SIGINT, false, false, "SIGINT"},
+		{"SIGINT ignored by the starting shell", syscall.SIGINT, true, false, "SIGINT"},
+		{"SIGTERM", syscall.SIGTERM, false, false, "SIGTERM"},
+		{"Ctrl-C on a terminal", syscall.SIGINT, false, true, "SIGINT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			proxy := startStallingProxy(t, s.s3.Endpoint)
@@ -359,7 +363,10 @@ func TestRestoreInterrupted(t *testing.T) {
 			out := filepath.Join(dir, "restored.db")
 			args := []string{"restore", "-o", out, url}
 			var d *daemon
-			if tc.ignored {
+			var term *os.File // the terminal's master side, for a Ctrl-C
+			if tc.terminal {
+				d, term = startOnTerminal(t, s.env, understudyBin(t), args...)
+			} else if tc.ignored {
 				d = startCommand(t, s.env, "sh", append([]string{"-c", `trap "" INT; exec "$0" "$@"`, understudyBin(t)}, args...)...)
 			} else {
 				d = start(t, s.env, args...)
@@ -374,7 +381,17 @@ func TestRestoreInterrupted(t *testing.T) {
 			if tmp, _ := filepath.Glob(filepath.Join(dir, ".restored.db.restore-*.tmp")); len(tmp) != 1 {
 				t.Fatalf("while downloading, the output directory holds temp files %v, want one", tmp)
 			}
-			code := d.stop(t, tc.sig, 30*time.Second)
+			var code int
+			if term != nil {
+				// Ctrl-C: the terminal sends SIGINT to its foreground
+				// process group.
+				if _, err := term.Write([]byte{0x03}); err != nil {
+					t.Fatal(err)
+				}
+				code = d.wait(t, 30*time.Second)
+			} else {
+				code = d.stop(t, tc.sig, 30*time.Second)
+			}
 			if code == 0 {
 				t.Fatalf("exit 0 after %s:\n%s", tc.sig, d.out.String())
 			}
@@ -389,6 +406,51 @@ func TestRestoreInterrupted(t *testing.T) {
 			t.Logf("exit %d: %s", code, strings.TrimSpace(tailLines(d.out.String(), 1)))
 		})
 	}
+}
+
+// startOnTerminal starts bin with a new pseudo-terminal as its controlling
+// terminal, stdin, stdout and stderr, in its own session (so it is the
+// terminal's foreground process group), and returns the terminal's master
+// side. Everything the program writes is collected in the daemon's output.
+func startOnTerminal(t *testing.T, env []string, bin string, args ...string) (*daemon, *os.File) {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { master.Close() })
+	var n uint32
+	if err := ioctl(master, syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); err != nil {
+		t.Fatalf("TIOCGPTN: %v", err)
+	}
+	var unlock int32
+	if err := ioctl(master, syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); err != nil {
+		t.Fatalf("TIOCSPTLCK: %v", err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave.Close() // the child has its own copies
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	d := &daemon{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s on a terminal: %v", bin, err)
+	}
+	go io.Copy(d.out, master) // drain the terminal: a full one would block the program
+	go func() { d.waitErr = cmd.Wait(); close(d.done) }()
+	t.Cleanup(d.kill)
+	return d, master
+}
+
+func ioctl(f *os.File, req, arg uintptr) error {
+	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), req, arg); errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // startCommand is start for any program.
