@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/understudy-db/understudy/internal/dbsum"
 	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/walock"
 )
 
 // Default timeouts of the applier's connections.
@@ -29,6 +29,11 @@ const (
 	// DefaultCheckpointBusyTimeout is how long a checkpoint waits for readers
 	// (notes rule 10: 100 ms kept reader staleness p99 under 200 ms).
 	DefaultCheckpointBusyTimeout = 100 * time.Millisecond
+	// DefaultWALRestartFrames is the WAL size, in frames, from which a
+	// complete checkpoint re-begins the applier's held write transaction so
+	// that the next apply starts the WAL over (writelock.go): that is the
+	// one moment the write lock is free without a commit, so it is rare.
+	DefaultWALRestartFrames = 4096
 )
 
 // VerifyError is a file or a local database that does not verify: a corrupt
@@ -110,6 +115,14 @@ type Applier struct {
 	pos         Position
 	dataVersion int64 // PRAGMA data_version on the apply connection after our last commit
 	broken      error // set when the local database can no longer be trusted
+	// held: the apply connection has its write transaction open, so that
+	// no other connection can write the database (writelock.go).
+	held bool
+	// pinnedBehind: the held transaction began with WAL frames not yet
+	// checkpointed, so it keeps the next apply from restarting the WAL.
+	pinnedBehind bool
+	// guard holds the write lock while no transaction does (writelock.go).
+	guard *walock.Lock
 }
 
 // OpenApplier opens an existing local database that the follower wrote
@@ -224,9 +237,12 @@ func (a *Applier) open(ctx context.Context, at func(*pageTable) (Position, error
 	if _, err := a.apply.ExecContext(ctx, `PRAGMA wal_autocheckpoint=0`); err != nil {
 		return err
 	}
-	// Read data_version before the pages: a write by someone else after this
-	// point changes it and is caught by the next apply.
-	if a.dataVersion, err = a.readDataVersion(ctx); err != nil {
+	// Hold the write lock before the pages are read: from here on no other
+	// connection can write, and what the page table reads stays put.
+	if err := a.openGuard(ctx); err != nil {
+		return err
+	}
+	if err := a.rearm(ctx, false); err != nil {
 		return err
 	}
 
@@ -263,6 +279,7 @@ func (a *Applier) open(ctx context.Context, at func(*pageTable) (Position, error
 func (a *Applier) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.release()
 	for _, s := range []*sql.Stmt{a.insert, a.truncate} {
 		if s != nil {
 			s.Close()
@@ -282,6 +299,10 @@ func (a *Applier) Close() error {
 		}
 	}
 	a.insert, a.truncate, a.apply, a.verify, a.applyDB, a.verifyDB, a.ckptDB = nil, nil, nil, nil, nil, nil, nil
+	// Last: closing a descriptor of "-shm" drops this process's POSIX locks
+	// on it, which the connections above no longer need.
+	a.guard.Close()
+	a.guard = nil
 	return first
 }
 
@@ -418,29 +439,30 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 	}
 	contiguous := hdr.MinTXID == prev.TXID+1
 
-	if err := a.resetCache(ctx); err != nil {
+	// The write transaction is normally held since the last apply, with the
+	// cache reset and data_version checked (writelock.go); when holding it
+	// again failed, hold it now.
+	if err := a.hold(ctx, true); err != nil {
+		var ve *VerifyError
+		if errors.As(err, &ve) {
+			ve.Object = object
+		}
 		return res, err
-	}
-	if _, err := a.apply.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
-		return res, fmt.Errorf("begin write transaction on %s: %w", a.path, err)
 	}
 	committed := false
 	defer func() {
 		if !committed {
-			if _, err := a.apply.ExecContext(context.Background(), `ROLLBACK`); err != nil && !strings.Contains(err.Error(), "no transaction") {
-				a.log.Warn("rollback failed", "db", a.path, "error", err)
+			// Undo this apply's writes and hold the lock again at once.
+			a.release()
+			if err := a.hold(context.Background(), true); err != nil {
+				a.log.Warn("could not take the write lock again after a failed apply", "db", a.path, "error", err)
 			}
 		}
 	}()
-	// Anyone else's commit since ours changes data_version on this
-	// connection (our own commits do not): the database is no longer a copy
-	// of the primary's, whatever the files say.
-	if v, err := a.readDataVersion(ctx); err != nil {
-		return res, err
-	} else if v != a.dataVersion {
-		return res, verr("the local database was written by another connection since the last apply (data_version %d -> %d); followers' databases must be opened read-only", a.dataVersion, v)
+	write := func(stmt *sql.Stmt, args ...any) error {
+		_, err := stmt.ExecContext(ctx, args...)
+		return err
 	}
-
 	lock := ltx.LockPgno(hdr.PageSize)
 	size := oldCount // pages the database has at this point of the transaction
 	var (
@@ -486,7 +508,7 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 			// checkpoint; a file that grows the database holds every new page.
 			return res, verr("page %d would leave a gap past the end of the database (%d pages): a file that grows the database must contain every new page", pgno, size)
 		}
-		if _, err := a.insert.ExecContext(ctx, pgno, data); err != nil {
+		if err := write(a.insert, pgno, data); err != nil {
 			return res, fmt.Errorf("write page %d to %s: %w", pgno, a.path, err)
 		}
 		if pgno > size {
@@ -537,12 +559,12 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 	}
 
 	if page1 != nil {
-		if _, err := a.insert.ExecContext(ctx, 1, page1); err != nil {
+		if err := write(a.insert, 1, page1); err != nil {
 			return res, fmt.Errorf("write page 1 to %s: %w", a.path, err)
 		}
 	}
 	if hdr.Commit < oldCount {
-		if _, err := a.truncate.ExecContext(ctx, hdr.Commit+1); err != nil {
+		if err := write(a.truncate, hdr.Commit+1); err != nil {
 			return res, fmt.Errorf("truncate %s to %d pages: %w", a.path, hdr.Commit, err)
 		}
 	}
@@ -556,8 +578,10 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 		return res, err
 	}
 	// Not interruptible: after COMMIT returns, either it happened or not.
-	if _, err := a.apply.ExecContext(context.Background(), `COMMIT`); err != nil {
-		return res, fmt.Errorf("commit to %s: %w", a.path, err)
+	// The next write transaction begins right after it (writelock.go).
+	rehold := a.commitAndHold(ctx, object)
+	if errors.Is(rehold, errCommit) {
+		return res, rehold
 	}
 	committed = true
 	for _, d := range deltas {
@@ -566,6 +590,9 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 	a.table.truncate(hdr.Commit)
 	a.pos = next
 	res.Pos = next
+	if rehold != nil {
+		return res, rehold
+	}
 
 	vstart := time.Now()
 	if err := a.verifyCommitted(ctx, deltas, hdr.Commit); err != nil {
@@ -636,11 +663,14 @@ type CheckpointResult struct {
 	Checkpointed int  // frames copied into the database
 }
 
-// Checkpoint runs PRAGMA wal_checkpoint(RESTART) on its own connection with
-// a short busy timeout, between applies. With readers always present SQLite's
+// Checkpoint copies the WAL back into the database file on its own
+// connection, between applies. With readers always present SQLite's
 // automatic checkpoints never complete and the WAL grows without bound
-// (rule 10); RESTART once a second keeps it bounded while readers are blocked
-// for at most the busy timeout.
+// (rule 10). The applier holds the write lock between applies, so the
+// checkpoint is PASSIVE (RESTART would wait for the lock and fall back to
+// PASSIVE anyway); once every frame is copied back, the next apply restarts
+// the WAL from its beginning (SQLite does that for a writer whose
+// transaction began with the WAL fully checkpointed and no reader on it).
 func (a *Applier) Checkpoint(ctx context.Context) (CheckpointResult, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -649,7 +679,7 @@ func (a *Applier) Checkpoint(ctx context.Context) (CheckpointResult, error) {
 		return res, errors.New("applier is closed")
 	}
 	var busy int
-	if err := a.ckptDB.QueryRowContext(ctx, `PRAGMA wal_checkpoint(RESTART)`).Scan(&busy, &res.Log, &res.Checkpointed); err != nil {
+	if err := a.ckptDB.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &res.Log, &res.Checkpointed); err != nil {
 		return res, fmt.Errorf("checkpoint %s: %w", a.path, err)
 	}
 	res.Busy = busy != 0
@@ -665,6 +695,19 @@ func (a *Applier) Checkpoint(ctx context.Context) (CheckpointResult, error) {
 				"after a full checkpoint %s has %d bytes, but the database is %d pages of %d bytes: stale pages past the end",
 				a.path, st.Size(), a.table.count(), a.table.pageSize)}
 			return res, a.broken
+		}
+		if a.pinnedBehind && res.Log >= DefaultWALRestartFrames {
+			// Begin the held transaction again, now with every frame in the
+			// database file, so that the next apply restarts the WAL.
+			a.release()
+			if err := a.hold(ctx, true); err != nil {
+				var ve *VerifyError
+				if errors.As(err, &ve) {
+					a.broken = ve
+				}
+				return res, err
+			}
+			a.pinnedBehind = false
 		}
 	}
 	return res, nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -214,8 +215,22 @@ func TestApplyRefuses(t *testing.T) {
 	}
 }
 
-// TestApplyForeignWrite: a write through another connection is caught by the
-// next apply, before it changes anything.
+// tryWrite runs stmt on a new connection with a short busy timeout, as an
+// application would, and returns its error.
+func tryWrite(path, stmt string) error {
+	db, err := sql.Open("sqlite3", sqlitex.DSN(path, url.Values{"_busy_timeout": {"50"}}))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	_, err = db.Exec(stmt)
+	return err
+}
+
+// TestApplyForeignWrite: the applier holds the write lock between applies,
+// so a write through another connection fails with SQLITE_BUSY; one that
+// got in while the lock was free (forced here) is caught by the next apply,
+// before it changes anything.
 func TestApplyForeignWrite(t *testing.T) {
 	dir := t.TempDir()
 	s := newSource(t, dir)
@@ -233,6 +248,13 @@ func TestApplyForeignWrite(t *testing.T) {
 	s.exec(`UPDATE accounts SET balance = balance + 1 WHERE id = 1`)
 	applyFile(t, a, s.next())
 
+	if err := tryWrite(path, `UPDATE accounts SET balance = 0 WHERE id = 2`); err == nil || !strings.Contains(err.Error(), "database is locked") {
+		t.Fatalf("a write on the follower's database: %v, want database is locked", err)
+	}
+	a.mu.Lock()
+	a.release()
+	a.guard.Unlock() // a moment in which no one holds the write lock
+	a.mu.Unlock()
 	writeBehind(t, path, `UPDATE accounts SET balance = 0 WHERE id = 2`)
 	s.exec(`UPDATE accounts SET balance = balance + 1 WHERE id = 1`)
 	f := s.next()

@@ -1,0 +1,334 @@
+package integration
+
+// Issue 15 A: no write may land where nothing ships it. Applications that
+// open a new connection per write (CLI tools, cron jobs, PHP, pools after an
+// error) run here as separate processes beside a follower, an old primary
+// during a hand-off, and a primary frozen past its lease.
+
+import (
+	"bufio"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/understudy-db/understudy/follower"
+)
+
+// Intruder processes are this test binary run again with intruderEnvDB set.
+const (
+	intruderEnvDB     = "UNDERSTUDY_TEST_INTRUDER_DB"
+	intruderEnvBusy   = "UNDERSTUDY_TEST_INTRUDER_BUSY_MS"
+	intruderEnvTable  = "UNDERSTUDY_TEST_INTRUDER_TABLE"
+	intruderResultPfx = "INTRUDER-RESULT "
+)
+
+// intruderResult is what one intruder process saw.
+type intruderResult struct {
+	Tries     int    `json:"tries"`
+	Committed int    `json:"committed"` // writes that succeeded: must be 0
+	Busy      int    `json:"busy"`      // SQLITE_BUSY / database is locked
+	ReadOnly  int    `json:"read_only"` // SQLITE_READONLY
+	Missing   int    `json:"missing"`   // the path did not exist (ENOENT)
+	Empty     int    `json:"empty"`     // the path was an empty file
+	NoTable   int    `json:"no_table"`  // "no such table": a database without the app's schema
+	Other     int    `json:"other"`
+	Reads     int    `json:"reads"`
+	ReadErrs  int    `json:"read_errors"`
+	FirstErr  string `json:"first_error,omitempty"`
+	FirstOKAt string `json:"first_ok_at,omitempty"`
+}
+
+// TestOneWriterIntruderProcess is the body of an intruder process, not a
+// test of its own: without intruderEnvDB it skips. Until its stdin closes it
+// stats the path, opens a new read-write connection, reads, tries one
+// INSERT, and closes the connection, as fast as it can.
+func TestOneWriterIntruderProcess(t *testing.T) {
+	path := os.Getenv(intruderEnvDB)
+	if path == "" {
+		t.Skip("intruder process body; run by the one-writer tests")
+	}
+	busy, _ := strconv.Atoi(os.Getenv(intruderEnvBusy))
+	table := os.Getenv(intruderEnvTable)
+	stop := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(stop) }()
+	var res intruderResult
+	note := func(err error) {
+		if res.FirstErr == "" {
+			res.FirstErr = err.Error()
+		}
+	}
+	for {
+		select {
+		case <-stop:
+			b, _ := json.Marshal(res)
+			fmt.Println(intruderResultPfx + string(b))
+			return
+		default:
+		}
+		res.Tries++
+		if st, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			res.Missing++
+			continue // opening it would create it: that is the bug, not the test
+		} else if err == nil && st.Size() == 0 {
+			res.Empty++
+		}
+		db, err := sql.Open("sqlite3", fmt.Sprintf("file:%s?_busy_timeout=%d", path, busy))
+		if err != nil {
+			res.Other++
+			note(err)
+			continue
+		}
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM ` + table).Scan(&n); err != nil {
+			res.ReadErrs++
+			if strings.Contains(err.Error(), "no such table") {
+				res.NoTable++
+			}
+			note(err)
+		} else {
+			res.Reads++
+		}
+		_, err = db.Exec(`INSERT INTO ` + table + `(v) VALUES ('intruder')`)
+		db.Close()
+		switch {
+		case err == nil:
+			res.Committed++
+			if res.FirstOKAt == "" {
+				res.FirstOKAt = time.Now().UTC().Format(time.RFC3339Nano)
+			}
+		case isBusy(err):
+			res.Busy++
+		case strings.Contains(err.Error(), "readonly"):
+			res.ReadOnly++
+		case strings.Contains(err.Error(), "no such table"):
+			res.NoTable++
+			note(err)
+		default:
+			res.Other++
+			note(err)
+		}
+	}
+}
+
+// intruderProc is a running intruder process.
+type intruderProc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *syncBuffer
+	done  chan struct{}
+}
+
+// startIntruder runs an intruder on path's table with a busy timeout.
+func startIntruder(t *testing.T, path, table string, busy time.Duration) *intruderProc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOneWriterIntruderProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), intruderEnvDB+"="+path, intruderEnvTable+"="+table,
+		intruderEnvBusy+"="+strconv.Itoa(int(busy.Milliseconds())))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &intruderProc{cmd: cmd, stdin: stdin, out: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start intruder process: %v", err)
+	}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.done })
+	return p
+}
+
+// finish stops the intruder and returns what it saw.
+func (p *intruderProc) finish(t *testing.T) intruderResult {
+	t.Helper()
+	p.stdin.Close()
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("intruder process did not finish within 30s:\n%s", p.out.String())
+	}
+	sc := bufio.NewScanner(strings.NewReader(p.out.String()))
+	for sc.Scan() {
+		if line, ok := strings.CutPrefix(sc.Text(), intruderResultPfx); ok {
+			var res intruderResult
+			if err := json.Unmarshal([]byte(line), &res); err != nil {
+				t.Fatalf("intruder result %q: %v", line, err)
+			}
+			return res
+		}
+	}
+	t.Fatalf("intruder process printed no result:\n%s", p.out.String())
+	return intruderResult{}
+}
+
+// refused checks that an intruder tried, committed nothing and was turned
+// away with SQLITE_BUSY or SQLITE_READONLY only.
+func (r intruderResult) refused(t *testing.T, who string) {
+	t.Helper()
+	t.Logf("%s: %+v", who, r)
+	if r.Tries == 0 || r.Busy+r.ReadOnly == 0 {
+		t.Errorf("%s never tried a write: %+v", who, r)
+	}
+	if r.Committed != 0 || r.Other != 0 || r.NoTable != 0 || r.Missing != 0 || r.Empty != 0 {
+		t.Errorf("%s: %d writes committed (first at %s), %d other errors, %d without the table, %d missing, %d empty (first error %q); want every write refused with SQLITE_BUSY or SQLITE_READONLY",
+			who, r.Committed, r.FirstOKAt, r.Other, r.NoTable, r.Missing, r.Empty, r.FirstErr)
+	}
+}
+
+// readLoop reads path through conn-per-read connections with dsn until
+// stop, counting reads, errors, and rows an intruder wrote.
+type readLoop struct {
+	mu                   sync.Mutex
+	reads, errs, foreign int
+	firstErr             string
+	stop, done           chan struct{}
+}
+
+func startReadLoop(dsn, table string) *readLoop {
+	r := &readLoop{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		db, err := sql.Open("sqlite3", dsn)
+		if err != nil {
+			r.errs, r.firstErr = 1, err.Error()
+			return
+		}
+		defer db.Close()
+		db.SetMaxOpenConns(1)
+		for {
+			select {
+			case <-r.stop:
+				return
+			default:
+			}
+			var n int
+			err := db.QueryRow(`SELECT count(*) FROM ` + table + ` WHERE v = 'intruder'`).Scan(&n)
+			r.mu.Lock()
+			switch {
+			case err != nil:
+				r.errs++
+				if r.firstErr == "" {
+					r.firstErr = err.Error()
+				}
+			case n != 0:
+				r.foreign++
+			default:
+				r.reads++
+			}
+			r.mu.Unlock()
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	return r
+}
+
+func (r *readLoop) finish(t *testing.T, who string) {
+	t.Helper()
+	close(r.stop)
+	<-r.done
+	t.Logf("%s: %d reads, %d errors, %d saw intruder rows", who, r.reads, r.errs, r.foreign)
+	if r.reads == 0 || r.errs != 0 || r.foreign != 0 {
+		t.Errorf("%s: %d reads, %d errors (first %q), %d reads saw an intruder's rows; want reads that all work and see only applied data",
+			who, r.reads, r.errs, r.firstErr, r.foreign)
+	}
+}
+
+// TestFollowerRefusesAppWrites (issue 15 A, case a): on a plain follower,
+// every write by another process fails with SQLITE_BUSY: from a connection
+// opened before the follower started and from a new connection per write
+// (apps with a 5 s and a 100 ms busy timeout, trying again at once),
+// while a read-only reader and an ordinary read connection keep reading and
+// never see a row the primary did not write. The follower stays healthy and
+// reaches the primary's state.
+func TestFollowerRefusesAppWrites(t *testing.T) {
+	s := newStack(t, false)
+	appDB := openDB(t, s.dbPath)
+	mustExec(t, appDB, `CREATE TABLE log (id INTEGER PRIMARY KEY, v TEXT)`)
+	s.replicate(t)
+	stopApp := make(chan struct{})
+	appDone := make(chan error, 1)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stopApp:
+				appDone <- nil
+				return
+			default:
+			}
+			if _, err := appDB.Exec(`INSERT INTO log(v) VALUES (?)`, fmt.Sprintf("primary %d", i)); err != nil {
+				appDone <- err
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+
+	localPath := filepath.Join(t.TempDir(), "follower.db")
+	url := s.replicaURLs()[0]
+	f := startFollow(t, s.env, url, localPath, 100*time.Millisecond)
+	f.waitFollowing(t)
+	if code := f.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("follower exit code %d after SIGTERM", code)
+	}
+	// A connection the app opened while no follower ran, kept open.
+	early, err := sql.Open("sqlite3", "file:"+localPath+"?_busy_timeout=200")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	early.SetMaxOpenConns(1)
+	var n int
+	if err := early.QueryRow(`SELECT count(*) FROM log`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+
+	f = startFollow(t, s.env, url, localPath, 100*time.Millisecond)
+	st := f.waitFollowing(t)
+	patient := startIntruder(t, localPath, "log", 5*time.Second)
+	hasty := startIntruder(t, localPath, "log", 100*time.Millisecond)
+	t.Cleanup(func() {
+		if t.Failed() { // what each intruder saw, when the follower caught one
+			t.Logf("intruders: %+v %+v", patient.finish(t), hasty.finish(t))
+		}
+	})
+	ro := startReadLoop(follower.ReadOnlyDSN(localPath), "log")
+	rw := startReadLoop("file:"+localPath+"?_busy_timeout=5000", "log")
+	earlyBusy := 0
+	f.waitFor(t, 60*time.Second, "30 more applied files", func(cur followStatus) bool {
+		if _, err := early.Exec(`INSERT INTO log(v) VALUES ('intruder')`); err == nil {
+			t.Fatalf("a write through a connection opened before the follower started was committed")
+		} else if !isBusy(err) {
+			t.Fatalf("a write through a connection opened before the follower started: %v, want SQLITE_BUSY", err)
+		}
+		earlyBusy++
+		return cur.Applied >= st.Applied+30
+	})
+	patient.finish(t).refused(t, "intruder with a 5 s busy timeout")
+	hasty.finish(t).refused(t, "intruder with a 100 ms busy timeout")
+	ro.finish(t, "mode=ro reader")
+	rw.finish(t, "read-write connection reading")
+
+	close(stopApp)
+	if err := <-appDone; err != nil {
+		t.Fatalf("the primary's app: %v", err)
+	}
+	img := snapshotImage(t, appDB)
+	txid := s.waitShipped(t, img)
+	f.waitAt(t, txid, img.checksum)
+	if got := localChecksum(t, localPath); got != img.checksum {
+		t.Errorf("follower checksum %s, primary %s", got, img.checksum)
+	}
+	t.Logf("the early connection's %d writes all failed with SQLITE_BUSY", earlyBusy)
+}
