@@ -62,6 +62,13 @@ func (e *VerifyError) Error() string {
 
 func (e *VerifyError) Unwrap() error { return e.Err }
 
+// ErrUnverifiable is wrapped by the VerifyError of a file that would take
+// the local database forward but cannot be proven to: a compaction that
+// starts before the next TXID and carries no database checksums (Litestream
+// writes none). The follower then rebuilds at the store's newest position
+// instead (rebuild.go).
+var ErrUnverifiable = errors.New("cannot be verified against the local database")
+
 // MismatchError is returned by OpenApplier when an existing local database
 // is not at its recorded position (or has none): it cannot be resumed and
 // must be moved aside.
@@ -539,7 +546,7 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 				"object", object, "local", prev.String())
 		}
 	case md == nil && !contiguous:
-		return res, verr("file starts at TXID %s, before the next TXID %s, and carries no database checksums that could verify applying it", hdr.MinTXID, prev.TXID+1)
+		return res, verr("file starts at TXID %s, before the next TXID %s, and carries no database checksums, so it %w", hdr.MinTXID, prev.TXID+1, ErrUnverifiable)
 	case md != nil && contiguous && !res.PrePosMatch:
 		return res, verr("pre-apply checksum %s does not match the local database (%s): it was not at the state this file applies to", md.PreApplyChecksum, prev.Checksum)
 	}

@@ -37,6 +37,8 @@ type testPrimary struct {
 	store  *file.Client
 	states map[ltx.TXID][][]byte // database pages as of each TXID
 	pgnos  map[ltx.TXID][]uint32 // pages each L0 file wrote
+	// noMeta writes objects as Litestream does: the file alone, no metadata.
+	noMeta bool
 }
 
 func newTestPrimary(t *testing.T, dir string) *testPrimary {
@@ -62,6 +64,16 @@ func (p *testPrimary) putSnapshot(maxTXID ltx.TXID) {
 
 func (p *testPrimary) put(level int, minTXID, maxTXID ltx.TXID, data []byte, md storage.Metadata) {
 	p.t.Helper()
+	if p.noMeta {
+		path := p.store.Path(level, minTXID, maxTXID)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			p.t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			p.t.Fatal(err)
+		}
+		return
+	}
 	if _, err := p.store.Create(context.Background(), level, minTXID, maxTXID, bytes.NewReader(data), md); err != nil {
 		p.t.Fatal(err)
 	}
@@ -801,4 +813,79 @@ func httpGet(t *testing.T, srv *httpserver.Server, path string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestFollowLitestreamCompactedRebuilds: a follower of a replica written by
+// Litestream (no database checksums) was down while its next L0 files were
+// compacted into an L1 file that starts before its position and then
+// removed (Litestream's defaults: L1 every 30 s, L0 kept 5 min). The L1 file
+// cannot be verified against the local database, so the follower rebuilds
+// at the store's newest position, in place: a reader connection opened
+// before keeps working, the database file is never swapped, and the
+// follower is healthy and follows on afterwards. It used to stay stuck with
+// "/healthz" 503 until the local file was deleted by hand.
+func TestFollowLitestreamCompactedRebuilds(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPrimary(t, dir)
+	p.noMeta = true
+	if err := p.store.Delete(context.Background(), []storage.FileInfo{{Level: storage.SnapshotLevel, MinTXID: 1, MaxTXID: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	p.putSnapshot(1)
+	rng := rand.New(rand.NewSource(11))
+	p.transfers(4, rng)
+	path := filepath.Join(dir, "follower.db")
+	rf := startFollower(t, p, path)
+	at := rf.waitTXID(t, p.src.txid).TXID
+	rf.stop()
+	ino := inode(t, path)
+
+	reader, err := sql.Open("sqlite3", ReadOnlyDSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	reader.SetMaxOpenConns(1)
+	var before int
+	if err := reader.QueryRow(`SELECT count(*) FROM sqlite_master`).Scan(&before); err != nil {
+		t.Fatal(err)
+	}
+
+	p.transfers(8, rng)
+	p.compact(1, at-1, at+6) // starts before the follower's next TXID
+	p.transfers(2, rng)
+
+	rf2 := startFollower(t, p, path)
+	st := rf2.waitState(t, "rebuilt and caught up", func(st Status) bool { return st.TXID == p.src.txid && st.CaughtUp })
+	if !st.Healthy || st.State != StateFollowing || st.Error != "" {
+		t.Fatalf("after the rebuild: %+v", st)
+	}
+	if rf2.bootstraps.Load() != 0 {
+		t.Fatal("bootstrapped again (moving the database aside) instead of rebuilding in place")
+	}
+	if got := inode(t, path); got != ino {
+		t.Fatalf("the database file was replaced (inode %d -> %d): open connections would read a removed file", ino, got)
+	}
+	if _, err := os.Stat(path + rebuildSuffix); !os.IsNotExist(err) {
+		t.Fatalf("rebuild temp file left behind: %v", err)
+	}
+	var after int
+	if err := reader.QueryRow(`SELECT count(*) FROM sqlite_master`).Scan(&after); err != nil || after != before {
+		t.Fatalf("a reader opened before the rebuild: %d tables (before %d), %v", after, before, err)
+	}
+	assertSame(t, p.src, path)
+
+	// And it follows on from there.
+	p.transfers(2, rng)
+	rf2.waitTXID(t, p.src.txid)
+	assertSame(t, p.src, path)
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
 }

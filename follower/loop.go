@@ -3,6 +3,7 @@ package follower
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -107,6 +108,16 @@ func (l *loop) step(ctx context.Context) error {
 	switch {
 	case errors.As(err, &ve) && ve.Changed:
 		return err // the local database is no longer a copy of the primary's
+	case errors.As(err, &ve) && errors.Is(err, ErrUnverifiable):
+		ok, rerr := l.rebuild(ctx, err)
+		switch {
+		case rerr != nil:
+			return l.cannotAdvance(ctx, fmt.Errorf("%w; and rebuilding failed: %w", err, rerr), false)
+		case !ok:
+			return l.cannotAdvance(ctx, err, false)
+		}
+		l.rebuilt()
+		return nil
 	case errors.As(err, &ve):
 		return l.cannotAdvance(ctx, err, false)
 	case err != nil:
@@ -141,6 +152,14 @@ func (l *loop) unstall(why string) {
 			st.State, st.Healthy, st.Error = StateFollowing, true, ""
 		}
 	})
+}
+
+// rebuilt resets the loop after a rebuild took the database to the store's
+// newest position: healthy again, and every level listed before the next GET.
+func (l *loop) rebuilt() {
+	l.gapSince, l.needCheck = time.Time{}, true
+	l.unstall("rebuilding at the store's newest position")
+	l.failures = 0
 }
 
 // gapDue reports whether a gap has lasted long enough to be checked again

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/superfly/ltx"
+	"github.com/understudy-db/understudy/follower"
 	"github.com/understudy-db/understudy/integration/harness"
 )
 
@@ -172,4 +175,167 @@ func TestLitestreamTakesOverAndBack(t *testing.T) {
 
 func withEnv(env []string) func(*exec.Cmd) {
 	return func(cmd *exec.Cmd) { cmd.Env = append(os.Environ(), env...) }
+}
+
+// TestFollowLitestreamAfterCompaction follows a replica Litestream 0.5
+// writes, with compaction and L0 retention shortened from Litestream's
+// defaults (L1 every 30 s, L0 kept 5 min) so that the follower, stopped for
+// a while, comes back to a store whose L0 files after its position are gone
+// and whose L1 file starts before it. It must rebuild by itself and end with
+// every committed row, healthy (it used to stay stuck, /healthz 503, until
+// the local file was deleted).
+func TestFollowLitestreamAfterCompaction(t *testing.T) {
+	ls := litestreamBin(t)
+	dir := t.TempDir()
+	replica := filepath.Join(dir, "replica")
+	dbPath := filepath.Join(dir, "app.db")
+	lsCfg := filepath.Join(dir, "litestream.yml")
+	writeFile(t, lsCfg, fmt.Sprintf(`levels:
+  - interval: 5s
+l0-retention: 1s
+l0-retention-check-interval: 500ms
+dbs:
+  - path: %s
+    replica:
+      type: file
+      path: %s
+      sync-interval: 100ms
+`, dbPath, replica))
+	app := openDB(t, dbPath)
+	mustExec(t, app, `CREATE TABLE rows (id INTEGER PRIMARY KEY, pad BLOB)`)
+	rows := 0
+	write := func(n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			mustExec(t, app, `INSERT INTO rows (pad) VALUES (randomblob(300))`)
+			rows++
+			time.Sleep(20 * time.Millisecond) // one Litestream sync holds a few rows
+		}
+	}
+	lt := startBinary(t, ls, []string{"AWS_CA_BUNDLE="}, "replicate", "-config", lsCfg)
+	write(20)
+	eventually(t, 30*time.Second, "Litestream to ship past its first snapshot", func() bool {
+		write(1)
+		return levelMaxTXID(t, replica, 0) >= 3
+	})
+
+	local := filepath.Join(dir, "follower.db")
+	url := "file://" + replica
+	f := startFollow(t, nil, url, local, 100*time.Millisecond)
+	write(10)
+	countRows := func() int {
+		db := openDB(t, local)
+		defer db.Close()
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM rows`).Scan(&n); err != nil {
+			return -1
+		}
+		return n
+	}
+	eventually(t, 30*time.Second, "the follower to hold every row", func() bool {
+		st, err := f.status()
+		return err == nil && st.CaughtUp && countRows() == rows
+	})
+	// Stop the follower while the app goes on writing, so that its position
+	// falls inside the L1 window Litestream compacts next.
+	bg := make(chan struct{})
+	bgDone := make(chan int)
+	go func() {
+		n := 0
+		defer func() { bgDone <- n }()
+		for {
+			select {
+			case <-bg:
+				return
+			default:
+			}
+			if _, err := app.Exec(`INSERT INTO rows (pad) VALUES (randomblob(300))`); err != nil {
+				t.Errorf("app write: %v", err)
+				return
+			}
+			n++
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	// Litestream's next L1 file starts after the newest one and, compacting
+	// every 5 s while it makes about a TXID a second, takes several: a
+	// follower stopped two TXIDs past the newest L1 file sits inside it.
+	eventually(t, 30*time.Second, "the follower to be past Litestream's newest L1 file", func() bool {
+		st, err := f.status()
+		return err == nil && st.TXID == levelMaxTXID(t, replica, 1)+2
+	})
+	if code := f.stop(t, syscall.SIGTERM, 20*time.Second); code != 0 {
+		t.Fatalf("follow exited %d", code)
+	}
+	var pos follower.Position
+	if b, err := os.ReadFile(follower.PositionPath(local)); err != nil {
+		t.Fatal(err)
+	} else if err := json.Unmarshal(b, &pos); err != nil {
+		t.Fatal(err)
+	}
+	at := pos.TXID
+	t.Logf("follower stopped at TXID %s; L1 %v", at, levelFiles(t, replica, 1))
+	defer func() {
+		if t.Failed() {
+			t.Logf("L0 %v; L1 %v", levelFiles(t, replica, 0), levelFiles(t, replica, 1))
+		}
+	}()
+
+	// While the follower is down: more writes, compactions into L1 and
+	// L0 files removed past the follower's position.
+	eventually(t, 60*time.Second, "Litestream to compact the follower's next TXID into an L1 file that starts before it, and remove its L0 file", func() bool {
+		_, err := os.Stat(filepath.Join(replica, "ltx", "0", ltx.FormatFilename(at+1, at+1)))
+		return os.IsNotExist(err) && straddles(t, replica, 1, at+1)
+	})
+	close(bg)
+	rows += <-bgDone
+	write(10)
+
+	f = startFollow(t, nil, url, local, 100*time.Millisecond)
+	eventually(t, 60*time.Second, "the follower to hold every row again", func() bool {
+		st, err := f.status()
+		return err == nil && st.Healthy && st.CaughtUp && countRows() == rows
+	})
+	if code := lt.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("litestream exited %d", code)
+	}
+}
+
+// levelMaxTXID is the highest TXID in one level of a file replica.
+func levelMaxTXID(t *testing.T, replica string, level int) ltx.TXID {
+	t.Helper()
+	var top ltx.TXID
+	for _, r := range levelFiles(t, replica, level) {
+		top = max(top, r[1])
+	}
+	return top
+}
+
+// straddles reports whether a level of a file replica holds a file that
+// contains txid but starts before it.
+func straddles(t *testing.T, replica string, level int, txid ltx.TXID) bool {
+	t.Helper()
+	for _, r := range levelFiles(t, replica, level) {
+		if r[0] < txid && txid <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// levelFiles lists the TXID ranges of one level of a file replica (none if
+// the level directory does not exist yet).
+func levelFiles(t *testing.T, replica string, level int) [][2]ltx.TXID {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(replica, "ltx", fmt.Sprint(level)))
+	if err != nil {
+		return nil
+	}
+	var out [][2]ltx.TXID
+	for _, e := range entries {
+		if min, max, err := ltx.ParseFilename(e.Name()); err == nil {
+			out = append(out, [2]ltx.TXID{min, max})
+		}
+	}
+	return out
 }
