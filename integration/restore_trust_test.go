@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -73,28 +74,63 @@ func restoreOK(t *testing.T, env []string, url string, args ...string) (string, 
 	return out, res.stderr
 }
 
-// flipFileByte inverts the byte at fraction at (0..1) of a file's length and
-// returns the function that flips it back.
+// flipFileByte inverts the byte at fraction at (0..1) of a file's length
+// and returns the function that flips it back.
 func flipFileByte(t *testing.T, path string, at float64) (undo func()) {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	st, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := int64(float64(len(b)-1) * at)
+	return flipFileAt(t, path, int64(float64(st.Size()-1)*at))
+}
+
+// flipFileAt inverts the byte at offset off of a file and returns the
+// function that flips it back.
+func flipFileAt(t *testing.T, path string, off int64) (undo func()) {
+	t.Helper()
 	flip := func() {
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		b[i] ^= 0xff
-		if _, err := f.WriteAt(b[i:i+1], i); err != nil {
+		b := make([]byte, 1)
+		if _, err := f.ReadAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+		b[0] ^= 0xff
+		if _, err := f.WriteAt(b, off); err != nil {
 			t.Fatal(err)
 		}
 	}
 	flip()
 	return flip
+}
+
+// headerTime is the commit time in the LTX header of one file, as
+// `understudy ltx -json` lists it.
+func headerTime(t *testing.T, url string, level int, txid ltx.TXID) time.Time {
+	t.Helper()
+	res := run(t, nil, "ltx", "-json", "-level", fmt.Sprint(level), url)
+	if res.code != 0 {
+		t.Fatalf("ltx -json: exit %d\n%s", res.code, res.stderr)
+	}
+	var rows []struct {
+		MinTXID   ltx.TXID   `json:"min_txid"`
+		MaxTXID   ltx.TXID   `json:"max_txid"`
+		Timestamp *time.Time `json:"timestamp"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &rows); err != nil {
+		t.Fatalf("ltx -json: %v\n%s", err, res.stdout)
+	}
+	for _, r := range rows {
+		if r.MinTXID == txid && r.MaxTXID == txid && r.Timestamp != nil {
+			return *r.Timestamp
+		}
+	}
+	t.Fatalf("ltx -json lists no L%d file %s with a time", level, txid)
+	return time.Time{}
 }
 
 // s3ObjectPath is where versitygw's POSIX backend keeps an object of the
@@ -266,8 +302,19 @@ func TestRestoreRoutesAroundBadCompaction(t *testing.T) {
 	ps := len(h.last.pages[0])
 	bad := ltxName(1, l1[0], l1[1])
 
+	// By time: the commit time of TXID l1[1] is read from the L0 file's
+	// header; with that header bad, from the L1 file's.
+	ts := headerTime(t, url, 0, l1[1])
+	undo := flipFileAt(t, s.fileObjectPath(0, l1[1], l1[1]), 10) // the header's page size field
+	out, log := restoreOK(t, nil, url, "-timestamp", ts.Format(time.RFC3339Nano))
+	if got := filePageDigest(t, out, ps); got != h.digests[l1[1]] {
+		t.Errorf("restore -timestamp %s around a bad header: pages differ from the primary's at TXID %s", ts.Format(time.RFC3339Nano), l1[1])
+	}
+	wantAll(t, log, "skipping a bad object", ltxName(0, l1[1], l1[1]), "txid="+l1[1].String())
+	undo()
+
 	defer flipFileByte(t, s.fileObjectPath(1, l1[0], l1[1]), 0.5)()
-	out, log := restoreOK(t, nil, url)
+	out, log = restoreOK(t, nil, url)
 	if got := filePageDigest(t, out, ps); got != h.digests[h.newest] {
 		t.Errorf("restore around %s: pages differ from the primary's at TXID %s", bad, h.newest)
 	}

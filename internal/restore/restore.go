@@ -173,7 +173,7 @@ func BuildPlan(ctx context.Context, client storage.Client, target Target) (Plan,
 	if err != nil {
 		return Plan{}, err
 	}
-	txid, err := resolveTarget(ctx, client, files, target)
+	txid, err := resolveTarget(ctx, HeaderFuncFor(client), files, target)
 	if err != nil {
 		return Plan{}, err
 	}
@@ -198,7 +198,7 @@ func Restore(ctx context.Context, client storage.Client, opts Options) (Result, 
 	if err != nil {
 		return Result{}, err
 	}
-	target, err := resolveTarget(ctx, client, files, opts.Target)
+	target, err := resolveTarget(ctx, headersAround(client, files, log), files, opts.Target)
 	if err != nil {
 		return Result{}, err
 	}
@@ -226,15 +226,40 @@ func Restore(ctx context.Context, client storage.Client, opts Options) (Result, 
 }
 
 // resolveTarget turns a target into a TXID (0: the newest position).
-func resolveTarget(ctx context.Context, client storage.Client, files []storage.FileInfo, t Target) (ltx.TXID, error) {
+func resolveTarget(ctx context.Context, header HeaderFunc, files []storage.FileInfo, t Target) (ltx.TXID, error) {
 	if t.TXID != 0 || t.Timestamp.IsZero() {
 		return t.TXID, nil
 	}
-	p, err := ResolveTimestamp(ctx, files, t.Timestamp, HeaderFuncFor(client))
+	p, err := ResolveTimestamp(ctx, files, t.Timestamp, header)
 	if err != nil {
 		return 0, err
 	}
 	return p.TXID, nil
+}
+
+// headersAround is HeaderFuncFor(client) for finding a timestamp's TXID
+// when a file is bad: the commit time of TXID n is recorded in the header
+// of every file ending at n, so another one (a compaction, a snapshot)
+// tells it as well. The errors are those of the file asked for.
+func headersAround(client storage.Client, files []storage.FileInfo, log hclog.Logger) HeaderFunc {
+	return func(ctx context.Context, f storage.FileInfo) (ltx.Header, error) {
+		h, err := ReadHeader(ctx, client, f)
+		var oe *ObjectError
+		if err == nil || !errors.As(blame(f, err), &oe) {
+			return h.Header, err
+		}
+		for _, g := range files {
+			if g.MaxTXID != f.MaxTXID || keyOf(g) == keyOf(f) {
+				continue
+			}
+			if other, gerr := ReadHeader(ctx, client, g); gerr == nil {
+				log.Warn("skipping a bad object: reading the commit time of its TXID from another file", "object", FileName(f),
+					"location", ObjectLocation(client, f), "instead", FileName(g), "error", err)
+				return other.Header, nil
+			}
+		}
+		return h.Header, err
+	}
 }
 
 func isBad(bad []BadObject, f storage.FileInfo) bool {

@@ -397,6 +397,26 @@ func TestRestoreRoutesAroundBadObjects(t *testing.T) {
 	}
 }
 
+// TestRestoreTimestampAroundBadHeader: finding the TXID of a time reads
+// file headers; a bad one is read from another file ending at the same
+// TXID, and the restore goes on.
+func TestRestoreTimestampAroundBadHeader(t *testing.T) {
+	s := buildHistory(t)
+	flipFrom(t, s.path(0, 14, 14), 10) // the page size field: an invalid header
+	out, res, err := restoreTo(t, s.client, Target{Timestamp: s.states[14].time.Add(500 * time.Millisecond)}, nil)
+	if err != nil {
+		t.Fatalf("restore by time with a bad header at the answer: %v", err)
+	}
+	assertRestored(t, s, out, res, 14)
+
+	// With no other file ending at TXID 15, the error names the object.
+	flipFrom(t, s.path(0, 15, 15), 10)
+	_, _, err = restoreTo(t, s.client, Target{Timestamp: s.states[15].time.Add(500 * time.Millisecond)}, nil)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "L0 000000000000000f-000000000000000f") {
+		t.Fatalf("err = %v, want ErrCorrupt naming L0 15", err)
+	}
+}
+
 // removeMetadata strips an object of the file store of its metadata, as a
 // plain copy without extended attributes does.
 func removeMetadata(t *testing.T, s *source, level int, min, max ltx.TXID) {
