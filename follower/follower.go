@@ -42,6 +42,11 @@ const (
 	DefaultHeadListPolls = 10
 	// DefaultMaxBackoff caps the wait between retries of a failing store.
 	DefaultMaxBackoff = 30 * time.Second
+	// DefaultUnhealthyAfter is the shortest run of failed store requests (or
+	// applies) without progress that makes a follower unhealthy, as the
+	// primary's primary.DefaultUnhealthyAfter: long enough for a store to
+	// restart, short enough for an alert to mean something.
+	DefaultUnhealthyAfter = 10 * time.Second
 )
 
 // emptyReplicaWait is the longest wait between bootstrap attempts while the
@@ -99,6 +104,7 @@ type Config struct {
 	HeadListInterval   time.Duration // default DefaultHeadListPolls poll intervals
 	GapGrace           time.Duration // how long a gap must last to be reported; default HeadListInterval
 	MaxBackoff         time.Duration // default DefaultMaxBackoff
+	UnhealthyAfter     time.Duration // default 3 poll intervals, at least DefaultUnhealthyAfter
 
 	Logger  hclog.Logger
 	Metrics *Metrics         // optional
@@ -176,6 +182,9 @@ func New(cfg Config) (*Follower, error) {
 	}
 	if cfg.GapGrace <= 0 {
 		cfg.GapGrace = cfg.HeadListInterval
+	}
+	if cfg.UnhealthyAfter <= 0 {
+		cfg.UnhealthyAfter = max(3*cfg.PollInterval, DefaultUnhealthyAfter)
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = DefaultMaxBackoff

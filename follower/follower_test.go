@@ -452,6 +452,64 @@ func TestFollowStallEndsWhenBadObjectRemoved(t *testing.T) {
 	}
 }
 
+// failingClient fails every request while fail is set, as a store that
+// does not answer.
+type failingClient struct {
+	storage.Client
+	fail atomic.Bool
+}
+
+var errStoreDown = errors.New("store down (test)")
+
+func (c *failingClient) Open(ctx context.Context, level int, minTXID, maxTXID ltx.TXID, offset, size int64) (*storage.Object, error) {
+	if c.fail.Load() {
+		return nil, errStoreDown
+	}
+	return c.Client.Open(ctx, level, minTXID, maxTXID, offset, size)
+}
+
+func (c *failingClient) List(ctx context.Context, level int, seek ltx.TXID) (storage.Iterator, error) {
+	if c.fail.Load() {
+		return nil, errStoreDown
+	}
+	return c.Client.List(ctx, level, seek)
+}
+
+// TestFollowStoreOutage: a store that fails every request for
+// UnhealthyAfter stalls the follower (unhealthy, the error in the status);
+// once it answers again the follower is healthy and goes on.
+func TestFollowStoreOutage(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPrimary(t, dir)
+	rng := rand.New(rand.NewSource(12))
+	p.transfers(2, rng)
+	client := &failingClient{Client: p.store}
+	f, err := New(Config{Path: filepath.Join(dir, "follower.db"), Client: client, PollInterval: 50 * time.Millisecond,
+		UnhealthyAfter: 300 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Info, Output: testWriter{t}})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	rf := &runningFollower{f: f}
+	rf.waitTXID(t, p.src.txid)
+
+	client.fail.Store(true)
+	st := rf.waitState(t, "stalled", func(st Status) bool { return st.State == StateStalled })
+	if st.Healthy || !strings.Contains(st.Error, errStoreDown.Error()) || !strings.Contains(st.Error, "no progress for") {
+		t.Fatalf("during the outage: %+v", st)
+	}
+	client.fail.Store(false)
+	p.transfers(1, rng)
+	st = rf.waitState(t, "healthy at the new TXID", func(st Status) bool { return st.Healthy && st.TXID == p.src.txid })
+	if st.State != StateFollowing || st.Error != "" {
+		t.Fatalf("after the outage: %+v", st)
+	}
+}
+
 // TestFollowCompacted: a follower that was down while its next L0 files were
 // compacted away catches up from the higher levels (including a compaction
 // that straddles its position), then returns to L0.

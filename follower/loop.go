@@ -33,6 +33,10 @@ type loop struct {
 	// the follower reports a gap only once it has lasted GapGrace.
 	gapSince time.Time
 	stalled  string // why the follower cannot advance; "" while it can
+	// failingSince starts a run of retried failures (store requests, applies
+	// that failed for a reason outside the file) without progress in
+	// between; zero: none. A run of UnhealthyAfter is a stall too.
+	failingSince time.Time
 
 	warnedNoMeta bool
 }
@@ -72,7 +76,10 @@ func (l *loop) step(ctx context.Context) error {
 		}
 		l.gapSince = time.Time{}
 		if !d.Apply {
-			l.unstall("nothing is missing any more") // e.g. the bad object was removed and nothing came after it
+			// e.g. the bad object was removed and nothing came after it, or
+			// the store answers again and holds nothing new.
+			l.failingSince = time.Time{}
+			l.unstall("nothing is missing any more")
 		}
 		if d.Apply && d.File.Level != storage.LevelL0 {
 			fi, planned = d.File, true
@@ -123,7 +130,7 @@ func (l *loop) step(ctx context.Context) error {
 	case err != nil:
 		return l.retry(ctx, err, "apply failed; will retry", "object", name)
 	}
-	l.failures, l.gapSince = 0, time.Time{}
+	l.failures, l.gapSince, l.failingSince = 0, time.Time{}, time.Time{}
 	l.unstall("applied " + name)
 	f.noteIdentity(info.Metadata)
 	f.applied(l.a, res)
@@ -174,10 +181,13 @@ func (l *loop) missed(ctx context.Context, pos Position) error {
 	f := l.f
 	now := f.cfg.Now()
 	if l.stalled == "" {
-		l.failures = 0
+		l.failures, l.failingSince = 0, time.Time{}
+	} else {
+		// Only a listing can tell that the stall is over.
+		l.needCheck = true
 	}
 	f.update(func(st *Status) {
-		st.LastPoll, st.CaughtUp = &now, st.HeadTXID <= pos.TXID
+		st.LastPoll, st.CaughtUp = &now, st.HeadTXID <= pos.TXID && l.stalled == ""
 		if l.stalled == "" {
 			st.Error = ""
 		}
@@ -192,7 +202,7 @@ func (l *loop) missed(ctx context.Context, pos Position) error {
 		}
 		// Later TXIDs but no next L0 file: compacted away (a higher level
 		// has it), still uploading, or a gap. Listing every level tells.
-		l.needCheck = head > pos.TXID
+		l.needCheck = l.needCheck || head > pos.TXID
 	}
 	sleep(ctx, l.sched.miss(time.Now()))
 	return nil
@@ -217,8 +227,9 @@ func (l *loop) listHead(ctx context.Context, txid ltx.TXID) (ltx.TXID, error) {
 }
 
 // retry records a failure worth retrying (the store, a failed read), lists
-// every level next time, and backs off. The follower stays healthy: the
-// local database is fine and the failure is outside it.
+// every level next time, and backs off. The follower stays healthy until
+// such failures have gone on for UnhealthyAfter without progress: the store
+// may only be restarting.
 func (l *loop) retry(ctx context.Context, err error, msg string, args ...any) error {
 	if ctx.Err() != nil {
 		return nil
@@ -227,7 +238,22 @@ func (l *loop) retry(ctx context.Context, err error, msg string, args ...any) er
 	l.needCheck = true
 	wait := backoff(l.f.cfg.PollInterval, l.failures, l.f.cfg.MaxBackoff)
 	l.f.log.Warn(msg, append(args, "error", err, "retry_in", wait)...)
-	l.f.update(func(st *Status) { st.Error = err.Error() })
+	now := time.Now()
+	if l.failingSince.IsZero() {
+		l.failingSince = now
+	}
+	if failing := now.Sub(l.failingSince); failing >= l.f.cfg.UnhealthyAfter {
+		// Not advancing for this long is a stall, whatever the cause.
+		reason := fmt.Sprintf("no progress for %s, retrying: %v", failing.Round(100*time.Millisecond), err)
+		if l.stalled == "" {
+			l.f.log.Error("cannot advance: the local database stays at its last good state and keeps serving reads; retrying",
+				"failing_for", failing.Round(100*time.Millisecond), "error", err, "retry_in", wait)
+		}
+		l.stalled = reason
+		l.f.update(func(st *Status) { st.State, st.Healthy, st.CaughtUp, st.Error = StateStalled, false, false, reason })
+	} else {
+		l.f.update(func(st *Status) { st.Error = err.Error() })
+	}
 	sleep(ctx, wait)
 	return nil
 }

@@ -285,3 +285,44 @@ func TestFollowFileModeFollowsUmask(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowStoreOutageUnhealthy: a follower whose store does not answer
+// (toxiproxy cuts it off) cannot advance: after
+// follower.DefaultUnhealthyAfter of failures /healthz fails, naming the
+// store error; once the store answers again the follower is healthy and
+// reaches the primary's newest state.
+func TestFollowStoreOutageUnhealthy(t *testing.T) {
+	s := newStack(t, true)
+	tp := harness.StartToxiproxy(t)
+	proxy := tp.NewProxy(t, "s3", s.s3.Addr)
+	app := openDB(t, s.dbPath)
+	mustExec(t, app, `CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)`)
+	s.replicate(t)
+	img := snapshotImage(t, app)
+	txid := s.waitShipped(t, img)
+	url := fmt.Sprintf("s3://%s/app?endpoint=http://%s&region=us-east-1&force-path-style=true", s.bucket, proxy.Listen)
+	f := startFollow(t, s.env, url, filepath.Join(t.TempDir(), "follower.db"), 100*time.Millisecond)
+	f.waitAt(t, txid, img.checksum)
+
+	if err := proxy.SetEnabled(false); err != nil {
+		t.Fatal(err)
+	}
+	st := f.waitFor(t, 90*time.Second, "unhealthy while the store is cut off", func(st followStatus) bool { return !st.Healthy })
+	if st.State != follower.StateStalled || !strings.Contains(st.Error, "no progress for") {
+		t.Errorf("status while the store is cut off: %+v; want stalled, the store error as the reason", st)
+	}
+	if code, body := f.healthz(t); code == http.StatusOK || !strings.Contains(body, "no progress for") {
+		t.Errorf("/healthz while the store is cut off: %d %q", code, body)
+	}
+
+	if err := proxy.SetEnabled(true); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, app, `INSERT INTO t(v) VALUES (randomblob(2000))`)
+	img = snapshotImage(t, app)
+	st = f.waitAt(t, s.waitShipped(t, img), img.checksum)
+	st = f.waitFor(t, 30*time.Second, "healthy again", func(st followStatus) bool { return st.Healthy })
+	if st.State != follower.StateFollowing || st.Error != "" {
+		t.Errorf("status after the outage: %+v; want following, no error", st)
+	}
+}
