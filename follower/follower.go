@@ -256,6 +256,7 @@ func (f *Follower) update(fn func(st *Status)) {
 	f.mu.Unlock()
 	if m := f.cfg.Metrics; m != nil {
 		m.TXID.WithLabelValues(f.cfg.Name).Set(float64(st.TXID))
+		m.HeadTXID.WithLabelValues(f.cfg.Name).Set(float64(st.HeadTXID))
 		m.LagSeconds.WithLabelValues(f.cfg.Name).Set(st.LagSeconds)
 		m.LagTXIDs.WithLabelValues(f.cfg.Name).Set(float64(st.LagTXIDs))
 		h := 0.0

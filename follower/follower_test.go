@@ -643,7 +643,7 @@ func TestFollowHTTP(t *testing.T) {
 		t.Fatalf("/healthz: %d %s", code, body)
 	}
 	_, body = get("/metrics")
-	for _, m := range []string{"understudy_follower_txid", "understudy_follower_lag_seconds", "understudy_follower_apply_duration_seconds", `understudy_follower_store_requests_total{db="follower.db",result="not_found",type="get"}`} {
+	for _, m := range []string{"understudy_follower_txid", "understudy_follower_head_txid", "understudy_follower_lag_seconds", "understudy_follower_apply_duration_seconds", `understudy_follower_store_requests_total{db="follower.db",result="not_found",type="get"}`} {
 		if !strings.Contains(body, m) {
 			t.Fatalf("/metrics lacks %s", m)
 		}

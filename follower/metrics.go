@@ -8,6 +8,7 @@ import (
 // One Metrics serves every follower of a process.
 type Metrics struct {
 	TXID          *prometheus.GaugeVec
+	HeadTXID      *prometheus.GaugeVec
 	LagSeconds    *prometheus.GaugeVec
 	LagTXIDs      *prometheus.GaugeVec
 	ApplyDuration *prometheus.HistogramVec
@@ -25,6 +26,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		TXID: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "understudy_follower_txid", Help: "TXID of the last change set applied to the local database.",
+		}, db),
+		HeadTXID: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "understudy_follower_head_txid", Help: "Newest TXID the follower knows the replica store holds (listed or applied).",
 		}, db),
 		LagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "understudy_follower_lag_seconds", Help: "Age of the newest applied commit while behind; 0 when the last poll found nothing newer.",
@@ -53,11 +57,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "understudy_follower_wal_frames", Help: "Frames in the follower's WAL at the last checkpoint.",
 		}, db),
 		Healthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "understudy_follower_healthy", Help: "1 while the follower applies changes, 0 once it stopped on an error.",
+			Name: "understudy_follower_healthy", Help: "1 while the follower can advance; 0 while it is stalled (a gap, a corrupt object, a store that does not answer) or stopped.",
 		}, db),
 	}
 	if reg != nil {
-		reg.MustRegister(m.TXID, m.LagSeconds, m.LagTXIDs, m.ApplyDuration, m.AppliedFiles, m.AppliedPages,
+		reg.MustRegister(m.TXID, m.HeadTXID, m.LagSeconds, m.LagTXIDs, m.ApplyDuration, m.AppliedFiles, m.AppliedPages,
 			m.Requests, m.Checkpoints, m.WALFrames, m.Healthy)
 	}
 	return m
