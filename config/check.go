@@ -105,8 +105,14 @@ func (l *Lease) applyDefaults() {
 	if l.Consul.KeyPrefix == "" {
 		l.Consul.KeyPrefix = DefaultConsulKeyPrefix
 	}
+	if l.Consul.Mode == "" {
+		l.Consul.Mode = DefaultConsulMode
+	}
 	if l.Consul.TTL == 0 {
 		l.Consul.TTL = DefaultConsulTTL
+		if l.Consul.Mode == ConsulModeKV {
+			l.Consul.TTL = DefaultConsulKVTTL
+		}
 	}
 	if l.Consul.LockDelay == 0 {
 		l.Consul.LockDelay = DefaultConsulLockDelay

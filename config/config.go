@@ -89,6 +89,13 @@ const (
 	MinConsulTTL           = 10 * time.Second // Consul refuses a shorter session TTL
 	DefaultConsulLockDelay = 1 * time.Second
 
+	// The consul lease's modes (lease.consul.mode); session is the default.
+	ConsulModeSession  = "session"
+	ConsulModeKV       = "kv"
+	DefaultConsulMode  = ConsulModeSession
+	DefaultConsulKVTTL = 2 * time.Second // see lease.DefaultKVTTL
+	MinConsulKVTTL     = 1 * time.Second
+
 	// MaxLevels is how many compaction levels (L1..L8) fit below the
 	// snapshot level 9 of Litestream's layout.
 	MaxLevels = 8
@@ -193,6 +200,7 @@ type ConsulLease struct {
 	Address     string
 	Token       string
 	KeyPrefix   string
+	Mode        string // session or kv; "" = session
 	TTL         time.Duration
 	LockDelay   time.Duration
 	HealthCheck string

@@ -119,7 +119,7 @@ func TestParseEveryKey(t *testing.T) {
 			Lease: &Lease{
 				Type: "consul", Node: "node-a", AdvertiseURL: "http://10.0.0.1:9090", OnDemote: "follow",
 				OnPromote: "/usr/local/bin/promoted",
-				Consul: &ConsulLease{Address: "127.0.0.1:8500", Token: "CONSULTOKEN", KeyPrefix: "svc/",
+				Consul: &ConsulLease{Address: "127.0.0.1:8500", Token: "CONSULTOKEN", KeyPrefix: "svc/", Mode: "session",
 					TTL: 15 * time.Second, LockDelay: 2 * time.Second, HealthCheck: "service:app"},
 			},
 		}, {
@@ -245,7 +245,7 @@ func TestParseDefaults(t *testing.T) {
 	}}
 	want.DBs[1].Follower = &Follower{Replica: "file", PollInterval: time.Second}
 	want.DBs[1].Lease = &Lease{Type: "consul", Node: "testhost", OnDemote: "halt",
-		Consul: &ConsulLease{KeyPrefix: "understudy/", TTL: 10 * time.Second, LockDelay: time.Second}}
+		Consul: &ConsulLease{KeyPrefix: "understudy/", Mode: "session", TTL: 10 * time.Second, LockDelay: time.Second}}
 	want.DBs[2].Lease = &Lease{Type: "static", Node: "testhost", OnDemote: "halt", StaticPrimary: "node-a"}
 	assertConfig(t, c, want)
 }
@@ -635,6 +635,37 @@ func TestLitestreamConfigs(t *testing.T) {
 				if *got[i] != *tc.want[i] {
 					t.Errorf("replica %d =\n%s\nwant\n%s", i, dumpReplica(got[i]), dumpReplica(tc.want[i]))
 				}
+			}
+		})
+	}
+}
+
+// TestConsulModeTTL: mode kv defaults its ttl to 2s and accepts 1s, below
+// the session mode's floor; session (the default mode) keeps 10s.
+func TestConsulModeTTL(t *testing.T) {
+	pinHostname(t)
+	tests := []struct {
+		name, consul string
+		mode         string
+		ttl          time.Duration
+	}{
+		{"default mode", "{}", "session", 10 * time.Second},
+		{"kv default ttl", "{mode: kv}", "kv", 2 * time.Second},
+		{"kv 1s", "{mode: KV, ttl: 1s}", "kv", time.Second},
+		{"session explicit", "{mode: session, ttl: 12s}", "session", 12 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := mustParse(t, doc(
+				"dbs:",
+				"  - path: /data/app.db",
+				"    replica: {url: /backups/app}",
+				"    lease:",
+				"      consul: "+tt.consul,
+			))
+			got := c.DBs[0].Lease.Consul
+			if got.Mode != tt.mode || got.TTL != tt.ttl {
+				t.Errorf("consul %s: mode %q ttl %s, want %q %s", tt.consul, got.Mode, got.TTL, tt.mode, tt.ttl)
 			}
 		})
 	}

@@ -20,7 +20,7 @@ var (
 	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval", "required"}
 	followerKeys = []string{"replica", "poll-interval", "auto-promote"}
 	leaseKeys    = []string{"type", "node", "advertise-url", "on-demote", "on-promote", "consul", "primary"}
-	consulKeys   = []string{"address", "token", "key-prefix", "ttl", "lock-delay", "health-check"}
+	consulKeys   = []string{"address", "token", "key-prefix", "mode", "ttl", "lock-delay", "health-check"}
 
 	// s3OnlyKeys make no sense on a file replica.
 	s3OnlyKeys = []string{"bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key"}
@@ -28,6 +28,9 @@ var (
 	logLevels = []string{"trace", "debug", "info", "warn", "error"}
 	logTypes  = []string{"text", "json"}
 	onDemotes = []string{"halt", "exit", "follow"}
+	// consulModes: the lease held through a Consul session (the default) or
+	// through check-and-set writes of a KV key (see lease/consulkv.go).
+	consulModes = []string{ConsulModeSession, ConsulModeKV}
 
 	dbNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 )
@@ -521,11 +524,18 @@ func (d *decoder) lease(n *yaml.Node, path string) *Lease {
 		cp := sub(path, "consul")
 		cm, ok := d.mapping(cn, cp, consulKeys)
 		if ok {
+			mode := d.oneOf(cm["mode"], sub(cp, "mode"), "consul lease mode", consulModes)
+			// A KV lease may renew faster than Consul lets a session live.
+			minTTL, why := MinConsulTTL, ", Consul's minimum session TTL"
+			if mode == ConsulModeKV {
+				minTTL, why = MinConsulKVTTL, " for mode kv"
+			}
 			l.Consul = &ConsulLease{
 				Address:     d.str(cm["address"], sub(cp, "address")),
 				Token:       d.str(cm["token"], sub(cp, "token")),
 				KeyPrefix:   d.str(cm["key-prefix"], sub(cp, "key-prefix")),
-				TTL:         d.duration(cm["ttl"], sub(cp, "ttl"), MinConsulTTL, ", Consul's minimum session TTL"),
+				Mode:        mode,
+				TTL:         d.duration(cm["ttl"], sub(cp, "ttl"), minTTL, why),
 				LockDelay:   d.duration(cm["lock-delay"], sub(cp, "lock-delay"), 0, ""),
 				HealthCheck: d.str(cm["health-check"], sub(cp, "health-check")),
 			}
