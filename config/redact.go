@@ -80,6 +80,7 @@ type printConsul struct {
 	Address     string `yaml:"address,omitempty" json:"address,omitempty"`
 	Token       string `yaml:"token,omitempty" json:"token,omitempty"`
 	KeyPrefix   string `yaml:"key-prefix,omitempty" json:"key-prefix,omitempty"`
+	Mode        string `yaml:"mode,omitempty" json:"mode,omitempty"`
 	TTL         string `yaml:"ttl,omitempty" json:"ttl,omitempty"`
 	LockDelay   string `yaml:"lock-delay,omitempty" json:"lock-delay,omitempty"`
 	HealthCheck string `yaml:"health-check,omitempty" json:"health-check,omitempty"`
@@ -159,7 +160,7 @@ func (r Replica) printable() printReplica {
 }
 
 func (c ConsulLease) printable() printConsul {
-	return printConsul{Address: c.Address, Token: redact(c.Token), KeyPrefix: c.KeyPrefix,
+	return printConsul{Address: c.Address, Token: redact(c.Token), KeyPrefix: c.KeyPrefix, Mode: c.Mode,
 		TTL: dur(c.TTL), LockDelay: dur(c.LockDelay), HealthCheck: c.HealthCheck}
 }
 
