@@ -1,8 +1,10 @@
 // Package lease decides which node may be primary for a database. A Lease is
 // held by at most one node at a time; while it holds the lease a node may ship
 // to the store and accept app writes, and every object it writes carries the
-// lease's fencing token. Two implementations: Consul (election, failover) and
-// static (the config names the primary; no election).
+// lease's fencing token. Implementations: Consul in mode session (a session
+// lock; the default), Consul in mode kv (check-and-set renewals that the
+// challengers watch; failover in about the ttl, see consulkv.go for its
+// safety argument) and static (the config names the primary; no election).
 //
 // A primary's loop: tok, err := l.Acquire(ctx); write tok into every object's
 // metadata; when <-l.Lost() fires, stop shipping and halt app writes at once,
@@ -31,6 +33,11 @@ const (
 	TypeConsul = "consul"
 	TypeStatic = "static"
 
+	// Modes of the consul lease (lease.consul.mode): a session lock (the
+	// default) or check-and-set writes of a KV key (see consulkv.go).
+	ModeSession = config.ConsulModeSession
+	ModeKV      = config.ConsulModeKV
+
 	// DefaultType is used when lease.type is empty.
 	DefaultType = config.DefaultLeaseType
 )
@@ -57,7 +64,8 @@ type Holder struct {
 	Value // as last written: by the current holder, or by the last one at release
 
 	Held      bool   // some node holds the lease now
-	Session   string // the holder's session ID (Consul); "" when free or static
+	Session   string // the holder's session ID (Consul; kv:<node>:<token> in mode kv); "" when free or static
+	Successor string // mode kv, planned hand-off: the only node that may take the lease now
 	LockIndex uint64 // fencing token of the current holder, or of the last one when free
 	Index     uint64 // change index to pass to Watch
 }
@@ -115,6 +123,21 @@ func Break(ctx context.Context, l Lease) (Holder, error) {
 	return b.Break(ctx)
 }
 
+// HandOffer is implemented by leases whose release can name the next
+// holder (mode kv): until that node takes the lease, no other may.
+type HandOffer interface {
+	ReleaseTo(ctx context.Context, txid ltx.TXID, successor string) error
+}
+
+// ReleaseTo releases l for a planned hand-off to successor; a lease that
+// cannot name one (or an empty successor) is released as by Release.
+func ReleaseTo(ctx context.Context, l Lease, txid ltx.TXID, successor string) error {
+	if h, ok := l.(HandOffer); ok && successor != "" {
+		return h.ReleaseTo(ctx, txid, successor)
+	}
+	return l.Release(ctx, txid)
+}
+
 // Option adjusts a lease built by New; for tests and embedding.
 type Option func(*options)
 
@@ -167,7 +190,18 @@ func New(cfg *config.Lease, dbName string, logger hclog.Logger, opts ...Option) 
 		}
 		return newStatic(node, cfg.StaticPrimary, cfg.AdvertiseURL, logger.Named("lease")), nil
 	case TypeConsul:
-		return newConsul(cfg.Consul, node, cfg.AdvertiseURL, dbName, logger.Named("lease"), o)
+		cc := cfg.Consul
+		if cc == nil {
+			cc = &config.ConsulLease{}
+		}
+		switch cc.Mode {
+		case "", ModeSession:
+			return newConsul(cc, node, cfg.AdvertiseURL, dbName, logger.Named("lease"), o)
+		case ModeKV:
+			return newConsulKV(cc, node, cfg.AdvertiseURL, dbName, logger.Named("lease"), o)
+		default:
+			return nil, fmt.Errorf("lease: unknown consul mode %q: use %q or %q", cc.Mode, ModeSession, ModeKV)
+		}
 	default:
 		return nil, fmt.Errorf("lease: unknown type %q: use %q or %q", cfg.Type, TypeConsul, TypeStatic)
 	}

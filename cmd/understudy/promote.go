@@ -261,6 +261,12 @@ func newNode(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *confi
 		// A holder whose /healthz fails for a whole TTL is gone: Consul
 		// would keep its session for up to another TTL.
 		deadAfter = dbc.Lease.Consul.TTL
+		if dbc.Lease.Consul.Mode == lease.ModeKV {
+			// The renewals are the liveness signal: a holder that stops
+			// renewing is taken over after ttl + drift, and a break would
+			// only restart that wait.
+			deadAfter = 0
+		}
 		// The role is published as a service tag, so that
 		// primary.understudy-<db>.service.consul names the writer.
 		if publish, err = promote.ConsulPublisher(dbc.Lease.Consul, dbc.Name(), node, dbc.Lease.AdvertiseURL); err != nil {

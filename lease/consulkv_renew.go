@@ -1,0 +1,121 @@
+package lease
+
+import (
+	"context"
+	"time"
+)
+
+// renewLoop renews the KV tenure by check-and-set every KVRenewInterval
+// (KVRetryInterval after a failure) until the tenure ends. A renewal that
+// succeeds moves the deadline to KVSafeUntil(its send time); one that finds
+// the key written by anyone else ends the tenure at once.
+func (c *kvLease) renewLoop(ctx context.Context, t *kvTenure) {
+	next := KVNextRenewal(c.clock.Now(), true, c.ttl)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.lost:
+			return
+		case <-c.clock.After(next.Sub(c.clock.Now())):
+		}
+		// A deadline that passed while this loop slept is a loss even if the
+		// next renewal would succeed: someone may already act on it.
+		if c.kvCheckDeadline(t) {
+			return
+		}
+		c.mu.Lock()
+		index, renewals := t.index, t.renewals+1
+		c.mu.Unlock()
+		sent := c.clock.Now()
+		// Bounded by the renew interval: a renewal stuck on a dead
+		// connection must not delay the next attempt.
+		newIndex, ok, err := c.casOwn(ctx, t, index, c.record(kvHeld, t.token, renewals, 0, ""), KVRenewInterval(c.ttl))
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			c.logger.Warn("renewing the lease failed; retrying", "key", c.key, "error", err, "safe_until", c.kvSafeUntil(t))
+			next = KVNextRenewal(sent, false, c.ttl)
+		case !ok:
+			c.kvMarkLost(t, "the lease key was written by another node (taken over after a missed deadline, or broken by promote -force)")
+			return
+		default:
+			if c.kvRenewed(t, sent, newIndex, renewals) {
+				return
+			}
+			next = KVNextRenewal(sent, true, c.ttl)
+		}
+	}
+}
+
+// watchdog closes Lost at the tenure's deadline unless renewals moved it on.
+func (c *kvLease) watchdog(ctx context.Context, t *kvTenure) {
+	for {
+		if c.kvCheckDeadline(t) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.lost:
+			return
+		case <-c.clock.After(c.kvSafeUntil(t).Sub(c.clock.Now())):
+		}
+	}
+}
+
+func (c *kvLease) kvSafeUntil(t *kvTenure) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return t.safeUntil
+}
+
+// kvRenewed records a successful renewal sent at sent; it reports whether
+// the tenure is lost (the deadline passed while the renewal was in flight).
+func (c *kvLease) kvRenewed(t *kvTenure, sent time.Time, index, renewals uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.isLost {
+		return true
+	}
+	t.index, t.renewals = index, renewals
+	if IsLost(c.clock.Now(), t.safeUntil) {
+		c.kvMarkLostLocked(t, "the renewal succeeded only after the safe deadline had passed")
+		return true
+	}
+	if next := KVSafeUntil(sent, c.ttl); next.After(t.safeUntil) {
+		t.safeUntil = next
+	}
+	return false
+}
+
+func (c *kvLease) kvCheckDeadline(t *kvTenure) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !t.isLost && IsLost(c.clock.Now(), t.safeUntil) {
+		c.kvMarkLostLocked(t, "no successful renewal within the safe window (Consul unreachable, without a leader, or too slow)")
+	}
+	return t.isLost
+}
+
+func (c *kvLease) markLost(t *kvTenure, reason string) { c.kvMarkLost(t, reason) }
+
+func (c *kvLease) kvMarkLost(t *kvTenure, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.kvMarkLostLocked(t, reason)
+}
+
+func (c *kvLease) kvMarkLostLocked(t *kvTenure, reason string) {
+	if t.isLost {
+		return
+	}
+	t.isLost = true
+	close(t.lost)
+	t.stop()
+	if reason == "released" {
+		return
+	}
+	c.logger.Error("lease lost: this node must stop acting as primary", "key", c.key, "token", t.token, "reason", reason, "safe_until", t.safeUntil)
+}

@@ -1,0 +1,246 @@
+package lease_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/understudy-db/understudy/config"
+	"github.com/understudy-db/understudy/integration/harness"
+	"github.com/understudy-db/understudy/lease"
+	"github.com/understudy-db/understudy/lease/leasetest"
+)
+
+// kvTTL is the ttl of the KV lease tests: the shortest allowed, so that the
+// waits for a dead holder stay short.
+const kvTTL = lease.MinKVTTL
+
+// TestConsulKV runs the KV lease (mode kv) against one real dev agent; the
+// subtests run in parallel on their own keys.
+func TestConsulKV(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Consul agent")
+	}
+	c := harness.StartConsul(t)
+	t.Run("Conformance", func(t *testing.T) {
+		t.Parallel()
+		leasetest.Run(t, leasetest.Setup{
+			New: func(t *testing.T, node string) lease.Lease {
+				return newKVLease(t, c.HTTPAddr, node)
+			},
+			Primary: "n1", Other: "n2", AdvertiseURL: advertiseURL,
+		})
+	})
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, c *harness.Consul)
+	}{
+		{"RecordAndRenewals", testKVRecordAndRenewals},
+		{"CutOffHolderStepsDownFirst", testKVCutOff},
+		{"HandOffNamesSuccessor", testKVHandOff},
+		{"HandOffSuccessorNeverComes", testKVHandOffAbandoned},
+		{"Break", testKVBreak},
+		{"SessionHolderExcludes", testKVSessionHolder},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.fn(t, c)
+		})
+	}
+}
+
+func newKVLease(t *testing.T, addr, node string) lease.Lease {
+	t.Helper()
+	cc := config.ConsulLease{Mode: lease.ModeKV, TTL: kvTTL}
+	return newConsulLease(t, addr, node, cc)
+}
+
+// rawRecord reads the key as stored.
+func rawRecord(t *testing.T, c *harness.Consul, l lease.Lease) (lease.KVRecord, uint64) {
+	t.Helper()
+	pair, _, err := rawClient(t, c).KV().Get(lease.KVKeyOf(l), nil)
+	if err != nil || pair == nil {
+		t.Fatalf("raw read of %s: %v %v", lease.KVKeyOf(l), pair, err)
+	}
+	var r lease.KVRecord
+	if err := json.Unmarshal(pair.Value, &r); err != nil {
+		t.Fatalf("value %q: %v", pair.Value, err)
+	}
+	return r, pair.ModifyIndex
+}
+
+// testKVRecordAndRenewals: the key holds node, token, ttl and a renewal
+// count that the holder bumps every ttl/4, so the safe deadline moves on
+// past the ttl. It logs the KV writes per second.
+func testKVRecordAndRenewals(t *testing.T, c *harness.Consul) {
+	ctx := leasetest.Context(t, 30*time.Second)
+	a := newKVLease(t, c.HTTPAddr, "a")
+	tok := mustAcquire(t, ctx, a)
+	r0, i0 := rawRecord(t, c, a)
+	if r0.Node != "a" || r0.Token != tok || r0.State != "held" || r0.TTLMillis != kvTTL.Milliseconds() || r0.AdvertiseURL != advertiseURL("a") {
+		t.Fatalf("record after Acquire: %+v, want held by a with token %d, ttl %s", r0, tok, kvTTL)
+	}
+	first := lease.KVSafeUntilOf(a)
+	start := time.Now()
+	select {
+	case <-a.Lost():
+		t.Fatal("lease lost although Consul was reachable")
+	case <-time.After(3 * kvTTL):
+	}
+	r1, i1 := rawRecord(t, c, a)
+	elapsed := time.Since(start)
+	if r1.Token != tok || r1.Renewals <= r0.Renewals || i1 <= i0 {
+		t.Errorf("after 3 ttl: record %+v (index %d), first %+v (index %d): want the same token, more renewals, a new index", r1, i1, r0, i0)
+	}
+	if later := lease.KVSafeUntilOf(a); !later.After(first.Add(kvTTL)) {
+		t.Errorf("safe deadline moved from %v to %v only; renewals should push it past a ttl", first, later)
+	}
+	t.Logf("ttl %s: %d renewals in %s = %.1f KV writes/s", kvTTL, r1.Renewals-r0.Renewals, elapsed.Round(time.Millisecond),
+		float64(r1.Renewals-r0.Renewals)/elapsed.Seconds())
+}
+
+// testKVCutOff: the holder loses its path to Consul (calls hang). It steps
+// down at its deadline, before the challenger, which watched the key stop
+// changing, takes over with the next token.
+func testKVCutOff(t *testing.T, c *harness.Consul) {
+	ctx := leasetest.Context(t, 30*time.Second)
+	proxy := startProxy(t, c.HTTPAddr)
+	a := newKVLease(t, proxy.Addr(), "a")
+	b := newKVLease(t, c.HTTPAddr, "b")
+	tokA := mustAcquire(t, ctx, a)
+	if _, ok, err := b.TryAcquire(ctx); ok || err != nil {
+		t.Fatalf("b.TryAcquire while a renews: ok %v err %v, want refused", ok, err)
+	}
+	proxy.Cut()
+	cutAt := time.Now()
+	lostAt := make(chan time.Time, 1)
+	go func() {
+		<-a.Lost()
+		lostAt <- time.Now()
+	}()
+	tokB := mustAcquire(t, ctx, b)
+	acquiredAt := time.Now()
+	var lost time.Time
+	select {
+	case lost = <-lostAt:
+	default:
+		t.Fatalf("b acquired at +%v while a has not stepped down", acquiredAt.Sub(cutAt))
+	}
+	t.Logf("after the cut: a stepped down at +%v, b acquired at +%v", lost.Sub(cutAt).Round(time.Millisecond), acquiredAt.Sub(cutAt).Round(time.Millisecond))
+	if tokB != tokA+1 {
+		t.Errorf("b's token %d, want a's %d + 1", tokB, tokA)
+	}
+	if h, err := b.Holder(ctx); err != nil || !h.Held || h.Node != "b" || h.LockIndex != tokB {
+		t.Errorf("Holder after the takeover: (%+v, %v)", h, err)
+	}
+}
+
+// testKVHandOff: a hands off to c; b (an eager challenger) cannot take the
+// lease meanwhile, c takes it at once with the next token and the final TXID.
+func testKVHandOff(t *testing.T, c *harness.Consul) {
+	ctx := leasetest.Context(t, 30*time.Second)
+	a := newKVLease(t, c.HTTPAddr, "a")
+	b := newKVLease(t, c.HTTPAddr, "b")
+	s := newKVLease(t, c.HTTPAddr, "c")
+	tokA := mustAcquire(t, ctx, a)
+	if err := lease.ReleaseTo(ctx, a, 17, "c"); err != nil {
+		t.Fatalf("ReleaseTo: %v", err)
+	}
+	if _, ok, err := b.TryAcquire(ctx); ok || err != nil {
+		t.Fatalf("b.TryAcquire during a hand-off to c: ok %v err %v, want refused", ok, err)
+	}
+	hb, err := b.Holder(ctx)
+	if err != nil || !hb.Held || hb.Successor != "c" || hb.TXID != 17 {
+		t.Errorf("b sees (%+v, %v) during the hand-off, want held for successor c with txid 17", hb, err)
+	}
+	hc, err := s.Holder(ctx)
+	if err != nil || hc.Held || hc.TXID != 17 {
+		t.Errorf("c sees (%+v, %v) during its hand-off, want free for it, txid 17", hc, err)
+	}
+	tokC, ok, err := s.TryAcquire(ctx)
+	if err != nil || !ok || tokC != tokA+1 {
+		t.Fatalf("c.TryAcquire of its hand-off = (%d, %v, %v), want (%d, true, nil)", tokC, ok, err, tokA+1)
+	}
+	if h, err := b.Holder(ctx); err != nil || !h.Held || h.Node != "c" || h.Successor != "" {
+		t.Errorf("after the hand-off b sees (%+v, %v), want held by c", h, err)
+	}
+}
+
+// testKVHandOffAbandoned: a successor that never takes its hand-off does not
+// block the lease for good: another node takes it once it waited as for a
+// dead holder.
+func testKVHandOffAbandoned(t *testing.T, c *harness.Consul) {
+	ctx := leasetest.Context(t, 30*time.Second)
+	a := newKVLease(t, c.HTTPAddr, "a")
+	b := newKVLease(t, c.HTTPAddr, "b")
+	tokA := mustAcquire(t, ctx, a)
+	if err := lease.ReleaseTo(ctx, a, 3, "gone"); err != nil {
+		t.Fatalf("ReleaseTo: %v", err)
+	}
+	at := time.Now()
+	tokB := mustAcquire(t, ctx, b)
+	if waited, need := time.Since(at), kvTTL; waited < need {
+		t.Errorf("b took a hand-off meant for another node after %v, before a whole ttl %v", waited, need)
+	}
+	if tokB != tokA+1 {
+		t.Errorf("b's token %d, want %d", tokB, tokA+1)
+	}
+}
+
+// testKVBreak: promote -force marks the holder deposed; the holder notices
+// at its next renewal and steps down before the breaker may take over.
+func testKVBreak(t *testing.T, c *harness.Consul) {
+	ctx := leasetest.Context(t, 30*time.Second)
+	a := newKVLease(t, c.HTTPAddr, "a")
+	b := newKVLease(t, c.HTTPAddr, "b")
+	tokA := mustAcquire(t, ctx, a)
+	lostAt := make(chan time.Time, 1)
+	go func() {
+		<-a.Lost()
+		lostAt <- time.Now()
+	}()
+	h, err := lease.Break(ctx, b)
+	if err != nil || h.Node != "a" || h.LockIndex != tokA {
+		t.Fatalf("Break = (%+v, %v), want a's tenure with token %d", h, err, tokA)
+	}
+	tokB := mustAcquire(t, ctx, b)
+	acquiredAt := time.Now()
+	select {
+	case at := <-lostAt:
+		if !at.Before(acquiredAt) {
+			t.Errorf("a stepped down at %v, not before b acquired at %v", at, acquiredAt)
+		}
+	default:
+		t.Fatal("b acquired a broken lease while a had not stepped down")
+	}
+	if tokB != tokA+1 {
+		t.Errorf("token after Break %d, want %d", tokB, tokA+1)
+	}
+	// The deposed holder's Release leaves the new holder's key alone.
+	if err := a.Release(ctx, 99); err != nil {
+		t.Errorf("Release by the deposed holder: %v", err)
+	}
+	if h, err := b.Holder(ctx); err != nil || !h.Held || h.Node != "b" || h.TXID != 0 || h.LockIndex != tokB {
+		t.Errorf("after the deposed holder's Release: (%+v, %v), want b's tenure untouched", h, err)
+	}
+}
+
+// testKVSessionHolder: a node in mode session holds the key; a KV node never
+// takes it by waiting (mixed modes must not give two primaries).
+func testKVSessionHolder(t *testing.T, c *harness.Consul) {
+	ctx := leasetest.Context(t, 30*time.Second)
+	s := newConsulLease(t, c.HTTPAddr, "s", config.ConsulLease{})
+	mustAcquire(t, ctx, s)
+	k := newKVLease(t, c.HTTPAddr, "k")
+	wait := 2*kvTTL + time.Second
+	_, err := k.Acquire(leasetest.Context(t, wait))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("KV Acquire while a session holds the key for %v: %v, want context.DeadlineExceeded", wait, err)
+	}
+	if leasetest.IsClosed(s.Lost()) {
+		t.Error("the session holder lost its lease to a KV node")
+	}
+}
