@@ -49,16 +49,18 @@ func wantRestore03(c *cli.Context, rep *replicaArg, target restore.Target) (bool
 	if target.TXID != 0 {
 		return false, nil
 	}
-	_, err := restore.BuildPlan(c.Context, rep.client, target)
-	if !errors.Is(err, restore.ErrEmptyReplica) && !errors.Is(err, restore.ErrNoSnapshot) && !errors.Is(err, restore.ErrBeforeEarliest) {
-		return false, nil
-	}
+	// The 0.3 tree first: on a replica without one it is one empty LIST,
+	// where planning the LTX restore twice would list every level again.
 	r, lerr := load03(c.Context, rep.client)
 	if lerr != nil {
 		rep.log.Warn("cannot list Litestream 0.3 generations", "error", lerr)
 		return false, nil
 	}
-	return len(r.Generations) > 0, nil
+	if len(r.Generations) == 0 {
+		return false, nil
+	}
+	_, err := restore.BuildPlan(c.Context, rep.client, target)
+	return errors.Is(err, restore.ErrEmptyReplica) || errors.Is(err, restore.ErrNoSnapshot) || errors.Is(err, restore.ErrBeforeEarliest), nil
 }
 
 func target03(c *cli.Context, target restore.Target) (litestream03.Target, error) {
