@@ -575,6 +575,72 @@ func (d *DB) resumeInputLocked(ctx context.Context, dbSum ltx.Checksum) (resumeI
 	return in, stores, nil
 }
 
+// proveRestartLocked is proveWALLocked for a WAL that restarted since the
+// local position. A restart needs every frame of the old generation copied
+// back, so the new generation starts from the database at the old one's
+// end. That end is the local position when the old generation holds no
+// commit after it, which can be seen only while the new generation has
+// not overwritten it: frames are rewritten from the start of the file, so
+// everything from the local position's offset on is still the old
+// generation's while the new one is shorter. This is the common case of a
+// shipper killed while caught up: its own checkpoint copied everything
+// back and the application's next write restarted the WAL before the
+// shipper's next sync. Exactly one restart (salt-1 is incremented by
+// each) is required; once the new frames reach past the position, or the
+// file was truncated (then what followed the position is gone: the file
+// must be longer than what the new generation wrote, and reach the
+// position), nothing is proven.
+func (d *DB) proveRestartLocked(lp localPosition) walProof {
+	restarted := fmt.Sprintf("the WAL restarted since the last position (salts %08x/%08x, then %08x/%08x)",
+		d.walHdr.Salt1, d.walHdr.Salt2, lp.Salt1, lp.Salt2)
+	if d.walHdr.Salt1 != lp.Salt1+1 {
+		return walProof{reason: restarted + " more than once"}
+	}
+	f, err := os.Open(d.walPath)
+	if err != nil {
+		return walProof{reason: err.Error()}
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return walProof{reason: err.Error()}
+	}
+	// The new generation to the end of the file (no commit can come after
+	// the capture: the write lock is held).
+	delta, err := wal.Scan(f, d.walHdr, wal.Start(d.walHdr), lp.Commit, 0)
+	if err != nil {
+		return walProof{reason: err.Error()}
+	}
+	frame := wal.FrameSize(d.pageSize)
+	extent := delta.End.Offset + int64(delta.Tail)*frame // what the new generation wrote
+	size, at := st.Size(), lp.WALOffset
+	switch {
+	case delta.End != d.walPos || delta.Grown:
+		return walProof{reason: restarted + fmt.Sprintf(" and the new WAL does not lead to the captured position (end %d/%d, grown %v)",
+			delta.End.Offset, d.walPos.Offset, delta.Grown)}
+	case extent > at:
+		return walProof{reason: restarted + " and its new frames overwrote where the old WAL went on"}
+	case size <= extent || size < at:
+		// A truncation (wal_checkpoint(TRUNCATE), journal_size_limit)
+		// removed what followed the position, if anything did.
+		return walProof{reason: restarted + " and was truncated"}
+	case size > at && size < at+frame:
+		return walProof{reason: restarted + " and a partial frame follows the last position"}
+	}
+	if size > at {
+		oldHdr := d.walHdr
+		oldHdr.Salt1, oldHdr.Salt2 = lp.Salt1, lp.Salt2
+		old, err := wal.Scan(f, oldHdr, lp.walPosition(), lp.Commit, 0)
+		if err != nil {
+			return walProof{reason: err.Error()}
+		}
+		if old.Commits > 0 {
+			return walProof{reason: restarted + fmt.Sprintf(" after %d more committed frames that were not shipped", old.Frames)}
+		}
+	}
+	return walProof{batch: delta}
+}
+
 // walProof is what the WAL proved, under the capture's write lock at
 // Open, about the frames since the local position: batch holds them (their
 // page numbers and the database size after them), nil if they do not
@@ -596,8 +662,7 @@ func (d *DB) proveWALLocked(lp localPosition) walProof {
 	case !d.haveWAL:
 		return walProof{reason: "there is no WAL now"}
 	case d.walHdr.Salt1 != lp.Salt1 || d.walHdr.Salt2 != lp.Salt2:
-		return walProof{reason: fmt.Sprintf("the WAL restarted since the last position (salts %08x/%08x, then %08x/%08x)",
-			d.walHdr.Salt1, d.walHdr.Salt2, lp.Salt1, lp.Salt2)}
+		return d.proveRestartLocked(lp)
 	case lp.WALOffset > d.walPos.Offset:
 		return walProof{reason: fmt.Sprintf("the WAL's last commit ends at %d, before the last position's %d", d.walPos.Offset, lp.WALOffset)}
 	}

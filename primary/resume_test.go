@@ -96,3 +96,49 @@ func TestResumeAfterWALRestartDuringOpen(t *testing.T) {
 	}
 	e.checkRestore(d)
 }
+
+// TestResumeAfterRestartWhileCaughtUp: the shipper had shipped everything
+// and copied every frame back; the application's next write restarted the
+// WAL before the shipper's next sync, and the shipper died then. The old
+// WAL provably ended at the last position (it holds nothing after it), so
+// the new WAL's frames ship as the next TXID: no full image.
+func TestResumeAfterRestartWhileCaughtUp(t *testing.T) {
+	e := newEnv(t, 1)
+	ctx := context.Background()
+	d := e.open(e.options())
+	for i := 0; i < 30; i++ {
+		e.exec("INSERT INTO t (v) VALUES ('before')")
+	}
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	d.lastCkptAt = 0
+	d.opts.MinCheckpointPageCount = 1
+	err := d.checkpointLocked(ctx) // PASSIVE: every frame back
+	salt := d.walHdr.Salt1
+	d.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	for i := 0; i < 3; i++ {
+		e.exec("INSERT INTO t (v) VALUES ('restarts the WAL')")
+	}
+	d = e.open(e.options())
+	defer d.Close()
+	if d.walHdr.Salt1 != salt+1 {
+		t.Fatalf("WAL salt-1 %08x, was %08x: the WAL did not restart once; the test does not test what it says", d.walHdr.Salt1, salt)
+	}
+	if d.fullImages != 0 {
+		t.Fatalf("%d full images at Open; the old WAL ended at the last position", d.fullImages)
+	}
+	if got := d.Status().TXID; got != 3 {
+		t.Fatalf("TXID after Open = %d, want 3", got)
+	}
+	e.exec("INSERT INTO t (v) VALUES ('after')")
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.checkRestore(d)
+}
