@@ -491,6 +491,9 @@ func (c *kvLease) Break(ctx context.Context) (Holder, error) {
 	return h, nil
 }
 
+// NodeName is the node name this lease writes into the key.
+func (c *kvLease) NodeName() string { return c.node }
+
 func (c *kvLease) Lost() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -498,6 +501,34 @@ func (c *kvLease) Lost() <-chan struct{} {
 		return closedChan
 	}
 	return c.t.lost
+}
+
+// Safe reports whether this node may act on the lease at this very moment:
+// it holds the lease and the deadline is still ahead on the lease's clock
+// (read now, however late the renew loop and the watchdog run); a loss it
+// finds ends the tenure at once.
+func (c *kvLease) Safe() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.t
+	if t == nil || t.isLost {
+		return false
+	}
+	if IsLost(c.clock.Now(), t.safeUntil) {
+		c.kvMarkLostLocked(t, "no successful renewal within the safe window (found when asked; the process may have been paused)")
+		return false
+	}
+	return true
+}
+
+// SafeUntil is the current tenure's step-down deadline (zero when not held).
+func (c *kvLease) SafeUntil() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.t == nil {
+		return time.Time{}
+	}
+	return c.t.safeUntil
 }
 
 func (c *kvLease) Token() uint64 {

@@ -138,6 +138,15 @@ func ReleaseTo(ctx context.Context, l Lease, txid ltx.TXID, successor string) er
 	return l.Release(ctx, txid)
 }
 
+// NodeName is the node name l writes into the lease ("" when l does not
+// say): what a planned hand-off names as the successor.
+func NodeName(l Lease) string {
+	if n, ok := l.(interface{ NodeName() string }); ok {
+		return n.NodeName()
+	}
+	return ""
+}
+
 // Option adjusts a lease built by New; for tests and embedding.
 type Option func(*options)
 

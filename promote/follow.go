@@ -154,8 +154,12 @@ func (n *Node) Promote(ctx context.Context, force bool, timeout time.Duration) e
 
 // HandOff asks a primary node to hand over: it holds the app's writes,
 // ships everything and releases the lease with the final TXID.
-func (n *Node) HandOff(ctx context.Context) (ltx.TXID, error) {
-	req := handoffRequest{ctx: ctx, reply: make(chan handoffResult, 1)}
+func (n *Node) HandOff(ctx context.Context) (ltx.TXID, error) { return n.HandOffTo(ctx, "") }
+
+// HandOffTo is HandOff naming the node that asked for it: a lease that can
+// name a successor (mode kv) lets only that node take it.
+func (n *Node) HandOffTo(ctx context.Context, successor string) (ltx.TXID, error) {
+	req := handoffRequest{ctx: ctx, successor: successor, reply: make(chan handoffResult, 1)}
 	select {
 	case n.handoffReq <- req:
 	case <-ctx.Done():

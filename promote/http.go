@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/superfly/ltx"
+
+	"github.com/understudy-db/understudy/lease"
 )
 
 // Control endpoints a node serves beside /status on its addr. Both are POST
@@ -21,7 +23,8 @@ const (
 	// lease, &timeout=DURATION bounds the wait (default DefaultPromoteTimeout).
 	PathPromote = "/promote"
 	// PathHandOff: this primary hands over (planned promotion of a follower):
-	// the answer carries the final TXID.
+	// the answer carries the final TXID; &successor=NODE names the node that
+	// asked, the only one a lease in mode kv then lets take over.
 	PathHandOff = "/handoff"
 )
 
@@ -81,7 +84,7 @@ func Handle(mux *http.ServeMux, nodes []*Node) {
 			return
 		}
 		t0 := time.Now()
-		txid, err := n.HandOff(r.Context())
+		txid, err := n.HandOffTo(r.Context(), r.URL.Query().Get("successor"))
 		writeAnswer(w, err, Answer{DB: n.Name(), Role: n.Status().Role, TXID: txid, ElapsedMS: time.Since(t0).Milliseconds(),
 			JustPromoted: errors.Is(err, ErrJustPromoted)})
 	})
@@ -136,6 +139,12 @@ func (n *Node) requestHandOff(ctx context.Context, advertise string) (ltx.TXID, 
 	if err != nil {
 		return 0, err
 	}
+	// Name this node as the successor, so that no other may take the lease.
+	successor := lease.NodeName(n.cfg.Lease)
+	if successor == "" {
+		successor = n.cfg.Node
+	}
+	u += "&successor=" + url.QueryEscape(successor)
 	a, err := Call(ctx, n.cfg.HTTPClient, u)
 	if a.JustPromoted {
 		return 0, fmt.Errorf("%w: %w", ErrLostRace, err)

@@ -138,8 +138,9 @@ type promoteRequest struct {
 }
 
 type handoffRequest struct {
-	ctx   context.Context
-	reply chan handoffResult
+	ctx       context.Context
+	successor string // the node that asked; "" = whoever takes the lease
+	reply     chan handoffResult
 }
 
 type handoffResult struct {
@@ -319,13 +320,17 @@ func (n *Node) acquire(ctx context.Context) error {
 }
 
 // release frees the lease (if held), recording txid for the next holder.
-func (n *Node) release(ctx context.Context, txid ltx.TXID) {
+func (n *Node) release(ctx context.Context, txid ltx.TXID) { n.releaseTo(ctx, txid, "") }
+
+// releaseTo frees the lease for successor (a planned hand-off: with a lease
+// that can name it, no other node may take the lease meanwhile).
+func (n *Node) releaseTo(ctx context.Context, txid ltx.TXID, successor string) {
 	if n.cfg.Lease == nil {
 		return
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultReleaseTimeout)
 	defer cancel()
-	if err := n.cfg.Lease.Release(rctx, txid); err != nil {
+	if err := lease.ReleaseTo(rctx, n.cfg.Lease, txid, successor); err != nil {
 		n.log.Warn("releasing the lease", "error", err)
 	}
 }
@@ -451,8 +456,8 @@ func (n *Node) runPrimary(ctx context.Context, promoted bool) (bool, error) {
 			}
 			stop()
 			<-runErr
-			n.release(ctx, txid)
-			n.log.Info("handed over", "final_txid", txid, "writes_held_for", time.Since(t0))
+			n.releaseTo(ctx, txid, req.successor)
+			n.log.Info("handed over", "final_txid", txid, "successor", req.successor, "writes_held_for", time.Since(t0))
 			req.reply <- handoffResult{txid: txid}
 			return n.demote(ctx, db, fmt.Sprintf("handed over at TXID %s", txid))
 		}
