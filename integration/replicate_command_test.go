@@ -155,9 +155,16 @@ func TestReplicateSeveralDBs(t *testing.T) {
 // database's TXID with that checksum; it returns the databases' TXIDs.
 func waitReplicasAt(t *testing.T, s *stack, want []image, only ...string) []ltx.TXID {
 	t.Helper()
+	return waitReplicasWithin(t, s, 30*time.Second, want, only...)
+}
+
+// waitReplicasWithin is waitReplicasAt with a bound of its own (a first
+// snapshot of a large database takes longer than 30 s on a loaded machine).
+func waitReplicasWithin(t *testing.T, s *stack, timeout time.Duration, want []image, only ...string) []ltx.TXID {
+	t.Helper()
 	var last primaryStatus
 	var lastErr error
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		last, lastErr = s.status()
 		if lastErr == nil && len(last.DBs) == len(want) {
@@ -179,7 +186,7 @@ func waitReplicasAt(t *testing.T, s *stack, want []image, only ...string) []ltx.
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("replicas %v did not reach the databases' checksums within 30s; last status %+v (error %v)", only, last, lastErr)
+	t.Fatalf("replicas %v did not reach the databases' checksums within %s; last status %+v (error %v)", only, timeout, last, lastErr)
 	return nil
 }
 

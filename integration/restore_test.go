@@ -441,9 +441,14 @@ func TestReplicateLargeDatabase(t *testing.T) {
 	if pages <= lock {
 		t.Fatalf("database has %d pages: does not cross the lock page %d", pages, lock)
 	}
-	d := s.replicate(t)
+	// The checksum first: scanning 1 GB in a transaction of the app's
+	// connection (BEGIN IMMEDIATE) would keep the daemon's Open, which takes
+	// the write lock to capture the database, waiting for it.
 	sum, _ := streamChecksum(t, app)
-	first := s.waitShipped(t, image{checksum: sum})
+	d := s.replicate(t)
+	// A bound for a hang, not a speed: 1.15 GB through the shadow directory
+	// took over 30 s with the machine's two cores shared by other builds.
+	first := waitReplicasWithin(t, s, 5*time.Minute, []image{{checksum: sum}})[0]
 	tSnap := time.Since(t0)
 
 	// Transactions past the lock page: rewrite the newest rows (their
