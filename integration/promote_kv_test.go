@@ -12,9 +12,14 @@ import (
 )
 
 // kvNode writes the config of a node whose lease is the Consul KV lease
-// (lease.consul.mode kv) at its default ttl, 2s.
+// (lease.consul.mode kv) at its default ttl, 2s, or at $UNDERSTUDY_KV_TTL
+// (for the failover figures in bench/RESULTS.md).
 func (c *cluster) kvNode(name string, autoPromote bool) *leaseNode {
 	c.t.Helper()
+	ttl := ""
+	if v := os.Getenv("UNDERSTUDY_KV_TTL"); v != "" {
+		ttl = "        ttl: " + v + "\n"
+	}
 	n := &leaseNode{name: name, dir: filepath.Join(c.dir, name)}
 	if err := os.MkdirAll(n.dir, 0o755); err != nil {
 		c.t.Fatal(err)
@@ -42,7 +47,7 @@ dbs:
         address: %s
         key-prefix: %s
         mode: kv
-`, n.addr, n.dbPath, c.store, autoPromote, name, n.addr, c.consul.HTTPAddr, c.prefix))
+`, n.addr, n.dbPath, c.store, autoPromote, name, n.addr, c.consul.HTTPAddr, c.prefix)+ttl)
 	return n
 }
 
