@@ -384,6 +384,9 @@ func TestPromoteForcedAfterKill(t *testing.T) {
 		t.Fatalf("restore of the store (TXID %s) has checksum %s, the new primary %s", txid, got, img.checksum)
 	}
 	integrityCheck(t, restored)
+	// The promotion (its claim, the new primary's files) carries the
+	// history's identity on.
+	oneIdentity(t, c.store)
 }
 
 // rows counts the log table of a database.

@@ -185,3 +185,21 @@ func TestReplicateRestoredCopyContinuesHistory(t *testing.T) {
 		}
 	}
 }
+
+// oneIdentity checks that every object of a file replica carries the same,
+// non-empty database identity (one history), and returns it.
+func oneIdentity(t *testing.T, dir string) string {
+	t.Helper()
+	id := ""
+	for key, got := range fileStoreIDs(t, dir) {
+		switch {
+		case got == "":
+			t.Errorf("object %s carries no database identity", key)
+		case id == "":
+			id = got
+		case got != id:
+			t.Errorf("object %s carries database identity %s, another object %s: the history changed identity", key, got, id)
+		}
+	}
+	return id
+}
