@@ -289,3 +289,59 @@ func TestReplicateStoreOutageHealthAndLogs(t *testing.T) {
 		t.Fatalf("replicate: exit %d:\n%s", code, tailLines(d.out.String(), 40))
 	}
 }
+
+// TestReplicateLocalWriteFailureHealth: every sync fails because the L0
+// file cannot be written locally (the shadow directory's tmp is replaced
+// by a file, as a full disk makes every write fail). /healthz said ok
+// while "sync failed" was logged every sync; now it fails after the bound,
+// the failure is logged once, and one line says when syncs recovered.
+func TestReplicateLocalWriteFailureHealth(t *testing.T) {
+	s := newStack(t, false)
+	app := openDB(t, s.dbPath)
+	w := startWriter(t, app, 53)
+	d := s.replicate(t)
+	w.pause.Lock()
+	s.waitShipped(t, snapshotImage(t, app))
+	w.pause.Unlock()
+	if code := healthz(s.addr); code != http.StatusOK {
+		t.Fatalf("/healthz %d before the failure", code)
+	}
+	tmp := filepath.Join(s.dir, ".app.db-understudy", "tmp")
+	if err := os.Rename(tmp, tmp+".aside"); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, tmp, "not a directory")
+	before := len(strings.Split(d.out.String(), "\n"))
+	eventually(t, time.Minute, "/healthz to fail while no sync can write its file", func() bool {
+		return healthz(s.addr) == http.StatusServiceUnavailable || d.exited()
+	})
+	if d.exited() {
+		t.Fatalf("replicate exited:\n%s", tailLines(d.out.String(), 40))
+	}
+	failed := 0
+	for _, l := range strings.Split(d.out.String(), "\n")[before-1:] {
+		if strings.Contains(l, "sync failed") || strings.Contains(l, "sync still failing") {
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d lines about failing syncs in the first 10 s of the failure, want 1:\n%s", failed, tailLines(d.out.String(), 20))
+	}
+	if err := os.Remove(tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp+".aside", tmp); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "/healthz to be ok once syncs work again", func() bool { return healthz(s.addr) == http.StatusOK })
+	eventually(t, 30*time.Second, "a line saying syncs recovered", func() bool { return strings.Contains(d.out.String(), "sync recovered") })
+	w.halt(t)
+	img := snapshotImage(t, app)
+	s.waitShipped(t, img)
+	if code := d.stop(t, syscall.SIGTERM, 90*time.Second); code != 0 {
+		t.Fatalf("replicate: exit %d:\n%s", code, tailLines(d.out.String(), 40))
+	}
+	if got := fileChecksum(t, s.restore(t, "file://"+s.fileReplica)); got != img.checksum {
+		t.Fatalf("restore: checksum %s, database %s", got, img.checksum)
+	}
+}

@@ -106,6 +106,13 @@ type DB struct {
 	// generation ends at walPos, so a new generation starts from a database
 	// file equal to our position.
 	expectRestart bool
+	// imagePending: a history break's full image was not written (a full
+	// disk, say). Its capture moved the shipped WAL position to the end of
+	// the WAL, past frames that only the image holds, so until the image is
+	// written every sync must retry it instead of following the WAL from
+	// there (which would ship the newer frames on a page table that lacks
+	// the older ones). The reason, for the log.
+	imagePending string
 
 	lastSync        time.Time
 	framesShipped   int64 // WAL frames read and shipped since Open

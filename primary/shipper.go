@@ -333,6 +333,11 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 	if err := d.fencedErr(); err != nil {
 		return false, err
 	}
+	if d.imagePending != "" {
+		// The full image read covers a deferred tail too.
+		d.tail = nil
+		return false, &historyBreak{reason: d.imagePending}
+	}
 	if err := d.flushTailLocked(); err != nil {
 		return false, err
 	}

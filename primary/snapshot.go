@@ -33,11 +33,20 @@ type snapshotJob struct {
 //
 // For n+1 == 1 (empty stores) both are the same file, a snapshot.
 func (d *DB) writeFullImageLocked(ctx context.Context, reason string) error {
-	d.log.Warn("writing a full snapshot as the next TXID", "txid", d.txid+1, "reason", reason)
+	if d.imagePending == "" {
+		d.log.Warn("writing a full snapshot as the next TXID", "txid", d.txid+1, "reason", reason)
+	} else {
+		d.log.Debug("retrying the full snapshot as the next TXID", "txid", d.txid+1, "reason", reason)
+	}
+	d.imagePending = reason
 	if err := d.captureLocked(ctx, false); err != nil {
 		return fmt.Errorf("snapshot %s: %w", d.opts.Path, err)
 	}
-	return d.writeFullImageCapturedLocked(ctx, reason)
+	if err := d.writeFullImageCapturedLocked(ctx, reason); err != nil {
+		return err
+	}
+	d.imagePending = ""
+	return nil
 }
 
 // handleBreakLocked recovers from a history break with a full image,
