@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -331,4 +332,108 @@ func TestFollowerRefusesAppWrites(t *testing.T) {
 		t.Errorf("follower checksum %s, primary %s", got, img.checksum)
 	}
 	t.Logf("the early connection's %d writes all failed with SQLITE_BUSY", earlyBusy)
+}
+
+// wakeProbe is one /status or /healthz answer of a primary woken from
+// SIGSTOP.
+type wakeProbe struct {
+	path, role string
+	code       int
+	err        error
+}
+
+// probeAfterWake asks addr's /status (role) and /healthz (code) once.
+func probeAfterWake(hc *http.Client, addr, path string) wakeProbe {
+	p := wakeProbe{path: path}
+	resp, err := hc.Get("http://" + addr + path)
+	if err != nil {
+		p.err = err
+		return p
+	}
+	defer resp.Body.Close()
+	p.code = resp.StatusCode
+	if path == "/status" {
+		var doc struct {
+			DBs []struct {
+				Role string `json:"role"`
+			} `json:"dbs"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || len(doc.DBs) != 1 {
+			p.err = fmt.Errorf("decode /status: %v (%d databases)", err, len(doc.DBs))
+			return p
+		}
+		p.role = doc.DBs[0].Role
+	}
+	return p
+}
+
+// TestFrozenPrimaryNeverReportsPrimaryPastItsWindow (issue 15, the safe
+// window): a primary frozen with SIGSTOP for longer than its lease's safe
+// window (ttl - margin = 8 s) answers every /status and /healthz request
+// made after the freeze, the ones queued while it was frozen included, as
+// not primary (503 on /healthz), although its loop has not yet noticed the
+// loss when they are answered; its app's writes are then held, and nothing
+// it could still upload lands past the window.
+func TestFrozenPrimaryNeverReportsPrimaryPastItsWindow(t *testing.T) {
+	c := newCluster(t)
+	a := c.node("a", "", "halt", false)
+	ap := startApp(t, a.dbPath)
+	a.replicate(t)
+	st := a.waitPrimary(t)
+	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 100 })
+	if st.Role != "primary" {
+		t.Fatalf("a: %+v", st)
+	}
+
+	if err := a.d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			_ = a.d.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	// Requests sent while it is frozen wait in the listen queue; it answers
+	// them first thing after SIGCONT.
+	hc := &http.Client{Timeout: 30 * time.Second}
+	probes := make(chan wakeProbe, 64)
+	var wg sync.WaitGroup
+	queue := func(path string) {
+		wg.Add(1)
+		go func() { defer wg.Done(); probes <- probeAfterWake(hc, a.addr, path) }()
+	}
+	time.Sleep(9 * time.Second) // past the window, whenever the last renewal was
+	for i := 0; i < 12; i++ {
+		queue("/status")
+		queue("/healthz")
+	}
+	time.Sleep(200 * time.Millisecond) // let them reach the listen queue
+	if err := a.d.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	for i := 0; i < 20; i++ { // and some right after the wake
+		queue("/status")
+		queue("/healthz")
+	}
+	wg.Wait()
+	close(probes)
+	n := 0
+	for p := range probes {
+		n++
+		switch {
+		case p.err != nil:
+			t.Errorf("%s after the wake: %v", p.path, p.err)
+		case p.path == "/status" && p.role == "primary":
+			t.Errorf("/status said primary after the lease's safe window had ended")
+		case p.path == "/healthz" && p.code == http.StatusOK:
+			t.Errorf("/healthz answered 200 after the lease's safe window had ended")
+		}
+	}
+	t.Logf("%d /status and /healthz answers after the freeze, none primary", n)
+	ap.waitHeld(t)
+	if st, err := a.status(); err != nil || st.Role == "primary" {
+		t.Fatalf("a after the wake: %+v %v", st, err)
+	}
 }

@@ -456,6 +456,29 @@ func (c *consulLease) Lost() <-chan struct{} {
 	return c.t.lost
 }
 
+func (c *consulLease) Safe() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.t
+	if t == nil || t.isLost {
+		return false
+	}
+	if !SafeAt(c.clock.Now(), t.safeUntil) {
+		c.markLostLocked(t, "no successful renewal within the safe window (found when asked; the process may have been paused)")
+		return false
+	}
+	return true
+}
+
+func (c *consulLease) SafeUntil() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.t == nil {
+		return time.Time{}
+	}
+	return c.t.safeUntil
+}
+
 func (c *consulLease) Token() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()

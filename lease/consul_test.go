@@ -56,6 +56,7 @@ func TestConsul(t *testing.T) {
 		{"RenewalsOutlastTTL", testRenewalsOutlastTTL},
 		{"CutOffHolderStepsDownFirst", testCutOff},
 		{"FakeClockStepDown", testFakeClockStepDown},
+		{"SafeAnswersAtTheDeadline", testSafeAtDeadline},
 		{"Break", testBreak},
 		{"LockDelay", testLockDelay},
 		{"HealthCheckFailure", testHealthCheck},
@@ -347,6 +348,33 @@ func testFakeClockStepDown(t *testing.T, c *harness.Consul) {
 	h, err := newConsulLease(t, c.HTTPAddr, "observer", config.ConsulLease{}).Holder(ctx)
 	if err != nil || !h.Held || h.Node != "a" || h.LockIndex != tok {
 		t.Errorf("Consul's view when a stepped down: (%+v, %v); want still held by a", h, err)
+	}
+}
+
+// testSafeAtDeadline: Safe compares the deadline with the clock when it
+// is asked, before the renew loop or the watchdog ran: with the clock moved
+// past the deadline and no timer fired (a process woken from SIGSTOP), Safe
+// is false at once, and Lost closes with it.
+func testSafeAtDeadline(t *testing.T, c *harness.Consul) {
+	ctx := leasetest.Context(t, 30*time.Second)
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := newFakeClock(start)
+	a := newConsulLease(t, c.HTTPAddr, "a", config.ConsulLease{}, lease.WithClock(clock))
+	mustAcquire(t, ctx, a)
+	deadline := lease.SafeUntilOf(a)
+	if !a.SafeUntil().Equal(deadline) || !a.Safe() {
+		t.Fatalf("just acquired: Safe %v, SafeUntil %v, want true and %v", a.Safe(), a.SafeUntil(), deadline)
+	}
+	clock.Set(deadline.Add(-time.Nanosecond))
+	if !a.Safe() || leasetest.IsClosed(a.Lost()) {
+		t.Fatalf("1ns before the deadline: Safe %v, Lost closed %v; want safe", a.Safe(), leasetest.IsClosed(a.Lost()))
+	}
+	clock.Set(deadline)
+	if a.Safe() {
+		t.Fatal("Safe at the deadline itself, before any timer fired")
+	}
+	if !leasetest.IsClosed(a.Lost()) {
+		t.Fatal("Safe found the deadline passed but Lost is still open")
 	}
 }
 

@@ -96,6 +96,14 @@ func (f *fakeClock) BlockUntil(t *testing.T, n int) {
 	}
 }
 
+// Set moves the clock to now without firing any timer: as a process woken
+// from SIGSTOP sees the time jump before any of its goroutines ran.
+func (f *fakeClock) Set(now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = now
+}
+
 // Advance moves the clock by d and fires every timer that became due.
 func (f *fakeClock) Advance(d time.Duration) {
 	f.mu.Lock()

@@ -100,6 +100,19 @@ type Lease interface {
 	// the current tenure; it is already closed when the lease is not held.
 	Lost() <-chan struct{}
 
+	// Safe reports whether this node may act on the lease at this very
+	// moment: it holds the lease and its step-down deadline is still ahead
+	// on the lease's clock. It reads the clock when called, so it never
+	// answers true past the deadline, however late the renew loop and the
+	// watchdog run (a process woken from SIGSTOP answers requests before
+	// they notice); a loss it finds ends the tenure at once, as theirs do.
+	// Every "may this node act as primary now" decision asks it.
+	Safe() bool
+
+	// SafeUntil is the current tenure's step-down deadline (zero when the
+	// lease is not held; far in the future for a lease without one).
+	SafeUntil() time.Time
+
 	// Token is the fencing token of the current tenure (kept after a loss,
 	// until Release, so that logs can name it), 0 when there is none.
 	Token() uint64

@@ -57,6 +57,14 @@ func IsLost(now, safeUntil time.Time) bool {
 	return !now.Before(safeUntil)
 }
 
+// SafeAt reports whether a holder whose lease is safe until safeUntil may
+// still act on it at now: strictly before the deadline (the inverse of
+// IsLost). Every answer to "is this node primary" compares the clock at
+// the moment of the answer with the deadline this way.
+func SafeAt(now, safeUntil time.Time) bool {
+	return now.Before(safeUntil)
+}
+
 // RenewInterval is the pause between successful renewals: a third of the safe
 // window, so two renewals in a row may fail before the holder steps down.
 func RenewInterval(ttl, margin time.Duration) time.Duration {

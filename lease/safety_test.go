@@ -65,6 +65,29 @@ func TestIsLost(t *testing.T) {
 	}
 }
 
+// TestSafeAt: the answer to "may this node act as primary now" flips at
+// the deadline itself, and is always the inverse of IsLost.
+func TestSafeAt(t *testing.T) {
+	until := t0.Add(8 * time.Second)
+	tests := []struct {
+		name string
+		now  time.Time
+		want bool
+	}{
+		{"well before", t0, true},
+		{"1ns before", until.Add(-time.Nanosecond), true},
+		{"at the deadline", until, false},
+		{"after a pause", until.Add(11 * time.Second), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := lease.SafeAt(tt.now, until); got != tt.want || got == lease.IsLost(tt.now, until) {
+				t.Errorf("SafeAt(%v, %v) = %v, want %v (and the inverse of IsLost)", tt.now, until, got, tt.want)
+			}
+		})
+	}
+}
+
 func TestMarginAndIntervals(t *testing.T) {
 	tests := []struct {
 		ttl                  time.Duration

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/superfly/ltx"
@@ -105,6 +106,25 @@ func (s *staticLease) Lost() <-chan struct{} {
 		return closedChan
 	}
 	return s.lost
+}
+
+// Safe is true while held: a static lease has no deadline.
+func (s *staticLease) Safe() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held
+}
+
+// staticSafeUntil stands for "no deadline".
+var staticSafeUntil = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func (s *staticLease) SafeUntil() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.held {
+		return time.Time{}
+	}
+	return staticSafeUntil
 }
 
 func (s *staticLease) Token() uint64 {

@@ -23,6 +23,22 @@ func (d *DB) Halt(reason string) error {
 	return d.haltWrites()
 }
 
+// errLeaseUnsafe is why a DB stops when its lease's safe window ended.
+var errLeaseUnsafe = fmt.Errorf("the lease's safe window ended: %w", ErrHalted)
+
+// leaseSafe asks the lease whether this node may still act as primary.
+func (d *DB) leaseSafe() bool {
+	return d.opts.LeaseSafe == nil || d.opts.LeaseSafe()
+}
+
+// keepHaltedLocked turns the write lock the writer connection holds now
+// into the halt: it is kept for good, and the DB is fenced with why.
+func (d *DB) keepHaltedLocked(why error) {
+	d.halted = true
+	d.fence(why)
+	d.log.Error("the lease's safe window ended while the write lock was held: keeping it; the application's writes stay halted")
+}
+
 // Halted reports whether the application's writes are held (after Halt,
 // HandOff or a fence).
 func (d *DB) Halted() bool {

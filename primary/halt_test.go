@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,5 +106,68 @@ func TestDetachKeepsWritesHeld(t *testing.T) {
 	defer f.Close()
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		t.Fatalf("shadow directory still locked after Detach: %v", err)
+	}
+}
+
+// TestLeaseUnsafeStopsShipping: once the lease says it is no longer safe
+// (its deadline passed, asked at that moment), the next sync uploads
+// nothing and fails with ErrHalted; and a write lock the shipper holds when
+// the window ends is kept, so the application's writes stay held.
+func TestLeaseUnsafeStopsShipping(t *testing.T) {
+	var unsafe atomic.Bool
+	e := newEnv(t, 1)
+	opts := e.options()
+	opts.LeaseSafe = func() bool { return !unsafe.Load() }
+	d := e.open(opts)
+	defer d.Close()
+	ctx := context.Background()
+	e.exec("INSERT INTO t (v) VALUES ('shipped')")
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := len(listLevel(t, e.stores[0], 0))
+
+	// The window ends while the shipper holds the write lock.
+	d.mu.Lock()
+	err := d.quiesceLocked(ctx, time.Second, false, func() error { unsafe.Store(true); return nil })
+	d.mu.Unlock()
+	if !errors.Is(err, ErrHalted) {
+		t.Fatalf("quiesce across the end of the window = %v, want ErrHalted", err)
+	}
+	if !d.Halted() {
+		t.Fatal("the write lock was let go after the window ended")
+	}
+	if err := appWriteErr(t, e.path); !isLocked(err) {
+		t.Fatalf("application write after the window ended: %v, want SQLITE_BUSY", err)
+	}
+	if err := d.Sync(ctx); !errors.Is(err, ErrHalted) {
+		t.Fatalf("Sync after the window ended = %v, want ErrHalted", err)
+	}
+	if after := len(listLevel(t, e.stores[0], 0)); after != before {
+		t.Fatalf("L0 files %d before the window ended, %d after: want nothing uploaded", before, after)
+	}
+}
+
+// TestLeaseUnsafeSyncUploadsNothing: a sync that starts past the window
+// uploads nothing, though the application committed.
+func TestLeaseUnsafeSyncUploadsNothing(t *testing.T) {
+	var unsafe atomic.Bool
+	e := newEnv(t, 1)
+	opts := e.options()
+	opts.LeaseSafe = func() bool { return !unsafe.Load() }
+	d := e.open(opts)
+	defer d.Close()
+	ctx := context.Background()
+	if err := d.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := len(listLevel(t, e.stores[0], 0))
+	unsafe.Store(true)
+	e.exec("INSERT INTO t (v) VALUES ('after the window')")
+	if err := d.Sync(ctx); !errors.Is(err, ErrHalted) {
+		t.Fatalf("Sync past the window = %v, want ErrHalted", err)
+	}
+	if after := len(listLevel(t, e.stores[0], 0)); after != before {
+		t.Fatalf("L0 files %d before, %d after: want nothing uploaded past the window", before, after)
 	}
 }

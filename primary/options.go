@@ -108,6 +108,12 @@ type Options struct {
 	// FencingToken returns the lease's fencing token written with every
 	// upload; nil means 0 (no lease).
 	FencingToken func() uint64
+	// LeaseSafe reports whether the lease allows acting as primary at this
+	// moment (lease.Lease.Safe); nil means always (no lease). Asked before
+	// every sync and before the shipper lets go of the write lock it took:
+	// past the safe window nothing more is uploaded and the lock is kept,
+	// so the application's writes stay held from then on.
+	LeaseSafe func() bool
 
 	PollInterval    time.Duration // data_version poll (0 = DefaultPollInterval)
 	MonitorInterval time.Duration // idle check interval (0 = DefaultMonitorInterval)

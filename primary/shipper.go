@@ -177,6 +177,13 @@ func (d *DB) quiesceLocked(ctx context.Context, maxWait time.Duration, catchUp b
 	}
 	t0 := time.Now()
 	err := fn()
+	if !d.leaseSafe() {
+		// The safe window ended while the lock was held (or the process
+		// was paused in between): keep it, so that no application write
+		// lands between now and the halt the lease loss brings.
+		d.keepHaltedLocked(errLeaseUnsafe)
+		return errors.Join(err, d.fencedErr())
+	}
 	if rerr := d.writer.Exec(context.Background(), "ROLLBACK"); rerr != nil && err == nil {
 		err = fmt.Errorf("release the write lock: %w", rerr)
 	}
@@ -332,6 +339,12 @@ func readImage(ctx context.Context, c *sqlitex.Conn, pageSize uint32, fn func(pg
 func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 	if err := d.fencedErr(); err != nil {
 		return false, err
+	}
+	if !d.halted && !d.leaseSafe() {
+		// Nothing is shipped past the lease's safe window (a planned
+		// hand-off halts first, and ships what was committed before).
+		d.fence(errLeaseUnsafe)
+		return false, d.fencedErr()
 	}
 	if d.imagePending != "" {
 		// The full image read covers a deferred tail too.

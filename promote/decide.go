@@ -72,6 +72,17 @@ func HolderDead(failingSince, now time.Time, deadAfter time.Duration) bool {
 	return deadAfter > 0 && !failingSince.IsZero() && now.Sub(failingSince) >= deadAfter
 }
 
+// ReportedRole is the role a node states (in /status, /healthz, the
+// Consul tag) at the moment it answers: a primary whose lease is no longer
+// safe at that moment is halted, whatever its loop has noticed so far. A
+// node is never reported primary past its safe window.
+func ReportedRole(role string, leaseSafe bool) string {
+	if role == RolePrimary && !leaseSafe {
+		return RoleHalted
+	}
+	return role
+}
+
 // OnDemote is what a primary does after it halted.
 type OnDemote string
 

@@ -154,3 +154,27 @@ func TestHolderDead(t *testing.T) {
 		}
 	}
 }
+
+// TestReportedRole: a primary is reported primary only strictly before its
+// lease's deadline, judged with the clock of the answer; other roles are
+// reported as they are.
+func TestReportedRole(t *testing.T) {
+	until := time.Date(2026, 1, 1, 0, 0, 8, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		role string
+		now  time.Time
+		want string
+	}{
+		{"primary, well inside the window", RolePrimary, until.Add(-5 * time.Second), RolePrimary},
+		{"primary, 1ns before the deadline", RolePrimary, until.Add(-time.Nanosecond), RolePrimary},
+		{"primary, at the deadline", RolePrimary, until, RoleHalted},
+		{"primary woken from SIGSTOP, loop not run yet", RolePrimary, until.Add(11 * time.Second), RoleHalted},
+		{"follower", RoleFollower, until.Add(time.Second), RoleFollower},
+		{"halted", RoleHalted, until.Add(-time.Second), RoleHalted},
+	} {
+		if got := ReportedRole(tc.role, lease.SafeAt(tc.now, until)); got != tc.want {
+			t.Errorf("%s: got %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}

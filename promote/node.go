@@ -104,6 +104,9 @@ type Status struct {
 	Primary      *primary.Status
 	Follower     *follower.Status
 	Diverged     string // where a deposed primary's unshipped transactions were saved
+	// SafeUntil is the primary's lease deadline (zero unless primary): it
+	// stops calling itself primary, and stops writing, at that moment.
+	SafeUntil time.Time
 }
 
 // Node is one database on this node, as primary or follower.
@@ -187,6 +190,14 @@ func (n *Node) Status() Status {
 	n.mu.Unlock()
 	if n.cfg.Lease != nil {
 		st.FencingToken = n.cfg.Lease.Token()
+		// Compared with the clock now, not when the loop last looked
+		// (issue 15: a primary woken from SIGSTOP said primary for 4-19 ms).
+		if st.Role == RolePrimary {
+			st.SafeUntil = n.cfg.Lease.SafeUntil()
+			if role := ReportedRole(st.Role, n.cfg.Lease.Safe()); role != st.Role {
+				st.Role, st.Reason, st.SafeUntil = role, "the lease's safe window ended; stepping down", time.Time{}
+			}
+		}
 	}
 	if db != nil {
 		s := db.Status()
@@ -365,6 +376,7 @@ func (n *Node) runPrimary(ctx context.Context, promoted bool) (bool, error) {
 	opts := n.cfg.Primary
 	if n.cfg.Lease != nil {
 		opts.FencingToken = n.cfg.Lease.Token
+		opts.LeaseSafe = n.cfg.Lease.Safe
 	}
 	db, err := primary.New(opts)
 	if err == nil {
@@ -421,6 +433,9 @@ func (n *Node) runPrimary(ctx context.Context, promoted bool) (bool, error) {
 		case <-lost:
 			reason := "the lease was lost (not renewed in time, or taken away)"
 			n.log.Error("lease lost: stopping shipping and halting the application's writes", "token", n.cfg.Lease.Token())
+			// Say so (Consul tag) before the halt, which waits for the
+			// application's transaction in progress.
+			n.setRole(ctx, RoleHalted, reason)
 			if err := db.Halt(reason); err != nil {
 				n.log.Error("could not halt the application's writes", "error", err)
 			}

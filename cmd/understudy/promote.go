@@ -320,6 +320,9 @@ func nodesStatus(nodes []*promote.Node) any {
 		if st.Diverged != "" {
 			doc["diverged_saved_to"] = st.Diverged
 		}
+		if !st.SafeUntil.IsZero() {
+			doc["safe_until"] = st.SafeUntil.UTC()
+		}
 		out = append(out, doc)
 	}
 	return map[string]any{"dbs": out}
