@@ -107,8 +107,11 @@ type Config struct {
 	UnhealthyAfter     time.Duration // default 3 poll intervals, at least DefaultUnhealthyAfter
 
 	Logger  hclog.Logger
-	Metrics *Metrics         // optional
-	Now     func() time.Time // clock for lag and timestamps (default time.Now)
+	Metrics *Metrics // optional
+	// PrimaryShadowDir is the primary's shadow directory of this database
+	// (default: the primary's default, dbid.ShadowDir); see setAside.
+	PrimaryShadowDir string
+	Now              func() time.Time // clock for lag and timestamps (default time.Now)
 }
 
 // Status is a follower's state for /status, logs and tests.
@@ -135,7 +138,10 @@ type Status struct {
 	ApplyDelaySeconds float64 `json:"apply_delay_seconds"`
 	Applied           uint64  `json:"applied_files"`
 	MovedAside        string  `json:"moved_aside,omitempty"`
-	Error             string  `json:"error,omitempty"`
+	// DivergedSavedTo is where a former primary's database, with the
+	// transactions it committed that the store lacks, was saved (divergedaside.go).
+	DivergedSavedTo string `json:"diverged_saved_to,omitempty"`
+	Error           string `json:"error,omitempty"`
 }
 
 // Follower follows one database. Create it with New and call Run.
@@ -381,13 +387,9 @@ func (f *Follower) open(ctx context.Context, path string) (*Applier, error) {
 			}
 			return a, err
 		}
-		aside, merr := moveAside(path, "mismatch", f.cfg.Now())
-		if merr != nil {
-			return nil, fmt.Errorf("%v; and it could not be moved aside: %w", err, merr)
+		if err := f.setAside(path, me); err != nil {
+			return nil, err
 		}
-		f.log.Warn("local database does not match its recorded position; kept aside, bootstrapping a fresh copy",
-			"reason", me.Reason, "moved_to", aside)
-		f.update(func(st *Status) { st.MovedAside = aside })
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("stat local database: %w", err)
 	} else if aside, err := moveAside(path, "orphan", f.cfg.Now()); err != nil {

@@ -431,9 +431,69 @@ func TestFrozenPrimaryNeverReportsPrimaryPastItsWindow(t *testing.T) {
 			t.Errorf("/healthz answered 200 after the lease's safe window had ended")
 		}
 	}
-	t.Logf("%d /status and /healthz answers after the freeze, none primary", n)
+	t.Logf("%d /status and /healthz answers after the freeze checked", n)
 	ap.waitHeld(t)
 	if st, err := a.status(); err != nil || st.Role == "primary" {
 		t.Fatalf("a after the wake: %+v %v", st, err)
 	}
+}
+
+// TestKilledPrimaryRestartsAsFollowerKeepsDiverged (issue 15): a primary
+// killed with transactions it never shipped (the app wrote on after the
+// daemon died), restarted as a follower of the new primary, saves its
+// database as <db>.diverged-<time> with every one of those transactions,
+// reports it as diverged_saved_to, and follows the new primary. Before, it
+// was kept as .mismatch-, "changed outside the follower".
+func TestKilledPrimaryRestartsAsFollowerKeepsDiverged(t *testing.T) {
+	c := newCluster(t)
+	a := c.node("a", "", "follow", false)
+	b := c.node("b", "", "halt", false)
+	ap := startApp(t, a.dbPath)
+	a.replicate(t)
+	a.waitPrimary(t)
+	b.follow(t)
+	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 200 })
+	b.waitFollowing(t)
+
+	a.d.kill()
+	shippedBefore := ap.commits()
+	eventually(t, 10*time.Second, "unshipped app commits", func() bool { return ap.commits() > shippedBefore+50 })
+	ap.halt()
+	ap.db.Close()
+	committed := ap.commits()
+
+	if res := run(t, nil, "promote", "-config", b.config, "-force", "-timeout", "40s"); res.code != 0 {
+		t.Fatalf("promote: exit %d\n%s%s\n%s", res.code, res.stdout, res.stderr, tailLines(b.d.out.String(), 30))
+	}
+	b.waitPrimary(t)
+	nb := openDB(t, b.dbPath)
+	onB := rows(t, nb)
+	if onB >= committed {
+		t.Fatalf("the new primary has %d rows, the killed one committed %d: nothing left unshipped to test", onB, committed)
+	}
+	for i := 0; i < 20; i++ {
+		mustExec(t, nb, `INSERT INTO log(v) VALUES ('on b')`)
+	}
+
+	a.follow(t)
+	st := a.waitStatus(t, 60*time.Second, "following with the diverged copy saved", func(st nodeStatus) bool {
+		return st.Role == "follower" && st.Diverged != ""
+	})
+	if !strings.Contains(filepath.Base(st.Diverged), "app.db.diverged-") {
+		t.Fatalf("diverged_saved_to = %q, want an app.db.diverged-<time> file", st.Diverged)
+	}
+	if m, _ := filepath.Glob(a.dbPath + ".mismatch-*"); len(m) != 0 {
+		t.Fatalf("the killed primary's database was kept as a mismatch: %v", m)
+	}
+	saved := openDB(t, st.Diverged)
+	if got := rows(t, saved); got != committed {
+		t.Fatalf("the diverged copy %s has %d rows, the app committed %d on the killed primary", st.Diverged, got, committed)
+	}
+	if _, err := os.Stat(st.Diverged + "-understudy"); err != nil {
+		t.Errorf("the old primary's shadow directory was not kept beside the diverged copy: %v", err)
+	}
+	img := snapshotImage(t, nb)
+	txid := b.waitShippedAt(t, img.checksum)
+	a.waitStatus(t, 30*time.Second, "following b", func(st nodeStatus) bool { return st.TXID == txid && st.Checksum == img.checksum })
+	t.Logf("%d app commits on the killed primary, %d reached the store; all kept in %s", committed, onB, filepath.Base(st.Diverged))
 }
