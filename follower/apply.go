@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,7 +19,6 @@ import (
 	"github.com/understudy-db/understudy/internal/dbsum"
 	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
-	"github.com/understudy-db/understudy/internal/walock"
 )
 
 // Default timeouts of the applier's connections.
@@ -29,11 +29,6 @@ const (
 	// DefaultCheckpointBusyTimeout is how long a checkpoint waits for readers
 	// (notes rule 10: 100 ms kept reader staleness p99 under 200 ms).
 	DefaultCheckpointBusyTimeout = 100 * time.Millisecond
-	// DefaultWALRestartFrames is the WAL size, in frames, from which a
-	// complete checkpoint re-begins the applier's held write transaction so
-	// that the next apply starts the WAL over (writelock.go): that is the
-	// one moment the write lock is free without a commit, so it is rare.
-	DefaultWALRestartFrames = 4096
 )
 
 // VerifyError is a file or a local database that does not verify: a corrupt
@@ -122,14 +117,6 @@ type Applier struct {
 	pos         Position
 	dataVersion int64 // PRAGMA data_version on the apply connection after our last commit
 	broken      error // set when the local database can no longer be trusted
-	// held: the apply connection has its write transaction open, so that
-	// no other connection can write the database (writelock.go).
-	held bool
-	// pinnedBehind: the held transaction began with WAL frames not yet
-	// checkpointed, so it keeps the next apply from restarting the WAL.
-	pinnedBehind bool
-	// guard holds the write lock while no transaction does (writelock.go).
-	guard *walock.Lock
 }
 
 // OpenApplier opens an existing local database that the follower wrote
@@ -220,11 +207,16 @@ func openApplier(ctx context.Context, path string, logger hclog.Logger, at func(
 
 func (a *Applier) open(ctx context.Context, at func(*pageTable) (Position, error)) error {
 	var err error
+	if err := registerHoldVFS(); err != nil {
+		return err
+	}
 	// synchronous=FULL: a commit is durable before the next sidecar write
-	// can name it as the "previous" position.
+	// can name it as the "previous" position. HoldVFS: the write lock, once
+	// taken, stays with this connection until it closes (writelock.go).
 	a.applyDB, err = sqlitex.OpenDB(ctx, sqlitex.DSN(a.path, url.Values{
 		"_busy_timeout": {fmt.Sprint(DefaultApplyBusyTimeout.Milliseconds())},
 		"_sync":         {"FULL"},
+		"vfs":           {HoldVFS},
 	}))
 	if err != nil {
 		return fmt.Errorf("open %s for applying: %w", a.path, err)
@@ -244,12 +236,15 @@ func (a *Applier) open(ctx context.Context, at func(*pageTable) (Position, error
 	if _, err := a.apply.ExecContext(ctx, `PRAGMA wal_autocheckpoint=0`); err != nil {
 		return err
 	}
-	// Hold the write lock before the pages are read: from here on no other
-	// connection can write, and what the page table reads stays put.
-	if err := a.openGuard(ctx); err != nil {
+	// Take the write lock before the pages are read, for good: from here on
+	// no other connection can write (writelock.go), and what the page
+	// table reads stays put.
+	if err := a.takeWriteLock(ctx); err != nil {
 		return err
 	}
-	if err := a.rearm(ctx, false); err != nil {
+	// Read data_version before the pages: a write by someone else after this
+	// point changes it and is caught by the next apply.
+	if a.dataVersion, err = a.readDataVersion(ctx); err != nil {
 		return err
 	}
 
@@ -286,7 +281,6 @@ func (a *Applier) open(ctx context.Context, at func(*pageTable) (Position, error
 func (a *Applier) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.release()
 	for _, s := range []*sql.Stmt{a.insert, a.truncate} {
 		if s != nil {
 			s.Close()
@@ -306,10 +300,6 @@ func (a *Applier) Close() error {
 		}
 	}
 	a.insert, a.truncate, a.apply, a.verify, a.applyDB, a.verifyDB, a.ckptDB = nil, nil, nil, nil, nil, nil, nil
-	// Last: closing a descriptor of "-shm" drops this process's POSIX locks
-	// on it, which the connections above no longer need.
-	a.guard.Close()
-	a.guard = nil
 	return first
 }
 
@@ -446,30 +436,29 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 	}
 	contiguous := hdr.MinTXID == prev.TXID+1
 
-	// The write transaction is normally held since the last apply, with the
-	// cache reset and data_version checked (writelock.go); when holding it
-	// again failed, hold it now.
-	if err := a.hold(ctx, true); err != nil {
-		var ve *VerifyError
-		if errors.As(err, &ve) {
-			ve.Object = object
-		}
+	if err := a.resetCache(ctx); err != nil {
 		return res, err
+	}
+	if _, err := a.apply.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
+		return res, fmt.Errorf("begin write transaction on %s: %w", a.path, err)
 	}
 	committed := false
 	defer func() {
 		if !committed {
-			// Undo this apply's writes and hold the lock again at once.
-			a.release()
-			if err := a.hold(context.Background(), true); err != nil {
-				a.log.Warn("could not take the write lock again after a failed apply", "db", a.path, "error", err)
+			if _, err := a.apply.ExecContext(context.Background(), `ROLLBACK`); err != nil && !strings.Contains(err.Error(), "no transaction") {
+				a.log.Warn("rollback failed", "db", a.path, "error", err)
 			}
 		}
 	}()
-	write := func(stmt *sql.Stmt, args ...any) error {
-		_, err := stmt.ExecContext(ctx, args...)
-		return err
+	// Anyone else's commit since ours changes data_version on this
+	// connection (our own commits do not): the database is no longer a copy
+	// of the primary's, whatever the files say.
+	if v, err := a.readDataVersion(ctx); err != nil {
+		return res, err
+	} else if v != a.dataVersion {
+		return res, verr("the local database was written by another connection since the last apply (data_version %d -> %d); followers' databases must be opened read-only", a.dataVersion, v)
 	}
+
 	lock := ltx.LockPgno(hdr.PageSize)
 	size := oldCount // pages the database has at this point of the transaction
 	var (
@@ -515,7 +504,7 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 			// checkpoint; a file that grows the database holds every new page.
 			return res, verr("page %d would leave a gap past the end of the database (%d pages): a file that grows the database must contain every new page", pgno, size)
 		}
-		if err := write(a.insert, pgno, data); err != nil {
+		if _, err := a.insert.ExecContext(ctx, pgno, data); err != nil {
 			return res, fmt.Errorf("write page %d to %s: %w", pgno, a.path, err)
 		}
 		if pgno > size {
@@ -566,12 +555,12 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 	}
 
 	if page1 != nil {
-		if err := write(a.insert, 1, page1); err != nil {
+		if _, err := a.insert.ExecContext(ctx, 1, page1); err != nil {
 			return res, fmt.Errorf("write page 1 to %s: %w", a.path, err)
 		}
 	}
 	if hdr.Commit < oldCount {
-		if err := write(a.truncate, hdr.Commit+1); err != nil {
+		if _, err := a.truncate.ExecContext(ctx, hdr.Commit+1); err != nil {
 			return res, fmt.Errorf("truncate %s to %d pages: %w", a.path, hdr.Commit, err)
 		}
 	}
@@ -585,10 +574,8 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 		return res, err
 	}
 	// Not interruptible: after COMMIT returns, either it happened or not.
-	// The next write transaction begins right after it (writelock.go).
-	rehold := a.commitAndHold(ctx, object)
-	if errors.Is(rehold, errCommit) {
-		return res, rehold
+	if _, err := a.apply.ExecContext(context.Background(), `COMMIT`); err != nil {
+		return res, fmt.Errorf("commit to %s: %w", a.path, err)
 	}
 	committed = true
 	for _, d := range deltas {
@@ -597,9 +584,6 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 	a.table.truncate(hdr.Commit)
 	a.pos = next
 	res.Pos = next
-	if rehold != nil {
-		return res, rehold
-	}
 
 	vstart := time.Now()
 	if err := a.verifyCommitted(ctx, deltas, hdr.Commit); err != nil {
@@ -673,11 +657,10 @@ type CheckpointResult struct {
 // Checkpoint copies the WAL back into the database file on its own
 // connection, between applies. With readers always present SQLite's
 // automatic checkpoints never complete and the WAL grows without bound
-// (rule 10). The applier holds the write lock between applies, so the
+// (rule 10). The apply connection holds the write lock for good, so the
 // checkpoint is PASSIVE (RESTART would wait for the lock and fall back to
-// PASSIVE anyway); once every frame is copied back, the next apply restarts
-// the WAL from its beginning (SQLite does that for a writer whose
-// transaction began with the WAL fully checkpointed and no reader on it).
+// PASSIVE anyway); each apply begins a new transaction, and one that
+// begins with every frame copied back starts the WAL over.
 func (a *Applier) Checkpoint(ctx context.Context) (CheckpointResult, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -702,19 +685,6 @@ func (a *Applier) Checkpoint(ctx context.Context) (CheckpointResult, error) {
 				"after a full checkpoint %s has %d bytes, but the database is %d pages of %d bytes: stale pages past the end",
 				a.path, st.Size(), a.table.count(), a.table.pageSize)}
 			return res, a.broken
-		}
-		if a.pinnedBehind && res.Log >= DefaultWALRestartFrames {
-			// Begin the held transaction again, now with every frame in the
-			// database file, so that the next apply restarts the WAL.
-			a.release()
-			if err := a.hold(ctx, true); err != nil {
-				var ve *VerifyError
-				if errors.As(err, &ve) {
-					a.broken = ve
-				}
-				return res, err
-			}
-			a.pinnedBehind = false
 		}
 	}
 	return res, nil
