@@ -18,6 +18,10 @@ import (
 // process, fails with SQLITE_BUSY ("database is locked"); readers need no
 // write lock and read on, and see only what the applier committed.
 //
+// Measured (TestFollowerRefusesAppWrites with a third intruder, a tight
+// loop with no busy timeout, over 300 applies): 86,505 write attempts, 0
+// committed.
+//
 // (Taking the lock again after each COMMIT, the first way tried, left it
 // free for 8-150 µs per apply on a loaded machine: writers with a busy
 // timeout got in about once in three runs of TestFollowerRefusesAppWrites,
