@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/understudy-db/understudy/internal/dbid"
 )
@@ -13,7 +14,7 @@ import (
 // fresh copy can be bootstrapped at its path.
 //
 // Two kinds, told apart by the primary's shadow directory beside it: with
-// one, this node ran the database as primary (a replicate, or a promoted
+// the primary's local store in it, this node ran the database as primary (a replicate, or a promoted
 // follower) and was stopped without handing over (kill -9, a crash). What
 // it committed and never shipped is a diverged history, not a change made
 // outside the follower: it is saved as "<db>.diverged-<time>" with the
@@ -21,12 +22,18 @@ import (
 // start as primary must not resume from it), logged, and reported as
 // diverged_saved_to. Without one it is "<db>.mismatch-<time>" (moved_aside):
 // written by someone else, or damaged.
+// primaryShadowMarker is the file the primary's local store keeps in its
+// shadow directory for as long as it exists.
+const primaryShadowMarker = "lock"
+
 func (f *Follower) setAside(path string, me *MismatchError) error {
 	shadow := f.cfg.PrimaryShadowDir
 	if shadow == "" {
 		shadow = dbid.ShadowDir(path)
 	}
-	_, serr := os.Stat(shadow)
+	// A follower keeps only the history's identity there (dbid); the
+	// primary's local store (primary/local.go) always has its lock file.
+	_, serr := os.Stat(filepath.Join(shadow, primaryShadowMarker))
 	formerPrimary := serr == nil
 	reason := "mismatch"
 	if formerPrimary {
