@@ -180,3 +180,42 @@ func TestKVPlannedPromoteNamedNodeWins(t *testing.T) {
 		t.Fatalf("restore of the store has checksum %s, the new primary %s", got, img.checksum)
 	}
 }
+
+// TestKVPromoteForcedAfterKill: with the KV lease, `promote -force` on a
+// follower after a kill -9 of the primary marks the dead holder deposed,
+// waits out its safe window (ttl + drift from the break), takes the lease
+// with the next token, and ships; the store restores to the new primary.
+func TestKVPromoteForcedAfterKill(t *testing.T) {
+	c := newCluster(t)
+	a := c.kvNode("a", false)
+	b := c.kvNode("b", false)
+	ap := startApp(t, a.dbPath)
+	a.replicate(t)
+	tokA := a.waitPrimary(t).FencingToken
+	b.follow(t)
+	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 200 })
+	b.waitFollowing(t)
+
+	a.d.kill()
+	ap.halt()
+	ap.db.Close()
+	t0 := time.Now()
+	res := run(t, nil, "promote", "-config", b.config, "-force", "-timeout", "30s")
+	if res.code != 0 {
+		t.Fatalf("promote -force: exit %d\n%s%s\nfollower:\n%s", res.code, res.stdout, res.stderr, tailLines(b.d.out.String(), 30))
+	}
+	t.Logf("kv lease: promote -force after kill -9 took %s: %s", time.Since(t0).Round(time.Millisecond), strings.TrimSpace(res.stdout))
+	st := b.waitPrimary(t)
+	if st.FencingToken != tokA+1 {
+		t.Fatalf("new primary's fencing token %d, want %d", st.FencingToken, tokA+1)
+	}
+	nb := openDB(t, b.dbPath)
+	for i := 0; i < 20; i++ {
+		mustExec(t, nb, `INSERT INTO log(v) VALUES ('after promotion')`)
+	}
+	img := snapshotImage(t, nb)
+	b.waitShippedAt(t, img.checksum)
+	if got := fileChecksum(t, c.restoreStore(t)); got != img.checksum {
+		t.Fatalf("restore of the store has checksum %s, the new primary %s", got, img.checksum)
+	}
+}
