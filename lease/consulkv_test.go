@@ -43,6 +43,7 @@ func TestConsulKV(t *testing.T) {
 		{"HandOffSuccessorNeverComes", testKVHandOffAbandoned},
 		{"Break", testKVBreak},
 		{"SessionHolderExcludes", testKVSessionHolder},
+		{"SafeAnswersAtTheDeadline", testKVSafeAtDeadline},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,10 +53,10 @@ func TestConsulKV(t *testing.T) {
 	}
 }
 
-func newKVLease(t *testing.T, addr, node string) lease.Lease {
+func newKVLease(t *testing.T, addr, node string, opts ...lease.Option) lease.Lease {
 	t.Helper()
 	cc := config.ConsulLease{Mode: lease.ModeKV, TTL: kvTTL}
-	return newConsulLease(t, addr, node, cc)
+	return newConsulLease(t, addr, node, cc, opts...)
 }
 
 // rawRecord reads the key as stored.
@@ -242,5 +243,32 @@ func testKVSessionHolder(t *testing.T, c *harness.Consul) {
 	}
 	if leasetest.IsClosed(s.Lost()) {
 		t.Error("the session holder lost its lease to a KV node")
+	}
+}
+
+// testKVSafeAtDeadline: the holder's deadline is the send time of the write
+// that took the lease + ttl - ttl/4 on its clock, and Safe compares it with
+// the clock when asked, before any timer ran (a process woken from SIGSTOP):
+// 1ns before it the lease is safe, at it Safe is false and Lost closes.
+func testKVSafeAtDeadline(t *testing.T, c *harness.Consul) {
+	ctx := leasetest.Context(t, 30*time.Second)
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := newFakeClock(start)
+	a := newKVLease(t, c.HTTPAddr, "a", lease.WithClock(clock))
+	mustAcquire(t, ctx, a)
+	deadline := lease.KVSafeUntilOf(a)
+	if want := lease.KVSafeUntil(start, kvTTL); !deadline.Equal(want) || !a.SafeUntil().Equal(want) {
+		t.Fatalf("deadline %v (SafeUntil %v), want the send time + %s = %v", deadline, a.SafeUntil(), kvTTL-lease.KVMargin(kvTTL), want)
+	}
+	clock.Set(deadline.Add(-time.Nanosecond))
+	if !a.Safe() || leasetest.IsClosed(a.Lost()) {
+		t.Fatalf("1ns before the deadline: Safe %v, Lost closed %v; want safe", a.Safe(), leasetest.IsClosed(a.Lost()))
+	}
+	clock.Set(deadline)
+	if a.Safe() {
+		t.Fatal("Safe at the deadline itself")
+	}
+	if !leasetest.IsClosed(a.Lost()) {
+		t.Fatal("Safe found the deadline passed but Lost is still open")
 	}
 }
