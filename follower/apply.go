@@ -102,6 +102,9 @@ type Applier struct {
 	path string
 	log  hclog.Logger
 
+	// afterCommit, set by tests only, runs right after an apply's COMMIT.
+	afterCommit func()
+
 	mu       sync.Mutex
 	applyDB  *sql.DB // the one write connection; never queried for data (rule 7)
 	apply    *sql.Conn
@@ -578,6 +581,9 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 		return res, fmt.Errorf("commit to %s: %w", a.path, err)
 	}
 	committed = true
+	if a.afterCommit != nil {
+		a.afterCommit()
+	}
 	for _, d := range deltas {
 		a.table.set(d.pgno, d.sum)
 	}
@@ -586,7 +592,12 @@ func (a *Applier) Apply(ctx context.Context, object string, r io.Reader, md *sto
 	res.Pos = next
 
 	vstart := time.Now()
-	if err := a.verifyCommitted(ctx, deltas, hdr.Commit); err != nil {
+	// The commit happened: its read-back must finish even when the follower
+	// is being stopped. A read-back cut short by the stop would fail, and a
+	// failed read-back means a database no longer trusted (moved aside at
+	// the next start), so SIGTERM during an apply made the follower exit 1
+	// and bootstrap again.
+	if err := a.verifyCommitted(context.WithoutCancel(ctx), deltas, hdr.Commit); err != nil {
 		a.broken = &VerifyError{Object: object, Local: next, Changed: true, Err: err}
 		return res, a.broken
 	}

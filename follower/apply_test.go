@@ -518,3 +518,34 @@ func readLoop(path string, stop <-chan struct{}, reads, bad *atomic.Int64) error
 		}
 	}
 }
+
+// TestApplyStoppedAtCommitStaysTrusted: a stop that comes while an
+// apply commits must leave a trusted database at a known position. The
+// read-back after the commit ran on the stopping context, failed with
+// "context canceled", and marked the database as changed and no longer
+// trusted: the follower exited 1 on SIGTERM and moved its database aside at
+// the next start.
+func TestApplyStoppedAtCommitStaysTrusted(t *testing.T) {
+	dir := t.TempDir()
+	s := newSource(t, dir)
+	path := filepath.Join(dir, "follower.db")
+	a := s.bootstrapCopy(t, path)
+	var cancel context.CancelFunc
+	a.afterCommit = func() { cancel() } // the stop arrives as COMMIT returns
+	for i := 0; i < 5; i++ {
+		s.exec(`UPDATE accounts SET balance = balance + 1 WHERE id = ?`, 1+i)
+		f := s.next()
+		var ctx context.Context
+		ctx, cancel = context.WithCancel(context.Background())
+		md := f.md
+		res, err := a.Apply(ctx, f.name(), bytes.NewReader(f.data), &md)
+		cancel()
+		if err != nil {
+			t.Fatalf("apply %d, stopped as it committed: %v", i, err)
+		}
+		if res.Pos.Checksum != s.sum {
+			t.Fatalf("apply %d: at %s, source %s", i, res.Pos.Checksum, s.sum)
+		}
+	}
+	assertSame(t, s, path)
+}
