@@ -39,10 +39,35 @@ func (f *Follower) CatchUp(ctx context.Context, until ltx.TXID) (Reached, error)
 	}
 	defer a.Close()
 	failures := 0
+	var gapSince time.Time
 	for {
 		pos := a.Position()
 		d, err := f.planCatchUp(ctx, pos.TXID)
 		if err == nil {
+			if d.Gap && until <= pos.TXID {
+				// Files above a missing TXID, with nothing required past
+				// the position (a forced or automatic promotion): a primary
+				// that uploaded several files at once and died left the
+				// ones that outran a missing one. No chain reaches them,
+				// so they hold nothing restorable; the history ends here.
+				// An upload still in flight could fill the gap, so it must
+				// last GapGrace first; and the claim after this is
+				// create-only, so one that lands later loses to it or wins
+				// (then the replay goes on past it).
+				if gapSince.IsZero() {
+					gapSince = time.Now()
+				}
+				if time.Since(gapSince) >= f.cfg.GapGrace {
+					f.log.Warn("the store holds files above a missing TXID: uploads of the old primary that outran a missing one, past the history it left; taking over after the contiguous history (the new primary replaces them)",
+						"txid", pos.TXID.String(), "store_head", d.Head.String())
+					return Reached{Position: pos, PageCount: a.PageCount(), PageSize: a.table.pageSize, DatabaseID: f.identity()}, nil
+				}
+				if !sleep(ctx, f.cfg.PollInterval) {
+					return Reached{}, ctx.Err()
+				}
+				continue
+			}
+			gapSince = time.Time{}
 			if err := d.dead(pos); err != nil {
 				return Reached{}, err
 			}

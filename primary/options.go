@@ -34,6 +34,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/superfly/ltx"
 
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/internal/storage"
@@ -104,6 +105,13 @@ type Options struct {
 	MaxCheckpointPageCount int             // quiesced WAL restart from this many WAL frames
 	Levels                 []time.Duration // compaction intervals of L1, L2, ... (nil = DefaultLevels)
 	L0Retention            time.Duration   // how long L0 files stay after compaction into L1
+
+	// ClaimedTXID is set by a node that has just claimed this TXID to take
+	// the history over (a promotion): the history ends at the claim. Store
+	// files above it are uploads of the deposed writer that outran a missing
+	// one; no chain reaches them, and this writer replaces them as it gets
+	// to their keys (see supersedes).
+	ClaimedTXID ltx.TXID
 
 	// FencingToken returns the lease's fencing token written with every
 	// upload; nil means 0 (no lease).

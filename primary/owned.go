@@ -109,3 +109,19 @@ func (r *replica) readBack(ctx context.Context, level int, minTX, maxTX ltx.TXID
 	}
 	return found{Size: obj.Info.Size, Trailer: b, MD: obj.Info.Metadata}, nil
 }
+
+// supersedes reports whether an object another writer left at a key we
+// create is an orphan of a deposed writer of this same history, which the
+// writer holding the newer lease may replace. A node that took over claimed
+// the TXID after the history it had replayed; from that claim on, every key
+// is its to write. An old primary that uploaded several files at once
+// (DefaultUploadWindow) and then died or was cut off can leave files above
+// that claim: no chain reaches them (the claim took the TXID below), so
+// they hold no restorable transaction, but they take the keys the new
+// primary needs, and it would fence itself on the first. Only a strictly
+// lower fencing token of the same database qualifies: equal tokens (no
+// lease: 0) or another database's object still fence.
+func supersedes(ours storage.Metadata, theirs *storage.Metadata) bool {
+	return theirs != nil && ours.FencingToken > theirs.FencingToken &&
+		ours.DatabaseID != "" && theirs.DatabaseID == ours.DatabaseID
+}

@@ -49,3 +49,27 @@ func TestOwnedBy(t *testing.T) {
 		})
 	}
 }
+
+func TestSupersedes(t *testing.T) {
+	ours := storage.Metadata{Node: "b", FencingToken: 5, DatabaseID: "db1"}
+	for _, c := range []struct {
+		name   string
+		theirs *storage.Metadata
+		want   bool
+	}{
+		{"deposed writer of this history", &storage.Metadata{Node: "a", FencingToken: 4, DatabaseID: "db1"}, true},
+		{"much older writer", &storage.Metadata{Node: "a", FencingToken: 1, DatabaseID: "db1"}, true},
+		{"same token (a rival with our lease, or no lease)", &storage.Metadata{Node: "a", FencingToken: 5, DatabaseID: "db1"}, false},
+		{"newer writer: we are the deposed one", &storage.Metadata{Node: "c", FencingToken: 6, DatabaseID: "db1"}, false},
+		{"another database", &storage.Metadata{Node: "a", FencingToken: 4, DatabaseID: "db2"}, false},
+		{"no identity on the object", &storage.Metadata{Node: "a", FencingToken: 4}, false},
+		{"no metadata (another tool)", nil, false},
+	} {
+		if got := supersedes(ours, c.theirs); got != c.want {
+			t.Errorf("%s: supersedes = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if supersedes(storage.Metadata{FencingToken: 5}, &storage.Metadata{FencingToken: 4}) {
+		t.Error("a history without identity may not replace objects")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -128,8 +129,12 @@ func (r *replica) load(ctx context.Context) error {
 func (r *replica) newest(ctx context.Context) (ltx.TXID, *storage.Metadata, error) {
 	r.mu.Lock()
 	var best storage.FileInfo
+	claimed := r.d.opts.ClaimedTXID
 	for _, lvl := range r.levelNumbers() {
 		for _, f := range r.levels[lvl] {
+			if claimed > 0 && f.MaxTXID > claimed {
+				continue // a deposed writer's orphan above this node's claim
+			}
 			if f.MaxTXID > best.MaxTXID {
 				best = f
 			}
@@ -177,6 +182,16 @@ func (r *replica) afterOpen() {
 	r.d.m.txid.WithLabelValues(r.d.opts.Path, r.name).Set(float64(r.pos))
 }
 
+// dropFile removes a file from the index (a deposed writer's orphan that
+// was deleted from the store).
+func (r *replica) dropFile(level int, min, max ltx.TXID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.levels[level] = slices.DeleteFunc(r.levels[level], func(f storage.FileInfo) bool {
+		return f.MinTXID == min && f.MaxTXID == max
+	})
+}
+
 func (r *replica) addFile(fi storage.FileInfo) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -205,6 +220,12 @@ func (r *replica) status(head ltx.TXID) ReplicaStatus {
 // object cannot be read back the verdict is unknown and the create fails
 // as any store error does, to be retried.
 func (r *replica) create(ctx context.Context, level int, min, max ltx.TXID, path string, size int64, md storage.Metadata) (storage.FileInfo, error) {
+	return r.createOnce(ctx, level, min, max, path, size, md, false)
+}
+
+// createOnce is create; replaced is set on the second try, after a deposed
+// writer's orphan was removed from the key (never more than once a call).
+func (r *replica) createOnce(ctx context.Context, level int, min, max ltx.TXID, path string, size int64, md storage.Metadata, replaced bool) (storage.FileInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return storage.FileInfo{}, fmt.Errorf("open local %s: %w", path, err)
@@ -233,6 +254,18 @@ func (r *replica) create(ctx context.Context, level int, min, max ltx.TXID, path
 		if verdict == ownedByUs {
 			r.log.Debug("create found its own earlier upload in place", "level", level, "file", storage.FormatFilename(min, max))
 			return storage.FileInfo{Level: level, MinTXID: min, MaxTXID: max, Size: size, CreatedAt: md.CommitTime, Metadata: &md}, nil
+		}
+		if level == storage.LevelL0 && !replaced && supersedes(md, got.MD) {
+			r.log.Warn("replacing an L0 file that a deposed writer left above the history this node took over",
+				"file", storage.FormatFilename(min, max), "its_node", got.MD.Node, "its_token", got.MD.FencingToken,
+				"our_token", md.FencingToken)
+			if err := r.c.Delete(ctx, []storage.FileInfo{{Level: level, MinTXID: min, MaxTXID: max}}); err != nil {
+				r.count("delete", 0, err)
+				return storage.FileInfo{}, fmt.Errorf("replica %s: create %s: remove a deposed writer's file at the key (will retry): %w", r.name, name, err)
+			}
+			r.count("delete", 0, nil)
+			r.dropFile(level, min, max)
+			return r.createOnce(ctx, level, min, max, path, size, md, true)
 		}
 		ferr := fmt.Errorf("replica %s: create %s: %w: the store holds %s; stop this writer: %s",
 			r.name, name, ErrFenced, verdict.describe(got), r.d.fencedBy(got.MD))

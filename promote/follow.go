@@ -246,6 +246,7 @@ func (n *Node) replayAndClaim(ctx context.Context, f *follower.Follower, until l
 		if err == nil {
 			n.mu.Lock()
 			n.promos++
+			n.claimed = txid
 			n.mu.Unlock()
 			n.log.Info("claimed the next TXID", "txid", txid, "token", l.Token())
 			return nil

@@ -124,7 +124,10 @@ type Node struct {
 	db     *primary.DB
 	fol    *follower.Follower
 	promos int
-	saved  string
+	// claimed is the TXID this node last claimed to take the history over,
+	// for the primary it opens next (primary.Options.ClaimedTXID); 0 once used.
+	claimed ltx.TXID
+	saved   string
 	// pending is the reply of a requested promotion, answered once the
 	// database ships as primary.
 	pending chan error
@@ -378,6 +381,9 @@ func (n *Node) runPrimary(ctx context.Context, promoted bool) (bool, error) {
 		opts.FencingToken = n.cfg.Lease.Token
 		opts.LeaseSafe = n.cfg.Lease.Safe
 	}
+	n.mu.Lock()
+	opts.ClaimedTXID, n.claimed = n.claimed, 0
+	n.mu.Unlock()
 	db, err := primary.New(opts)
 	if err == nil {
 		err = db.Open(ctx)
