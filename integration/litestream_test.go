@@ -186,9 +186,35 @@ func withEnv(env []string) func(*exec.Cmd) {
 // the local file was deleted).
 func TestFollowLitestreamAfterCompaction(t *testing.T) {
 	ls := litestreamBin(t)
+	for _, kind := range []string{"file", "s3"} {
+		t.Run(kind, func(t *testing.T) { followLitestreamAfterCompaction(t, ls, kind) })
+	}
+}
+
+func followLitestreamAfterCompaction(t *testing.T, ls, kind string) {
 	dir := t.TempDir()
-	replica := filepath.Join(dir, "replica")
 	dbPath := filepath.Join(dir, "app.db")
+	var rep peerReplica
+	// levelDir is where a level's files are on disk: the file replica's
+	// directory, or the object directory versitygw keeps the bucket in.
+	var levelDir func(level int) string
+	if kind == "file" {
+		replica := filepath.Join(dir, "replica")
+		rep = peerReplica{
+			understudyURL: "file://" + replica,
+			litestreamCfg: fmt.Sprintf("      type: file\n      path: %s\n      sync-interval: 100ms\n", replica),
+		}
+		levelDir = func(level int) string { return filepath.Join(replica, "ltx", fmt.Sprint(level)) }
+	} else {
+		s3 := harness.StartVersityGW(t)
+		bucket := s3.NewBucket(t)
+		rep = peerReplica{
+			understudyURL: fmt.Sprintf("s3://%s/app?endpoint=%s&region=us-east-1&force-path-style=true", bucket, s3.Endpoint),
+			litestreamCfg: fmt.Sprintf("      type: s3\n      bucket: %s\n      path: app\n      endpoint: %s\n      region: us-east-1\n      force-path-style: true\n      sync-interval: 100ms\n", bucket, s3.Endpoint),
+			env:           []string{"AWS_ACCESS_KEY_ID=" + s3.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3.SecretKey, "AWS_CA_BUNDLE="},
+		}
+		levelDir = func(level int) string { return filepath.Join(s3.DataDir, bucket, "app", fmt.Sprintf("%04x", level)) }
+	}
 	lsCfg := filepath.Join(dir, "litestream.yml")
 	writeFile(t, lsCfg, fmt.Sprintf(`levels:
   - interval: 5s
@@ -197,10 +223,7 @@ l0-retention-check-interval: 500ms
 dbs:
   - path: %s
     replica:
-      type: file
-      path: %s
-      sync-interval: 100ms
-`, dbPath, replica))
+%s`, dbPath, rep.litestreamCfg))
 	app := openDB(t, dbPath)
 	mustExec(t, app, `CREATE TABLE rows (id INTEGER PRIMARY KEY, pad BLOB)`)
 	rows := 0
@@ -212,16 +235,16 @@ dbs:
 			time.Sleep(20 * time.Millisecond) // one Litestream sync holds a few rows
 		}
 	}
-	lt := startBinary(t, ls, []string{"AWS_CA_BUNDLE="}, "replicate", "-config", lsCfg)
+	lt := startBinary(t, ls, rep.env, "replicate", "-config", lsCfg)
 	write(20)
 	eventually(t, 30*time.Second, "Litestream to ship past its first snapshot", func() bool {
 		write(1)
-		return levelMaxTXID(t, replica, 0) >= 3
+		return levelMaxTXID(t, levelDir(0)) >= 3
 	})
 
 	local := filepath.Join(dir, "follower.db")
-	url := "file://" + replica
-	f := startFollow(t, nil, url, local, 100*time.Millisecond)
+	url := rep.understudyURL
+	f := startFollow(t, rep.env, url, local, 100*time.Millisecond)
 	write(10)
 	countRows := func() int {
 		db := openDB(t, local)
@@ -262,7 +285,7 @@ dbs:
 	// follower stopped two TXIDs past the newest L1 file sits inside it.
 	eventually(t, 30*time.Second, "the follower to be past Litestream's newest L1 file", func() bool {
 		st, err := f.status()
-		return err == nil && st.TXID == levelMaxTXID(t, replica, 1)+2
+		return err == nil && st.TXID == levelMaxTXID(t, levelDir(1))+2
 	})
 	if code := f.stop(t, syscall.SIGTERM, 20*time.Second); code != 0 {
 		t.Fatalf("follow exited %d", code)
@@ -274,24 +297,24 @@ dbs:
 		t.Fatal(err)
 	}
 	at := pos.TXID
-	t.Logf("follower stopped at TXID %s; L1 %v", at, levelFiles(t, replica, 1))
+	t.Logf("follower stopped at TXID %s; L1 %v", at, levelFiles(t, levelDir(1)))
 	defer func() {
 		if t.Failed() {
-			t.Logf("L0 %v; L1 %v", levelFiles(t, replica, 0), levelFiles(t, replica, 1))
+			t.Logf("L0 %v; L1 %v", levelFiles(t, levelDir(0)), levelFiles(t, levelDir(1)))
 		}
 	}()
 
 	// While the follower is down: more writes, compactions into L1 and
 	// L0 files removed past the follower's position.
 	eventually(t, 60*time.Second, "Litestream to compact the follower's next TXID into an L1 file that starts before it, and remove its L0 file", func() bool {
-		_, err := os.Stat(filepath.Join(replica, "ltx", "0", ltx.FormatFilename(at+1, at+1)))
-		return os.IsNotExist(err) && straddles(t, replica, 1, at+1)
+		_, err := os.Stat(filepath.Join(levelDir(0), ltx.FormatFilename(at+1, at+1)))
+		return os.IsNotExist(err) && straddles(t, levelDir(1), at+1)
 	})
 	close(bg)
 	rows += <-bgDone
 	write(10)
 
-	f = startFollow(t, nil, url, local, 100*time.Millisecond)
+	f = startFollow(t, rep.env, url, local, 100*time.Millisecond)
 	eventually(t, 60*time.Second, "the follower to hold every row again", func() bool {
 		st, err := f.status()
 		return err == nil && st.Healthy && st.CaughtUp && countRows() == rows
@@ -301,21 +324,21 @@ dbs:
 	}
 }
 
-// levelMaxTXID is the highest TXID in one level of a file replica.
-func levelMaxTXID(t *testing.T, replica string, level int) ltx.TXID {
+// levelMaxTXID is the highest TXID of the LTX files in a level directory.
+func levelMaxTXID(t *testing.T, dir string) ltx.TXID {
 	t.Helper()
 	var top ltx.TXID
-	for _, r := range levelFiles(t, replica, level) {
+	for _, r := range levelFiles(t, dir) {
 		top = max(top, r[1])
 	}
 	return top
 }
 
-// straddles reports whether a level of a file replica holds a file that
-// contains txid but starts before it.
-func straddles(t *testing.T, replica string, level int, txid ltx.TXID) bool {
+// straddles reports whether a level directory holds a file that contains
+// txid but starts before it.
+func straddles(t *testing.T, dir string, txid ltx.TXID) bool {
 	t.Helper()
-	for _, r := range levelFiles(t, replica, level) {
+	for _, r := range levelFiles(t, dir) {
 		if r[0] < txid && txid <= r[1] {
 			return true
 		}
@@ -323,11 +346,11 @@ func straddles(t *testing.T, replica string, level int, txid ltx.TXID) bool {
 	return false
 }
 
-// levelFiles lists the TXID ranges of one level of a file replica (none if
-// the level directory does not exist yet).
-func levelFiles(t *testing.T, replica string, level int) [][2]ltx.TXID {
+// levelFiles lists the TXID ranges of the LTX files in a level directory
+// (none if it does not exist yet).
+func levelFiles(t *testing.T, dir string) [][2]ltx.TXID {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(replica, "ltx", fmt.Sprint(level)))
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil
 	}
