@@ -3,12 +3,9 @@ package integration
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/understudy-db/understudy/integration/harness"
 )
 
 // kvNode writes the config of a node whose lease is the Consul KV lease
@@ -20,35 +17,7 @@ func (c *cluster) kvNode(name string, autoPromote bool) *leaseNode {
 	if v := os.Getenv("UNDERSTUDY_KV_TTL"); v != "" {
 		ttl = "        ttl: " + v + "\n"
 	}
-	n := &leaseNode{name: name, dir: filepath.Join(c.dir, name)}
-	if err := os.MkdirAll(n.dir, 0o755); err != nil {
-		c.t.Fatal(err)
-	}
-	n.dbPath = filepath.Join(n.dir, "app.db")
-	n.addr = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(c.t))
-	n.config = filepath.Join(n.dir, "understudy.yml")
-	writeFile(c.t, n.config, fmt.Sprintf(`addr: %s
-dbs:
-  - path: %s
-    name: app
-    replicas:
-      - name: file
-        url: file://%s
-        sync-interval: 100ms
-    follower:
-      poll-interval: 100ms
-      auto-promote: %v
-    lease:
-      type: consul
-      node: %s
-      advertise-url: http://%s
-      on-demote: halt
-      consul:
-        address: %s
-        key-prefix: %s
-        mode: kv
-`, n.addr, n.dbPath, c.store, autoPromote, name, n.addr, c.consul.HTTPAddr, c.prefix)+ttl)
-	return n
+	return c.writeNode(name, "", "halt", autoPromote, "        mode: kv\n"+ttl)
 }
 
 // TestKVAutoPromoteAfterKill: with the KV lease, the primary (daemon and

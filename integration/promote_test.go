@@ -43,8 +43,16 @@ func newCluster(t *testing.T) *cluster {
 		prefix: fmt.Sprintf("t%d/", time.Now().UnixNano())}
 }
 
-// node writes the config of a node; consulAddr "" = the agent itself.
+// node writes the config of a node with the session lease; consulAddr ""
+// = the agent itself.
 func (c *cluster) node(name, consulAddr, onDemote string, autoPromote bool, leaseExtra ...string) *leaseNode {
+	c.t.Helper()
+	return c.writeNode(name, consulAddr, onDemote, autoPromote, "        ttl: 10s\n        lock-delay: 1s\n"+strings.Join(leaseExtra, ""))
+}
+
+// writeNode writes a node's config: one database on the cluster's file
+// store, under a Consul lease whose consul: section ends with consulKeys.
+func (c *cluster) writeNode(name, consulAddr, onDemote string, autoPromote bool, consulKeys string) *leaseNode {
 	c.t.Helper()
 	if consulAddr == "" {
 		consulAddr = c.consul.HTTPAddr
@@ -75,9 +83,7 @@ dbs:
       consul:
         address: %s
         key-prefix: %s
-        ttl: 10s
-        lock-delay: 1s
-`, n.addr, n.dbPath, c.store, autoPromote, name, n.addr, onDemote, consulAddr, c.prefix)+strings.Join(leaseExtra, ""))
+`, n.addr, n.dbPath, c.store, autoPromote, name, n.addr, onDemote, consulAddr, c.prefix)+consulKeys)
 	return n
 }
 
