@@ -177,7 +177,7 @@ func (c *consulLease) Acquire(ctx context.Context) (uint64, error) {
 		}
 		if err != nil {
 			c.logger.Warn("acquiring the lease failed; retrying", "key", c.key, "error", err)
-			if err := c.sleep(ctx, time.Second); err != nil {
+			if err := sleepCtx(ctx, time.Second); err != nil {
 				return 0, fmt.Errorf("lease: gave up acquiring %s: %w", c.key, err)
 			}
 			continue
@@ -199,7 +199,7 @@ func (c *consulLease) waitFree(ctx context.Context) error {
 				return ctx.Err()
 			}
 			c.logger.Warn("watching the lease failed; retrying", "key", c.key, "error", err)
-			if err := c.sleep(ctx, time.Second); err != nil {
+			if err := sleepCtx(ctx, time.Second); err != nil {
 				return err
 			}
 			index = 0
@@ -207,24 +207,11 @@ func (c *consulLease) waitFree(ctx context.Context) error {
 		}
 		if !h.Held {
 			if first {
-				return c.sleep(ctx, max(50*time.Millisecond, min(c.lockDelay/4, time.Second)))
+				return sleepCtx(ctx, max(50*time.Millisecond, min(c.lockDelay/4, time.Second)))
 			}
 			return nil
 		}
 		index = nextIndex(index, h.Index)
-	}
-}
-
-// sleep waits d of real time; lock-delays and retry pauses are server-side
-// or politeness delays, not safety deadlines.
-func (c *consulLease) sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 

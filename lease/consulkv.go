@@ -327,6 +327,9 @@ func (c *kvLease) waitChance(ctx context.Context) error {
 	return nil
 }
 
+// sleepCtx waits d of real time or until ctx ends. Both leases use it for
+// retry pauses and lock-delays, which are politeness delays, never safety
+// deadlines (those go through the injected clock).
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
