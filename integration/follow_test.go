@@ -405,53 +405,75 @@ func readOnce(db *sql.DB, rng *rand.Rand, res *readerResult, quickCheck bool) er
 	return nil
 }
 
-// readerProc is a running reader process.
-type readerProc struct {
+// childProc is this test binary run again as a helper process: one test
+// function, chosen by name and configured by environment variables, that
+// works until its stdin is closed and then prints one JSON result line
+// after a prefix. The follower's readers and the one-writer intruders are
+// such processes.
+type childProc struct {
+	what  string // for failure messages: "reader", "intruder"
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	out   *syncBuffer
 	done  chan struct{}
 }
 
-func startReader(t *testing.T, path string, seed int) *readerProc {
+// startChild runs the test function test as a child process with env added;
+// it is killed at test end.
+func startChild(t *testing.T, what, test string, env ...string) *childProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestFollowReaderProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), readerEnvDB+"="+path, readerEnvSeed+"="+strconv.Itoa(seed))
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &readerProc{cmd: cmd, stdin: stdin, out: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = r.out, r.out
+	p := &childProc{what: what, cmd: cmd, stdin: stdin, out: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start reader process: %v", err)
+		t.Fatalf("start %s process: %v", what, err)
 	}
-	go func() { _ = cmd.Wait(); close(r.done) }()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-r.done })
-	return r
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.done })
+	return p
+}
+
+// finishChild closes the child's stdin and decodes the result line it
+// printed after prefix.
+func finishChild[T any](t *testing.T, p *childProc, prefix string) T {
+	t.Helper()
+	var res T
+	p.stdin.Close()
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s process did not finish within 30s:\n%s", p.what, p.out.String())
+	}
+	sc := bufio.NewScanner(strings.NewReader(p.out.String()))
+	for sc.Scan() {
+		if line, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			if err := json.Unmarshal([]byte(line), &res); err != nil {
+				t.Fatalf("%s result %q: %v", p.what, line, err)
+			}
+			return res
+		}
+	}
+	t.Fatalf("%s process printed no result:\n%s", p.what, p.out.String())
+	return res
+}
+
+// readerProc is a running reader process.
+type readerProc struct{ *childProc }
+
+func startReader(t *testing.T, path string, seed int) *readerProc {
+	t.Helper()
+	return &readerProc{startChild(t, "reader", "TestFollowReaderProcess", readerEnvDB+"="+path, readerEnvSeed+"="+strconv.Itoa(seed))}
 }
 
 // finish closes the reader's stdin and returns what it saw.
 func (r *readerProc) finish(t *testing.T) readerResult {
 	t.Helper()
-	r.stdin.Close()
-	select {
-	case <-r.done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("reader process did not finish within 30s:\n%s", r.out.String())
-	}
-	sc := bufio.NewScanner(strings.NewReader(r.out.String()))
-	for sc.Scan() {
-		if line, ok := strings.CutPrefix(sc.Text(), readerResultPrefix); ok {
-			var res readerResult
-			if err := json.Unmarshal([]byte(line), &res); err != nil {
-				t.Fatalf("reader result %q: %v", line, err)
-			}
-			return res
-		}
-	}
-	t.Fatalf("reader process printed no result:\n%s", r.out.String())
-	return readerResult{}
+	return finishChild[readerResult](t, r.childProc, readerResultPrefix)
 }
 
 // --- tests ---------------------------------------------------------------------

@@ -6,7 +6,6 @@ package integration
 // during a hand-off, and a primary frozen past its lease.
 
 import (
-	"bufio"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -15,7 +14,6 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -124,54 +122,19 @@ func TestOneWriterIntruderProcess(t *testing.T) {
 }
 
 // intruderProc is a running intruder process.
-type intruderProc struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	out   *syncBuffer
-	done  chan struct{}
-}
+type intruderProc struct{ *childProc }
 
 // startIntruder runs an intruder on path's table with a busy timeout.
 func startIntruder(t *testing.T, path, table string, busy time.Duration) *intruderProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestOneWriterIntruderProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), intruderEnvDB+"="+path, intruderEnvTable+"="+table,
-		intruderEnvBusy+"="+strconv.Itoa(int(busy.Milliseconds())))
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &intruderProc{cmd: cmd, stdin: stdin, out: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start intruder process: %v", err)
-	}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.done })
-	return p
+	return &intruderProc{startChild(t, "intruder", "TestOneWriterIntruderProcess",
+		intruderEnvDB+"="+path, intruderEnvTable+"="+table, intruderEnvBusy+"="+strconv.Itoa(int(busy.Milliseconds())))}
 }
 
 // finish stops the intruder and returns what it saw.
 func (p *intruderProc) finish(t *testing.T) intruderResult {
 	t.Helper()
-	p.stdin.Close()
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("intruder process did not finish within 30s:\n%s", p.out.String())
-	}
-	sc := bufio.NewScanner(strings.NewReader(p.out.String()))
-	for sc.Scan() {
-		if line, ok := strings.CutPrefix(sc.Text(), intruderResultPfx); ok {
-			var res intruderResult
-			if err := json.Unmarshal([]byte(line), &res); err != nil {
-				t.Fatalf("intruder result %q: %v", line, err)
-			}
-			return res
-		}
-	}
-	t.Fatalf("intruder process printed no result:\n%s", p.out.String())
-	return intruderResult{}
+	return finishChild[intruderResult](t, p.childProc, intruderResultPfx)
 }
 
 // refused checks that an intruder tried, committed nothing and was turned
