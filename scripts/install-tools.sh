@@ -46,3 +46,58 @@ else
   rmdir "$tmp"
   echo "$TOXIPROXY_VERSION" >"$bin/toxiproxy-server.version"
 fi
+
+# sshd for the SFTP tests: Debian 12's openssh-server, unpacked without root
+# (apt-get download, else the archive's pool, then dpkg-deb -x) into
+# .tools/openssh and run by the tests as an unprivileged process on a
+# loopback port. libwrap0 is the one library it links that a machine without
+# openssh-server lacks. Each .deb is checked against its pinned SHA-256.
+OPENSSH_DEB_VERSION=1:9.2p1-2+deb12u10
+install_sshd() {
+  local debs=(
+    "openssh-server $OPENSSH_DEB_VERSION main/o/openssh/openssh-server_9.2p1-2+deb12u10_amd64.deb 933cd92a2329f9bf26d22660a834ae18ebdbe8df9c6127e4d9fcb098dac9cf72"
+    "libwrap0 7.6.q-32 main/t/tcp-wrappers/libwrap0_7.6.q-32_amd64.deb cbce2669a3ba4d74cfdc52b14f38014893e23d85a33d109a3422c342eefc55f8"
+  )
+  if [ "$(uname -m)" != x86_64 ] || ! command -v dpkg-deb >/dev/null; then
+    echo "sshd ${OPENSSH_DEB_VERSION}: skipped (needs Debian's dpkg-deb on amd64); the SFTP tests will skip" >&2
+    return 0
+  fi
+  local tmp dest d name version pool sum file
+  # The physical path: the wrapper below must not depend on a symlink to .tools.
+  dest="$(cd "$top/.tools" && pwd -P)/openssh"
+  tmp=$(mktemp -d)
+  rm -rf "$dest" && mkdir -p "$dest" "$tmp/apt"
+  for d in "${debs[@]}"; do
+    read -r name version pool sum <<<"$d"
+    file="$tmp/$(basename "$pool")"
+    (cd "$tmp/apt" && apt-get download -q "$name=$version" >/dev/null 2>&1 && mv ./"${name}"_*.deb "$file") ||
+      curl -fsSL -o "$file" "https://deb.debian.org/debian/pool/$pool" || {
+      echo "sshd: cannot download $name $version (pinned in scripts/install-tools.sh; bump the pin if Debian dropped it)" >&2
+      exit 1
+    }
+    echo "$sum  $file" | sha256sum -c --quiet - || { echo "sshd: $name $version does not match its pinned SHA-256" >&2; exit 1; }
+    dpkg-deb -x "$file" "$dest"
+  done
+  rm -rf "$tmp"
+  # sshd re-executes itself by the path it was started with, which must be
+  # absolute: the wrapper execs it by its absolute path.
+  cat >"$bin/sshd" <<WRAPPER
+#!/bin/sh
+LD_LIBRARY_PATH="$dest/usr/lib/x86_64-linux-gnu\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" exec "$dest/usr/sbin/sshd" "\$@"
+WRAPPER
+  chmod +x "$bin/sshd"
+  local missing
+  missing=$(LD_LIBRARY_PATH="$dest/usr/lib/x86_64-linux-gnu" ldd "$dest/usr/sbin/sshd" | grep 'not found' || true)
+  if [ -n "$missing" ]; then
+    echo "sshd: libraries missing on this machine:" >&2
+    echo "$missing" >&2
+    exit 1
+  fi
+  echo "$OPENSSH_DEB_VERSION" >"$bin/sshd.version"
+}
+if has_version sshd "$OPENSSH_DEB_VERSION"; then
+  echo "sshd ${OPENSSH_DEB_VERSION}: present"
+else
+  echo "sshd ${OPENSSH_DEB_VERSION}: unpacking Debian's openssh-server"
+  install_sshd
+fi

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"io"
+	"sort"
 	"time"
 )
 
@@ -23,4 +24,25 @@ type KeyReader interface {
 	ListKeys(ctx context.Context, prefix string) ([]KeyInfo, error)
 	// OpenKey opens an object; a missing one gives an error wrapping ErrNotFound.
 	OpenKey(ctx context.Context, key string) (io.ReadCloser, error)
+}
+
+// SortKeyInfos orders a ListKeys result by key.
+func SortKeyInfos(a []KeyInfo) {
+	sort.Slice(a, func(i, j int) bool { return a[i].Key < a[j].Key })
+}
+
+// ContextReader returns a reader of r that fails with ctx's error once ctx
+// is done, so that a long copy stops when its caller gives up.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return &ctxReader{ctx: ctx, r: r} }
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r *ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
 }

@@ -98,7 +98,7 @@ func (c *Client) Create(ctx context.Context, level int, minTXID, maxTXID ltx.TXI
 	if err := c.ensureDir(c.LevelDir(level)); err != nil {
 		return storage.FileInfo{}, err
 	}
-	size, err := c.createExclusive(ctx, final, metaPath(c.dir, level, filepath.Base(final)), &ctxReader{ctx: ctx, r: r}, md)
+	size, err := c.createExclusive(ctx, final, metaPath(c.dir, level, filepath.Base(final)), storage.ContextReader(ctx, r), md)
 	if err != nil {
 		return storage.FileInfo{}, err
 	}
@@ -382,19 +382,6 @@ func syncDir(dir string) error {
 		return fmt.Errorf("file replica: fsync directory %s: %w", dir, err)
 	}
 	return nil
-}
-
-// ctxReader stops a copy when ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (r *ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.r.Read(p)
 }
 
 // sectionReadCloser reads a section of an open file and closes the file.

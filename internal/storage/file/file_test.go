@@ -71,17 +71,7 @@ func TestLitestreamLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var ltxFiles []string
-	err := filepath.Walk(filepath.Join(dir, LTXDir), func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			rel, _ := filepath.Rel(dir, p)
-			ltxFiles = append(ltxFiles, rel)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ltxFiles := storagetest.FilesUnder(t, dir, LTXDir)
 	want := []string{"ltx/0/00000000000000a1-00000000000000a1.ltx", "ltx/9/0000000000000001-00000000000000a1.ltx"}
 	if strings.Join(ltxFiles, " ") != strings.Join(want, " ") {
 		t.Fatalf("files under ltx/: %v, want %v", ltxFiles, want)

@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/understudy-db/understudy/internal/storage"
@@ -65,7 +64,7 @@ func (c *Client) ListKeys(ctx context.Context, prefix string) ([]storage.KeyInfo
 	if err != nil {
 		return nil, fmt.Errorf("file replica: list %s: %w", root, err)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	storage.SortKeyInfos(out)
 	return out, nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -550,4 +552,22 @@ func RunFailingStore(t *testing.T, c storage.Client, want []string, forbidden []
 	CheckError(t, "delete", err, want, forbidden)
 	err = c.ProbeCreateOnly(ctx(t))
 	CheckError(t, "probe", err, want, forbidden)
+}
+
+// FilesUnder lists the regular files below dir on this machine, relative to
+// base and "/"-separated, in walk order: for checking a store's layout.
+func FilesUnder(t *testing.T, base, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.Walk(filepath.Join(base, dir), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			rel, _ := filepath.Rel(base, p)
+			out = append(out, filepath.ToSlash(rel))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
