@@ -27,6 +27,7 @@
 //	        snapshot-interval: 24h
 //	        retention: 24h
 //	        retention-check-interval: 1h
+//	        conditional-writes: require   # s3: a store without create-only writes (B2, old Ceph RGW) is refused; if-supported runs on it with weaker fencing (README)
 //	      - url: file:///var/backups/app    # or a plain directory path, or type: file + path
 //	    follower:
 //	      replica: s3                # default: the first replica
@@ -95,6 +96,12 @@ const (
 	DefaultConsulMode  = ConsulModeSession
 	DefaultConsulKVTTL = 2 * time.Second // see lease.DefaultKVTTL
 	MinConsulKVTTL     = 1 * time.Second
+
+	// The replica's conditional-writes values: a store without create-only
+	// writes is refused (require, the default) or run on (if-supported).
+	ConditionalWritesRequire     = "require"
+	ConditionalWritesIfSupported = "if-supported"
+	DefaultConditionalWrites     = ConditionalWritesRequire
 
 	// MaxLevels is how many compaction levels (L1..L8) fit below the
 	// snapshot level 9 of Litestream's layout.
@@ -175,6 +182,20 @@ type Replica struct {
 	// Required makes a replica the create-only probe refuses at start-up
 	// stop the database; without it the database's other replicas go on.
 	Required bool
+
+	// ConditionalWrites says what to do with an s3 store that does not
+	// honour create-only writes (If-None-Match: *): ConditionalWritesRequire
+	// refuses it (""), ConditionalWritesIfSupported runs on it with plain
+	// writes checked before and after (see AcceptsPlainWrites).
+	ConditionalWrites string
+}
+
+// AcceptsPlainWrites reports whether the replica runs on a store without
+// create-only writes (conditional-writes: if-supported): uploads are then
+// plain PUTs read back after, fenced by the lease and the bucket's object
+// versions where there are some, and readers resolve versions.
+func (r *Replica) AcceptsPlainWrites() bool {
+	return r.ConditionalWrites == ConditionalWritesIfSupported
 }
 
 // Follower is a db's follower: section.

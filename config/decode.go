@@ -17,13 +17,13 @@ var (
 	topKeys      = []string{"addr", "access-key-id", "secret-access-key", "logging", "dbs"}
 	loggingKeys  = []string{"level", "type"}
 	dbKeys       = []string{"name", "path", "replicas", "replica", "min-checkpoint-page-count", "max-checkpoint-page-count", "levels", "l0-retention", "max-shadow-size", "adopt-replica", "follower", "lease"}
-	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval", "required"}
+	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval", "required", "conditional-writes"}
 	followerKeys = []string{"replica", "poll-interval", "auto-promote"}
 	leaseKeys    = []string{"type", "node", "advertise-url", "on-demote", "on-promote", "consul", "primary"}
 	consulKeys   = []string{"address", "token", "key-prefix", "mode", "ttl", "lock-delay", "health-check"}
 
 	// s3OnlyKeys make no sense on a file replica.
-	s3OnlyKeys = []string{"bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key"}
+	s3OnlyKeys = []string{"bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "conditional-writes"}
 
 	logLevels = []string{"trace", "debug", "info", "warn", "error"}
 	logTypes  = []string{"text", "json"}
@@ -398,6 +398,7 @@ func (d *decoder) replica(n *yaml.Node, path string) *Replica {
 	r.ForcePathStyle = d.boolean(m["force-path-style"], sub(path, "force-path-style"))
 	r.SkipVerify = d.boolean(m["skip-verify"], sub(path, "skip-verify"))
 	r.Required = d.boolean(m["required"], sub(path, "required"))
+	r.ConditionalWrites = d.oneOf(m["conditional-writes"], sub(path, "conditional-writes"), "conditional-writes value", conditionalWrites)
 	r.AccessKeyID = d.str(m["access-key-id"], sub(path, "access-key-id"))
 	r.SecretAccessKey = d.str(m["secret-access-key"], sub(path, "secret-access-key"))
 	r.SyncInterval = d.duration(m["sync-interval"], sub(path, "sync-interval"), 0, "")
@@ -466,6 +467,7 @@ func (d *decoder) mergeURL(r, u *Replica, m map[string]*yaml.Node, path string) 
 		{"bucket", &r.Bucket, &u.Bucket},
 		{"region", &r.Region, &u.Region},
 		{"endpoint", &r.Endpoint, &u.Endpoint},
+		{"conditional-writes", &r.ConditionalWrites, &u.ConditionalWrites},
 	}
 	for _, f := range fields {
 		switch {

@@ -18,12 +18,15 @@ const (
 
 // s3URLParams are the query parameters an s3:// URL may carry, in the order
 // error messages list them.
-var s3URLParams = []string{"endpoint", "region", "force-path-style", "skip-verify"}
+var s3URLParams = []string{"endpoint", "region", "force-path-style", "skip-verify", "conditional-writes"}
+
+// conditionalWrites are the values of a replica's conditional-writes.
+var conditionalWrites = []string{ConditionalWritesRequire, ConditionalWritesIfSupported}
 
 // ParseReplicaURL parses a replica location given on the command line or as a
 // replica's url: key:
 //
-//	s3://BUCKET/PATH?endpoint=URL&region=R&force-path-style=true&skip-verify=true
+//	s3://BUCKET/PATH?endpoint=URL&region=R&force-path-style=true&skip-verify=true&conditional-writes=if-supported
 //	file:///ABS/PATH
 //	PATH                       (a directory; relative to the current directory, ~ = home)
 //
@@ -137,6 +140,11 @@ func parseS3URL(u *url.URL) (*Replica, error) {
 			} else {
 				r.SkipVerify = b
 			}
+		case "conditional-writes":
+			if !slices.Contains(conditionalWrites, v) {
+				return nil, fmt.Errorf("conditional-writes: unknown value %q: use %s", v, orList(conditionalWrites))
+			}
+			r.ConditionalWrites = v
 		default:
 			if s := suggest(k, s3URLParams); s != "" {
 				return nil, fmt.Errorf("unknown query parameter %q (did you mean %q?)", k, s)
@@ -236,6 +244,9 @@ func (r *Replica) Location() string {
 		}
 		if r.SkipVerify {
 			q.Set("skip-verify", "true")
+		}
+		if r.ConditionalWrites != "" {
+			q.Set("conditional-writes", r.ConditionalWrites)
 		}
 		// Keep ':' and '/' of an endpoint readable in logs; both are legal
 		// in a query and ParseReplicaURL reads them back.

@@ -21,6 +21,8 @@ func TestParseReplicaURL(t *testing.T) {
 		{"s3://bkt/db?region=eu-west-1", Replica{Type: "s3", Bucket: "bkt", Path: "db", Region: "eu-west-1"}},
 		{"s3://bkt/db?endpoint=http://127.0.0.1:7070&force-path-style=true&skip-verify=true&region=us-east-1",
 			Replica{Type: "s3", Bucket: "bkt", Path: "db", Endpoint: "http://127.0.0.1:7070", Region: "us-east-1", ForcePathStyle: true, SkipVerify: true}},
+		{"s3://bkt/db?conditional-writes=if-supported", Replica{Type: "s3", Bucket: "bkt", Path: "db", ConditionalWrites: "if-supported"}},
+		{"s3://bkt/db?conditional-writes=require", Replica{Type: "s3", Bucket: "bkt", Path: "db", ConditionalWrites: "require"}},
 		{"s3://bkt/db?endpoint=https%3A%2F%2Fminio.example.com&force-path-style=false",
 			Replica{Type: "s3", Bucket: "bkt", Path: "db", Endpoint: "https://minio.example.com"}},
 		// Litestream's own forms: a bucket name with dots, and its
@@ -58,7 +60,8 @@ func TestParseReplicaURLErrors(t *testing.T) {
 		{"gs://bkt/db", `replica URL "gs://bkt/db": unsupported scheme "gs": use s3://BUCKET/PATH, file:///ABS/PATH or a directory path`},
 		{"s3:///db", `replica URL "s3:///db": s3 URL has no bucket: use s3://BUCKET/PATH`},
 		{"s3://bkt/db?regoin=x", `replica URL "s3://bkt/db?regoin=x": unknown query parameter "regoin" (did you mean "region"?)`},
-		{"s3://bkt/db?acl=private", `replica URL "s3://bkt/db?acl=private": unknown query parameter "acl" (known: endpoint, region, force-path-style, skip-verify)`},
+		{"s3://bkt/db?acl=private", `replica URL "s3://bkt/db?acl=private": unknown query parameter "acl" (known: endpoint, region, force-path-style, skip-verify, conditional-writes)`},
+		{"s3://bkt/db?conditional-writes=off", `replica URL "s3://bkt/db?conditional-writes=off": conditional-writes: unknown value "off": use require or if-supported`},
 		{"s3://bkt/db?region=a&region=b", `replica URL "s3://bkt/db?region=a&region=b": query parameter "region" given 2 times`},
 		{"s3://bkt/db?force-path-style=yes", `replica URL "s3://bkt/db?force-path-style=yes": force-path-style: invalid boolean "yes": use true or false`},
 		{"s3://bkt/db?endpoint=minio:9000", `replica URL "s3://bkt/db?endpoint=minio:9000": endpoint: invalid URL "minio:9000": use http://HOST:PORT or https://HOST`},

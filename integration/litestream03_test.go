@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/understudy-db/understudy/integration/harness"
@@ -127,10 +126,7 @@ func ls03Clock() func() time.Time {
 // sets the backing file's mtime (versitygw's posix backend serves it as
 // LastModified) from clock, so that object times are distinct seconds.
 func s3Put(t *testing.T, srv *harness.S3Server, bucket, prefix string, clock func() time.Time) ls03test.Put {
-	client := awss3.New(awss3.Options{
-		BaseEndpoint: aws.String(srv.Endpoint), Region: srv.Region, UsePathStyle: true,
-		Credentials: credentials.NewStaticCredentialsProvider(srv.AccessKey, srv.SecretKey, ""),
-	})
+	client := newS3Client(srv)
 	return func(key string, data []byte) (time.Time, error) {
 		full := prefix + key
 		if _, err := client.PutObject(context.Background(), &awss3.PutObjectInput{

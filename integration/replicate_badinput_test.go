@@ -444,6 +444,13 @@ type conditionStripper struct {
 // instead of passing it on without its condition.
 func startConditionStripper(t *testing.T, s3 *harness.S3Server, answer501 bool) *conditionStripper {
 	t.Helper()
+	return startConditionStripperWith(t, s3, answer501, nil)
+}
+
+// startConditionStripperWith is startConditionStripper with wrap (if not
+// nil) around the proxy's handler.
+func startConditionStripperWith(t *testing.T, s3 *harness.S3Server, answer501 bool, wrap func(http.Handler) http.Handler) *conditionStripper {
+	t.Helper()
 	target, err := url.Parse(s3.Endpoint)
 	if err != nil {
 		t.Fatal(err)
@@ -485,6 +492,9 @@ func startConditionStripper(t *testing.T, s3 *harness.S3Server, answer501 bool) 
 			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented</Message></Error>`)
 		})
 	}
+	if wrap != nil {
+		h = wrap(h)
+	}
 	p.srv = httptest.NewServer(h)
 	t.Cleanup(p.srv.Close)
 	return p
@@ -499,7 +509,8 @@ func (p *conditionStripper) puts() ([]string, error) {
 // TestReplicateStoreIgnoresCreateOnly: against a store that ignores
 // If-None-Match, and one that answers it 501 Not Implemented (Backblaze B2),
 // replicate refuses at start-up (the create-only probe) with the same words,
-// that the store does not honour conditional writes, exits 2 (the config
+// that the store does not honour conditional writes and which key runs on
+// it anyway (conditional-writes: if-supported), exits 2 (the config
 // error status: systemd's RestartPreventExitStatus=2 stops the restart
 // loop, since no retry can make such a store fence writers) and writes no
 // LTX object.
@@ -528,7 +539,8 @@ func TestReplicateStoreIgnoresCreateOnly(t *testing.T) {
 			if res.code != 2 {
 				t.Errorf("exit %d against a store without create-only writes, want 2", res.code)
 			}
-			wantAll(t, res.stderr, bucket, "create-only probe", "does not honour conditional writes", proxy.srv.URL)
+			wantAll(t, res.stderr, bucket, "create-only probe", "does not honour conditional writes", proxy.srv.URL,
+				"set conditional-writes: if-supported on replica", "a second writer from another host cannot be refused")
 			for _, p := range puts {
 				if strings.HasSuffix(p, ".ltx") {
 					t.Errorf("replicate wrote LTX object %s to a store that ignores create-only", p)

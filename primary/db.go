@@ -713,6 +713,7 @@ type ReplicaStatus struct {
 	LastSync  time.Time    // last successful upload
 	LastError string       // last error, "" after a success
 	Pending   int          // TXIDs written locally but not in the store yet
+	Fencing   string       // storage.Fencing in force ("" unknown)
 }
 
 // Status is the DB's state.

@@ -93,6 +93,9 @@ type ReplicaOptions struct {
 	SnapshotInterval       time.Duration // how often a level-9 snapshot is written (0 = default)
 	Retention              time.Duration // how far back restores must remain possible (0 = default)
 	RetentionCheckInterval time.Duration // how often retention runs (0 = default)
+	// Fencing names what keeps a second writer out of this replica's
+	// history (storage.ChooseFencing), for /status; "" where not known.
+	Fencing storage.Fencing
 }
 
 // Options configure a DB.

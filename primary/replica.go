@@ -204,7 +204,7 @@ func (r *replica) addFile(fi storage.FileInfo) {
 func (r *replica) status(head ltx.TXID) ReplicaStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := ReplicaStatus{Name: r.name, TXID: r.pos, Checksum: r.posSum, LastSync: r.lastSync}
+	s := ReplicaStatus{Name: r.name, TXID: r.pos, Checksum: r.posSum, LastSync: r.lastSync, Fencing: string(r.opts.Fencing)}
 	if r.lastErr != nil {
 		s.LastError = r.lastErr.Error()
 	}

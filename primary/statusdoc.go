@@ -26,13 +26,15 @@ type ReplicaStatusDoc struct {
 	LastSync  *time.Time   `json:"last_sync,omitempty"`
 	LastError string       `json:"last_error,omitempty"`
 	Pending   int          `json:"pending_txids"`
+	// Fencing is storage.Fencing: "lease+create-only", "lock+read-back", ...
+	Fencing string `json:"fencing,omitempty"`
 }
 
 // Document is st as its /status document.
 func (st Status) Document() StatusDoc {
 	doc := StatusDoc{Role: "primary", DB: st.Path, TXID: st.TXID, Checksum: st.Checksum, Fenced: st.Fenced, Warning: st.Warning}
 	for _, r := range st.Replicas {
-		rd := ReplicaStatusDoc{Name: r.Name, TXID: r.TXID, Checksum: r.Checksum, LastError: r.LastError, Pending: r.Pending}
+		rd := ReplicaStatusDoc{Name: r.Name, TXID: r.TXID, Checksum: r.Checksum, LastError: r.LastError, Pending: r.Pending, Fencing: r.Fencing}
 		if !r.LastSync.IsZero() {
 			t := r.LastSync.UTC()
 			rd.LastSync = &t

@@ -20,6 +20,7 @@ import (
 	"github.com/understudy-db/understudy/internal/httpserver"
 	"github.com/understudy-db/understudy/internal/replicaclient"
 	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/lease"
 	"github.com/understudy-db/understudy/primary"
 	"github.com/urfave/cli/v2"
 )
@@ -400,7 +401,8 @@ func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc
 		if err != nil {
 			return opts, refused, withEmptyEnv(fmt.Errorf("database %s: replica %s: %w", dbc.Path, rc.Name, err), cfg, rc)
 		}
-		if err := client.ProbeCreateOnly(ctx); err != nil {
+		client, fencing, err := fencedClient(ctx, client, rc, dbc.Lease != nil && dbc.Lease.Type == lease.TypeConsul)
+		if err != nil {
 			err = withEmptyEnv(fmt.Errorf("database %s: replica %s (%s): %w", dbc.Path, rc.Name, rc.Location(), err), cfg, rc)
 			if rc.Required || len(dbc.Replicas) == 1 {
 				return opts, refused, err
@@ -410,8 +412,14 @@ func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc
 			refused = errors.Join(refused, fmt.Errorf("refused at start-up: %w", err))
 			continue
 		}
+		if w := fencing.Warning(); w != "" {
+			logger.Warn("replica without create-only writes: "+w, "db", dbc.Path, "replica", rc.Name, "fencing", fencing)
+		} else {
+			logger.Info("replica fencing", "db", dbc.Path, "replica", rc.Name, "fencing", fencing)
+		}
 		note03(ctx, client, logger, dbc.Path, rc.Name, rc.Location())
 		opts.Replicas = append(opts.Replicas, primary.ReplicaOptions{
+			Fencing:                fencing,
 			Name:                   rc.Name,
 			Location:               rc.Location(),
 			Client:                 client,
@@ -425,6 +433,35 @@ func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc
 		return opts, nil, refused // every replica refused
 	}
 	return opts, refused, nil
+}
+
+// fencedClient probes the replica's store for create-only writes and
+// returns the client to write it with and the fencing in force
+// (storage.ChooseFencing). A store that does not honour them is written
+// through its plain writes only when the replica accepts it
+// (conditional-writes: if-supported); otherwise the error wraps both the
+// probe's verdict (storage.ErrNoCreateOnly: exit 2) and the key to set.
+func fencedClient(ctx context.Context, client storage.Client, rc *config.Replica, leased bool) (storage.Client, storage.Fencing, error) {
+	perr := client.ProbeCreateOnly(ctx)
+	cond, ok := storage.ConditionOf(perr)
+	if !ok {
+		return nil, "", perr
+	}
+	pw, canPlain := client.(storage.PlainWriter)
+	accept := rc.AcceptsPlainWrites() && canPlain
+	versioned := false
+	if cond != storage.ConditionHonoured && accept {
+		var err error
+		if client, versioned, err = pw.PlainWrites(ctx); err != nil {
+			return nil, "", err
+		}
+	}
+	key := fmt.Sprintf("conditional-writes: if-supported on replica %s (or ?conditional-writes=if-supported in its URL)", rc.Name)
+	f, err := storage.ChooseFencing(cond, accept, versioned, leased, key)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w; %w", perr, err)
+	}
+	return client, f, nil
 }
 
 // primariesHealthy is /healthz: unhealthy when a database is fenced or

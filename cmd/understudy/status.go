@@ -146,6 +146,7 @@ type dbStatusView struct {
 		LastSync  *time.Time `json:"last_sync"`
 		LastError string     `json:"last_error"`
 		Pending   int        `json:"pending_txids"`
+		Fencing   string     `json:"fencing"`
 	} `json:"replicas"`
 	// follower
 	State      string     `json:"state"`
@@ -219,7 +220,11 @@ func printStatus(w io.Writer, doc statusView, now time.Time) error {
 				if r.LastError != "" {
 					rstate = "failing"
 				}
-				fmt.Fprintf(tw, "  replica\t%s\t%s\t%s\t\t%d TXIDs pending\tsynced %s%s", r.Name, rstate, r.TXID, r.Pending, ago(r.LastSync, now), replicaEnd)
+				fencing := ""
+				if r.Fencing != "" {
+					fencing = ", fencing " + r.Fencing
+				}
+				fmt.Fprintf(tw, "  replica\t%s\t%s\t%s\t\t%d TXIDs pending\tsynced %s%s%s", r.Name, rstate, r.TXID, r.Pending, ago(r.LastSync, now), fencing, replicaEnd)
 				if r.LastError != "" {
 					notes = append(notes, fmt.Sprintf("%s replica %s: %s", d.DB, r.Name, r.LastError))
 				}

@@ -33,6 +33,19 @@ var bucketSeq atomic.Int64
 // directory and stops it at test end.
 func StartVersityGW(t testing.TB) *S3Server {
 	t.Helper()
+	return startVersityGW(t, false)
+}
+
+// StartVersityGWVersioning is StartVersityGW with bucket versioning
+// available (--versioning-dir): a bucket keeps object versions once
+// versioning is enabled on it (PutBucketVersioning), as on AWS S3.
+func StartVersityGWVersioning(t testing.TB) *S3Server {
+	t.Helper()
+	return startVersityGW(t, true)
+}
+
+func startVersityGW(t testing.TB, versioning bool) *S3Server {
+	t.Helper()
 	bin := Tool(t, "versitygw")
 	s := &S3Server{
 		AccessKey: S3AccessKey,
@@ -45,9 +58,12 @@ func StartVersityGW(t testing.TB) *S3Server {
 	s.Endpoint = "http://" + s.Addr
 	// --keep-alive: without it versitygw closes the connection after every
 	// response, which costs a TCP handshake per request.
-	p := start(t, "versitygw", bin,
-		"--port", s.Addr, "--access", s.AccessKey, "--secret", s.SecretKey,
-		"--quiet", "--keep-alive", "posix", s.DataDir)
+	args := []string{"--port", s.Addr, "--access", s.AccessKey, "--secret", s.SecretKey,
+		"--quiet", "--keep-alive", "posix"}
+	if versioning {
+		args = append(args, "--versioning-dir", t.TempDir())
+	}
+	p := start(t, "versitygw", bin, append(args, s.DataDir)...)
 	p.waitReady(t, func(ctx context.Context) error {
 		// Any HTTP answer (an anonymous ListBuckets is refused) means the
 		// server is serving.

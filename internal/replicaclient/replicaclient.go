@@ -45,6 +45,9 @@ func New(ctx context.Context, r *config.Replica, opts ...Option) (storage.Client
 			Bucket: r.Bucket, Path: r.Path, Region: r.Region, Endpoint: r.Endpoint,
 			ForcePathStyle: r.ForcePathStyle, SkipVerify: r.SkipVerify,
 			AccessKeyID: r.AccessKeyID, SecretAccessKey: r.SecretAccessKey,
+			// A replica that accepts a store without create-only writes may
+			// hold several versions of a key: every reader resolves them.
+			ResolveVersions: r.AcceptsPlainWrites(),
 		}
 		if so.AccessKeyID == "" && so.SecretAccessKey == "" {
 			so.AccessKeyID, so.SecretAccessKey = o.accessKeyID, o.secretAccessKey

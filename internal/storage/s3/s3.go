@@ -4,7 +4,9 @@
 //	<path>/<level %04x>/<minTXID %016x>-<maxTXID %016x>.ltx
 //
 // Creates are conditional (If-None-Match: *), so a key is written once; the
-// metadata rides on the same PUT as user metadata.
+// metadata rides on the same PUT as user metadata. A store that does not
+// honour the condition can be written through PlainWrites instead (see
+// plain.go and the storage package's "Stores without create-only writes").
 package s3
 
 import (
@@ -74,6 +76,12 @@ type Options struct {
 	MaxBackoff    time.Duration // most a retry waits (jittered exponential backoff)
 	CallTimeout   time.Duration // deadline of each call, plus transfer time
 	MinThroughput int64         // bytes/s a transfer's deadline allows for
+
+	// ResolveVersions makes readers resolve each key to one of its object
+	// versions (storage.PickVersion) where the bucket keeps versions: set
+	// for a replica that accepts a store without create-only writes
+	// (conditional-writes: if-supported), whose keys may hold several.
+	ResolveVersions bool
 }
 
 // Client is a replica store in one bucket prefix.
@@ -82,6 +90,9 @@ type Client struct {
 	s3       *awss3.Client
 	prefix   string // Path with a trailing "/", or ""
 	credDesc string // how credentials were given, for error messages
+
+	plain    bool      // Create sends no condition (PlainWrites)
+	versions *versions // how reads resolve object versions; nil: never
 }
 
 var _ storage.Client = (*Client)(nil)
@@ -170,6 +181,9 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
 	c := &Client{opts: opts, s3: client, credDesc: credDesc}
+	if opts.ResolveVersions {
+		c.versions = &versions{}
+	}
 	if opts.Path != "" {
 		c.prefix = opts.Path + "/"
 	}
@@ -208,7 +222,11 @@ func (c *Client) Create(ctx context.Context, level int, minTXID, maxTXID ltx.TXI
 		return storage.FileInfo{}, err
 	}
 	key := c.Key(level, minTXID, maxTXID)
-	size, err := c.put(ctx, key, r, md)
+	put := c.put
+	if c.plain {
+		put = c.plainPut
+	}
+	size, err := put(ctx, key, r, md)
 	if err != nil {
 		return storage.FileInfo{}, err
 	}
@@ -217,30 +235,12 @@ func (c *Client) Create(ctx context.Context, level int, minTXID, maxTXID ltx.TXI
 
 // put is a conditional PUT of r at key with md; it returns the size.
 func (c *Client) put(ctx context.Context, key string, r io.Reader, md storage.Metadata) (int64, error) {
-	if err := checkMetadata(md); err != nil {
-		return 0, fmt.Errorf("s3 replica: %s: %w", c.where(key), err)
-	}
-	body, err := spool(r)
+	body, uploadID, meta, err := c.prepareUpload(key, r, md)
 	if err != nil {
-		return 0, fmt.Errorf("s3 replica: %s: read the file to upload: %w", c.where(key), err)
+		return 0, err
 	}
 	defer body.Close()
-
-	uploadID := newUploadID()
-	meta := map[string]string{metaUploadID: uploadID}
-	for k, v := range md.Fields() {
-		meta[metaPrefix+k] = v
-	}
-	cctx, cancel := c.callContext(ctx, body.size)
-	defer cancel()
-	_, err = c.s3.PutObject(cctx, &awss3.PutObjectInput{
-		Bucket:        aws.String(c.opts.Bucket),
-		Key:           aws.String(key),
-		Body:          body,
-		ContentLength: aws.Int64(body.size),
-		IfNoneMatch:   aws.String("*"),
-		Metadata:      meta,
-	})
+	err = c.putObject(ctx, key, body, meta, true)
 	if err == nil {
 		return body.size, nil
 	}
@@ -254,19 +254,51 @@ func (c *Client) put(ctx context.Context, key string, r io.Reader, md storage.Me
 	return 0, err
 }
 
+// prepareUpload checks md and makes r an upload body, with the metadata
+// of a PUT that carries a new upload id (returned too).
+func (c *Client) prepareUpload(key string, r io.Reader, md storage.Metadata) (*body, string, map[string]string, error) {
+	if err := checkMetadata(md); err != nil {
+		return nil, "", nil, fmt.Errorf("s3 replica: %s: %w", c.where(key), err)
+	}
+	b, err := spool(r)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("s3 replica: %s: read the file to upload: %w", c.where(key), err)
+	}
+	uploadID := newUploadID()
+	meta := map[string]string{metaUploadID: uploadID}
+	for k, v := range md.Fields() {
+		meta[metaPrefix+k] = v
+	}
+	return b, uploadID, meta, nil
+}
+
+// putObject PUTs b at key with meta, create-only (If-None-Match: *) when
+// conditional. The error is the SDK's, undescribed.
+func (c *Client) putObject(ctx context.Context, key string, b *body, meta map[string]string, conditional bool) error {
+	in := &awss3.PutObjectInput{
+		Bucket:        aws.String(c.opts.Bucket),
+		Key:           aws.String(key),
+		Body:          b,
+		ContentLength: aws.Int64(b.size),
+		Metadata:      meta,
+	}
+	if conditional {
+		in.IfNoneMatch = aws.String("*")
+	}
+	cctx, cancel := c.callContext(ctx, b.size)
+	defer cancel()
+	_, err := c.s3.PutObject(cctx, in)
+	return err
+}
+
 // hasUploadID reports whether the object at key was written by the Create
 // call that chose id.
 func (c *Client) hasUploadID(ctx context.Context, key, id string) (bool, error) {
-	cctx, cancel := c.callContext(ctx, 0)
-	defer cancel()
-	out, err := c.s3.GetObject(cctx, &awss3.GetObjectInput{
-		Bucket: aws.String(c.opts.Bucket), Key: aws.String(key), Range: aws.String("bytes=0-0"),
-	})
+	meta, err := c.headMetadata(ctx, key, "")
 	if err != nil {
 		return false, err
 	}
-	out.Body.Close()
-	return out.Metadata[metaUploadID] == id, nil
+	return meta[metaUploadID] == id, nil
 }
 
 // Open reads an object or a range of it; see storage.Client. The deadline
@@ -280,6 +312,11 @@ func (c *Client) Open(ctx context.Context, level int, minTXID, maxTXID ltx.TXID,
 		return nil, fmt.Errorf("s3 replica: open %s: negative offset %d", c.where(key), offset)
 	}
 	in := &awss3.GetObjectInput{Bucket: aws.String(c.opts.Bucket), Key: aws.String(key)}
+	if v, err := c.resolveVersion(ctx, key); err != nil {
+		return nil, err
+	} else if v != "" {
+		in.VersionId = aws.String(v)
+	}
 	empty := size == 0
 	switch {
 	case empty:
@@ -380,23 +417,23 @@ func (c *Client) ProbeCreateOnly(ctx context.Context) error {
 	key := c.prefix + "understudy-probe-" + newUploadID()
 	md := storage.Metadata{Node: "probe", CommitTime: time.Now()}
 	if _, err := c.put(ctx, key, strings.NewReader("probe"), md); errors.Is(err, errNotImplemented) {
-		return c.noCreateOnly(fmt.Sprintf("a conditional PUT (If-None-Match: *) of %s was answered 501 Not Implemented", c.where(key)))
+		return c.noCreateOnly(storage.ConditionRefused, fmt.Sprintf("a conditional PUT (If-None-Match: *) of %s was answered 501 Not Implemented", c.where(key)))
 	} else if err != nil {
 		return fmt.Errorf("create-only probe could not write: %w", err)
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.CallTimeout)
 		defer cancel()
-		_ = c.deleteKeys(cctx, []types.ObjectIdentifier{{Key: aws.String(key)}})
+		c.deleteProbe(cctx, key)
 	}()
 	_, err := c.put(ctx, key, strings.NewReader("probe"), md)
 	switch {
 	case errors.Is(err, storage.ErrExists):
 		return nil
 	case err == nil:
-		return c.noCreateOnly(fmt.Sprintf("a second conditional PUT (If-None-Match: *) of %s succeeded", c.where(key)))
+		return c.noCreateOnly(storage.ConditionIgnored, fmt.Sprintf("a second conditional PUT (If-None-Match: *) of %s succeeded", c.where(key)))
 	case errors.Is(err, errNotImplemented):
-		return c.noCreateOnly(fmt.Sprintf("a second conditional PUT (If-None-Match: *) of %s was answered 501 Not Implemented", c.where(key)))
+		return c.noCreateOnly(storage.ConditionRefused, fmt.Sprintf("a second conditional PUT (If-None-Match: *) of %s was answered 501 Not Implemented", c.where(key)))
 	default:
 		return fmt.Errorf("create-only probe: second create: %w", err)
 	}
@@ -404,9 +441,9 @@ func (c *Client) ProbeCreateOnly(ctx context.Context) error {
 
 // noCreateOnly is the probe's verdict on a store without create-only
 // writes, the same words whichever way the store showed it.
-func (c *Client) noCreateOnly(what string) error {
-	return storage.NoCreateOnly(fmt.Sprintf("s3 replica: create-only probe: %s; the store at %s does not honour conditional writes, so two writers could overwrite each other's history: use a store that does (AWS S3, versitygw, MinIO, ...)",
-		what, c.endpoint()))
+func (c *Client) noCreateOnly(cond storage.Condition, what string) error {
+	return &storage.ConditionError{Condition: cond, Msg: fmt.Sprintf("s3 replica: create-only probe: %s; the store at %s does not honour conditional writes, so two writers could overwrite each other's history: use a store that does (AWS S3, versitygw, MinIO, ...)",
+		what, c.endpoint())}
 }
 
 // checkKey is storage.CheckKey with this store's prefix.
@@ -429,10 +466,7 @@ func checkMetadata(md storage.Metadata) error {
 
 // decodeMetadata reads our fields from S3 user metadata (keys lower-cased).
 func decodeMetadata(m map[string]string) (*storage.Metadata, error) {
-	lower := make(map[string]string, len(m))
-	for k, v := range m {
-		lower[strings.ToLower(k)] = v
-	}
+	lower := lowerKeys(m)
 	return storage.MetadataFromFields(func(f string) (string, bool) {
 		v, ok := lower[metaPrefix+f]
 		return v, ok

@@ -1,0 +1,272 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/superfly/ltx"
+
+	"github.com/understudy-db/understudy/integration/harness"
+	"github.com/understudy-db/understudy/internal/storage"
+)
+
+// The tests in this file run replicate on stores without create-only
+// writes (issue 12, section 1): one that ignores If-None-Match (the
+// stripping proxy) and one that answers it 501 Not Implemented, as
+// Backblaze B2 does, each accepted with conditional-writes: if-supported.
+
+// newS3Client is a plain SDK client of the test server (the tests' own
+// writes, as another writer or an operator makes them).
+func newS3Client(srv *harness.S3Server) *awss3.Client {
+	return awss3.New(awss3.Options{
+		BaseEndpoint: aws.String(srv.Endpoint), Region: srv.Region, UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider(srv.AccessKey, srv.SecretKey, ""),
+	})
+}
+
+func enableBucketVersioning(t *testing.T, srv *harness.S3Server, bucket string) {
+	t.Helper()
+	_, err := newS3Client(srv).PutBucketVersioning(context.Background(), &awss3.PutBucketVersioningInput{
+		Bucket:                  aws.String(bucket),
+		VersioningConfiguration: &types.VersioningConfiguration{Status: types.BucketVersioningStatusEnabled},
+	})
+	if err != nil {
+		t.Fatalf("enable versioning of bucket %s: %v", bucket, err)
+	}
+}
+
+// plainURL is the replica URL of bucket's app/ through the proxy, accepting
+// a store without create-only writes.
+func plainURL(bucket string, proxy *conditionStripper) string {
+	return "s3://" + bucket + "/app?endpoint=" + proxy.srv.URL + "&region=us-east-1&force-path-style=true&conditional-writes=if-supported"
+}
+
+// replicaFencing is the fencing /status reports for each replica.
+func replicaFencing(t *testing.T, addr string) []string {
+	t.Helper()
+	st, err := statusDB[struct {
+		Replicas []struct {
+			Fencing string `json:"fencing"`
+		} `json:"replicas"`
+	}](addr)
+	if err != nil {
+		t.Fatalf("/status: %v", err)
+	}
+	var out []string
+	for _, r := range st.Replicas {
+		out = append(out, r.Fencing)
+	}
+	return out
+}
+
+// TestReplicatePlainWrites: with conditional-writes: if-supported,
+// replicate runs on a store that ignores If-None-Match and on one that
+// answers it 501 (as B2), uploading with plain PUTs (no LTX PUT carries the
+// condition, which B2 would refuse); the log warns that a second writer
+// from another host cannot be refused, /status and the status command show
+// the fencing (lock+read-back; lock+read-back+versions in a bucket that
+// keeps versions), and a restore through the same store is the database,
+// page for page.
+func TestReplicatePlainWrites(t *testing.T) {
+	plainS3 := harness.StartVersityGW(t)
+	versionedS3 := harness.StartVersityGWVersioning(t)
+	for _, tc := range []struct {
+		name      string
+		answer501 bool
+		versioned bool
+		fencing   string
+	}{
+		{"ignores the condition", false, false, "lock+read-back"},
+		{"answers 501", true, false, "lock+read-back"},
+		{"answers 501, bucket keeps versions", true, true, "lock+read-back+versions"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := plainS3
+			if tc.versioned {
+				srv = versionedS3
+			}
+			bucket := srv.NewBucket(t)
+			if tc.versioned {
+				enableBucketVersioning(t, srv, bucket)
+			}
+			proxy := startConditionStripper(t, srv, tc.answer501)
+			dir := t.TempDir()
+			s := &stack{dir: dir, dbPath: filepath.Join(dir, "app.db"), addr: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
+				configPath: filepath.Join(dir, "understudy.yml"),
+				env:        []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}}
+			writeFile(t, s.configPath, fmt.Sprintf("addr: %s\ndbs:\n  - path: %s\n    replicas:\n      - name: b2\n        url: %s\n        sync-interval: 100ms\n",
+				s.addr, s.dbPath, plainURL(bucket, proxy)))
+			makeDB(t, s.dbPath)
+			d := s.replicate(t)
+			app := openDB(t, s.dbPath)
+			for i := 0; i < 5; i++ {
+				mustExec(t, app, `INSERT INTO t(v) VALUES (randomblob(3000))`)
+				s.waitShipped(t, snapshotImage(t, app))
+			}
+			mustExec(t, app, `UPDATE t SET v = randomblob(100) WHERE id % 3 = 0`)
+			final := snapshotImage(t, app)
+			s.waitShipped(t, final)
+
+			if got := replicaFencing(t, s.addr); len(got) != 1 || got[0] != tc.fencing {
+				t.Errorf("/status fencing %v, want [%s]", got, tc.fencing)
+			}
+			res := run(t, nil, "status", "-addr", s.addr)
+			if res.code != 0 || !strings.Contains(res.stdout, "fencing "+tc.fencing) {
+				t.Errorf("status: exit %d, does not say fencing %s:\n%s%s", res.code, tc.fencing, res.stdout, res.stderr)
+			}
+			if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+				t.Fatalf("replicate exit %d after SIGTERM", code)
+			}
+			wantAll(t, d.out.String(), "replica without create-only writes", "a second writer from another host cannot be refused", `fencing="`+tc.fencing+`"`)
+
+			puts, err := proxy.puts()
+			if err != nil {
+				t.Fatalf("proxy could not sign a PUT again: %v", err)
+			}
+			if len(puts) == 0 {
+				t.Fatal("no conditional PUT reached the proxy: the probe did not run")
+			}
+			for _, p := range puts {
+				if strings.HasSuffix(p, ".ltx") {
+					t.Errorf("LTX upload %s carried If-None-Match after the store was found without create-only writes", p)
+				}
+			}
+
+			out := s.restore(t, plainURL(bucket, proxy))
+			if got := fileChecksum(t, out); got != final.checksum {
+				t.Fatalf("restore checksum %s, database %s", got, final.checksum)
+			}
+			restored := openDB(t, out)
+			if imageSum(snapshotImage(t, restored)) != imageSum(final) {
+				t.Fatal("the restored database's pages differ from the database's")
+			}
+			integrityCheck(t, out)
+		})
+	}
+}
+
+// intrudeAfterPut wraps a proxy's handler: the plain PUT of the LTX key
+// want() names is forwarded, then another writer's object is written at
+// the same key (through put) before the answer goes back, as when a second
+// writer's PUT lands between ours and our read-back. It reports the key.
+func intrudeAfterPut(want func(path string) bool, put func(key string), hit *atomic.Value) func(http.Handler) http.Handler {
+	return func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPut || r.Header.Get("If-None-Match") != "" || !want(r.URL.Path) || hit.Load() != nil {
+				h.ServeHTTP(w, r)
+				return
+			}
+			key := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 2)[1] // path-style: /bucket/key
+			hit.Store(key)
+			harness.ServeThen(h, w, r, func() { put(key) })
+		})
+	}
+}
+
+// TestPlainWritesLeaseForeignObjectHalts: a primary under a Consul lease on
+// a store that answers conditional PUTs 501 (B2) reports fencing
+// lease+read-back. Another writer's object at the key of its next L0 file
+// halts it as a lost create-only race does (role halted, the app's writes
+// fail with SQLITE_BUSY), and the other writer's object stays: found by
+// the check before the PUT (the object was there first), and by the
+// read-back after it (the other writer's PUT landed right after ours).
+func TestPlainWritesLeaseForeignObjectHalts(t *testing.T) {
+	consul := harness.StartConsul(t)
+	srv := harness.StartVersityGW(t)
+	s3c := newS3Client(srv)
+	for _, when := range []string{"before our PUT", "after our PUT"} {
+		t.Run(when, func(t *testing.T) {
+			bucket := srv.NewBucket(t)
+			intruder := []byte("not an LTX file: another writer's object")
+			var next atomic.Uint64 // the TXID the intruder takes (after our PUT), 0: none yet
+			meta := map[string]string{}
+			for k, v := range (storage.Metadata{Node: "intruder", FencingToken: 1, CommitTime: time.Now()}).Fields() {
+				meta["understudy-"+k] = v
+			}
+			foreign := func(key string) {
+				t.Helper()
+				_, err := s3c.PutObject(context.Background(), &awss3.PutObjectInput{
+					Bucket: aws.String(bucket), Key: aws.String(key), Body: bytes.NewReader(intruder), Metadata: meta,
+				})
+				if err != nil {
+					t.Errorf("intruder's PUT at %s: %v", key, err)
+				}
+			}
+			var hit atomic.Value
+			wrap := intrudeAfterPut(func(path string) bool {
+				n := next.Load()
+				return n != 0 && strings.HasSuffix(path, "/0000/"+ltx.FormatFilename(ltx.TXID(n), ltx.TXID(n)))
+			}, foreign, &hit)
+			proxy := startConditionStripperWith(t, srv, true, wrap)
+
+			dir := t.TempDir()
+			dbPath := filepath.Join(dir, "app.db")
+			addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+			cfg := filepath.Join(dir, "understudy.yml")
+			writeFile(t, cfg, fmt.Sprintf(`addr: %s
+dbs:
+  - path: %s
+    name: app
+    replicas:
+      - name: b2
+        url: %s
+        sync-interval: 100ms
+    lease:
+      type: consul
+      node: host-a
+      advertise-url: http://%s
+      on-demote: halt
+      consul:
+        address: %s
+        key-prefix: t%d/
+`, addr, dbPath, plainURL(bucket, proxy), addr, consul.HTTPAddr, time.Now().UnixNano()))
+			makeDB(t, dbPath)
+			env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}
+			d := start(t, env, "replicate", "-config", cfg)
+			n := &leaseNode{name: "host-a", dbPath: dbPath, addr: addr, config: cfg, d: d}
+			n.waitPrimary(t)
+			db := openDB(t, dbPath)
+			mustExec(t, db, `INSERT INTO t(v) VALUES (randomblob(100))`)
+			txid := n.waitShippedAt(t, snapshotImage(t, db).checksum)
+			if got := replicaFencing(t, addr); len(got) != 1 || got[0] != "lease+read-back" {
+				t.Fatalf("/status fencing %v, want [lease+read-back]", got)
+			}
+			key := "app/0000/" + ltx.FormatFilename(txid+1, txid+1)
+			if when == "before our PUT" {
+				foreign(key)
+			} else {
+				next.Store(uint64(txid + 1))
+			}
+
+			a := startApp(t, dbPath)
+			a.waitHeld(t)
+			n.waitStatus(t, 20*time.Second, "halted", func(st nodeStatus) bool { return st.Role == "halted" })
+			wantAll(t, d.out.String(), "fenced", "intruder")
+			if when == "after our PUT" && hit.Load() != key {
+				t.Fatalf("the intruder wrote at %v, want %s", hit.Load(), key)
+			}
+			out, err := s3c.GetObject(context.Background(), &awss3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+			if err != nil {
+				t.Fatalf("the other writer's object at %s: %v", key, err)
+			}
+			got, _ := io.ReadAll(out.Body)
+			out.Body.Close()
+			if !bytes.Equal(got, intruder) {
+				t.Errorf("the other writer's object at %s was replaced (%d bytes)", key, len(got))
+			}
+		})
+	}
+}
