@@ -7,50 +7,7 @@ import (
 	"strings"
 )
 
-// Stores without create-only writes
-//
-// Create is create-only wherever the store can do it (the file store
-// always, S3 with If-None-Match: *). Some S3-compatible stores cannot:
-// Backblaze B2 answers a conditional PUT 501 Not Implemented ("A header you
-// provided implies functionality that is not implemented"), and older Ceph
-// RGW and some gateways ignore the header and overwrite. ProbeCreateOnly
-// tells the three cases apart (ConditionOf). A store that does not honour
-// the condition is refused unless its replica accepts it explicitly; then
-// the client's PlainWrites form is used, and the fencing in force is the
-// strongest that store allows (ChooseFencing):
-//
-//   - Every create is checked before and after. Before: a key that is
-//     already there gives ErrExists without writing, exactly as a refused
-//     conditional PUT does, so the primary's read-back (our own earlier
-//     upload, a deposed writer's orphan, or another writer) decides as
-//     with a create-only store. The PUT carries no condition at all (B2
-//     refuses the header). After: the key is read back and the object a
-//     reader would get must carry this call's upload id; another writer's
-//     object there gives ErrExists, so the primary fences itself as on a
-//     lost create-only race.
-//   - Where the bucket keeps object versions (S3 with versioning on; B2
-//     keeps them by default), a second PUT at a key does not destroy the
-//     first: both stay as versions. Every reader of such a replica (the
-//     writer's read-back, restore, follow) resolves a key to one version
-//     with PickVersion: among the versions written after the key's newest
-//     delete marker, the one with the highest fencing token; among equal
-//     tokens, the newest (what a plain GET returns). A deposed primary's
-//     late overwrite carries a lower token than the new primary's file at
-//     the same key, so readers keep the new primary's file and the deposed
-//     writer's read-back finds a foreign object and fences it. With a lease
-//     this closes the window the read-back leaves open.
-//   - Without versions, the last PUT at a key wins. The read-back catches a
-//     writer that lost, but a second writer's PUT that lands after the
-//     first writer's read-back replaces the file unseen: followers then
-//     stall at that TXID (the next file's pre-apply checksum does not
-//     match) rather than apply a wrong history, and restores stop before
-//     it. With a lease only a deposed primary within its last safe window
-//     can do that; without one (a plain backup), only the per-database
-//     lock and the database identity stop a second writer, and neither
-//     reaches another host. The primary warns about it at start.
-//
-// The fencing in force is logged at start and shown per replica in /status
-// ("fencing") and by the status command.
+// See the package doc, "Stores without create-only writes", for the design.
 
 // Condition is what a store does with a create-only (conditional) write.
 type Condition int
