@@ -2,7 +2,6 @@ package primary
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -92,11 +91,11 @@ func (d *DB) checkpointLocked(ctx context.Context) error {
 // everything, nothing can be in the way of the pages we pinned); re-pin;
 // release the write lock. The next writer then restarts the WAL, which the
 // shipper expects. Only called when caught up, so the hold is the time to
-// ship a small tail. "Ship" here is: read the tail's pages into memory and
-// advance the shipped position; the tail's L0 file is written (and
-// fsynced) right after the lock is released, before anything else, which
-// took the hold from 5-10 ms to about 1 ms (the application sleeps in its
-// busy handler for at least as long). A crash before it is written loses
+// ship a small tail. "Ship" here is: copy the tail's pages into the stage
+// (stage.go: no fsync) and advance the shipped position; the L0 file that
+// holds them is written at the end of the sync interval, which took the
+// hold from 5-10 ms to about 1 ms (the application sleeps in its busy
+// handler for at least as long). A crash before it is written loses
 // nothing: the local position is then behind a restarted WAL, which is a
 // history break at the next Open (a full image).
 func (d *DB) restartWALLocked(ctx context.Context) error {
@@ -107,12 +106,10 @@ func (d *DB) restartWALLocked(ctx context.Context) error {
 	var tSync, tNoop, tCkpt time.Duration
 	err := d.quiesceLocked(ctx, restartLockWait, true, func() error {
 		t0 := time.Now()
-		// Read the tail into memory only: writing and syncing its L0 file
-		// (most of the hold, and the application sleeps in its busy handler
-		// meanwhile) waits until the lock is released.
-		d.deferWrite = true
-		_, err := d.syncLocked(ctx)
-		d.deferWrite = false
+		// Stage the tail only: writing and syncing an L0 file (most of the
+		// hold, and the application sleeps in its busy handler meanwhile)
+		// waits for the sync interval.
+		_, err := d.syncLocked(ctx, false)
 		if err != nil {
 			return err
 		}
@@ -161,10 +158,6 @@ func (d *DB) restartWALLocked(ctx context.Context) error {
 		d.expectRestart = true
 		return nil
 	})
-	// The tail read under the lock is written now, whatever happened.
-	if ferr := d.flushTailLocked(); ferr != nil {
-		return errors.Join(err, ferr)
-	}
 	if err != nil {
 		return err
 	}
@@ -210,7 +203,7 @@ func (d *DB) catchUpBackfillLocked(ctx context.Context) error {
 			return err
 		}
 		d.m.checkpoints.WithLabelValues(d.opts.Path, "passive").Inc()
-		if _, err := d.rotateAndSyncLocked(ctx); err != nil {
+		if _, err := d.rotateAndSyncLocked(ctx, false); err != nil {
 			return err
 		}
 		n, err := d.ckpt.Checkpoint(ctx, "NOOP")

@@ -124,11 +124,8 @@ type DB struct {
 	// truncatePending: a quiesced restart left the WAL file at its size;
 	// truncate it when the database is quiet.
 	truncatePending bool
-	// deferWrite: syncLocked reads the committed frames into tail instead
-	// of writing the L0 file (inside the quiesced restart's write-locked
-	// window); flushTailLocked writes it after the lock is released.
-	deferWrite bool
-	tail       *pendingTail
+	// stage holds the WAL pages shipped since the last L0 file (stage.go).
+	stage stage
 
 	// snapshotting: a snapshot's image is being read in the background
 	// (startSnapshotAsyncLocked); snapWG waits for it.
@@ -537,6 +534,7 @@ func (d *DB) Close() error {
 		l.close()
 	}
 	d.oldCkl = nil
+	d.stage.close() // staged pages not in an L0 file are read from the WAL again
 	d.local.close()
 	d.snapMu.Lock()
 	d.snapshots = nil // their files stay in the shadow directory for the next Open

@@ -102,6 +102,7 @@ func (d *DB) Detach() {
 	// never closed): closing a descriptor of "-shm" would drop the write
 	// lock held above.
 	d.ckl.release()
+	d.stage.close()
 	d.local.close()
 	d.local = nil
 }

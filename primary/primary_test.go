@@ -317,6 +317,61 @@ func TestWALBounded(t *testing.T) {
 	e.checkRestore(d)
 }
 
+// TestOneFilePerIntervalWhileWALRestarts: a writer fast enough to fill
+// max-checkpoint-page-count many times within one sync interval gets its
+// WAL shipped and restarted as often as bounding it needs, but the
+// interval still makes one L0 file (one PUT per replica): with an interval
+// of an hour, no L0 file is made between the first full image and the
+// final Sync, however many times the WAL restarted, and the store
+// restores byte-identical. Early syncs used to write an L0 file each
+// (1,290 PUTs a minute under a saturating writer).
+func TestOneFilePerIntervalWhileWALRestarts(t *testing.T) {
+	e := newEnv(t, 1)
+	opts := e.options()
+	opts.MinCheckpointPageCount, opts.MaxCheckpointPageCount = 50, 200
+	opts.Replicas[0].SyncInterval = time.Hour
+	d := e.open(opts)
+	defer d.Close()
+	stop := run(t, d)
+	first := d.Status().TXID
+	var maxWAL int64
+	for i := 0; i < 3000; i++ {
+		e.exec("INSERT INTO t (b) VALUES (randomblob(3000))")
+		if i%50 == 0 {
+			e.exec("DELETE FROM t WHERE id < ?", i-200)
+		}
+		if st, err := os.Stat(e.path + "-wal"); err == nil {
+			maxWAL = max(maxWAL, st.Size())
+		}
+		if i%100 == 0 {
+			// Pacing only (the machine may be busy): give the ship loop a
+			// turn. Its early steps stage the WAL and restart it.
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	restarts, mid := d.walRestarts, d.Status().TXID
+	if err := d.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	last := d.Status().TXID
+	t.Logf("TXID %d -> %d (before Sync) -> %d; %d WAL restarts, max WAL %d KB, %d creates",
+		first, mid, last, restarts, maxWAL>>10, e.clients[0].creates.Load())
+	if restarts < 2 {
+		t.Fatalf("%d WAL restarts; the writer did not fill the WAL (the test did not set up its case)", restarts)
+	}
+	if mid != first {
+		t.Errorf("%d L0 files made within one sync interval (TXID %d -> %d before the final Sync); want none: early syncs stage the WAL",
+			mid-first, first, mid)
+	}
+	if last != mid+1 {
+		t.Errorf("the final Sync made %d L0 files (TXID %d -> %d); want one", last-mid, mid, last)
+	}
+	e.checkRestore(d)
+}
+
 // TestReplacedDatabase: a database file replaced under the daemon (new
 // inode) is detected, reconnected to and snapshotted.
 // After a busy spell the WAL file keeps the size of its largest

@@ -65,17 +65,32 @@ func (d *DB) shipLoop(ctx context.Context, notify <-chan struct{}) error {
 	monitor := time.NewTicker(d.opts.MonitorInterval)
 	defer monitor.Stop()
 	interval := d.opts.minSyncInterval()
-	var last time.Time
+	// lastFinal is when the last L0 file was made (a final step): the next
+	// one waits for the interval, however often early steps stage the WAL.
+	// Open shipped what was there.
+	lastFinal := time.Now()
 	var timer *time.Timer
 	var timerC <-chan time.Time
-	step := func() {
-		if timer != nil {
-			timer.Stop()
-			timer, timerC = nil, nil
+	arm := func() {
+		if timer == nil {
+			timer = time.NewTimer(max(0, interval-time.Since(lastFinal)))
+			timerC = timer.C
 		}
-		last = time.Now()
-		d.step(ctx)
 	}
+	step := func(final bool) {
+		if final {
+			if timer != nil {
+				timer.Stop()
+				timer, timerC = nil, nil
+			}
+			lastFinal = time.Now()
+		}
+		d.step(ctx, final)
+		if !final && d.hasStaged() {
+			arm() // the staged pages become the interval's L0 file
+		}
+	}
+	due := func() bool { return time.Since(lastFinal) >= interval }
 	for {
 		select {
 		case <-ctx.Done():
@@ -85,32 +100,37 @@ func (d *DB) shipLoop(ctx context.Context, notify <-chan struct{}) error {
 		case <-d.stopCh:
 			return d.stoppedErr()
 		case <-notify:
-			if wait := interval - time.Since(last); wait > 0 && !d.walGrowingFast() {
-				if timer == nil {
-					timer = time.NewTimer(wait)
-					timerC = timer.C
-				}
-				continue
+			switch {
+			case due():
+				step(true)
+			case d.walGrowingFast():
+				step(false)
+			default:
+				arm()
 			}
-			step()
 		case <-timerC:
 			timer, timerC = nil, nil
-			step()
+			step(true)
 		case <-monitor.C:
-			step()
+			step(due())
 		case <-d.snapReq:
-			step()
+			step(due())
 		}
 	}
 }
 
+// hasStaged reports whether WAL pages are staged for the next L0 file.
+func (d *DB) hasStaged() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return !d.stage.empty()
+}
+
 // walGrowingFast reports whether the unshipped part of the WAL reached half
-// of max-checkpoint-page-count, so that it is shipped, and the WAL
+// of max-checkpoint-page-count, so that it is staged, and the WAL
 // restarted at max-checkpoint-page-count, before the interval is up (this
-// bounds the WAL). It was min-checkpoint-page-count: under a saturating
-// writer that made a sync, a PUT, every 4 MB of WAL, 4-7 times Litestream's
-// request rate; the catch-up before a restart (catchUpBackfillLocked) keeps
-// the write-locked window small instead.
+// bounds the WAL). An early step only stages (stage.go): the interval's
+// L0 file, its one PUT per replica, comes at the interval.
 //
 // It asks SQLite for its frame count (wal_checkpoint(NOOP): no lock, no
 // I/O) instead of looking at the file's size: after a WAL restart the file
@@ -149,14 +169,16 @@ func unshippedFrames(log, shipped int64) int64 {
 	return log - shipped
 }
 
-// step is one round of the ship loop: sync, checkpoint, snapshots.
-func (d *DB) step(ctx context.Context) {
+// step is one round of the ship loop: sync (with final, what is committed
+// becomes the next L0 file; without, it is only staged), checkpoint,
+// snapshots.
+func (d *DB) step(ctx context.Context, final bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed || d.fencedErr() != nil {
 		return
 	}
-	shipped, err := d.rotateAndSyncLocked(ctx)
+	shipped, err := d.rotateAndSyncLocked(ctx, final)
 	if hb, ok := isBreak(err); ok {
 		err = d.handleBreakLocked(ctx, hb)
 	}
@@ -443,7 +465,7 @@ func (d *DB) Sync(ctx context.Context) error {
 		d.mu.Unlock()
 		return err
 	}
-	_, err := d.rotateAndSyncLocked(ctx)
+	_, err := d.rotateAndSyncLocked(ctx, true)
 	if hb, ok := isBreak(err); ok {
 		err = d.handleBreakLocked(ctx, hb)
 	}

@@ -97,12 +97,12 @@ func (d *DB) relaxPinLocked() {
 // the new pin starts first, then the WAL is read to its end (which covers
 // everything the new pin sees), and only then the old pin is released. So
 // no checkpoint can ever pass, and no writer restart, a frame not shipped.
-func (d *DB) rotateAndSyncLocked(ctx context.Context) (bool, error) {
+func (d *DB) rotateAndSyncLocked(ctx context.Context, final bool) (bool, error) {
 	newIdx, err := d.startPinLocked()
 	if err != nil {
 		return false, err
 	}
-	shipped, err := d.syncLocked(ctx)
+	shipped, err := d.syncLocked(ctx, final)
 	if err != nil {
 		d.endPinLocked(newIdx)
 		return false, err
@@ -122,10 +122,6 @@ func (d *DB) rotateAndSyncLocked(ctx context.Context) (bool, error) {
 const (
 	lockRetryEvery = 100 * time.Microsecond
 	lockSpin       = 5 * time.Millisecond // grabWriteLock's spin per try
-	// maxDeferredPages bounds the tail read into memory inside a WAL
-	// restart's window (deferWrite); a larger one is written there and
-	// then, which holds the lock longer but not the memory.
-	maxDeferredPages = 512
 	lockHandOver     = 100 * time.Microsecond // see lockLocked
 	lockCatchUpEvery = 10 * time.Millisecond
 	// waits: a WAL restart gives up quickly (the next sync tries again);
@@ -157,7 +153,9 @@ func (d *DB) lockLocked(ctx context.Context, maxWait time.Duration, catchUp bool
 			return fmt.Errorf("take the write lock: %w", err)
 		}
 		if catchUp && time.Since(lastCatchUp) >= lockCatchUpEvery {
-			if _, err := d.syncLocked(ctx); err != nil {
+			// Staged only: the wait must not make a TXID (a PUT) every
+			// few milliseconds.
+			if _, err := d.syncLocked(ctx, false); err != nil {
 				return err
 			}
 			lastCatchUp = time.Now()
@@ -231,7 +229,7 @@ func (d *DB) captureLocked(ctx context.Context, shipTail bool) error {
 func (d *DB) captureThenLocked(ctx context.Context, shipTail bool, then func() error) error {
 	return d.quiesceLocked(ctx, captureLockWait, shipTail, func() error {
 		if shipTail {
-			if _, err := d.syncLocked(ctx); err != nil {
+			if _, err := d.syncLocked(ctx, true); err != nil {
 				return err
 			}
 		} else {
@@ -239,6 +237,8 @@ func (d *DB) captureThenLocked(ctx context.Context, shipTail bool, then func() e
 			if err != nil {
 				return err
 			}
+			// The image read at this position covers what was staged.
+			d.stage.reset()
 			d.haveWAL, d.walHdr, d.walPos = ok, h, wal.Position{}
 			if ok {
 				if h.PageSize != d.pageSize {
@@ -334,9 +334,12 @@ func readImage(ctx context.Context, c *sqlitex.Conn, pageSize uint32, fn func(pg
 }
 
 // syncLocked reads the WAL from the shipped position and, if anything was
-// committed, writes it as the next L0 file. It returns a *historyBreak when
-// the WAL cannot be followed.
-func (d *DB) syncLocked(ctx context.Context) (bool, error) {
+// committed, takes it: with final it becomes the next L0 file, together
+// with whatever earlier syncs staged; without, it is only staged (stage.go)
+// and the shipped WAL position moves past it, so that checkpoints may copy
+// it back and the WAL restart, but no TXID is made. It returns a
+// *historyBreak when the WAL cannot be followed.
+func (d *DB) syncLocked(ctx context.Context, final bool) (bool, error) {
 	if err := d.fencedErr(); err != nil {
 		return false, err
 	}
@@ -347,12 +350,9 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 		return false, d.fencedErr()
 	}
 	if d.imagePending != "" {
-		// The full image read covers a deferred tail too.
-		d.tail = nil
+		// The full image read covers what was staged too.
+		d.stage.reset()
 		return false, &historyBreak{reason: d.imagePending}
-	}
-	if err := d.flushTailLocked(); err != nil {
-		return false, err
 	}
 	t0 := time.Now()
 	if err := d.checkLinkLocked(); err != nil {
@@ -364,8 +364,11 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 		return false, &historyBreak{reason: "the database file was replaced (new inode)", reopen: true}
 	}
 	f, h, ok, err := d.openWAL()
-	if err != nil || !ok {
+	if err != nil {
 		return false, err
+	}
+	if !ok {
+		return d.finishStageIfLocked(final)
 	}
 	defer f.Close()
 	if h.PageSize != d.pageSize {
@@ -382,7 +385,7 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 		// generation's frames after our position survive in the file, check
 		// that none of them was a commit we did not ship.
 		if d.haveWAL && !d.expectRestart {
-			if old, err := wal.Scan(f, d.walHdr, d.walPos, d.table.commit(), 0); err != nil {
+			if old, err := wal.Scan(f, d.walHdr, d.walPos, d.shippedCommit(), 0); err != nil {
 				return false, err
 			} else if old.Commits > 0 {
 				return false, &historyBreak{reason: fmt.Sprintf(
@@ -392,7 +395,7 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 		start = wal.Start(h)
 		d.walRestartsSeen++
 	}
-	b, err := wal.Scan(f, h, start, d.table.commit(), 0)
+	b, err := wal.Scan(f, h, start, d.shippedCommit(), 0)
 	if err != nil {
 		return false, err
 	}
@@ -403,32 +406,61 @@ func (d *DB) syncLocked(ctx context.Context) (bool, error) {
 		return false, &historyBreak{reason: "a commit grew the database without writing its new pages"}
 	}
 	if b.Commits == 0 {
-		return false, nil
+		return d.finishStageIfLocked(final)
 	}
 	if start.Offset == wal.HeaderSize && (!d.haveWAL || h.Salt1 != d.walHdr.Salt1 || h.Salt2 != d.walHdr.Salt2) {
 		d.log.Debug("following new WAL generation", "salt1", h.Salt1, "salt2", h.Salt2)
 		d.lastCkptAt = 0
 	}
-	if d.deferWrite && len(b.Pages) <= maxDeferredPages {
-		// Inside the write-locked window: only read the pages (the WAL may
-		// be restarted once the lock is released); flushTailLocked writes
-		// the file.
-		pages, err := readBatchPages(f, b, d.pageSize)
+	if final && d.stage.empty() {
+		// The common case: straight from the WAL into the L0 file.
+		md, changes, err := d.writeL0(b, func(p uint32, buf []byte) error { return wal.PageData(f, b.Pages[p], buf) })
 		if err != nil {
 			return false, err
 		}
-		d.tail = &pendingTail{b: b, pages: pages, t0: t0}
 		d.haveWAL, d.walHdr, d.walPos = true, h, b.End
 		d.expectRestart = false
+		d.finishSyncLocked(b, md, changes, t0)
+		if err := d.savePositionLocked(); err != nil {
+			return true, err
+		}
 		return true, nil
 	}
-	md, changes, err := d.writeL0(b, func(p uint32, buf []byte) error { return wal.PageData(f, b.Pages[p], buf) })
-	if err != nil {
+	if err := d.stage.add(d.local, f, b, d.pageSize); err != nil {
 		return false, err
 	}
 	d.haveWAL, d.walHdr, d.walPos = true, h, b.End
 	d.expectRestart = false
+	if final {
+		return d.finishStageIfLocked(true)
+	}
+	return true, nil
+}
+
+// shippedCommit is the database size in pages at the shipped WAL position:
+// the staged batches' if any, else the page table's.
+func (d *DB) shippedCommit() uint32 {
+	if !d.stage.empty() {
+		return d.stage.batch.Commit
+	}
+	return d.table.commit()
+}
+
+// finishStageIfLocked writes what is staged as the next L0 file when final
+// (and there is something). If that fails the pages stay staged and the
+// next final sync tries again.
+func (d *DB) finishStageIfLocked(final bool) (bool, error) {
+	if !final || d.stage.empty() {
+		return false, nil
+	}
+	t0 := time.Now()
+	b := d.stage.batch
+	md, changes, err := d.writeL0(b, d.stage.page)
+	if err != nil {
+		return false, err
+	}
 	d.finishSyncLocked(b, md, changes, t0)
+	d.stage.reset()
 	if err := d.savePositionLocked(); err != nil {
 		return true, err
 	}
@@ -444,47 +476,6 @@ func (d *DB) finishSyncLocked(b *wal.Batch, md fileMeta, changes []pageSum, t0 t
 	d.m.syncSeconds.WithLabelValues(d.opts.Path).Observe(time.Since(t0).Seconds())
 	d.log.Debug("sync", "txid", md.TXID, "pages", md.Pages, "commits", b.Commits, "frames", b.Frames,
 		"size", md.Size, "db_pages", md.Commit, "wal_offset", b.End.Offset, "took", time.Since(t0))
-}
-
-// pendingTail is a batch read under the write lock and not yet written.
-type pendingTail struct {
-	b     *wal.Batch
-	pages map[uint32][]byte
-	t0    time.Time
-}
-
-// readBatchPages reads the newest version of each page of b into memory.
-func readBatchPages(f *os.File, b *wal.Batch, pageSize uint32) (map[uint32][]byte, error) {
-	out := make(map[uint32][]byte, len(b.Pages))
-	for p, off := range b.Pages {
-		buf := make([]byte, pageSize)
-		if err := wal.PageData(f, off, buf); err != nil {
-			return nil, err
-		}
-		out[p] = buf
-	}
-	return out, nil
-}
-
-// flushTailLocked writes the batch a deferred sync read as the next L0
-// file. The shipped WAL position already includes it, so if it cannot be
-// written the history has a hole: that is a history break (a full image
-// as the next TXID repairs it).
-func (d *DB) flushTailLocked() error {
-	t := d.tail
-	if t == nil {
-		return nil
-	}
-	d.tail = nil
-	md, changes, err := d.writeL0(t.b, func(p uint32, buf []byte) error { copy(buf, t.pages[p]); return nil })
-	if err != nil {
-		return &historyBreak{reason: fmt.Sprintf("the frames read under the write lock could not be written: %v", err)}
-	}
-	d.finishSyncLocked(t.b, md, changes, t.t0)
-	if err := d.savePositionLocked(); err != nil {
-		return err
-	}
-	return nil
 }
 
 // advanceLocked makes a freshly written local L0 file the new head.
