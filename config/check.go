@@ -203,7 +203,7 @@ func (k *checker) check(c *Config) ErrorList {
 			} else {
 				names[r.Name] = rp
 			}
-			if r.Type == TypeFile && r.Path == "" || r.Type == TypeS3 && r.Bucket == "" {
+			if r.Type == TypeFile && r.Path == "" || r.Type == TypeS3 && r.Bucket == "" || r.Type == TypeSFTP && (r.Host == "" || r.Path == "") {
 				continue
 			}
 			k.levelDir(r, rp)
@@ -242,6 +242,12 @@ func (k *checker) replica(r *Replica, path string) {
 	case TypeFile:
 		if r.Path == "" {
 			k.errorf(path, nil, "file replica needs a path: set path, or url: file:///ABS/PATH")
+		}
+	case TypeSFTP:
+		for _, need := range []struct{ key, val string }{{"host", r.Host}, {"user", r.User}, {"path", r.Path}} {
+			if need.val == "" {
+				k.errorf(path, nil, "sftp replica needs a %s: set %s, or url: sftp://USER@HOST[:PORT]/PATH", need.key, need.key)
+			}
 		}
 	}
 }

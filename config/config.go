@@ -29,6 +29,9 @@
 //	        retention-check-interval: 1h
 //	        conditional-writes: require   # s3: a store without create-only writes (B2, old Ceph RGW) is refused; if-supported runs on it with weaker fencing (README)
 //	      - url: file:///var/backups/app    # or a plain directory path, or type: file + path
+//	      - url: sftp://backup@host.example:22/srv/backups/app  # or type: sftp, host, user, path
+//	        key-path: ~/.ssh/id_ed25519     # and/or password: ${SFTP_PASSWORD}
+//	        known-hosts-path: ~/.ssh/known_hosts   # the server's host key must be in it
 //	    follower:
 //	      replica: s3                # default: the first replica
 //	      poll-interval: 1s          # at least 50ms
@@ -173,6 +176,13 @@ type Replica struct {
 	SkipVerify      bool
 	AccessKeyID     string
 	SecretAccessKey string
+
+	// sftp (Path is the directory on the server)
+	Host           string // HOST or HOST:PORT
+	User           string
+	Password       string // secret
+	KeyPath        string // private key file on this machine
+	KnownHostsPath string // "" = ~/.ssh/known_hosts
 
 	SyncInterval           time.Duration
 	SnapshotInterval       time.Duration

@@ -431,7 +431,7 @@ func TestNewDB(t *testing.T) {
 		want string
 	}{
 		{nil, "database /data/app.db: no replicas: add replicas: with at least one (url: s3://BUCKET/PATH or a directory)"},
-		{[]string{"gs://b/x"}, `replica URL "gs://b/x": unsupported scheme "gs": use s3://BUCKET/PATH, file:///ABS/PATH or a directory path`},
+		{[]string{"gs://b/x"}, `replica URL "gs://b/x": unsupported scheme "gs": use s3://BUCKET/PATH, sftp://USER@HOST/PATH, file:///ABS/PATH or a directory path`},
 		{[]string{"s3://b/x", "s3://b/x/"}, `replica URL "s3://b/x/": same store as replica URL "s3://b/x" (s3://b/x): each replica needs its own path`},
 	} {
 		_, err := NewDB("/data/app.db", tc.urls...)
@@ -502,7 +502,7 @@ func TestDocExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.DBs) != 1 || len(c.DBs[0].Replicas) != 2 || c.DBs[0].Lease.Consul.HealthCheck != "service:app" {
+	if len(c.DBs) != 1 || len(c.DBs[0].Replicas) != 3 || c.DBs[0].Replicas[2].Type != TypeSFTP || c.DBs[0].Lease.Consul.HealthCheck != "service:app" {
 		t.Errorf("sample parsed as\n%s", c)
 	}
 }
@@ -624,6 +624,22 @@ func TestLitestreamConfigs(t *testing.T) {
 			"      - path: /backups/other",
 		}, []*Replica{s3(Replica{Name: "s3", Bucket: "mybkt", Path: "app.db", Region: "us-east-1"}),
 			withReplicaDefaults(Replica{Name: "file", Type: "file", Path: "/backups/other"})}},
+		{"0.3: sftp by keys, and by url with a key", []string{
+			"dbs:",
+			"  - path: /var/lib/app.db",
+			"    replicas:",
+			"      - type: sftp",
+			"        host: backup.example:2222",
+			"        user: ls",
+			"        password: ${LITESTREAM_SECRET_ACCESS_KEY}",
+			"        path: backups/app",
+			"  - path: /var/lib/other.db",
+			"    replica:",
+			"      url: sftp://ls@backup.example/srv/other",
+			"      key-path: /etc/litestream/id_ed25519",
+		}, []*Replica{
+			withReplicaDefaults(Replica{Name: "sftp", Type: "sftp", Host: "backup.example:2222", User: "ls", Password: "SECRETLS", Path: "backups/app"}),
+			withReplicaDefaults(Replica{Name: "sftp", Type: "sftp", Host: "backup.example", User: "ls", Path: "/srv/other", KeyPath: "/etc/litestream/id_ed25519"})}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := mustParse(t, doc(tc.lines...))

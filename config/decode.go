@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	pathpkg "path"
+
 	"gopkg.in/yaml.v3"
 )
 
@@ -17,13 +19,15 @@ var (
 	topKeys      = []string{"addr", "access-key-id", "secret-access-key", "logging", "dbs"}
 	loggingKeys  = []string{"level", "type"}
 	dbKeys       = []string{"name", "path", "replicas", "replica", "min-checkpoint-page-count", "max-checkpoint-page-count", "levels", "l0-retention", "max-shadow-size", "adopt-replica", "follower", "lease"}
-	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval", "required", "conditional-writes"}
+	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval", "required", "conditional-writes", "host", "user", "password", "key-path", "known-hosts-path"}
 	followerKeys = []string{"replica", "poll-interval", "auto-promote"}
 	leaseKeys    = []string{"type", "node", "advertise-url", "on-demote", "on-promote", "consul", "primary"}
 	consulKeys   = []string{"address", "token", "key-prefix", "mode", "ttl", "lock-delay", "health-check"}
 
-	// s3OnlyKeys make no sense on a file replica.
+	// s3OnlyKeys make sense on an s3 replica only.
 	s3OnlyKeys = []string{"bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "conditional-writes"}
+	// sftpOnlyKeys make sense on an sftp replica only.
+	sftpOnlyKeys = []string{"host", "user", "password", "key-path", "known-hosts-path"}
 
 	logLevels = []string{"trace", "debug", "info", "warn", "error"}
 	logTypes  = []string{"text", "json"}
@@ -382,7 +386,7 @@ func (d *decoder) replica(n *yaml.Node, path string) *Replica {
 		return r
 	}
 	r.Name = d.str(m["name"], sub(path, "name"))
-	typ := d.oneOf(m["type"], sub(path, "type"), "replica type", []string{TypeS3, TypeFile})
+	typ := d.oneOf(m["type"], sub(path, "type"), "replica type", []string{TypeS3, TypeFile, TypeSFTP})
 	if typ == "" && !isNull(m["type"]) {
 		return r // unknown type, reported
 	}
@@ -405,6 +409,11 @@ func (d *decoder) replica(n *yaml.Node, path string) *Replica {
 	r.SnapshotInterval = d.duration(m["snapshot-interval"], sub(path, "snapshot-interval"), 0, "")
 	r.Retention = d.duration(m["retention"], sub(path, "retention"), 0, "")
 	r.RetentionCheckInterval = d.duration(m["retention-check-interval"], sub(path, "retention-check-interval"), 0, "")
+	r.Host = d.str(m["host"], sub(path, "host"))
+	r.User = d.str(m["user"], sub(path, "user"))
+	r.Password = d.str(m["password"], sub(path, "password"))
+	r.KeyPath = d.localPath(m["key-path"], sub(path, "key-path"))
+	r.KnownHostsPath = d.localPath(m["known-hosts-path"], sub(path, "known-hosts-path"))
 
 	var fromURL *Replica
 	if u := d.str(m["url"], sub(path, "url")); u != "" {
@@ -423,23 +432,23 @@ func (d *decoder) replica(n *yaml.Node, path string) *Replica {
 		typ = fromURL.Type
 	case typ == "" && r.Bucket != "":
 		typ = TypeS3
+	case typ == "" && r.Host != "":
+		typ = TypeSFTP
 	case typ == "" && r.Path != "":
 		typ = TypeFile
 	case typ == "":
 		if len(d.errs) > errsBefore {
 			return r // a misspelt url: or bucket: was reported; no need to say it twice
 		}
-		d.errorAt(d.lines[path], path, "no location: set url (s3://BUCKET/PATH, file:///ABS/PATH or a directory), or type with bucket or path")
+		d.errorAt(d.lines[path], path, "no location: set url (s3://BUCKET/PATH, sftp://USER@HOST/PATH, file:///ABS/PATH or a directory), or type with bucket, host or path")
 		return r
 	}
 	r.Type = typ
 
-	if typ == TypeFile {
-		for _, k := range s3OnlyKeys {
-			if !isNull(m[k]) {
-				d.errorf(m[k], sub(path, k), "only for s3 replicas, and this is a file replica")
-			}
-		}
+	d.onlyFor(m, path, typ, TypeS3, s3OnlyKeys)
+	d.onlyFor(m, path, typ, TypeSFTP, sftpOnlyKeys)
+	switch typ {
+	case TypeFile:
 		if r.Path != "" {
 			abs, err := absPath(r.Path)
 			if err != nil {
@@ -447,13 +456,51 @@ func (d *decoder) replica(n *yaml.Node, path string) *Replica {
 			}
 			r.Path = abs
 		}
-	} else {
+	case TypeSFTP:
+		if r.Path != "" {
+			r.Path = pathpkg.Clean(r.Path) // on the server: relative to the login directory
+		}
+	default:
 		r.Path = cleanKeyPrefix(r.Path)
 	}
 	if fromURL != nil {
 		d.mergeURL(r, fromURL, m, path)
 	}
 	return r
+}
+
+// onlyFor reports the keys of a replica of type typ that only a replica of
+// type want takes.
+func (d *decoder) onlyFor(m map[string]*yaml.Node, path, typ, want string, keys []string) {
+	if typ == want {
+		return
+	}
+	for _, k := range keys {
+		if !isNull(m[k]) {
+			d.errorf(m[k], sub(path, k), "only for %s replicas, and this is %s replica", want, article(typ))
+		}
+	}
+}
+
+// article puts "a" or "an" before a replica type.
+func article(typ string) string {
+	if strings.HasPrefix(typ, "s") { // s3, sftp: "an ess"
+		return "an " + typ
+	}
+	return "a " + typ
+}
+
+// localPath reads a path on this machine, resolved like a database path.
+func (d *decoder) localPath(n *yaml.Node, path string) string {
+	p := d.str(n, path)
+	if p == "" {
+		return ""
+	}
+	abs, err := absPath(p)
+	if err != nil {
+		d.errorf(n, path, "%v", err)
+	}
+	return abs
 }
 
 // mergeURL fills the location fields the replica's keys left out from its
@@ -468,6 +515,8 @@ func (d *decoder) mergeURL(r, u *Replica, m map[string]*yaml.Node, path string) 
 		{"region", &r.Region, &u.Region},
 		{"endpoint", &r.Endpoint, &u.Endpoint},
 		{"conditional-writes", &r.ConditionalWrites, &u.ConditionalWrites},
+		{"host", &r.Host, &u.Host},
+		{"user", &r.User, &u.User},
 	}
 	for _, f := range fields {
 		switch {

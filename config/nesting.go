@@ -24,7 +24,7 @@ func levelDirOf(r *Replica) (owner, dir string, ok bool) {
 	for i, p := range parts {
 		var n int // how many parts name the level directory
 		switch {
-		case r.Type == TypeFile && p == "ltx" && i+1 < len(parts) && fileLevelDirRE.MatchString(parts[i+1]):
+		case (r.Type == TypeFile || r.Type == TypeSFTP) && p == "ltx" && i+1 < len(parts) && fileLevelDirRE.MatchString(parts[i+1]):
 			n = 2
 		case r.Type == TypeS3 && s3LevelDirRE.MatchString(p):
 			n = 1
@@ -32,7 +32,7 @@ func levelDirOf(r *Replica) (owner, dir string, ok bool) {
 			continue
 		}
 		owner = strings.Join(parts[:i], "/")
-		if r.Type == TypeFile {
+		if strings.HasPrefix(r.Path, "/") {
 			owner = "/" + owner
 		}
 		return owner, strings.Join(parts[i:i+n], "/"), true
@@ -57,7 +57,7 @@ func (k *checker) levelDir(r *Replica, rp string) {
 // same store: that is the "same store" check), so that one replica's files
 // would sit inside another's.
 func (a *Replica) contains(b *Replica) bool {
-	if a.Type != b.Type || a.Type == TypeS3 && (a.Endpoint != b.Endpoint || a.Bucket != b.Bucket) || a.Path == b.Path {
+	if a.Type != b.Type || a.Type == TypeS3 && (a.Endpoint != b.Endpoint || a.Bucket != b.Bucket) || a.Type == TypeSFTP && a.Host != b.Host || a.Path == b.Path {
 		return false
 	}
 	if a.Type == TypeS3 && a.Path == "" {

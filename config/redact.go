@@ -54,6 +54,11 @@ type printReplica struct {
 	SkipVerify             bool   `yaml:"skip-verify,omitempty" json:"skip-verify,omitempty"`
 	AccessKeyID            string `yaml:"access-key-id,omitempty" json:"access-key-id,omitempty"`
 	SecretAccessKey        string `yaml:"secret-access-key,omitempty" json:"secret-access-key,omitempty"`
+	Host                   string `yaml:"host,omitempty" json:"host,omitempty"`
+	User                   string `yaml:"user,omitempty" json:"user,omitempty"`
+	Password               string `yaml:"password,omitempty" json:"password,omitempty"`
+	KeyPath                string `yaml:"key-path,omitempty" json:"key-path,omitempty"`
+	KnownHostsPath         string `yaml:"known-hosts-path,omitempty" json:"known-hosts-path,omitempty"`
 	SyncInterval           string `yaml:"sync-interval,omitempty" json:"sync-interval,omitempty"`
 	SnapshotInterval       string `yaml:"snapshot-interval,omitempty" json:"snapshot-interval,omitempty"`
 	Retention              string `yaml:"retention,omitempty" json:"retention,omitempty"`
@@ -154,6 +159,7 @@ func (r Replica) printable() printReplica {
 		Name: r.Name, Type: r.Type, Path: r.Path, Bucket: r.Bucket, Region: r.Region, Endpoint: r.Endpoint,
 		ForcePathStyle: r.ForcePathStyle, SkipVerify: r.SkipVerify,
 		AccessKeyID: r.AccessKeyID, SecretAccessKey: redact(r.SecretAccessKey),
+		Host: r.Host, User: r.User, Password: redact(r.Password), KeyPath: r.KeyPath, KnownHostsPath: r.KnownHostsPath,
 		SyncInterval: dur(r.SyncInterval), SnapshotInterval: dur(r.SnapshotInterval),
 		Retention: dur(r.Retention), RetentionCheckInterval: dur(r.RetentionCheckInterval),
 	}

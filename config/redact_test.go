@@ -15,6 +15,7 @@ const (
 	topSecret     = "TOP-s3cr3t-value"
 	replicaSecret = "REPLICA-s3cr3t-value"
 	consulToken   = "CONSUL-t0ken-value"
+	sftpPassword  = "SFTP-passw0rd-value"
 )
 
 func secretConfig(t *testing.T) *Config {
@@ -30,6 +31,8 @@ func secretConfig(t *testing.T) *Config {
 		"        access-key-id: OWNKEY",
 		"        secret-access-key: "+replicaSecret,
 		"      - url: s3://bkt/inherits",
+		"      - url: sftp://backup@host.example:2222/srv/app",
+		"        password: "+sftpPassword,
 		"    lease:",
 		"      consul:",
 		"        token: "+consulToken,
@@ -38,7 +41,7 @@ func secretConfig(t *testing.T) *Config {
 
 func assertNoSecret(t *testing.T, what, s string) {
 	t.Helper()
-	for _, secret := range []string{topSecret, replicaSecret, consulToken} {
+	for _, secret := range []string{topSecret, replicaSecret, consulToken, sftpPassword} {
 		if strings.Contains(s, secret) {
 			t.Errorf("%s shows a secret:\n%s", what, s)
 		}
@@ -49,13 +52,13 @@ func TestRedactedEverywhere(t *testing.T) {
 	c := secretConfig(t)
 	db := c.DBs[0]
 	r0, r1 := db.Replicas[0], db.Replicas[1]
-	if r1.SecretAccessKey != topSecret || r0.SecretAccessKey != replicaSecret || db.Lease.Consul.Token != consulToken {
+	if r1.SecretAccessKey != topSecret || r0.SecretAccessKey != replicaSecret || db.Lease.Consul.Token != consulToken || db.Replicas[2].Password != sftpPassword {
 		t.Fatal("the secrets did not reach the Config; this test would prove nothing")
 	}
 	values := map[string]any{
 		"*Config": c, "Config": *c, "*DB": db, "DB": *db, "*Replica": r0, "Replica": *r1,
 		"*Lease": db.Lease, "Lease": *db.Lease, "*ConsulLease": db.Lease.Consul, "ConsulLease": *db.Lease.Consul,
-		"[]*Replica": db.Replicas,
+		"[]*Replica": db.Replicas, "sftp Replica": *db.Replicas[2],
 	}
 	for name, v := range values {
 		for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
@@ -83,8 +86,8 @@ func TestRedactedEverywhere(t *testing.T) {
 	}
 	out := c.Redacted()
 	assertNoSecret(t, "Redacted()", out)
-	if got := strings.Count(out, "REDACTED"); got != 4 { // top level, two replicas, consul token
-		t.Errorf("Redacted() has %d REDACTED, want 4:\n%s", got, out)
+	if got := strings.Count(out, "REDACTED"); got != 5 { // top level, two s3 replicas, the sftp password, consul token
+		t.Errorf("Redacted() has %d REDACTED, want 5:\n%s", got, out)
 	}
 	if c.String() != out {
 		t.Error("String() differs from Redacted()")
@@ -170,7 +173,8 @@ func TestRedactedRoundTrip(t *testing.T) {
 			"    lease: {node: n1, advertise-url: 'http://n1:9090', on-demote: follow, on-promote: 'echo hi',",
 			"            consul: {address: 'consul:8500', key-prefix: x/, mode: kv, ttl: 30s, lock-delay: 5s, health-check: app}}",
 			"  - path: /data/b.db", "    replica: {type: s3, bucket: b, path: b, region: r, endpoint: 'https://s3.example.com'}",
-			"    lease: {primary: n1, on-demote: exit}"),
+			"    lease: {primary: n1, on-demote: exit}",
+			"  - path: /data/c.db", "    replica: {type: sftp, host: 'h.example:2222', user: u, path: rel/c, key-path: /keys/id, known-hosts-path: /keys/known}"),
 	} {
 		c := mustParse(t, data)
 		again, err := Parse([]byte(c.Redacted()), "redacted.yml", true)
@@ -196,6 +200,9 @@ func TestErrorsDoNotShowSecrets(t *testing.T) {
 		{"dbs:", "  - path: a", "    replica: {url: 's3://b/a?endpoint=http://K:" + replicaSecret + "@minio'}"},
 		{"dbs:", "  - path: a", "    replica: {url: s3://b/a}", "    lease: {consul: {token: {t: " + consulToken + "}}}"},
 		{"dbs:", "  - path: a", "    replica: {url: s3://b/a}", "    lease: {type: static, consul: {token: " + consulToken + "}}"},
+		{"dbs:", "  - path: a", "    replica: {url: 'sftp://u:" + sftpPassword + "@h/srv/a'}"},
+		{"dbs:", "  - path: a", "    replica: {url: s3://b/a, password: " + sftpPassword + "}"},
+		{"dbs:", "  - path: a", "    replica: {type: sftp, host: h, path: /a, password: [" + sftpPassword + "]}"},
 	} {
 		_, err := Parse(doc(lines...), "understudy.yml", true)
 		if err == nil {

@@ -14,6 +14,7 @@ import (
 const (
 	TypeS3   = "s3"
 	TypeFile = "file"
+	TypeSFTP = "sftp"
 )
 
 // s3URLParams are the query parameters an s3:// URL may carry, in the order
@@ -28,6 +29,7 @@ var conditionalWrites = []string{ConditionalWritesRequire, ConditionalWritesIfSu
 //
 //	s3://BUCKET/PATH?endpoint=URL&region=R&force-path-style=true&skip-verify=true&conditional-writes=if-supported
 //	file:///ABS/PATH
+//	sftp://USER@HOST[:PORT]/ABS/PATH
 //	PATH                       (a directory; relative to the current directory, ~ = home)
 //
 // The result has Type and the location fields set and the interval fields at
@@ -44,6 +46,11 @@ func ParseReplicaURL(u string) (*Replica, error) {
 
 // quoteURL quotes u for an error message unless it may hold a password.
 func quoteURL(u string) string {
+	if p, err := url.Parse(u); err == nil && p.Scheme == TypeSFTP && p.User != nil {
+		if _, hasPassword := p.User.Password(); !hasPassword {
+			return fmt.Sprintf("%q", u) // sftp://USER@HOST: a user name is no secret
+		}
+	}
 	if strings.Contains(u, "@") {
 		return "(not shown: it contains credentials)"
 	}
@@ -70,7 +77,9 @@ func parseReplicaURL(s string) (*Replica, error) {
 		}
 		return nil, fmt.Errorf("invalid URL")
 	}
-	if u.User != nil {
+	if _, hasPassword := u.User.Password(); hasPassword && u.Scheme == TypeSFTP {
+		return nil, fmt.Errorf("a password in the URL is not supported: write sftp://USER@HOST/PATH and set password (e.g. password: ${SFTP_PASSWORD}) or key-path")
+	} else if u.User != nil && u.Scheme != TypeSFTP {
 		return nil, fmt.Errorf("credentials in the URL are not supported: use access-key-id and secret-access-key")
 	}
 	if u.Fragment != "" {
@@ -79,6 +88,8 @@ func parseReplicaURL(s string) (*Replica, error) {
 	switch u.Scheme {
 	case TypeS3:
 		return parseS3URL(u)
+	case TypeSFTP:
+		return parseSFTPURL(u)
 	case TypeFile:
 		if u.Host != "" {
 			return nil, fmt.Errorf("file URL must be file:///ABS/PATH, not host %q (write a relative path without file://)", u.Host)
@@ -91,8 +102,23 @@ func parseReplicaURL(s string) (*Replica, error) {
 		}
 		return &Replica{Type: TypeFile, Path: filepath.Clean(u.Path)}, nil
 	default:
-		return nil, fmt.Errorf("unsupported scheme %q: use s3://BUCKET/PATH, file:///ABS/PATH or a directory path", u.Scheme)
+		return nil, fmt.Errorf("unsupported scheme %q: use s3://BUCKET/PATH, sftp://USER@HOST/PATH, file:///ABS/PATH or a directory path", u.Scheme)
 	}
+}
+
+// parseSFTPURL reads sftp://USER@HOST[:PORT]/PATH, Litestream's form
+// without its password.
+func parseSFTPURL(u *url.URL) (*Replica, error) {
+	if u.Host == "" {
+		return nil, fmt.Errorf("sftp URL has no host: use sftp://USER@HOST[:PORT]/PATH")
+	}
+	if u.RawQuery != "" {
+		return nil, fmt.Errorf("sftp URL takes no query parameters: set key-path, password and known-hosts-path as keys of the replica")
+	}
+	if u.Path == "" || u.Path == "/" {
+		return nil, fmt.Errorf("sftp URL has no path: use sftp://USER@HOST[:PORT]/PATH")
+	}
+	return &Replica{Type: TypeSFTP, Host: u.Host, User: u.User.Username(), Path: path.Clean(u.Path)}, nil
 }
 
 func parseS3URL(u *url.URL) (*Replica, error) {
@@ -254,6 +280,15 @@ func (r *Replica) Location() string {
 		return u.String()
 	case TypeFile:
 		return (&url.URL{Scheme: TypeFile, Path: r.Path}).String()
+	case TypeSFTP:
+		u := url.URL{Scheme: TypeSFTP, Host: r.Host, Path: r.Path}
+		if r.User != "" {
+			u.User = url.User(r.User)
+		}
+		if !strings.HasPrefix(r.Path, "/") {
+			u.Path = "/~/" + r.Path // relative to the login directory
+		}
+		return u.String()
 	}
 	return r.Type + ":" + r.Path
 }
@@ -263,6 +298,9 @@ func (r *Replica) Location() string {
 func (r *Replica) storeKey() string {
 	if r.Type == TypeS3 {
 		return "s3\x00" + r.Endpoint + "\x00" + r.Bucket + "\x00" + r.Path
+	}
+	if r.Type == TypeSFTP {
+		return "sftp\x00" + r.Host + "\x00" + r.Path
 	}
 	return r.Type + "\x00" + r.Path
 }

@@ -35,6 +35,9 @@ func TestParseReplicaURL(t *testing.T) {
 		{"/var/backups/db", Replica{Type: "file", Path: "/var/backups/db"}},
 		{"backups/db", Replica{Type: "file", Path: filepath.Join(dir, "backups/db")}},
 		{"~/backups", Replica{Type: "file", Path: "/home/u/backups"}},
+		{"sftp://backup@host.example/srv/backups/db", Replica{Type: "sftp", Host: "host.example", User: "backup", Path: "/srv/backups/db"}},
+		{"sftp://backup@10.0.0.5:2222/srv//db/", Replica{Type: "sftp", Host: "10.0.0.5:2222", User: "backup", Path: "/srv/db"}},
+		{"sftp://host.example/srv/db", Replica{Type: "sftp", Host: "host.example", Path: "/srv/db"}},
 	} {
 		r, err := ParseReplicaURL(tc.url)
 		if err != nil {
@@ -57,8 +60,12 @@ func TestParseReplicaURL(t *testing.T) {
 func TestParseReplicaURLErrors(t *testing.T) {
 	for _, tc := range []struct{ url, want string }{
 		{"", `replica URL "": empty: use s3://BUCKET/PATH, file:///ABS/PATH or a directory path`},
-		{"gs://bkt/db", `replica URL "gs://bkt/db": unsupported scheme "gs": use s3://BUCKET/PATH, file:///ABS/PATH or a directory path`},
+		{"gs://bkt/db", `replica URL "gs://bkt/db": unsupported scheme "gs": use s3://BUCKET/PATH, sftp://USER@HOST/PATH, file:///ABS/PATH or a directory path`},
 		{"s3:///db", `replica URL "s3:///db": s3 URL has no bucket: use s3://BUCKET/PATH`},
+		{"sftp://u@h", `replica URL "sftp://u@h": sftp URL has no path: use sftp://USER@HOST[:PORT]/PATH`},
+		{"sftp:///srv/db", `replica URL "sftp:///srv/db": sftp URL has no host: use sftp://USER@HOST[:PORT]/PATH`},
+		{"sftp://u@h/db?key-path=/k", `replica URL "sftp://u@h/db?key-path=/k": sftp URL takes no query parameters: set key-path, password and known-hosts-path as keys of the replica`},
+		{"sftp://u:pw@h/db", `replica URL (not shown: it contains credentials): a password in the URL is not supported: write sftp://USER@HOST/PATH and set password (e.g. password: ${SFTP_PASSWORD}) or key-path`},
 		{"s3://bkt/db?regoin=x", `replica URL "s3://bkt/db?regoin=x": unknown query parameter "regoin" (did you mean "region"?)`},
 		{"s3://bkt/db?acl=private", `replica URL "s3://bkt/db?acl=private": unknown query parameter "acl" (known: endpoint, region, force-path-style, skip-verify, conditional-writes)`},
 		{"s3://bkt/db?conditional-writes=off", `replica URL "s3://bkt/db?conditional-writes=off": conditional-writes: unknown value "off": use require or if-supported`},

@@ -164,6 +164,25 @@ func (s *SSHServer) URL(dir string) string {
 	return "sftp://" + s.User + "@" + s.Addr + dir
 }
 
+// WriteSSHDir gives the home directory home a .ssh/ with the login key as
+// id_ed25519 and the server in known_hosts, the files ssh (and Understudy,
+// without key-path and known-hosts-path) reads by default.
+func (s *SSHServer) WriteSSHDir(t testing.TB, home string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(home, ".ssh"), 0o700); err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	for from, to := range map[string]string{s.KeyPath: "id_ed25519", s.KnownHostsPath: "known_hosts"} {
+		b, err := os.ReadFile(from)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(home, ".ssh", to), b, 0o600)
+		}
+		if err != nil {
+			t.Fatalf("harness: %v", err)
+		}
+	}
+}
+
 // sshBanner reads the server's version line: sshd is accepting logins.
 func sshBanner(ctx context.Context, addr string) error {
 	var d net.Dialer

@@ -9,6 +9,7 @@ import (
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/internal/storage/file"
 	"github.com/understudy-db/understudy/internal/storage/s3"
+	"github.com/understudy-db/understudy/internal/storage/sftp"
 )
 
 // Option adjusts how clients are built.
@@ -56,7 +57,12 @@ func New(ctx context.Context, r *config.Replica, opts ...Option) (storage.Client
 			f(&so)
 		}
 		return s3.New(ctx, so)
+	case sftp.Type:
+		return sftp.New(sftp.Options{
+			Host: r.Host, User: r.User, Password: r.Password, KeyPath: r.KeyPath,
+			KnownHostsPath: r.KnownHostsPath, Path: r.Path,
+		})
 	default:
-		return nil, fmt.Errorf("replica %q: unknown type %q; use %q or %q", r.Name, r.Type, s3.Type, file.Type)
+		return nil, fmt.Errorf("replica %q: unknown type %q; use %q, %q or %q", r.Name, r.Type, s3.Type, file.Type, sftp.Type)
 	}
 }

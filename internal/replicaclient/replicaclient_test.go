@@ -9,6 +9,7 @@ import (
 	"github.com/understudy-db/understudy/integration/harness"
 	"github.com/understudy-db/understudy/internal/storage/file"
 	"github.com/understudy-db/understudy/internal/storage/s3"
+	"github.com/understudy-db/understudy/internal/storage/sftp"
 	"github.com/understudy-db/understudy/internal/storage/storagetest"
 )
 
@@ -29,7 +30,7 @@ func TestFile(t *testing.T) {
 
 func TestUnknownType(t *testing.T) {
 	_, err := New(context.Background(), &config.Replica{Name: "r1", Type: "gcs"})
-	want := `replica "r1": unknown type "gcs"; use "s3" or "file"`
+	want := `replica "r1": unknown type "gcs"; use "s3", "file" or "sftp"`
 	if err == nil || err.Error() != want {
 		t.Fatalf("err = %v, want %q", err, want)
 	}
@@ -80,5 +81,29 @@ func TestS3(t *testing.T) {
 				storagetest.CheckError(t, "probe", err, []string{"refused the credentials"}, []string{"wrong-secret-xyz"})
 			}
 		})
+	}
+}
+
+// TestSFTP builds an SFTP client from a replica parsed from its URL and
+// keys, against a real sshd: the fields reach the client (a probe works).
+func TestSFTP(t *testing.T) {
+	s := harness.StartSSHD(t)
+	dir := s.NewDir(t)
+	r, err := config.ParseReplicaURL(s.URL(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Name, r.KeyPath, r.KnownHostsPath = "sftp", s.KeyPath, s.KnownHostsPath
+	c, err := New(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, ok := c.(*sftp.Client)
+	if !ok || sc.Dir() != dir || sc.Addr() != s.Addr {
+		t.Fatalf("got %T %+v", c, c)
+	}
+	defer sc.Close()
+	if err := c.ProbeCreateOnly(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }

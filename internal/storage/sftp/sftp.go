@@ -55,6 +55,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,6 +80,10 @@ const (
 	DefaultKnownHosts = ".ssh/known_hosts"
 )
 
+// DefaultKeys are the private keys, relative to the home directory, tried
+// (those that exist) when neither KeyPath nor Password is set, as ssh does.
+var DefaultKeys = []string{".ssh/id_ed25519", ".ssh/id_ecdsa", ".ssh/id_rsa"}
+
 // Names of the directories inside the replica directory.
 const (
 	LTXDir     = "ltx"         // Litestream's level directories live below it
@@ -92,7 +97,7 @@ type Options struct {
 	Host     string // HOST or HOST:PORT (port 22 when absent)
 	User     string
 	Password string // secret: never logged or shown in errors
-	KeyPath  string // private key file (OpenSSH or PEM format, without a passphrase)
+	KeyPath  string // private key file (OpenSSH or PEM format, without a passphrase); see DefaultKeys
 	// KnownHostsPath is the known_hosts file the server's host key must be
 	// in; empty means ~/.ssh/known_hosts.
 	KnownHostsPath string
@@ -108,7 +113,7 @@ type Client struct {
 	addr    string // host:port
 	user    string
 	dir     string
-	keyFile string // for messages
+	login   string // the credentials tried, for messages: "the key /k and the password"
 	config  *ssh.ClientConfig
 	timeout time.Duration
 	hosts   *hostKeys
@@ -145,11 +150,12 @@ func New(o Options) (*Client, error) {
 	if o.Path == "" {
 		return nil, fmt.Errorf("sftp replica: path is empty for %s; set path to the replica's directory on the server", addr)
 	}
-	c := &Client{addr: addr, user: o.User, dir: path.Clean(o.Path), keyFile: o.KeyPath, timeout: o.DialTimeout}
+	c := &Client{addr: addr, user: o.User, dir: path.Clean(o.Path), timeout: o.DialTimeout}
 	if c.timeout <= 0 {
 		c.timeout = DefaultDialTimeout
 	}
-	auth, err := authMethods(o)
+	auth, login, err := authMethods(o)
+	c.login = login
 	if err != nil {
 		return nil, err
 	}
@@ -183,24 +189,38 @@ func hostPort(h string) (string, error) {
 	return net.JoinHostPort(strings.Trim(h, "[]"), strconv.Itoa(DefaultPort)), nil
 }
 
-// authMethods builds the logins to try from the key and the password.
-func authMethods(o Options) ([]ssh.AuthMethod, error) {
+// authMethods builds the logins to try from the key and the password, or
+// from the default keys when neither is set, and says which they are.
+func authMethods(o Options) ([]ssh.AuthMethod, string, error) {
 	var auth []ssh.AuthMethod
+	var login []string
 	if o.KeyPath != "" {
-		pem, err := os.ReadFile(o.KeyPath)
+		signer, err := readKey(o.KeyPath)
 		if err != nil {
-			return nil, fmt.Errorf("sftp replica: read key-path %s: %w", o.KeyPath, err)
-		}
-		signer, err := ssh.ParsePrivateKey(pem)
-		var pp *ssh.PassphraseMissingError
-		if errors.As(err, &pp) {
-			return nil, fmt.Errorf("sftp replica: key %s is protected by a passphrase, which Understudy cannot ask for; use a key without one (ssh-keygen -p -N '' -f KEY on a copy): %w", o.KeyPath, storage.ErrCredentials)
-		} else if err != nil {
-			return nil, fmt.Errorf("sftp replica: key %s is not a private key Understudy can read (%v); use an OpenSSH or PEM private key", o.KeyPath, err)
+			return nil, "", err
 		}
 		auth = append(auth, ssh.PublicKeys(signer))
+		login = append(login, "the key "+o.KeyPath)
+	}
+	if o.KeyPath == "" && o.Password == "" {
+		var signers []ssh.Signer
+		for _, k := range defaultKeys() {
+			if _, err := os.Stat(k); err != nil {
+				continue
+			}
+			signer, err := readKey(k)
+			if err != nil {
+				return nil, "", err
+			}
+			signers = append(signers, signer)
+			login = append(login, "the key "+k)
+		}
+		if len(signers) > 0 {
+			auth = append(auth, ssh.PublicKeys(signers...))
+		}
 	}
 	if o.Password != "" {
+		login = append(login, "the password")
 		pw := o.Password
 		auth = append(auth, ssh.Password(pw),
 			// Servers that take passwords only through keyboard-interactive
@@ -216,9 +236,39 @@ func authMethods(o Options) ([]ssh.AuthMethod, error) {
 			}))
 	}
 	if len(auth) == 0 {
-		return nil, fmt.Errorf("sftp replica: no login for %s@%s: set key-path (a private key file) or password: %w", o.User, o.Host, storage.ErrCredentials)
+		return nil, "", fmt.Errorf("sftp replica: no login for %s@%s: set key-path (a private key file) or password (none of %s exists): %w",
+			o.User, o.Host, strings.Join(defaultKeys(), ", "), storage.ErrCredentials)
 	}
-	return auth, nil
+	return auth, strings.Join(login, " and "), nil
+}
+
+// defaultKeys are DefaultKeys in the home directory.
+func defaultKeys() []string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, k := range DefaultKeys {
+		out = append(out, filepath.Join(home, k))
+	}
+	return out
+}
+
+// readKey reads a private key without a passphrase.
+func readKey(file string) (ssh.Signer, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("sftp replica: read key-path %s: %w", file, err)
+	}
+	signer, err := ssh.ParsePrivateKey(pem)
+	var pp *ssh.PassphraseMissingError
+	if errors.As(err, &pp) {
+		return nil, fmt.Errorf("sftp replica: key %s is protected by a passphrase, which Understudy cannot ask for; use a key without one (ssh-keygen -p -N '' -f KEY on a copy) and set key-path: %w", file, storage.ErrCredentials)
+	} else if err != nil {
+		return nil, fmt.Errorf("sftp replica: key %s is not a private key Understudy can read (%v); use an OpenSSH or PEM private key", file, err)
+	}
+	return signer, nil
 }
 
 // Dir returns the replica directory on the server.
@@ -322,15 +372,8 @@ func (c *Client) describeDial(ctx context.Context, err error) error {
 	case ctx.Err() != nil:
 		return fmt.Errorf("sftp replica: connect to %s: no SSH handshake within %s: %w", c.addr, c.timeout, ctx.Err())
 	case strings.Contains(err.Error(), "unable to authenticate"):
-		how := "the password"
-		if c.keyFile != "" {
-			how = "the key " + c.keyFile
-			if len(c.config.Auth) > 1 {
-				how += " and the password"
-			}
-		}
 		return fmt.Errorf("sftp replica: %s refused the login of user %q with %s: %w (check user, key-path and password, and the server's authorized_keys)",
-			c.addr, c.user, how, storage.ErrCredentials)
+			c.addr, c.user, c.login, storage.ErrCredentials)
 	}
 	return fmt.Errorf("sftp replica: SSH handshake with %s: %w", c.addr, err)
 }

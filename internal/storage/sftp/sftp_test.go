@@ -225,6 +225,7 @@ func TestCanceledContext(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
+	t.Setenv("HOME", t.TempDir()) // no default keys
 	known := filepath.Join(t.TempDir(), "known_hosts")
 	if err := os.WriteFile(known, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -245,7 +246,7 @@ func TestNewValidates(t *testing.T) {
 		{"bad port", func(o *Options) { o.Host = "h:99999" }, `host "h:99999": invalid port`, ""},
 		{"no user", func(o *Options) { o.User = "" }, "user is empty for backup.example:22", ""},
 		{"no path", func(o *Options) { o.Path = "" }, "path is empty", ""},
-		{"no login", func(o *Options) { o.KeyPath = "" }, "no login for u@backup.example: set key-path", ""},
+		{"no login", func(o *Options) { o.KeyPath = "" }, "no login for u@backup.example: set key-path (a private key file) or password (none of " + os.Getenv("HOME") + "/.ssh/id_ed25519", ""},
 		{"missing key", func(o *Options) { o.KeyPath = "/nonexistent/id" }, "read key-path /nonexistent/id", ""},
 		{"not a key", func(o *Options) { o.KeyPath = known }, "is not a private key", ""},
 	} {
@@ -263,6 +264,21 @@ func TestNewValidates(t *testing.T) {
 				t.Fatalf("New = %v, %v; want addr %s", c, err, tc.addr)
 			}
 		})
+	}
+}
+
+// TestDefaultKeyAndKnownHosts: without key-path, password and
+// known-hosts-path, the keys and known_hosts of ~/.ssh are used, as ssh
+// does (a replica URL on the command line has nowhere to name them).
+func TestDefaultKeyAndKnownHosts(t *testing.T) {
+	s := harness.StartSSHD(t)
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	s.WriteSSHDir(t, home)
+	writeKey(t, filepath.Join(home, ".ssh", "id_ecdsa")) // one the server does not know, tried too
+	c := newClient(t, s, func(o *Options) { o.KeyPath, o.KnownHostsPath = "", "" })
+	if err := c.ProbeCreateOnly(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
 
