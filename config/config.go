@@ -28,6 +28,8 @@
 //	        retention: 24h
 //	        retention-check-interval: 1h
 //	        conditional-writes: require   # s3: a store without create-only writes (B2, old Ceph RGW) is refused; if-supported runs on it with weaker fencing (README)
+//	        # age: {recipients: [age1...], identities: [AGE-SECRET-KEY-1...]}   # client-side encryption (see encryption.go)
+//	        sse: AES256              # s3: server-side encryption, or aws:kms with sse-kms-key-id; or sse-customer-key (SSE-C)
 //	      - url: file:///var/backups/app    # or a plain directory path, or type: file + path
 //	      - url: sftp://backup@host.example:22/srv/backups/app  # or type: sftp, host, user, path
 //	        key-path: ~/.ssh/id_ed25519     # and/or password: ${SFTP_PASSWORD}
@@ -188,6 +190,16 @@ type Replica struct {
 	SnapshotInterval       time.Duration
 	Retention              time.Duration
 	RetentionCheckInterval time.Duration
+
+	// Age encrypts the replica's objects on the client (nil: not
+	// encrypted); see encryption.go.
+	Age *Age
+	// S3 server-side encryption: SSE is "", AES256 or aws:kms (with
+	// SSEKMSKeyID, sensitive); SSECustomerKey is an SSE-C key in base64
+	// (secret), sent on every PUT and GET.
+	SSE            string
+	SSEKMSKeyID    string
+	SSECustomerKey string
 
 	// Required makes a replica the create-only probe refuses at start-up
 	// stop the database; without it the database's other replicas go on.

@@ -19,13 +19,13 @@ var (
 	topKeys      = []string{"addr", "access-key-id", "secret-access-key", "logging", "dbs"}
 	loggingKeys  = []string{"level", "type"}
 	dbKeys       = []string{"name", "path", "replicas", "replica", "min-checkpoint-page-count", "max-checkpoint-page-count", "levels", "l0-retention", "max-shadow-size", "adopt-replica", "follower", "lease"}
-	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval", "required", "conditional-writes", "host", "user", "password", "key-path", "known-hosts-path"}
+	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval", "required", "conditional-writes", "host", "user", "password", "key-path", "known-hosts-path", "age", "sse", "sse-kms-key-id", "sse-customer-key"}
 	followerKeys = []string{"replica", "poll-interval", "auto-promote"}
 	leaseKeys    = []string{"type", "node", "advertise-url", "on-demote", "on-promote", "consul", "primary"}
 	consulKeys   = []string{"address", "token", "key-prefix", "mode", "ttl", "lock-delay", "health-check"}
 
 	// s3OnlyKeys make sense on an s3 replica only.
-	s3OnlyKeys = []string{"bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "conditional-writes"}
+	s3OnlyKeys = []string{"bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "conditional-writes", "sse", "sse-kms-key-id", "sse-customer-key"}
 	// sftpOnlyKeys make sense on an sftp replica only.
 	sftpOnlyKeys = []string{"host", "user", "password", "key-path", "known-hosts-path"}
 
@@ -414,6 +414,7 @@ func (d *decoder) replica(n *yaml.Node, path string) *Replica {
 	r.Password = d.str(m["password"], sub(path, "password"))
 	r.KeyPath = d.localPath(m["key-path"], sub(path, "key-path"))
 	r.KnownHostsPath = d.localPath(m["known-hosts-path"], sub(path, "known-hosts-path"))
+	d.encryption(r, m, path)
 
 	var fromURL *Replica
 	if u := d.str(m["url"], sub(path, "url")); u != "" {

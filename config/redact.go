@@ -44,25 +44,29 @@ type printDB struct {
 }
 
 type printReplica struct {
-	Name                   string `yaml:"name,omitempty" json:"name,omitempty"`
-	Type                   string `yaml:"type,omitempty" json:"type,omitempty"`
-	Path                   string `yaml:"path,omitempty" json:"path,omitempty"`
-	Bucket                 string `yaml:"bucket,omitempty" json:"bucket,omitempty"`
-	Region                 string `yaml:"region,omitempty" json:"region,omitempty"`
-	Endpoint               string `yaml:"endpoint,omitempty" json:"endpoint,omitempty"`
-	ForcePathStyle         bool   `yaml:"force-path-style,omitempty" json:"force-path-style,omitempty"`
-	SkipVerify             bool   `yaml:"skip-verify,omitempty" json:"skip-verify,omitempty"`
-	AccessKeyID            string `yaml:"access-key-id,omitempty" json:"access-key-id,omitempty"`
-	SecretAccessKey        string `yaml:"secret-access-key,omitempty" json:"secret-access-key,omitempty"`
-	Host                   string `yaml:"host,omitempty" json:"host,omitempty"`
-	User                   string `yaml:"user,omitempty" json:"user,omitempty"`
-	Password               string `yaml:"password,omitempty" json:"password,omitempty"`
-	KeyPath                string `yaml:"key-path,omitempty" json:"key-path,omitempty"`
-	KnownHostsPath         string `yaml:"known-hosts-path,omitempty" json:"known-hosts-path,omitempty"`
-	SyncInterval           string `yaml:"sync-interval,omitempty" json:"sync-interval,omitempty"`
-	SnapshotInterval       string `yaml:"snapshot-interval,omitempty" json:"snapshot-interval,omitempty"`
-	Retention              string `yaml:"retention,omitempty" json:"retention,omitempty"`
-	RetentionCheckInterval string `yaml:"retention-check-interval,omitempty" json:"retention-check-interval,omitempty"`
+	Name                   string    `yaml:"name,omitempty" json:"name,omitempty"`
+	Type                   string    `yaml:"type,omitempty" json:"type,omitempty"`
+	Path                   string    `yaml:"path,omitempty" json:"path,omitempty"`
+	Bucket                 string    `yaml:"bucket,omitempty" json:"bucket,omitempty"`
+	Region                 string    `yaml:"region,omitempty" json:"region,omitempty"`
+	Endpoint               string    `yaml:"endpoint,omitempty" json:"endpoint,omitempty"`
+	ForcePathStyle         bool      `yaml:"force-path-style,omitempty" json:"force-path-style,omitempty"`
+	SkipVerify             bool      `yaml:"skip-verify,omitempty" json:"skip-verify,omitempty"`
+	AccessKeyID            string    `yaml:"access-key-id,omitempty" json:"access-key-id,omitempty"`
+	SecretAccessKey        string    `yaml:"secret-access-key,omitempty" json:"secret-access-key,omitempty"`
+	Host                   string    `yaml:"host,omitempty" json:"host,omitempty"`
+	User                   string    `yaml:"user,omitempty" json:"user,omitempty"`
+	Password               string    `yaml:"password,omitempty" json:"password,omitempty"`
+	KeyPath                string    `yaml:"key-path,omitempty" json:"key-path,omitempty"`
+	KnownHostsPath         string    `yaml:"known-hosts-path,omitempty" json:"known-hosts-path,omitempty"`
+	SyncInterval           string    `yaml:"sync-interval,omitempty" json:"sync-interval,omitempty"`
+	SnapshotInterval       string    `yaml:"snapshot-interval,omitempty" json:"snapshot-interval,omitempty"`
+	Retention              string    `yaml:"retention,omitempty" json:"retention,omitempty"`
+	RetentionCheckInterval string    `yaml:"retention-check-interval,omitempty" json:"retention-check-interval,omitempty"`
+	Age                    *printAge `yaml:"age,omitempty" json:"age,omitempty"`
+	SSE                    string    `yaml:"sse,omitempty" json:"sse,omitempty"`
+	SSEKMSKeyID            string    `yaml:"sse-kms-key-id,omitempty" json:"sse-kms-key-id,omitempty"`
+	SSECustomerKey         string    `yaml:"sse-customer-key,omitempty" json:"sse-customer-key,omitempty"`
 }
 
 type printFollower struct {
@@ -162,6 +166,7 @@ func (r Replica) printable() printReplica {
 		Host: r.Host, User: r.User, Password: redact(r.Password), KeyPath: r.KeyPath, KnownHostsPath: r.KnownHostsPath,
 		SyncInterval: dur(r.SyncInterval), SnapshotInterval: dur(r.SnapshotInterval),
 		Retention: dur(r.Retention), RetentionCheckInterval: dur(r.RetentionCheckInterval),
+		Age: printableAge(r.Age), SSE: r.SSE, SSEKMSKeyID: redact(r.SSEKMSKeyID), SSECustomerKey: redact(r.SSECustomerKey),
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"filippo.io/age"
 	"github.com/hashicorp/go-hclog"
 	"gopkg.in/yaml.v3"
 )
@@ -16,7 +17,20 @@ const (
 	replicaSecret = "REPLICA-s3cr3t-value"
 	consulToken   = "CONSUL-t0ken-value"
 	sftpPassword  = "SFTP-passw0rd-value"
+	// sseCustomerKey is a valid SSE-C key (base64 of 32 bytes); kmsKeyID
+	// is sensitive too.
+	sseCustomerKey = "U1NFLUMtY3VzdG9tZXIta2V5LTMyLWJ5dGVzLWxvbmc="
+	kmsKeyID       = "arn:aws:kms:us-east-1:111122223333:key/KMS-k3y-id"
 )
+
+// ageSecret is a real age identity, so that the config accepts it.
+var ageSecret, ageRecipient = func() (string, string) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		panic(err)
+	}
+	return id.String(), id.Recipient().String()
+}()
 
 func secretConfig(t *testing.T) *Config {
 	t.Helper()
@@ -30,7 +44,10 @@ func secretConfig(t *testing.T) *Config {
 		"      - url: s3://bkt/app",
 		"        access-key-id: OWNKEY",
 		"        secret-access-key: "+replicaSecret,
+		"        age: {recipients: ["+ageRecipient+"], identities: ["+ageSecret+"]}",
+		"        sse-customer-key: "+sseCustomerKey,
 		"      - url: s3://bkt/inherits",
+		"        sse-kms-key-id: "+kmsKeyID,
 		"      - url: sftp://backup@host.example:2222/srv/app",
 		"        password: "+sftpPassword,
 		"    lease:",
@@ -41,7 +58,7 @@ func secretConfig(t *testing.T) *Config {
 
 func assertNoSecret(t *testing.T, what, s string) {
 	t.Helper()
-	for _, secret := range []string{topSecret, replicaSecret, consulToken, sftpPassword} {
+	for _, secret := range []string{topSecret, replicaSecret, consulToken, sftpPassword, ageSecret, sseCustomerKey, kmsKeyID} {
 		if strings.Contains(s, secret) {
 			t.Errorf("%s shows a secret:\n%s", what, s)
 		}
@@ -52,13 +69,14 @@ func TestRedactedEverywhere(t *testing.T) {
 	c := secretConfig(t)
 	db := c.DBs[0]
 	r0, r1 := db.Replicas[0], db.Replicas[1]
-	if r1.SecretAccessKey != topSecret || r0.SecretAccessKey != replicaSecret || db.Lease.Consul.Token != consulToken || db.Replicas[2].Password != sftpPassword {
+	if r1.SecretAccessKey != topSecret || r0.SecretAccessKey != replicaSecret || db.Lease.Consul.Token != consulToken || db.Replicas[2].Password != sftpPassword ||
+		r0.Age == nil || r0.Age.Identities[0] != ageSecret || r0.SSECustomerKey != sseCustomerKey || r1.SSEKMSKeyID != kmsKeyID || r1.SSE != SSEKMS {
 		t.Fatal("the secrets did not reach the Config; this test would prove nothing")
 	}
 	values := map[string]any{
 		"*Config": c, "Config": *c, "*DB": db, "DB": *db, "*Replica": r0, "Replica": *r1,
 		"*Lease": db.Lease, "Lease": *db.Lease, "*ConsulLease": db.Lease.Consul, "ConsulLease": *db.Lease.Consul,
-		"[]*Replica": db.Replicas, "sftp Replica": *db.Replicas[2],
+		"[]*Replica": db.Replicas, "sftp Replica": *db.Replicas[2], "*Age": r0.Age, "Age": *r0.Age,
 	}
 	for name, v := range values {
 		for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
@@ -86,8 +104,12 @@ func TestRedactedEverywhere(t *testing.T) {
 	}
 	out := c.Redacted()
 	assertNoSecret(t, "Redacted()", out)
-	if got := strings.Count(out, "REDACTED"); got != 5 { // top level, two s3 replicas, the sftp password, consul token
-		t.Errorf("Redacted() has %d REDACTED, want 5:\n%s", got, out)
+	// top level, two s3 replicas, the sftp password, consul token, age identity, SSE-C key, KMS key id
+	if got := strings.Count(out, "REDACTED"); got != 8 {
+		t.Errorf("Redacted() has %d REDACTED, want 8:\n%s", got, out)
+	}
+	if !strings.Contains(out, ageRecipient) || !strings.Contains(out, "sse: aws:kms") {
+		t.Errorf("Redacted() hides the age recipient or the sse mode, which are not secret:\n%s", out)
 	}
 	if c.String() != out {
 		t.Error("String() differs from Redacted()")
@@ -203,6 +225,12 @@ func TestErrorsDoNotShowSecrets(t *testing.T) {
 		{"dbs:", "  - path: a", "    replica: {url: 'sftp://u:" + sftpPassword + "@h/srv/a'}"},
 		{"dbs:", "  - path: a", "    replica: {url: s3://b/a, password: " + sftpPassword + "}"},
 		{"dbs:", "  - path: a", "    replica: {type: sftp, host: h, path: /a, password: [" + sftpPassword + "]}"},
+		{"dbs:", "  - path: a", "    replica: {url: s3://b/a, age: {identities: [" + ageSecret[:len(ageSecret)-2] + "]}}"},
+		{"dbs:", "  - path: a", "    replica: {url: s3://b/a, age: {recipients: [" + ageSecret + "]}}"},
+		{"dbs:", "  - path: a", "    replica: {url: s3://b/a, age: {identities: {x: " + ageSecret + "}}}"},
+		{"dbs:", "  - path: a", "    replica: {url: /backups/a, sse-customer-key: " + sseCustomerKey + "}"},
+		{"dbs:", "  - path: a", "    replica: {url: s3://b/a, sse-customer-key: " + sseCustomerKey[:20] + "}"},
+		{"dbs:", "  - path: a", "    replica: {url: s3://b/a, sse: AES256, sse-kms-key-id: " + kmsKeyID + "}"},
 	} {
 		_, err := Parse(doc(lines...), "understudy.yml", true)
 		if err == nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/understudy-db/understudy/internal/restore"
 	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/storage/agecrypt"
 )
 
 // Defaults of Config.
@@ -359,6 +360,9 @@ func (f *Follower) start(ctx context.Context) (*Applier, error) {
 		var ve *VerifyError
 		if errors.As(err, &ve) {
 			return nil, err
+		}
+		if agecrypt.IsKeyError(err) {
+			return nil, err // the replica's age keys do not fit its objects: only a new config helps
 		}
 		wait := backoff(f.cfg.PollInterval, attempt, f.cfg.MaxBackoff)
 		if errors.Is(err, restore.ErrEmptyReplica) || errors.Is(err, restore.ErrNoSnapshot) {

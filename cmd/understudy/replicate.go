@@ -397,7 +397,7 @@ func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc
 		Registerer:             reg,
 	}
 	for _, rc := range dbc.Replicas {
-		client, err := replicaclient.New(ctx, rc, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
+		client, err := replicaclient.New(ctx, rc, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey), replicaclient.ForPrimary())
 		if err != nil {
 			return opts, refused, withEmptyEnv(fmt.Errorf("database %s: replica %s: %w", dbc.Path, rc.Name, err), cfg, rc)
 		}

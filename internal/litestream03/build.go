@@ -236,7 +236,7 @@ func copyObject(ctx context.Context, kr storage.KeyReader, key string, w io.Writ
 	head, _ := br.Peek(len(ageMagic))
 	switch {
 	case bytes.HasPrefix(head, ageMagic):
-		return fmt.Errorf("%w: %s: Understudy cannot decrypt Litestream's age encryption; restore this replica with Litestream 0.3 (litestream restore with its age identity), then run `understudy replicate` on the restored database", ErrEncrypted, key)
+		return fmt.Errorf("%w: %s: the replica has no age identity to decrypt it: give the replica in the config its age: {identities: [AGE-SECRET-KEY-1...]} (Litestream 0.3's key) and restore by the config's database path; or restore this replica with Litestream 0.3 (litestream restore with its age identity), then run `understudy replicate` on the restored database", ErrEncrypted, key)
 	case !bytes.HasPrefix(head, lz4Magic):
 		return fmt.Errorf("%w: %s is not an LZ4 frame (starts with %x)", ErrCorrupt, key, head)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/storage/agecrypt"
 	"github.com/understudy-db/understudy/internal/storage/file"
 	"github.com/understudy-db/understudy/internal/storage/s3"
 	"github.com/understudy-db/understudy/internal/storage/sftp"
@@ -18,6 +19,14 @@ type Option func(*options)
 type options struct {
 	accessKeyID, secretAccessKey string
 	s3Tweaks                     []func(*s3.Options)
+	primary                      bool
+}
+
+// ForPrimary is for the primary, which both writes and reads back what it
+// wrote (compaction, a taken key's owner): a replica with an age: section
+// must then have recipients and identities both.
+func ForPrimary() Option {
+	return func(o *options) { o.primary = true }
 }
 
 // WithDefaultCredentials gives S3 replicas without credentials of their own
@@ -32,12 +41,29 @@ func WithS3Options(f func(*s3.Options)) Option {
 	return func(o *options) { o.s3Tweaks = append(o.s3Tweaks, f) }
 }
 
-// New returns the storage client of replica r.
+// New returns the storage client of replica r, encrypting and decrypting
+// with age when r has an age: section.
 func New(ctx context.Context, r *config.Replica, opts ...Option) (storage.Client, error) {
 	var o options
 	for _, f := range opts {
 		f(&o)
 	}
+	c, err := newStore(ctx, r, o)
+	if err != nil || r.Age == nil {
+		return c, err
+	}
+	rcps, ids, err := r.Age.Parsed()
+	if err != nil {
+		return nil, fmt.Errorf("replica %q: %w", r.Name, err)
+	}
+	if o.primary && (len(rcps) == 0 || len(ids) == 0) {
+		return nil, fmt.Errorf("replica %q: age: the primary needs recipients (to encrypt what it uploads) and identities (to read back what it uploaded, for compaction): set both", r.Name)
+	}
+	return agecrypt.New(c, agecrypt.Options{Replica: r.Name, Recipients: rcps, Identities: ids})
+}
+
+// newStore returns the client of r's store.
+func newStore(ctx context.Context, r *config.Replica, o options) (storage.Client, error) {
 	switch r.Type {
 	case file.Type:
 		return file.New(r.Path)
@@ -49,6 +75,7 @@ func New(ctx context.Context, r *config.Replica, opts ...Option) (storage.Client
 			// A replica that accepts a store without create-only writes may
 			// hold several versions of a key: every reader resolves them.
 			ResolveVersions: r.AcceptsPlainWrites(),
+			SSE:             r.SSE, SSEKMSKeyID: r.SSEKMSKeyID, SSECustomerKey: r.SSECustomerKey,
 		}
 		if so.AccessKeyID == "" && so.SecretAccessKey == "" {
 			so.AccessKeyID, so.SecretAccessKey = o.accessKeyID, o.secretAccessKey

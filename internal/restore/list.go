@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"github.com/superfly/ltx"
 
 	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/storage/agecrypt"
 )
 
 // MaxLevel is the highest level listed (the snapshot level).
@@ -104,6 +106,10 @@ func openFile(ctx context.Context, client storage.Client, f storage.FileInfo, of
 // checkHeader decodes and validates a header against the file's key.
 func checkHeader(f storage.FileInfo, b []byte) (ltx.Header, error) {
 	var hdr ltx.Header
+	if bytes.HasPrefix(b, []byte(agecrypt.Magic)) {
+		return hdr, fmt.Errorf("%s: %w: the replica has no age: section; give it one with the identities that decrypt it (age: {identities: [AGE-SECRET-KEY-1...]} on the replica in the config, then restore or follow by the config's database path)",
+			FileName(f), agecrypt.ErrNoIdentity)
+	}
 	if err := hdr.UnmarshalBinary(b); err != nil {
 		return hdr, fmt.Errorf("%s: %w: not an LTX file (%v); remove it from the level directory", FileName(f), ErrForeignObject, err)
 	}

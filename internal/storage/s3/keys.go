@@ -53,7 +53,9 @@ func (c *Client) OpenKey(ctx context.Context, key string) (io.ReadCloser, error)
 	full := c.prefix + key
 	cctx, cancel := context.WithCancel(ctx)
 	timer := time.AfterFunc(c.opts.CallTimeout, cancel)
-	out, err := c.s3.GetObject(cctx, &awss3.GetObjectInput{Bucket: aws.String(c.opts.Bucket), Key: aws.String(full)})
+	in := &awss3.GetObjectInput{Bucket: aws.String(c.opts.Bucket), Key: aws.String(full)}
+	c.sseOnGet(in)
+	out, err := c.s3.GetObject(cctx, in)
 	if err != nil {
 		timer.Stop()
 		cancel()

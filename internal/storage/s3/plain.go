@@ -116,6 +116,7 @@ func (c *Client) headMetadata(ctx context.Context, key, versionID string) (map[s
 	cctx, cancel := c.callContext(ctx, 0)
 	defer cancel()
 	in := &awss3.GetObjectInput{Bucket: aws.String(c.opts.Bucket), Key: aws.String(key), Range: aws.String("bytes=0-0")}
+	c.sseOnGet(in)
 	if versionID != "" {
 		in.VersionId = aws.String(versionID)
 	}

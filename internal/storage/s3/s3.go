@@ -71,6 +71,14 @@ type Options struct {
 	AccessKeyID     string
 	SecretAccessKey string
 
+	// Server-side encryption (sse.go): SSE is "", SSEAES256 or SSEKMS
+	// (with SSEKMSKeyID, or the bucket's default KMS key); SSECustomerKey
+	// is an SSE-C key in base64 (32 bytes), sent with its MD5 on every PUT
+	// and GET. The key and the key id never reach an error message.
+	SSE            string
+	SSEKMSKeyID    string
+	SSECustomerKey string
+
 	ListPageSize  int           // keys per ListObjectsV2 page (default 1000)
 	MaxAttempts   int           // attempts per call, retries included (default 5)
 	MaxBackoff    time.Duration // most a retry waits (jittered exponential backoff)
@@ -93,6 +101,8 @@ type Client struct {
 
 	plain    bool      // Create sends no condition (PlainWrites)
 	versions *versions // how reads resolve object versions; nil: never
+	// sseCKeyMD5 is the SSE-C key's MD5 in base64, "" without SSE-C.
+	sseCKeyMD5 string
 }
 
 var _ storage.Client = (*Client)(nil)
@@ -104,6 +114,10 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	}
 	if (opts.AccessKeyID == "") != (opts.SecretAccessKey == "") {
 		return nil, fmt.Errorf("s3 replica: bucket %s: set both access-key-id and secret-access-key, or neither to use the environment or shared profile", opts.Bucket)
+	}
+	sseCKeyMD5, err := checkSSE(opts)
+	if err != nil {
+		return nil, err
 	}
 	if opts.ListPageSize <= 0 || opts.ListPageSize > DefaultListPageSize {
 		opts.ListPageSize = DefaultListPageSize
@@ -180,7 +194,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
-	c := &Client{opts: opts, s3: client, credDesc: credDesc}
+	c := &Client{opts: opts, s3: client, credDesc: credDesc, sseCKeyMD5: sseCKeyMD5}
 	if opts.ResolveVersions {
 		c.versions = &versions{}
 	}
@@ -285,6 +299,7 @@ func (c *Client) putObject(ctx context.Context, key string, b *body, meta map[st
 	if conditional {
 		in.IfNoneMatch = aws.String("*")
 	}
+	c.sseOnPut(in)
 	cctx, cancel := c.callContext(ctx, b.size)
 	defer cancel()
 	_, err := c.s3.PutObject(cctx, in)
@@ -312,6 +327,7 @@ func (c *Client) Open(ctx context.Context, level int, minTXID, maxTXID ltx.TXID,
 		return nil, fmt.Errorf("s3 replica: open %s: negative offset %d", c.where(key), offset)
 	}
 	in := &awss3.GetObjectInput{Bucket: aws.String(c.opts.Bucket), Key: aws.String(key)}
+	c.sseOnGet(in)
 	if v, err := c.resolveVersion(ctx, key); err != nil {
 		return nil, err
 	} else if v != "" {

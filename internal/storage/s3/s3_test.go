@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -451,5 +452,132 @@ func TestSpoolLargeBody(t *testing.T) {
 	got.ReadFrom(b2)
 	if got.String() != "456789" || b2.size != 6 {
 		t.Fatalf("seeker body %q size %d", got.String(), b2.size)
+	}
+}
+
+// headerLog records the server-side encryption headers of each request
+// that passes a recording front.
+type headerLog struct {
+	mu   sync.Mutex
+	reqs []sseRequest
+}
+
+type sseRequest struct {
+	method, path string
+	bucket       bool        // a call on the bucket (list, versioning), not on an object
+	h            http.Header // the x-amz-server-side-encryption* headers
+}
+
+func (l *headerLog) record(r *http.Request) int {
+	h := http.Header{}
+	for k, v := range r.Header {
+		if strings.HasPrefix(strings.ToLower(k), "x-amz-server-side-encryption") {
+			h[k] = v
+		}
+	}
+	l.mu.Lock()
+	_, key, _ := strings.Cut(strings.Trim(r.URL.Path, "/"), "/") // path-style: /bucket/key
+	l.reqs = append(l.reqs, sseRequest{method: r.Method, path: r.URL.Path, bucket: key == "" || r.URL.Query().Has("list-type"), h: h})
+	l.mu.Unlock()
+	return 0
+}
+
+// TestSSEHeaders: the server-side encryption options reach every request
+// that needs them, as a recording proxy in front of versitygw sees them:
+// x-amz-server-side-encryption (and the KMS key id) on each PUT, SSE-C's
+// algorithm, key and key MD5 on each PUT and GET. versitygw does not
+// encrypt with them (it stores what it gets), so only the headers are
+// tested here, not what AWS S3 does with them.
+func TestSSEHeaders(t *testing.T) {
+	isolateAWSEnv(t)
+	s := harness.StartVersityGW(t)
+	const (
+		customerKey = "U1NFLUMtY3VzdG9tZXIta2V5LTMyLWJ5dGVzLWxvbmc=" // base64 of 32 bytes
+		customerMD5 = "HEeNUnjiZuOsdvxMD/xiXQ=="                     // base64 of their MD5
+		kmsKey      = "arn:aws:kms:us-east-1:111122223333:key/test-key"
+	)
+	for _, tc := range []struct {
+		name    string
+		opts    func(*Options)
+		onPut   map[string]string
+		onGet   map[string]string
+		missing []string // headers no request may carry
+	}{
+		{"AES256", func(o *Options) { o.SSE = SSEAES256 }, map[string]string{"X-Amz-Server-Side-Encryption": "AES256"}, nil,
+			[]string{"X-Amz-Server-Side-Encryption-Customer-Key"}},
+		{"KMS", func(o *Options) { o.SSE, o.SSEKMSKeyID = SSEKMS, kmsKey },
+			map[string]string{"X-Amz-Server-Side-Encryption": "aws:kms", "X-Amz-Server-Side-Encryption-Aws-Kms-Key-Id": kmsKey}, nil,
+			[]string{"X-Amz-Server-Side-Encryption-Customer-Key"}},
+		{"SSE-C", func(o *Options) { o.SSECustomerKey = customerKey },
+			map[string]string{"X-Amz-Server-Side-Encryption-Customer-Algorithm": "AES256", "X-Amz-Server-Side-Encryption-Customer-Key": customerKey, "X-Amz-Server-Side-Encryption-Customer-Key-Md5": customerMD5},
+			map[string]string{"X-Amz-Server-Side-Encryption-Customer-Algorithm": "AES256", "X-Amz-Server-Side-Encryption-Customer-Key": customerKey, "X-Amz-Server-Side-Encryption-Customer-Key-Md5": customerMD5},
+			[]string{"X-Amz-Server-Side-Encryption"}},
+		{"none", func(o *Options) {}, nil, nil,
+			[]string{"X-Amz-Server-Side-Encryption", "X-Amz-Server-Side-Encryption-Customer-Key", "X-Amz-Server-Side-Encryption-Aws-Kms-Key-Id"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var log headerLog
+			front := faultyFront(t, s.Endpoint, log.record, func(*http.Request) int { return 0 })
+			opts := serverOptions(s, s.NewBucket(t), "db")
+			opts.Endpoint = front
+			tc.opts(&opts)
+			c := mustNew(t, opts)
+			body := storagetest.Body(5000, 1)
+			storagetest.MustCreate(t, c, 0, 1, 1, body, storagetest.TestMetadata(1))
+			got, _ := storagetest.ReadAll(t, c, 0, 1, 1, 0, -1)
+			storagetest.ReadAll(t, c, 0, 1, 1, 100, 10)
+			if !bytes.Equal(got, body) {
+				t.Fatal("read back differs")
+			}
+			if err := c.ProbeCreateOnly(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.OpenKey(context.Background(), "0000/"+storage.FormatFilename(1, 1)); err != nil {
+				t.Fatal(err)
+			}
+			var puts, gets int
+			log.mu.Lock()
+			defer log.mu.Unlock()
+			for _, r := range log.reqs {
+				var want map[string]string
+				switch {
+				case r.method == http.MethodPut:
+					want, puts = tc.onPut, puts+1
+				case r.method == http.MethodGet && !r.bucket:
+					want, gets = tc.onGet, gets+1
+				}
+				for k, v := range want {
+					if r.h.Get(k) != v {
+						t.Errorf("%s %s: %s = %q, want %q", r.method, r.path, k, r.h.Get(k), v)
+					}
+				}
+				for _, k := range tc.missing {
+					if r.h.Get(k) != "" {
+						t.Errorf("%s %s carries %s", r.method, r.path, k)
+					}
+				}
+			}
+			if puts < 3 || gets < 3 { // the create and two probe PUTs; two reads and OpenKey
+				t.Fatalf("the front saw %d PUTs and %d GETs, want at least 3 of each", puts, gets)
+			}
+		})
+	}
+}
+
+// TestSSEOptionsChecked: New refuses inconsistent server-side encryption
+// options without showing the key.
+func TestSSEOptionsChecked(t *testing.T) {
+	const key = "U1NFLUMtY3VzdG9tZXIta2V5LTMyLWJ5dGVzLWxvbmc="
+	for _, tc := range []struct {
+		opts Options
+		want string
+	}{
+		{Options{Bucket: "b", SSE: "aws:kmz"}, `unknown server-side encryption "aws:kmz"`},
+		{Options{Bucket: "b", SSE: SSEAES256, SSEKMSKeyID: "k"}, "sse-kms-key-id needs sse: aws:kms"},
+		{Options{Bucket: "b", SSE: SSEAES256, SSECustomerKey: key}, "exclude each other"},
+		{Options{Bucket: "b", SSECustomerKey: key[:20]}, "sse-customer-key must be a 256-bit key in base64"},
+	} {
+		_, err := New(context.Background(), tc.opts)
+		storagetest.CheckError(t, tc.want, err, []string{tc.want}, []string{key[:20]})
 	}
 }
