@@ -20,6 +20,12 @@ import (
 //	sse: AES256                   # s3 only: server-side, AES256 or aws:kms
 //	sse-kms-key-id: arn:aws:kms:...       # s3 only, with sse: aws:kms (implied when sse is left out)
 //	sse-customer-key: ${SSE_C_KEY}        # s3 only: SSE-C, a base64 256-bit key (openssl rand -base64 32)
+//	sse-customer-key-path: /etc/understudy/sse-c.key   # or the key read from a file (Litestream 0.5's key)
+//	sse-customer-algorithm: AES256        # Litestream 0.5's key; AES256 is the only one
+//
+// sse-kms-key-id, sse-customer-key, sse-customer-key-path and
+// sse-customer-algorithm are Litestream 0.5's keys with its meaning, so its
+// SSE-C replicas read back with the same key.
 //
 // The identities and the customer key are secrets, and the KMS key id is
 // kept out of logs too: all three print as REDACTED.
@@ -115,6 +121,16 @@ func (d *decoder) encryption(r *Replica, m map[string]*yaml.Node, path string) {
 		}
 	}
 	r.SSECustomerKey = d.str(m["sse-customer-key"], sub(path, "sse-customer-key"))
+	r.SSECustomerKeyPath = d.localPath(m["sse-customer-key-path"], sub(path, "sse-customer-key-path"))
+	if alg := d.str(m["sse-customer-algorithm"], sub(path, "sse-customer-algorithm")); alg != "" && !strings.EqualFold(alg, SSEAES256) {
+		d.errorf(m["sse-customer-algorithm"], sub(path, "sse-customer-algorithm"), "unknown SSE-C algorithm %q: S3 has only %s", alg, SSEAES256)
+	}
+	switch {
+	case r.SSECustomerKey != "" && r.SSECustomerKeyPath != "":
+		d.errorf(m["sse-customer-key-path"], sub(path, "sse-customer-key-path"), "give sse-customer-key or sse-customer-key-path, not both")
+	case r.SSECustomerKeyPath != "" && r.SSE != "":
+		d.errorf(m["sse-customer-key-path"], sub(path, "sse-customer-key-path"), "SSE-C (sse-customer-key-path) and sse: %s exclude each other: keep one", r.SSE)
+	}
 	if r.SSECustomerKey != "" {
 		if raw, err := base64.StdEncoding.DecodeString(r.SSECustomerKey); err != nil || len(raw) != 32 {
 			d.errorf(m["sse-customer-key"], sub(path, "sse-customer-key"), "must be a 256-bit key in base64 (44 characters, as `openssl rand -base64 32` prints it; the value is not shown)")

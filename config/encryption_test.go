@@ -24,6 +24,9 @@ func TestEncryptionKeys(t *testing.T) {
 		"        sse-customer-key: "+sseCustomerKey,
 		"      - url: /backups/a",
 		"        age: {recipients: "+ageRecipient+"}",
+		"      - url: s3://b/d",
+		"        sse-customer-key-path: /etc/understudy/sse-c.key",
+		"        sse-customer-algorithm: AES256",
 	))
 	r := c.DBs[0].Replicas
 	if r[0].Age == nil || len(r[0].Age.Recipients) != 1 || len(r[0].Age.Identities) != 1 || r[0].SSE != SSEAES256 {
@@ -39,6 +42,9 @@ func TestEncryptionKeys(t *testing.T) {
 	// MD5 of the 32 raw bytes, base64, as S3 wants it (openssl dgst -md5 -binary | base64).
 	if got := r[2].SSECustomerKeyMD5(); got != "HEeNUnjiZuOsdvxMD/xiXQ==" {
 		t.Fatalf("SSECustomerKeyMD5 = %q", got)
+	}
+	if r[4].SSECustomerKeyPath != "/etc/understudy/sse-c.key" || r[4].SSECustomerKey != "" {
+		t.Fatalf("replica 4: key path %q, key set %v", r[4].SSECustomerKeyPath, r[4].SSECustomerKey != "")
 	}
 	if r[3].Age == nil || len(r[3].Age.Recipients) != 1 || r[3].Age.Identities != nil {
 		t.Fatalf("file replica: age %v; a single recipient is a list of one", r[3].Age)
@@ -60,6 +66,8 @@ func TestEncryptionErrors(t *testing.T) {
 		{[]string{"      - url: s3://b/a", "        sse-customer-key: c2hvcnQ="}, "dbs[0].replicas[0].sse-customer-key: must be a 256-bit key in base64"},
 		{[]string{"      - url: s3://b/a", "        sse: AES256", "        sse-customer-key: " + sseCustomerKey}, "SSE-C (sse-customer-key) and sse: AES256 exclude each other"},
 		{[]string{"      - url: /backups/a", "        sse: AES256"}, "dbs[0].replicas[0].sse: only for s3 replicas"},
+		{[]string{"      - url: s3://b/a", "        sse-customer-key: " + sseCustomerKey, "        sse-customer-key-path: /k"}, "give sse-customer-key or sse-customer-key-path, not both"},
+		{[]string{"      - url: s3://b/a", "        sse-customer-key-path: /k", "        sse-customer-algorithm: aws:kms"}, `unknown SSE-C algorithm "aws:kms"`},
 	} {
 		_, err := Parse(doc(append([]string{"dbs:", "  - path: /data/app.db", "    replicas:"}, tc.replica...)...), "understudy.yml", true)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -258,3 +258,64 @@ func TestAgeLitestream03Replica(t *testing.T) {
 	msg := restoreFailure(t, nil, "file://"+replica)
 	wantAll(t, msg, "age-encrypted", "age: {identities:")
 }
+
+// TestLitestream03PeerAge (opt-in, as TestLitestream03Peer:
+// UNDERSTUDY_LITESTREAM03=/path/to/litestream built from v0.3.13's source)
+// has the real Litestream 0.3 replicate with its age: option; Understudy
+// restores the encrypted replica byte-identically with the identity in its
+// own config, under the same keys.
+func TestLitestream03PeerAge(t *testing.T) {
+	bin := os.Getenv("UNDERSTUDY_LITESTREAM03")
+	if bin == "" {
+		t.Skip("UNDERSTUDY_LITESTREAM03 is not set: set it to a litestream binary built from v0.3.13's source to run this interop test")
+	}
+	keys := newAgeKeys(t)
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "app.db")
+	replica := filepath.Join(dir, "ls-replica")
+	ageSection := fmt.Sprintf("        age:\n          recipients: [%s]\n          identities: [%s]\n", keys.recipient, keys.identity)
+	lsCfg := filepath.Join(dir, "litestream.yml")
+	writeFile(t, lsCfg, fmt.Sprintf("dbs:\n  - path: %s\n    min-checkpoint-page-count: 40\n    replicas:\n      - type: file\n        path: %s\n        sync-interval: 100ms\n%s",
+		dbPath, replica, ageSection))
+	cfg := writeConfig(t, "dbs:", "  - path: "+dbPath, "    replicas:", "      - url: file://"+replica,
+		"        age: {identities: [${TEST_AGE_IDENTITY}]}")
+	env := []string{"TEST_AGE_IDENTITY=" + keys.identity}
+
+	app := openDB(t, dbPath)
+	mustExec(t, app, `CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)`)
+	ls := startBinary(t, bin, nil, "replicate", "-config", lsCfg)
+	eventually(t, 30*time.Second, "Litestream 0.3 to start its first generation", func() bool {
+		m, _ := filepath.Glob(filepath.Join(replica, "generations", "*", "wal", "*.wal.lz4"))
+		return len(m) > 0
+	})
+	for i := 0; i < 120; i++ { // past the checkpoint threshold: several WAL indexes
+		mustExec(t, app, `INSERT INTO t (v) VALUES (randomblob(3000))`)
+	}
+	var last string
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		before := imageSum(snapshotImage(t, app))
+		out := filepath.Join(t.TempDir(), "restored.db")
+		res := run(t, env, "restore", "-config", cfg, "-o", out, dbPath)
+		if res.code == 0 && fileSum(t, out) == before && imageSum(snapshotImage(t, app)) == before {
+			break
+		}
+		last = res.stderr
+		if time.Now().After(deadline) {
+			t.Fatalf("not restored from Litestream 0.3's encrypted replica within 60s; last attempt:\n%s\nlitestream output:\n%s", last, tailLines(ls.out.String(), 30))
+		}
+		time.Sleep(200 * time.Millisecond) // poll interval
+	}
+	if code := ls.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Logf("litestream exit %d", code)
+	}
+	objs, _ := filepath.Glob(filepath.Join(replica, "generations", "*", "*", "*.lz4"))
+	for _, p := range objs {
+		if b, err := os.ReadFile(p); err != nil || !bytes.HasPrefix(b, []byte("age-encryption.org/v1\n")) {
+			t.Errorf("%s is not age-encrypted (%v)", p, err)
+		}
+	}
+	msg := restoreFailure(t, nil, "file://"+replica)
+	wantAll(t, msg, "age-encrypted", "age: {identities:")
+	t.Logf("Litestream 0.3.13 wrote %d age-encrypted objects; Understudy restored them byte-identically", len(objs))
+}

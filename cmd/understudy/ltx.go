@@ -162,7 +162,7 @@ func explainEmpty(c *cli.Context, rep *replicaArg, levels []int) error {
 			return nil
 		}
 		hint := "check the path (a mistyped one looks like this), or that a primary has replicated there"
-		if fc, ok := rep.client.(*file.Client); ok {
+		if fc, ok := storage.Unwrap(rep.client).(*file.Client); ok {
 			if _, err := os.Stat(fc.Dir()); errors.Is(err, fs.ErrNotExist) {
 				hint = "the directory " + fc.Dir() + " does not exist: check the path"
 			}

@@ -4,12 +4,13 @@ package replicaclient
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/internal/storage/agecrypt"
 	"github.com/understudy-db/understudy/internal/storage/file"
-	"github.com/understudy-db/understudy/internal/storage/gcs"
 	"github.com/understudy-db/understudy/internal/storage/s3"
 	"github.com/understudy-db/understudy/internal/storage/sftp"
 )
@@ -78,6 +79,13 @@ func newStore(ctx context.Context, r *config.Replica, o options) (storage.Client
 			ResolveVersions: r.AcceptsPlainWrites(),
 			SSE:             r.SSE, SSEKMSKeyID: r.SSEKMSKeyID, SSECustomerKey: r.SSECustomerKey,
 		}
+		if r.SSECustomerKeyPath != "" {
+			b, err := os.ReadFile(r.SSECustomerKeyPath)
+			if err != nil {
+				return nil, fmt.Errorf("replica %q: read sse-customer-key-path: %w", r.Name, err)
+			}
+			so.SSECustomerKey = strings.TrimSpace(string(b))
+		}
 		if so.AccessKeyID == "" && so.SecretAccessKey == "" {
 			so.AccessKeyID, so.SecretAccessKey = o.accessKeyID, o.secretAccessKey
 		}
@@ -90,9 +98,7 @@ func newStore(ctx context.Context, r *config.Replica, o options) (storage.Client
 			Host: r.Host, User: r.User, Password: r.Password, KeyPath: r.KeyPath,
 			KnownHostsPath: r.KnownHostsPath, Path: r.Path,
 		})
-	case gcs.Type:
-		return gcs.New(ctx, gcs.Options{Bucket: r.Bucket, Path: r.Path, Endpoint: r.Endpoint})
 	default:
-		return nil, fmt.Errorf("replica %q: unknown type %q; use %q, %q, %q or %q", r.Name, r.Type, s3.Type, gcs.Type, file.Type, sftp.Type)
+		return nil, fmt.Errorf("replica %q: unknown type %q; use %q, %q or %q", r.Name, r.Type, s3.Type, file.Type, sftp.Type)
 	}
 }

@@ -2,13 +2,13 @@ package replicaclient
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/integration/harness"
 	"github.com/understudy-db/understudy/internal/storage/file"
-	"github.com/understudy-db/understudy/internal/storage/gcs"
 	"github.com/understudy-db/understudy/internal/storage/s3"
 	"github.com/understudy-db/understudy/internal/storage/sftp"
 	"github.com/understudy-db/understudy/internal/storage/storagetest"
@@ -30,8 +30,8 @@ func TestFile(t *testing.T) {
 }
 
 func TestUnknownType(t *testing.T) {
-	_, err := New(context.Background(), &config.Replica{Name: "r1", Type: "webdav"})
-	want := `replica "r1": unknown type "webdav"; use "s3", "gcs", "file" or "sftp"`
+	_, err := New(context.Background(), &config.Replica{Name: "r1", Type: "gcs"})
+	want := `replica "r1": unknown type "gcs"; use "s3", "file" or "sftp"`
 	if err == nil || err.Error() != want {
 		t.Fatalf("err = %v, want %q", err, want)
 	}
@@ -109,20 +109,32 @@ func TestSFTP(t *testing.T) {
 	}
 }
 
-// TestGCS builds a gcs client from a replica against fake-gcs-server: the
-// fields reach the client (a probe works at the replica's path).
-func TestGCS(t *testing.T) {
-	t.Setenv("STORAGE_EMULATOR_HOST", "")
-	s := harness.StartFakeGCS(t)
-	r := &config.Replica{Name: "gcs", Type: "gcs", Bucket: s.NewBucket(t), Path: "db", Endpoint: s.Endpoint}
-	c, err := New(context.Background(), r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if gc, ok := c.(*gcs.Client); !ok || gc.Bucket() != r.Bucket || gc.Key(0, 1, 1) != "db/0000/0000000000000001-0000000000000001.ltx" {
-		t.Fatalf("got %T %+v", c, c)
-	}
-	if err := c.ProbeCreateOnly(context.Background()); err != nil {
-		t.Fatal(err)
+// TestSSECustomerKeyPath: the SSE-C key file is read when the client is
+// built; a missing or malformed one fails naming the replica, never showing
+// the content.
+func TestSSECustomerKeyPath(t *testing.T) {
+	dir := t.TempDir()
+	good, bad := filepath.Join(dir, "good.key"), filepath.Join(dir, "bad.key")
+	os.WriteFile(good, []byte("U1NFLUMtY3VzdG9tZXIta2V5LTMyLWJ5dGVzLWxvbmc=\n"), 0o600)
+	os.WriteFile(bad, []byte("c2hvcnQta2V5LXZhbHVl\n"), 0o600)
+	r := config.Replica{Name: "s3", Type: "s3", Bucket: "b", Region: "us-east-1", Endpoint: "http://127.0.0.1:1"}
+	for _, tc := range []struct {
+		path string
+		want string
+	}{
+		{good, ""},
+		{bad, "sse-customer-key must be a 256-bit key in base64"},
+		{filepath.Join(dir, "missing.key"), `replica "s3": read sse-customer-key-path`},
+	} {
+		rr := r
+		rr.SSECustomerKeyPath = tc.path
+		_, err := New(context.Background(), &rr)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.path, err)
+			}
+			continue
+		}
+		storagetest.CheckError(t, tc.path, err, []string{tc.want}, []string{"c2hvcnQta2V5LXZhbHVl"})
 	}
 }

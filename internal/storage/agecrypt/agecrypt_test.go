@@ -137,6 +137,11 @@ func TestStoredObjectIsEncrypted(t *testing.T) {
 	if info.Size != int64(len(body)) {
 		t.Fatalf("Create: Size %d, want the plaintext's %d", info.Size, len(body))
 	}
+	// One X25519 recipient: a 168-byte header, the 16-byte nonce and a
+	// 16-byte tag per 64 KiB chunk (README, bench/RESULTS.md).
+	if want := len(body) + 168 + nonceSize + 4*tagSize; len(stored) != want {
+		t.Errorf("stored %d bytes for %d of plaintext, want %d", len(stored), len(body), want)
+	}
 	// The metadata (checksums of the plaintext) is the store's, unencrypted.
 	_, raw, err := read(t, fc, 0, 3, 3, 0, 0)
 	if err != nil {
@@ -329,5 +334,43 @@ func TestOpenKey(t *testing.T) {
 	_, err = noID.OpenKey(context.Background(), "generations/enc")
 	if !errors.Is(err, ErrNoIdentity) {
 		t.Fatalf("OpenKey without identity: %v, want ErrNoIdentity", err)
+	}
+}
+
+// BenchmarkRoundTrip creates and reads back a 16 MiB object through the
+// file store, plain and age-encrypted: the cost of encryption per byte
+// shipped and restored.
+func BenchmarkRoundTrip(b *testing.B) {
+	body := storagetest.Body(16<<20, 1)
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, encrypted := range []bool{false, true} {
+		b.Run(map[bool]string{false: "plain", true: "age"}[encrypted], func(b *testing.B) {
+			fc, err := file.New(b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			var c storage.Client = fc
+			if encrypted {
+				c, _ = New(fc, Options{Replica: "bench", Recipients: []age.Recipient{id.Recipient()}, Identities: []age.Identity{id}})
+			}
+			b.SetBytes(int64(len(body)))
+			for i := range b.N {
+				txid := ltx.TXID(i + 1)
+				if _, err := c.Create(context.Background(), 0, txid, txid, bytes.NewReader(body), storagetest.TestMetadata(1)); err != nil {
+					b.Fatal(err)
+				}
+				obj, err := c.Open(context.Background(), 0, txid, txid, 0, -1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if n, err := io.Copy(io.Discard, obj); err != nil || n != int64(len(body)) {
+					b.Fatalf("read %d bytes, %v", n, err)
+				}
+				obj.Close()
+			}
+		})
 	}
 }

@@ -11,6 +11,8 @@ package s3
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -29,8 +31,6 @@ import (
 	"github.com/superfly/ltx"
 
 	"github.com/understudy-db/understudy/internal/storage"
-	"github.com/understudy-db/understudy/internal/storage/objstore"
-	"github.com/understudy-db/understudy/internal/storage/spool"
 )
 
 // Type is the value of Client.Type.
@@ -40,22 +40,22 @@ const Type = "s3"
 const (
 	DefaultRegion        = "us-east-1"
 	DefaultListPageSize  = 1000 // the S3 maximum
-	DefaultMaxAttempts   = objstore.DefaultMaxAttempts
-	DefaultMaxBackoff    = objstore.DefaultMaxBackoff
-	DefaultCallTimeout   = objstore.DefaultCallTimeout
-	DefaultMinThroughput = objstore.DefaultMinThroughput
+	DefaultMaxAttempts   = 5
+	DefaultMaxBackoff    = 5 * time.Second
+	DefaultCallTimeout   = 30 * time.Second
+	DefaultMinThroughput = 1 << 20 // bytes/s assumed when sizing a transfer's deadline
 	// DeleteBatchSize is the most keys one DeleteObjects call may carry.
 	DeleteBatchSize = 1000
 )
 
 // metaPrefix prefixes each storage.Meta* field in user metadata
 // (x-amz-meta-understudy-<field>); S3 returns the keys lower-cased.
-const metaPrefix = objstore.MetaPrefix
+const metaPrefix = "understudy-"
 
 // metaUploadID identifies one Create call: when a PUT is retried after a
 // timeout and the first attempt did land, the retry gets 412 for our own
 // object; the upload id tells that apart from losing to another writer.
-const metaUploadID = objstore.MetaUploadID
+const metaUploadID = metaPrefix + "upload-id"
 
 // Options configure a Client.
 type Options struct {
@@ -79,8 +79,11 @@ type Options struct {
 	SSEKMSKeyID    string
 	SSECustomerKey string
 
-	ListPageSize int // keys per ListObjectsV2 page (default 1000)
-	objstore.Timing
+	ListPageSize  int           // keys per ListObjectsV2 page (default 1000)
+	MaxAttempts   int           // attempts per call, retries included (default 5)
+	MaxBackoff    time.Duration // most a retry waits (jittered exponential backoff)
+	CallTimeout   time.Duration // deadline of each call, plus transfer time
+	MinThroughput int64         // bytes/s a transfer's deadline allows for
 
 	// ResolveVersions makes readers resolve each key to one of its object
 	// versions (storage.PickVersion) where the bucket keeps versions: set
@@ -119,7 +122,18 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if opts.ListPageSize <= 0 || opts.ListPageSize > DefaultListPageSize {
 		opts.ListPageSize = DefaultListPageSize
 	}
-	opts.Timing = opts.Timing.WithDefaults()
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = DefaultMaxBackoff
+	}
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = DefaultCallTimeout
+	}
+	if opts.MinThroughput <= 0 {
+		opts.MinThroughput = DefaultMinThroughput
+	}
 	if opts.Endpoint != "" && !strings.Contains(opts.Endpoint, "://") {
 		opts.Endpoint = "https://" + opts.Endpoint
 	}
@@ -209,18 +223,28 @@ func (c *Client) Key(level int, minTXID, maxTXID ltx.TXID) string {
 // callContext bounds one call: CallTimeout plus the time a transfer of size
 // bytes takes at MinThroughput.
 func (c *Client) callContext(ctx context.Context, size int64) (context.Context, context.CancelFunc) {
-	return c.opts.CallContext(ctx, size)
+	return context.WithTimeout(ctx, c.transferTimeout(size))
 }
 
-func (c *Client) transferTimeout(size int64) time.Duration { return c.opts.TransferTimeout(size) }
+func (c *Client) transferTimeout(size int64) time.Duration {
+	return c.opts.CallTimeout + time.Duration(size/c.opts.MinThroughput)*time.Second
+}
 
 // Create uploads the file with If-None-Match: * ; see storage.Client.
 func (c *Client) Create(ctx context.Context, level int, minTXID, maxTXID ltx.TXID, r io.Reader, md storage.Metadata) (storage.FileInfo, error) {
+	if err := checkKey(level, minTXID, maxTXID); err != nil {
+		return storage.FileInfo{}, err
+	}
+	key := c.Key(level, minTXID, maxTXID)
 	put := c.put
 	if c.plain {
 		put = c.plainPut
 	}
-	return objstore.CreateLTX(ctx, Type, c.prefix, level, minTXID, maxTXID, r, md, put)
+	size, err := put(ctx, key, r, md)
+	if err != nil {
+		return storage.FileInfo{}, err
+	}
+	return storage.CreatedInfo(level, minTXID, maxTXID, size, md), nil
 }
 
 // put is a conditional PUT of r at key with md; it returns the size.
@@ -232,13 +256,13 @@ func (c *Client) put(ctx context.Context, key string, r io.Reader, md storage.Me
 	defer body.Close()
 	err = c.putObject(ctx, key, body, meta, true)
 	if err == nil {
-		return body.Size, nil
+		return body.size, nil
 	}
 	err = c.describe(ctx, "create", key, err)
 	if errors.Is(err, storage.ErrExists) {
 		// Our own earlier attempt may have landed before a retry.
 		if mine, _ := c.hasUploadID(ctx, key, uploadID); mine {
-			return body.Size, nil
+			return body.size, nil
 		}
 	}
 	return 0, err
@@ -246,15 +270,15 @@ func (c *Client) put(ctx context.Context, key string, r io.Reader, md storage.Me
 
 // prepareUpload checks md and makes r an upload body, with the metadata
 // of a PUT that carries a new upload id (returned too).
-func (c *Client) prepareUpload(key string, r io.Reader, md storage.Metadata) (*spool.Body, string, map[string]string, error) {
+func (c *Client) prepareUpload(key string, r io.Reader, md storage.Metadata) (*body, string, map[string]string, error) {
 	if err := checkMetadata(md); err != nil {
 		return nil, "", nil, fmt.Errorf("s3 replica: %s: %w", c.where(key), err)
 	}
-	b, err := spool.New(r)
+	b, err := spool(r)
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("s3 replica: %s: read the file to upload: %w", c.where(key), err)
 	}
-	uploadID := objstore.UploadID()
+	uploadID := newUploadID()
 	meta := map[string]string{metaUploadID: uploadID}
 	for k, v := range md.Fields() {
 		meta[metaPrefix+k] = v
@@ -264,19 +288,19 @@ func (c *Client) prepareUpload(key string, r io.Reader, md storage.Metadata) (*s
 
 // putObject PUTs b at key with meta, create-only (If-None-Match: *) when
 // conditional. The error is the SDK's, undescribed.
-func (c *Client) putObject(ctx context.Context, key string, b *spool.Body, meta map[string]string, conditional bool) error {
+func (c *Client) putObject(ctx context.Context, key string, b *body, meta map[string]string, conditional bool) error {
 	in := &awss3.PutObjectInput{
 		Bucket:        aws.String(c.opts.Bucket),
 		Key:           aws.String(key),
 		Body:          b,
-		ContentLength: aws.Int64(b.Size),
+		ContentLength: aws.Int64(b.size),
 		Metadata:      meta,
 	}
 	if conditional {
 		in.IfNoneMatch = aws.String("*")
 	}
 	c.sseOnPut(in)
-	cctx, cancel := c.callContext(ctx, b.Size)
+	cctx, cancel := c.callContext(ctx, b.size)
 	defer cancel()
 	_, err := c.s3.PutObject(cctx, in)
 	return err
@@ -352,7 +376,7 @@ func (c *Client) Open(ctx context.Context, level int, minTXID, maxTXID ltx.TXID,
 		rc = io.NopCloser(strings.NewReader(""))
 	}
 	return &storage.Object{
-		ReadCloser: &objstore.BodyCloser{ReadCloser: rc, Stop: func() { timer.Stop(); cancel() }},
+		ReadCloser: &bodyCloser{ReadCloser: rc, stop: func() { timer.Stop(); cancel() }},
 		Info:       info,
 	}, nil
 }
@@ -406,7 +430,7 @@ func (c *Client) deleteKeys(ctx context.Context, ids []types.ObjectIdentifier) e
 // ProbeCreateOnly creates <path>/understudy-probe-<random> twice (the second
 // must fail with 412) and deletes it; see storage.Client.
 func (c *Client) ProbeCreateOnly(ctx context.Context) error {
-	key := c.prefix + "understudy-probe-" + objstore.UploadID()
+	key := c.prefix + "understudy-probe-" + newUploadID()
 	md := storage.Metadata{Node: "probe", CommitTime: time.Now()}
 	if _, err := c.put(ctx, key, strings.NewReader("probe"), md); errors.Is(err, errNotImplemented) {
 		return c.noCreateOnly(storage.ConditionRefused, fmt.Sprintf("a conditional PUT (If-None-Match: *) of %s was answered 501 Not Implemented", c.where(key)))
@@ -476,4 +500,22 @@ func objectSize(contentRange *string, length int64) int64 {
 		}
 	}
 	return length
+}
+
+func newUploadID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// bodyCloser ends the call's deadline when the body is closed.
+type bodyCloser struct {
+	io.ReadCloser
+	stop func()
+}
+
+func (b *bodyCloser) Close() error {
+	err := b.ReadCloser.Close()
+	b.stop()
+	return err
 }
