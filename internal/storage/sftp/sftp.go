@@ -42,8 +42,11 @@
 // # Connection
 //
 // One SSH connection carries every request of a Client (pkg/sftp pipelines
-// them). A connection that breaks is dropped, and the next request dials a
-// new one. The server's host key is checked against a known_hosts file
+// them). A connection that breaks, or that gives no answer to a keepalive
+// within DefaultKeepalive, is dropped (the requests on it fail), and the
+// next request dials a new one. A request whose context ends closes the
+// connection, since SFTP requests cannot be cancelled one by one. The
+// server's host key is checked against a known_hosts file
 // (~/.ssh/known_hosts unless set); an unknown host or a changed key is
 // refused with an error that names the host and the file.
 package sftp
@@ -75,6 +78,10 @@ const Type = "sftp"
 const (
 	DefaultPort        = 22
 	DefaultDialTimeout = 10 * time.Second
+	// DefaultKeepalive is how often an open connection is asked for a
+	// reply, and how long the reply may take before the connection is
+	// given up as dead.
+	DefaultKeepalive = 15 * time.Second
 	// DefaultKnownHosts is the known_hosts file, relative to the home
 	// directory, used when Options.KnownHostsPath is empty.
 	DefaultKnownHosts = ".ssh/known_hosts"
@@ -105,6 +112,7 @@ type Options struct {
 	// relative to the login directory.
 	Path        string
 	DialTimeout time.Duration // 0 means DefaultDialTimeout
+	Keepalive   time.Duration // 0 means DefaultKeepalive
 }
 
 // Client is a replica store in one directory on an SFTP server. It is safe
@@ -116,6 +124,7 @@ type Client struct {
 	login   string // the credentials tried, for messages: "the key /k and the password"
 	config  *ssh.ClientConfig
 	timeout time.Duration
+	alive   time.Duration // keepalive interval
 	hosts   *hostKeys
 
 	mu     sync.Mutex
@@ -150,9 +159,12 @@ func New(o Options) (*Client, error) {
 	if o.Path == "" {
 		return nil, fmt.Errorf("sftp replica: path is empty for %s; set path to the replica's directory on the server", addr)
 	}
-	c := &Client{addr: addr, user: o.User, dir: path.Clean(o.Path), timeout: o.DialTimeout}
+	c := &Client{addr: addr, user: o.User, dir: path.Clean(o.Path), timeout: o.DialTimeout, alive: o.Keepalive}
 	if c.timeout <= 0 {
 		c.timeout = DefaultDialTimeout
+	}
+	if c.alive <= 0 {
+		c.alive = DefaultKeepalive
 	}
 	auth, login, err := authMethods(o)
 	c.login = login
@@ -293,9 +305,12 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// close ends the SSH connection first: the SFTP session's Close waits for
+// its reader, which only a closed transport stops when the server is gone.
 func (cn *conn) close() error {
+	err := cn.ssh.Close()
 	_ = cn.sftp.Close()
-	return cn.ssh.Close()
+	return err
 }
 
 // session returns the current connection, dialling one if there is none.
@@ -328,7 +343,39 @@ func (c *Client) session(ctx context.Context) (*conn, error) {
 		c.mu.Unlock()
 		_ = cn.sftp.Close()
 	}()
+	go c.keepalive(cn)
 	return cn, nil
+}
+
+// keepalive asks the server for a reply every interval. A connection that
+// gives none within another interval (the server or the network gone
+// without a reset, where TCP alone would wait for many minutes) is closed:
+// the requests waiting on it fail, and the next request redials.
+func (c *Client) keepalive(cn *conn) {
+	tick := time.NewTicker(c.alive)
+	defer tick.Stop()
+	for {
+		select {
+		case <-cn.done:
+			return
+		case <-tick.C:
+		}
+		reply := make(chan struct{})
+		go func() {
+			// OpenSSH answers a global request it does not know with a
+			// failure: any answer shows the connection is alive.
+			_, _, _ = cn.ssh.SendRequest("keepalive@openssh.com", true, nil)
+			close(reply)
+		}()
+		select {
+		case <-reply:
+		case <-cn.done:
+			return
+		case <-time.After(c.alive):
+			c.drop(cn)
+			return
+		}
+	}
 }
 
 // dial connects, checks the host key, logs in and starts the SFTP subsystem.

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/superfly/ltx"
 	"golang.org/x/crypto/ssh"
@@ -207,6 +208,49 @@ func TestReconnect(t *testing.T) {
 	storagetest.MustCreate(t, c, 0, 2, 2, []byte("two"), storagetest.TestMetadata(2))
 	if got := storagetest.ListAll(t, c, 0, 0); len(got) != 2 {
 		t.Fatalf("listed %d files after reconnecting, want 2", len(got))
+	}
+}
+
+// TestDeadConnection: a server that stops answering without closing the
+// connection (toxiproxy drops its replies) fails the requests waiting on it
+// once the keepalive gets no reply, instead of hanging them; when it
+// answers again the next request redials.
+func TestDeadConnection(t *testing.T) {
+	s := harness.StartSSHD(t)
+	tp := harness.StartToxiproxy(t)
+	proxy := tp.NewProxy(t, "sshd", s.Addr)
+	known := filepath.Join(t.TempDir(), "known_hosts")
+	var lines []string
+	for _, k := range s.HostKeys {
+		lines = append(lines, knownhosts.Line([]string{proxy.Listen}, k))
+	}
+	if err := os.WriteFile(known, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, s, func(o *Options) { o.Host, o.KnownHostsPath, o.Keepalive = proxy.Listen, known, 200*time.Millisecond })
+	storagetest.MustCreate(t, c, 0, 1, 1, []byte("one"), storagetest.TestMetadata(1))
+	if err := proxy.AddToxic(harness.Toxic{Name: "blackhole", Type: "timeout", Stream: "downstream", Attributes: map[string]any{"timeout": 0}}); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.List(context.Background(), 0, 0)
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("list through a dead connection succeeded")
+		}
+		t.Logf("list through a dead connection: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("list through a dead connection still waits after 30 s (the keepalive is 200 ms)")
+	}
+	if err := proxy.RemoveToxic("blackhole"); err != nil {
+		t.Fatal(err)
+	}
+	if got := storagetest.ListAll(t, c, 0, 0); len(got) != 1 {
+		t.Fatalf("after the server answers again: %d files, want 1", len(got))
 	}
 }
 
