@@ -158,14 +158,16 @@ func TestReplicatePlainWrites(t *testing.T) {
 	}
 }
 
-// intrudeAfterPut wraps a proxy's handler: the plain PUT of the LTX key
+// intrudeAfterPut wraps a proxy's handler: a plain PUT of the LTX key
 // want() names is forwarded, then another writer's object is written at
 // the same key (through put) before the answer goes back, as when a second
 // writer's PUT lands between ours and our read-back. It reports the key.
+// Every such PUT is followed so, the SDK's retry of one too: the other
+// writer's PUT is always the last.
 func intrudeAfterPut(want func(path string) bool, put func(key string), hit *atomic.Value) func(http.Handler) http.Handler {
 	return func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method != http.MethodPut || r.Header.Get("If-None-Match") != "" || !want(r.URL.Path) || hit.Load() != nil {
+			if r.Method != http.MethodPut || r.Header.Get("If-None-Match") != "" || !want(r.URL.Path) {
 				h.ServeHTTP(w, r)
 				return
 			}
@@ -176,47 +178,38 @@ func intrudeAfterPut(want func(path string) bool, put func(key string), hit *ato
 	}
 }
 
-// TestPlainWritesLeaseForeignObjectHalts: a primary under a Consul lease on
-// a store that answers conditional PUTs 501 (B2) reports fencing
-// lease+read-back. Another writer's object at the key of its next L0 file
-// halts it as a lost create-only race does (role halted, the app's writes
-// fail with SQLITE_BUSY), and the other writer's object stays: found by
-// the check before the PUT (the object was there first), and by the
-// read-back after it (the other writer's PUT landed right after ours).
-func TestPlainWritesLeaseForeignObjectHalts(t *testing.T) {
-	consul := harness.StartConsul(t)
-	srv := harness.StartVersityGW(t)
-	s3c := newS3Client(srv)
-	for _, when := range []string{"before our PUT", "after our PUT"} {
-		t.Run(when, func(t *testing.T) {
-			bucket := srv.NewBucket(t)
-			intruder := []byte("not an LTX file: another writer's object")
-			var next atomic.Uint64 // the TXID the intruder takes (after our PUT), 0: none yet
-			meta := map[string]string{}
-			for k, v := range (storage.Metadata{Node: "intruder", FencingToken: 1, CommitTime: time.Now()}).Fields() {
-				meta["understudy-"+k] = v
-			}
-			foreign := func(key string) {
-				t.Helper()
-				_, err := s3c.PutObject(context.Background(), &awss3.PutObjectInput{
-					Bucket: aws.String(bucket), Key: aws.String(key), Body: bytes.NewReader(intruder), Metadata: meta,
-				})
-				if err != nil {
-					t.Errorf("intruder's PUT at %s: %v", key, err)
-				}
-			}
-			var hit atomic.Value
-			wrap := intrudeAfterPut(func(path string) bool {
-				n := next.Load()
-				return n != 0 && strings.HasSuffix(path, "/0000/"+ltx.FormatFilename(ltx.TXID(n), ltx.TXID(n)))
-			}, foreign, &hit)
-			proxy := startConditionStripperWith(t, srv, true, wrap)
+// plainLeaseNode is one node under a Consul lease whose replica is a
+// bucket behind a proxy that answers conditional PUTs 501 (as B2), with
+// conditional-writes: if-supported, and an intruder: another writer that
+// puts its own object at a key of the node's history, either at once
+// (foreign) or right after the node's plain PUT of the L0 file of TXID
+// next lands, before the node hears of it (its read-back then sees it).
+type plainLeaseNode struct {
+	*leaseNode
+	srv      *harness.S3Server
+	s3c      *awss3.Client
+	bucket   string
+	proxy    *conditionStripper
+	intruder []byte
+	token    atomic.Uint64 // the intruder's fencing token
+	next     atomic.Uint64 // the TXID the intruder takes after the node's PUT; 0: none
+	hit      atomic.Value  // the key it took so
+}
 
-			dir := t.TempDir()
-			dbPath := filepath.Join(dir, "app.db")
-			addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-			cfg := filepath.Join(dir, "understudy.yml")
-			writeFile(t, cfg, fmt.Sprintf(`addr: %s
+func startPlainLeaseNode(t *testing.T, consul *harness.Consul, srv *harness.S3Server, versioned bool) *plainLeaseNode {
+	t.Helper()
+	p := &plainLeaseNode{srv: srv, s3c: newS3Client(srv), bucket: srv.NewBucket(t), intruder: []byte("not an LTX file: another writer's object")}
+	if versioned {
+		enableBucketVersioning(t, srv, p.bucket)
+	}
+	p.proxy = startConditionStripperWith(t, srv, true, intrudeAfterPut(func(path string) bool {
+		n := p.next.Load()
+		return n != 0 && strings.HasSuffix(path, "/0000/"+ltx.FormatFilename(ltx.TXID(n), ltx.TXID(n)))
+	}, func(key string) { p.foreign(t, key) }, &p.hit))
+	dir := t.TempDir()
+	n := &leaseNode{name: "host-a", dir: dir, dbPath: filepath.Join(dir, "app.db"),
+		addr: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)), config: filepath.Join(dir, "understudy.yml")}
+	writeFile(t, n.config, fmt.Sprintf(`addr: %s
 dbs:
   - path: %s
     name: app
@@ -232,41 +225,148 @@ dbs:
       consul:
         address: %s
         key-prefix: t%d/
-`, addr, dbPath, plainURL(bucket, proxy), addr, consul.HTTPAddr, time.Now().UnixNano()))
-			makeDB(t, dbPath)
-			env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}
-			d := start(t, env, "replicate", "-config", cfg)
-			n := &leaseNode{name: "host-a", dbPath: dbPath, addr: addr, config: cfg, d: d}
-			n.waitPrimary(t)
-			db := openDB(t, dbPath)
+`, n.addr, n.dbPath, plainURL(p.bucket, p.proxy), n.addr, consul.HTTPAddr, time.Now().UnixNano()))
+	makeDB(t, n.dbPath)
+	n.d = start(t, []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}, "replicate", "-config", n.config)
+	p.leaseNode = n
+	return p
+}
+
+// foreign writes the intruder's object at key: Understudy metadata of node
+// "intruder" with its token and no database identity.
+func (p *plainLeaseNode) foreign(t *testing.T, key string) {
+	meta := map[string]string{}
+	for k, v := range (storage.Metadata{Node: "intruder", FencingToken: p.token.Load(), CommitTime: time.Now()}).Fields() {
+		meta["understudy-"+k] = v
+	}
+	_, err := p.s3c.PutObject(context.Background(), &awss3.PutObjectInput{
+		Bucket: aws.String(p.bucket), Key: aws.String(key), Body: bytes.NewReader(p.intruder), Metadata: meta,
+	})
+	if err != nil {
+		t.Errorf("intruder's PUT at %s: %v", key, err)
+	}
+}
+
+// newest reads the newest object at key, as a plain GET (no version
+// resolution) does.
+func (p *plainLeaseNode) newest(t *testing.T, key string) []byte {
+	t.Helper()
+	out, err := p.s3c.GetObject(context.Background(), &awss3.GetObjectInput{Bucket: aws.String(p.bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatalf("GET %s: %v", key, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestPlainWritesLeaseForeignObjectHalts: a primary under a Consul lease on
+// a store that answers conditional PUTs 501 (B2) reports fencing
+// lease+read-back (lease+read-back+versions where the bucket keeps
+// versions). Another writer's object at the key of its next L0 file halts
+// it as a lost create-only race does (role halted, the app's writes fail
+// with SQLITE_BUSY), and the other writer's object stays: found by the
+// check before the PUT (the object was there first), and by the read-back
+// after it (the other writer's PUT landed right after ours; with versions,
+// a writer with a higher fencing token, whose version readers take).
+func TestPlainWritesLeaseForeignObjectHalts(t *testing.T) {
+	consul := harness.StartConsul(t)
+	plainS3 := harness.StartVersityGW(t)
+	versionedS3 := harness.StartVersityGWVersioning(t)
+	for _, tc := range []struct {
+		name      string
+		after     bool
+		versioned bool
+		fencing   string
+	}{
+		{"before our PUT", false, false, "lease+read-back"},
+		{"after our PUT", true, false, "lease+read-back"},
+		{"after our PUT, versions, higher token", true, true, "lease+read-back+versions"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := plainS3
+			if tc.versioned {
+				srv = versionedS3
+			}
+			p := startPlainLeaseNode(t, consul, srv, tc.versioned)
+			st := p.waitPrimary(t)
+			p.token.Store(st.FencingToken + 1)
+			db := openDB(t, p.dbPath)
 			mustExec(t, db, `INSERT INTO t(v) VALUES (randomblob(100))`)
-			txid := n.waitShippedAt(t, snapshotImage(t, db).checksum)
-			if got := replicaFencing(t, addr); len(got) != 1 || got[0] != "lease+read-back" {
-				t.Fatalf("/status fencing %v, want [lease+read-back]", got)
+			txid := p.waitShippedAt(t, snapshotImage(t, db).checksum)
+			if got := replicaFencing(t, p.addr); len(got) != 1 || got[0] != tc.fencing {
+				t.Fatalf("/status fencing %v, want [%s]", got, tc.fencing)
 			}
 			key := "app/0000/" + ltx.FormatFilename(txid+1, txid+1)
-			if when == "before our PUT" {
-				foreign(key)
+			if tc.after {
+				p.next.Store(uint64(txid + 1))
 			} else {
-				next.Store(uint64(txid + 1))
+				p.foreign(t, key)
 			}
 
-			a := startApp(t, dbPath)
+			a := startApp(t, p.dbPath)
 			a.waitHeld(t)
-			n.waitStatus(t, 20*time.Second, "halted", func(st nodeStatus) bool { return st.Role == "halted" })
-			wantAll(t, d.out.String(), "fenced", "intruder")
-			if when == "after our PUT" && hit.Load() != key {
-				t.Fatalf("the intruder wrote at %v, want %s", hit.Load(), key)
+			p.waitStatus(t, 20*time.Second, "halted", func(st nodeStatus) bool { return st.Role == "halted" })
+			wantAll(t, p.d.out.String(), "fenced", "intruder")
+			if tc.after && p.hit.Load() != key {
+				t.Fatalf("the intruder wrote at %v, want %s", p.hit.Load(), key)
 			}
-			out, err := s3c.GetObject(context.Background(), &awss3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
-			if err != nil {
-				t.Fatalf("the other writer's object at %s: %v", key, err)
-			}
-			got, _ := io.ReadAll(out.Body)
-			out.Body.Close()
-			if !bytes.Equal(got, intruder) {
+			if got := p.newest(t, key); !bytes.Equal(got, p.intruder) {
 				t.Errorf("the other writer's object at %s was replaced (%d bytes)", key, len(got))
 			}
 		})
+	}
+}
+
+// TestPlainWritesLeaseVersionsKeepPrimary: in a bucket that keeps versions,
+// a deposed writer's PUT (a lower fencing token) that lands right after
+// the primary's at the same key, and is the newest version there, does not
+// replace the primary's file: the primary's read-back keeps it shipping,
+// and a restore through the replica (which resolves versions) is the
+// primary's database, page for page.
+func TestPlainWritesLeaseVersionsKeepPrimary(t *testing.T) {
+	consul := harness.StartConsul(t)
+	srv := harness.StartVersityGWVersioning(t)
+	p := startPlainLeaseNode(t, consul, srv, true)
+	st := p.waitPrimary(t)
+	if st.FencingToken == 0 {
+		t.Fatal("the lease gave fencing token 0: no lower token for the deposed writer")
+	}
+	p.token.Store(st.FencingToken - 1)
+	db := openDB(t, p.dbPath)
+	mustExec(t, db, `INSERT INTO t(v) VALUES (randomblob(100))`)
+	txid := p.waitShippedAt(t, snapshotImage(t, db).checksum)
+	key := "app/0000/" + ltx.FormatFilename(txid+1, txid+1)
+	p.next.Store(uint64(txid + 1))
+	mustExec(t, db, `INSERT INTO t(v) VALUES (randomblob(2000))`)
+	p.waitShippedAt(t, snapshotImage(t, db).checksum)
+	if p.hit.Load() != key {
+		t.Fatalf("the deposed writer wrote at %v, want %s", p.hit.Load(), key)
+	}
+	if got := p.newest(t, key); !bytes.Equal(got, p.intruder) {
+		t.Fatalf("the newest version at %s is not the deposed writer's: the test did not race as meant", key)
+	}
+	// Still the primary: it ships what comes next.
+	mustExec(t, db, `INSERT INTO t(v) VALUES (randomblob(2000))`)
+	final := snapshotImage(t, db)
+	if shipped := p.waitShippedAt(t, final.checksum); shipped <= txid+1 {
+		t.Fatalf("shipped through TXID %s, want past %s", shipped, txid+1)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("replicate exit %d after SIGTERM", code)
+	}
+	out := filepath.Join(t.TempDir(), "restored.db")
+	if r := run(t, []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey},
+		"restore", "-o", out, plainURL(p.bucket, p.proxy)); r.code != 0 {
+		t.Fatalf("restore: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if imageSum(snapshotImage(t, openDB(t, out))) != imageSum(final) {
+		t.Fatal("the restored database's pages differ from the primary's")
 	}
 }

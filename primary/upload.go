@@ -198,20 +198,24 @@ func (r *replica) settleWindow(ctx context.Context, ups []l0Upload) error {
 // won their keys), and past the other writer's claim they are no history
 // at all: left there, they would break its chain (its next create would
 // find the key taken) and a follower polling the next key would get a file
-// that does not continue what it applied. Best effort: the fencing stands
+// that does not continue what it applied. Each is read back first and
+// deleted only if it is still ours: the other writer may have put its own
+// file at the key since (one that replaced our orphan by a higher fencing
+// token, or on a store without create-only writes a PUT over ours), and
+// deleting that would cut its history. Best effort: the fencing stands
 // whatever happens here.
 func (r *replica) withdrawAbove(ctx context.Context, ups []l0Upload) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RequestTimeout)
+	defer cancel()
 	var ours []storage.FileInfo
 	for _, u := range ups {
-		if u.err == nil {
+		if u.err == nil && r.stillOurs(dctx, u.info) {
 			ours = append(ours, u.info)
 		}
 	}
 	if len(ours) == 0 {
 		return
 	}
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RequestTimeout)
-	defer cancel()
 	err := r.c.Delete(dctx, ours)
 	r.count("delete", 0, err)
 	first, last := ours[0].MinTXID, ours[len(ours)-1].MaxTXID
@@ -221,4 +225,25 @@ func (r *replica) withdrawAbove(ctx context.Context, ups []l0Upload) {
 		return
 	}
 	r.log.Warn("fenced: withdrew the L0 files this node uploaded above the other writer's TXID", "first_txid", first, "last_txid", last, "files", len(ours))
+}
+
+// stillOurs reports whether the object at info's key is still the one our
+// create put there (same writer and the same change, ownedBy), read back.
+// Unknown (no metadata to compare, or the read failed) is false: leaving
+// our file costs the other writer a fence, deleting its file costs it
+// history.
+func (r *replica) stillOurs(ctx context.Context, info storage.FileInfo) bool {
+	if info.Metadata == nil {
+		return false
+	}
+	got, err := r.readBack(ctx, info.Level, info.MinTXID, info.MaxTXID, info.Size)
+	if err != nil {
+		r.log.Warn("fenced: could not read back an L0 file this node uploaded above the other writer's TXID; leaving it", "txid", info.MinTXID, "error", err)
+		return false
+	}
+	if ownedBy(upload{Size: info.Size, MD: *info.Metadata}, got) != ownedByUs {
+		r.log.Warn("fenced: the L0 file this node uploaded above the other writer's TXID was replaced by another writer's; leaving it", "txid", info.MinTXID)
+		return false
+	}
+	return true
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"testing"
 
@@ -46,9 +47,20 @@ func TestWindowPrefix(t *testing.T) {
 // withdrawn: above the other writer's claim they would break its chain.
 func TestWindowFencedWithdrawsAbove(t *testing.T) {
 	e := newEnv(t, 1)
-	ctx := context.Background()
 	d := e.open(e.options())
 	defer d.Close()
+	if got := fencedWindow(t, e, d); !slices.Equal(got, []ltx.TXID{1, 2, 3}) {
+		t.Fatalf("L0 in the store after fencing: %v, want [1 2 3] (ours below the claim, the claim, nothing above)", got)
+	}
+	wantWriter(t, e.stores[0], 3, "node-b")
+}
+
+// fencedWindow ships TXID 1 on d, then commits 2..5 while the store fails,
+// has another writer (node-b) claim TXID 3 and lets the store back: the
+// window's sync must fence d. It returns the TXIDs of L0 in the store.
+func fencedWindow(t *testing.T, e *testEnv, d *DB) []ltx.TXID {
+	t.Helper()
+	ctx := context.Background()
 	if err := d.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -74,17 +86,61 @@ func TestWindowFencedWithdrawsAbove(t *testing.T) {
 	for _, f := range listLevel(t, e.stores[0], 0) {
 		got = append(got, f.MinTXID)
 	}
-	if !slices.Equal(got, []ltx.TXID{1, 2, 3}) {
-		t.Fatalf("L0 in the store after fencing: %v, want [1 2 3] (ours below the claim, the claim, nothing above)", got)
-	}
-	obj, err := e.stores[0].Open(ctx, 0, 3, 3, 0, 0)
+	return got
+}
+
+// wantWriter asserts that node wrote the store's L0 file of txid.
+func wantWriter(t *testing.T, c storage.Client, txid ltx.TXID, node string) {
+	t.Helper()
+	obj, err := c.Open(context.Background(), 0, txid, txid, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	obj.Close()
-	if obj.Info.Metadata == nil || obj.Info.Metadata.Node != "node-b" {
-		t.Fatalf("TXID 3 metadata %+v, want the other writer's", obj.Info.Metadata)
+	if obj.Info.Metadata == nil || obj.Info.Metadata.Node != node {
+		t.Fatalf("TXID %s metadata %+v, want %s's", txid, obj.Info.Metadata, node)
 	}
+}
+
+// replacingClient is a store on which another writer replaces the L0 file
+// of TXID at right after our create of it lands (a PUT over ours on a store
+// without create-only writes, or a newer primary replacing an orphan).
+type replacingClient struct {
+	storage.Client
+	at   ltx.TXID
+	body func() []byte
+}
+
+func (c *replacingClient) Create(ctx context.Context, level int, min, max ltx.TXID, r io.Reader, md storage.Metadata) (storage.FileInfo, error) {
+	info, err := c.Client.Create(ctx, level, min, max, r, md)
+	if err == nil && level == 0 && min == c.at {
+		if err := c.Client.Delete(ctx, []storage.FileInfo{info}); err != nil {
+			return info, err
+		}
+		if _, err := c.Client.Create(ctx, 0, min, max, bytes.NewReader(c.body()), storage.Metadata{Node: "node-b", FencingToken: 7}); err != nil {
+			return info, err
+		}
+	}
+	return info, err
+}
+
+// TestWithdrawKeepsAnotherWritersFile: as TestWindowFencedWithdrawsAbove,
+// but the other writer has also replaced our file of TXID 5 by its own
+// since our create: the withdrawal deletes 4, which is still ours, and
+// leaves 5, which would cut the other writer's history.
+func TestWithdrawKeepsAnotherWritersFile(t *testing.T) {
+	e := newEnv(t, 1)
+	opts := e.options()
+	var d *DB
+	opts.Replicas[0].Client = &replacingClient{Client: e.clients[0], at: 5,
+		body: func() []byte { return zeroPageLTX(t, 5, d.table.commit(), d.pageSize) }}
+	d = e.open(opts)
+	defer d.Close()
+	if got := fencedWindow(t, e, d); !slices.Equal(got, []ltx.TXID{1, 2, 3, 5}) {
+		t.Fatalf("L0 in the store after fencing: %v, want [1 2 3 5] (ours below the claim, the claim, the other writer's 5)", got)
+	}
+	wantWriter(t, e.stores[0], 3, "node-b")
+	wantWriter(t, e.stores[0], 5, "node-b")
 }
 
 func TestChainEnd(t *testing.T) {
