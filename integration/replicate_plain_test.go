@@ -87,11 +87,13 @@ func TestReplicatePlainWrites(t *testing.T) {
 		name      string
 		answer501 bool
 		versioned bool
+		age       bool // the replica is age-encrypted
 		fencing   string
 	}{
-		{"ignores the condition", false, false, "lock+read-back"},
-		{"answers 501", true, false, "lock+read-back"},
-		{"answers 501, bucket keeps versions", true, true, "lock+read-back+versions"},
+		{"ignores the condition", false, false, false, "lock+read-back"},
+		{"answers 501", true, false, false, "lock+read-back"},
+		{"answers 501, bucket keeps versions", true, true, false, "lock+read-back+versions"},
+		{"answers 501, bucket keeps versions, age-encrypted", true, true, true, "lock+read-back+versions"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := plainS3
@@ -107,8 +109,13 @@ func TestReplicatePlainWrites(t *testing.T) {
 			s := &stack{dir: dir, dbPath: filepath.Join(dir, "app.db"), addr: fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
 				configPath: filepath.Join(dir, "understudy.yml"),
 				env:        []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey}}
-			writeFile(t, s.configPath, fmt.Sprintf("addr: %s\ndbs:\n  - path: %s\n    replicas:\n      - name: b2\n        url: %s\n        sync-interval: 100ms\n",
-				s.addr, s.dbPath, plainURL(bucket, proxy)))
+			cfg := fmt.Sprintf("addr: %s\ndbs:\n  - path: %s\n    replicas:\n      - name: b2\n        url: %s\n        sync-interval: 100ms\n",
+				s.addr, s.dbPath, plainURL(bucket, proxy))
+			if tc.age {
+				k := newAgeKeys(t)
+				cfg += fmt.Sprintf("        age:\n          recipients: [%s]\n          identities: [%s]\n", k.recipient, k.identity)
+			}
+			writeFile(t, s.configPath, cfg)
 			makeDB(t, s.dbPath)
 			d := s.replicate(t)
 			app := openDB(t, s.dbPath)
@@ -145,7 +152,21 @@ func TestReplicatePlainWrites(t *testing.T) {
 				}
 			}
 
-			out := s.restore(t, plainURL(bucket, proxy))
+			out := filepath.Join(t.TempDir(), "restored.db")
+			if res := run(t, s.env, "restore", "-config", s.configPath, "-o", out, s.dbPath); res.code != 0 {
+				t.Fatalf("restore: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+			}
+			if tc.age {
+				stored := storedLTX(t, filepath.Join(srv.DataDir, bucket))
+				if len(stored) == 0 {
+					t.Error("no LTX object in the bucket's directory")
+				}
+				for key, b := range stored {
+					if bytes.HasPrefix(b, []byte(ltx.Magic)) {
+						t.Errorf("%s is stored unencrypted", key)
+					}
+				}
+			}
 			if got := fileChecksum(t, out); got != final.checksum {
 				t.Fatalf("restore checksum %s, database %s", got, final.checksum)
 			}

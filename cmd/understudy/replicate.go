@@ -448,7 +448,10 @@ func fencedClient(ctx context.Context, client storage.Client, rc *config.Replica
 		return nil, "", perr
 	}
 	pw, canPlain := client.(storage.PlainWriter)
-	accept := rc.AcceptsPlainWrites() && canPlain
+	accept := rc.AcceptsPlainWrites()
+	if cond != storage.ConditionHonoured && accept && !canPlain {
+		return nil, "", fmt.Errorf("%w; and a %s store cannot be written without create-only writes, whatever conditional-writes says", perr, client.Type())
+	}
 	versioned := false
 	if cond != storage.ConditionHonoured && accept {
 		var err error

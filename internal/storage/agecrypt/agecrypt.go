@@ -131,6 +131,25 @@ func (c *Client) Type() string { return c.inner.Type() }
 // Unwrap returns the inner client.
 func (c *Client) Unwrap() storage.Client { return c.inner }
 
+var _ storage.PlainWriter = (*Client)(nil)
+
+// PlainWrites is the inner store's storage.PlainWriter form, encrypted and
+// decrypted as c is: an encrypted replica on a store without create-only
+// writes (Backblaze B2). An inner store without that form gives an error
+// wrapping storage.ErrNoCreateOnly.
+func (c *Client) PlainWrites(ctx context.Context) (storage.Client, bool, error) {
+	pw, ok := c.inner.(storage.PlainWriter)
+	if !ok {
+		return nil, false, storage.NoCreateOnly(fmt.Sprintf("replica %s: a %s store cannot be written without create-only writes", c.replica, c.inner.Type()))
+	}
+	inner, versioned, err := pw.PlainWrites(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	wrapped, err := New(inner, Options{Replica: c.replica, Recipients: c.recipients, Identities: c.identities})
+	return wrapped, versioned, err
+}
+
 // Create encrypts r to the recipients and creates the object; see
 // storage.Client. The returned Size is the plaintext's.
 func (c *Client) Create(ctx context.Context, level int, minTXID, maxTXID ltx.TXID, r io.Reader, md storage.Metadata) (storage.FileInfo, error) {

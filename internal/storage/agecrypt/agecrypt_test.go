@@ -374,3 +374,44 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 	}
 }
+
+// plainFile is a file store posing as one with a plain form (what
+// PlainWrites returns for S3), to check that the encryption carries over.
+type plainFile struct{ *file.Client }
+
+func (p plainFile) PlainWrites(context.Context) (storage.Client, bool, error) {
+	return p.Client, true, nil
+}
+
+// TestPlainWrites: an encrypted replica's plain form (a store without
+// create-only writes) encrypts and decrypts as the replica does; over a
+// store without a plain form it says so (ErrNoCreateOnly).
+func TestPlainWrites(t *testing.T) {
+	k := newKeys(t)
+	opts := Options{Recipients: []age.Recipient{k.rcp}, Identities: []age.Identity{k.id}}
+	fc, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := over(t, plainFile{fc}, opts)
+	pc, versioned, err := c.(storage.PlainWriter).PlainWrites(context.Background())
+	if err != nil || !versioned {
+		t.Fatalf("PlainWrites = %v, versioned %v; want the inner's (true)", err, versioned)
+	}
+	body := ltxLike(5000)
+	storagetest.MustCreate(t, pc, 0, 1, 1, body, storagetest.TestMetadata(1))
+	if stored := storedBytes(t, fc, 0, 1, 1); !bytes.HasPrefix(stored, []byte(Magic)) {
+		t.Fatal("the plain form stored the object unencrypted")
+	}
+	if got, _, err := read(t, c, 0, 1, 1, 0, -1); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("read back through the replica: %v", err)
+	}
+	if _, ok := pc.(storage.KeyReader); !ok {
+		t.Error("the plain form of a store that reads raw keys (the Litestream 0.3 tree) does not")
+	}
+
+	_, _, err = over(t, fc, opts).(storage.PlainWriter).PlainWrites(context.Background())
+	if !errors.Is(err, storage.ErrNoCreateOnly) {
+		t.Fatalf("PlainWrites over a file store: %v, want ErrNoCreateOnly", err)
+	}
+}
