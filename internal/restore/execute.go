@@ -14,6 +14,7 @@ import (
 
 	"github.com/understudy-db/understudy/internal/dbsum"
 	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/storage/agecrypt"
 )
 
 // readBufferSize is the read-ahead per downloading file: large enough that
@@ -430,7 +431,11 @@ func decodeErr(ctx context.Context, src *countingReader, name, part string, err 
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if rerr := src.readErr(); rerr != nil {
+	if rerr := src.readErr(); errors.Is(rerr, agecrypt.ErrDecrypt) {
+		// An encrypted object failing age's authentication is damaged, not
+		// unreachable: another level may restore the same TXIDs.
+		return fmt.Errorf("%s: %w: %w", name, ErrCorrupt, rerr)
+	} else if rerr != nil {
 		return fmt.Errorf("%s: read the %s from the store: %w", name, part, rerr)
 	}
 	if errors.Is(err, ltx.ErrChecksumMismatch) {

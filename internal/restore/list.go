@@ -77,6 +77,9 @@ func ReadHeader(ctx context.Context, client storage.Client, f storage.FileInfo) 
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 			return FileHeader{}, fmt.Errorf("%s: %w: only %d bytes, shorter than an LTX header", FileName(f), ErrForeignObject, n)
 		}
+		if errors.Is(err, agecrypt.ErrDecrypt) {
+			return FileHeader{}, fmt.Errorf("%s: %w: %w", FileName(f), ErrCorrupt, err)
+		}
 		return FileHeader{}, fmt.Errorf("%s: read header: %w", FileName(f), err)
 	}
 	hdr, err := checkHeader(f, b)
@@ -97,6 +100,8 @@ func openFile(ctx context.Context, client storage.Client, f storage.FileInfo, of
 	obj, err := client.Open(ctx, f.Level, f.MinTXID, f.MaxTXID, offset, size)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, fmt.Errorf("%s: %w: the object is gone from the store (deleted by retention or by hand?): %v", FileName(f), ErrMissingFile, err)
+	} else if errors.Is(err, agecrypt.ErrDecrypt) {
+		return nil, fmt.Errorf("%s: %w: %w", FileName(f), ErrCorrupt, err)
 	} else if err != nil {
 		return nil, fmt.Errorf("%s: open: %w", FileName(f), err)
 	}
