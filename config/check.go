@@ -114,8 +114,8 @@ func (l *Lease) applyDefaults() {
 			l.Consul.TTL = DefaultConsulKVTTL
 		}
 	}
-	if l.Consul.LockDelay == 0 {
-		l.Consul.LockDelay = DefaultConsulLockDelay
+	if l.Consul.LockDelay == 0 && l.Consul.Mode == ConsulModeSession {
+		l.Consul.LockDelay = DefaultConsulLockDelay // a session's; mode kv has none
 	}
 }
 

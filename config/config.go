@@ -48,9 +48,10 @@
 //	        address: 127.0.0.1:8500
 //	        token: ...
 //	        key-prefix: understudy/
-//	        ttl: 10s                 # at least 10s
-//	        lock-delay: 1s
-//	        health-check: service:app
+//	        mode: kv                 # kv (a check-and-set key, renewed every ttl/4) or session
+//	        ttl: 2s                  # kv: 2s by default, at least 1s; session: 10s, at least 10s
+//	        # lock-delay: 1s         # mode session only (an error in mode kv)
+//	        health-check: service:app # a local agent check: critical = step down
 //	      # primary: host-a          # type static only: the node that is primary
 //
 // $VAR and ${VAR} are expanded in the whole file unless -no-expand-env; the
@@ -91,14 +92,14 @@ const (
 	DefaultLeaseType       = "consul"
 	DefaultOnDemote        = "halt"
 	DefaultConsulKeyPrefix = "understudy/"
-	DefaultConsulTTL       = 10 * time.Second
+	DefaultConsulTTL       = 10 * time.Second // mode session
 	MinConsulTTL           = 10 * time.Second // Consul refuses a shorter session TTL
 	DefaultConsulLockDelay = 1 * time.Second
 
-	// The consul lease's modes (lease.consul.mode); session is the default.
+	// The consul lease's modes (lease.consul.mode); kv is the default.
 	ConsulModeSession  = "session"
 	ConsulModeKV       = "kv"
-	DefaultConsulMode  = ConsulModeSession
+	DefaultConsulMode  = ConsulModeKV
 	DefaultConsulKVTTL = 2 * time.Second // see lease.DefaultKVTTL
 	MinConsulKVTTL     = 1 * time.Second
 
@@ -246,7 +247,7 @@ type ConsulLease struct {
 	Address     string
 	Token       string
 	KeyPrefix   string
-	Mode        string // session or kv; "" = session
+	Mode        string // kv or session; "" = DefaultConsulMode (kv)
 	TTL         time.Duration
 	LockDelay   time.Duration
 	HealthCheck string

@@ -82,6 +82,7 @@ func TestParseEveryKey(t *testing.T) {
 		"        address: 127.0.0.1:8500",
 		"        token: CONSULTOKEN",
 		"        key-prefix: svc/",
+		"        mode: session",
 		"        ttl: 15s",
 		"        lock-delay: 2s",
 		"        health-check: service:app",
@@ -248,7 +249,7 @@ func TestParseDefaults(t *testing.T) {
 	}}
 	want.DBs[1].Follower = &Follower{Replica: "file", PollInterval: time.Second}
 	want.DBs[1].Lease = &Lease{Type: "consul", Node: "testhost", OnDemote: "halt",
-		Consul: &ConsulLease{KeyPrefix: "understudy/", Mode: "session", TTL: 10 * time.Second, LockDelay: time.Second}}
+		Consul: &ConsulLease{KeyPrefix: "understudy/", Mode: "kv", TTL: 2 * time.Second}}
 	want.DBs[2].Lease = &Lease{Type: "static", Node: "testhost", OnDemote: "halt", StaticPrimary: "node-a"}
 	assertConfig(t, c, want)
 }
@@ -659,8 +660,9 @@ func TestLitestreamConfigs(t *testing.T) {
 	}
 }
 
-// TestConsulModeTTL: mode kv defaults its ttl to 2s and accepts 1s, below
-// the session mode's floor; session (the default mode) keeps 10s.
+// TestConsulModeTTL: mode kv (the default) defaults its ttl to 2s and
+// accepts 1s, below the session mode's floor; session keeps 10s and its
+// lock-delay.
 func TestConsulModeTTL(t *testing.T) {
 	pinHostname(t)
 	tests := []struct {
@@ -668,7 +670,9 @@ func TestConsulModeTTL(t *testing.T) {
 		mode         string
 		ttl          time.Duration
 	}{
-		{"default mode", "{}", "session", 10 * time.Second},
+		{"default mode", "{}", "kv", 2 * time.Second},
+		{"default mode 1s", "{ttl: 1s}", "kv", time.Second},
+		{"session default ttl", "{mode: session}", "session", 10 * time.Second},
 		{"kv default ttl", "{mode: kv}", "kv", 2 * time.Second},
 		{"kv 1s", "{mode: KV, ttl: 1s}", "kv", time.Second},
 		{"session explicit", "{mode: session, ttl: 12s}", "session", 12 * time.Second},

@@ -579,8 +579,15 @@ func (d *decoder) lease(n *yaml.Node, path string) *Lease {
 			mode := d.oneOf(cm["mode"], sub(cp, "mode"), "consul lease mode", consulModes)
 			// A KV lease may renew faster than Consul lets a session live.
 			minTTL, why := MinConsulTTL, ", Consul's minimum session TTL"
-			if mode == ConsulModeKV {
+			kv := mode == ConsulModeKV || (mode == "" && DefaultConsulMode == ConsulModeKV)
+			if kv {
 				minTTL, why = MinConsulKVTTL, " for mode kv"
+			}
+			if ld, ok := cm["lock-delay"]; ok && kv {
+				// A session's setting: a config written for the session
+				// lease, from before kv became the default, says so here
+				// rather than change modes under a running cluster.
+				d.errorf(ld, sub(cp, "lock-delay"), "is a setting of mode session, and the mode is kv (the default since lock-delay was written?): add mode: session to keep the session lease, or remove lock-delay")
 			}
 			l.Consul = &ConsulLease{
 				Address:     d.str(cm["address"], sub(cp, "address")),

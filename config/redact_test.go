@@ -170,9 +170,8 @@ dbs:
       consul:
         token: REDACTED
         key-prefix: understudy/
-        mode: session
-        ttl: 10s
-        lock-delay: 1s
+        mode: kv
+        ttl: 2s
 `
 	if got := c.Redacted(); got != want {
 		t.Errorf("Redacted():\n%s\nwant:\n%s", got, want)
@@ -193,7 +192,7 @@ func TestRedactedRoundTrip(t *testing.T) {
 			"    replicas: [{url: 's3://b/a?region=r&skip-verify=true', sync-interval: 1500ms}, {url: /backups/app, retention: 72h}]",
 			"    follower: {replica: file, poll-interval: 50ms, auto-promote: true}",
 			"    lease: {node: n1, advertise-url: 'http://n1:9090', on-demote: follow, on-promote: 'echo hi',",
-			"            consul: {address: 'consul:8500', key-prefix: x/, mode: kv, ttl: 30s, lock-delay: 5s, health-check: app}}",
+			"            consul: {address: 'consul:8500', key-prefix: x/, mode: session, ttl: 30s, lock-delay: 5s, health-check: app}}",
 			"  - path: /data/b.db", "    replica: {type: s3, bucket: b, path: b, region: r, endpoint: 'https://s3.example.com'}",
 			"    lease: {primary: n1, on-demote: exit}",
 			"  - path: /data/c.db", "    replica: {type: sftp, host: 'h.example:2222', user: u, path: rel/c, key-path: /keys/id, known-hosts-path: /keys/known}"),

@@ -200,8 +200,8 @@ func TestSampleConfig(t *testing.T) {
 				if l == nil || l.Type != "consul" || l.Node != "host-a" || l.OnDemote != "halt" || l.Consul == nil {
 					t.Fatalf("lease = %+v, want consul lease for node host-a", l)
 				}
-				if l.Consul.Address != "127.0.0.1:8500" || l.Consul.Token != "consul-token" || l.Consul.TTL != 10*time.Second {
-					t.Errorf("lease.consul = %v, want 127.0.0.1:8500, token from CONSUL_HTTP_TOKEN, ttl 10s", l.Consul)
+				if l.Consul.Address != "127.0.0.1:8500" || l.Consul.Token != "consul-token" || l.Consul.Mode != config.ConsulModeKV || l.Consul.TTL != 2*time.Second {
+					t.Errorf("lease.consul = %v, want 127.0.0.1:8500, token from CONSUL_HTTP_TOKEN, mode kv, ttl 2s", l.Consul)
 				}
 			},
 		},

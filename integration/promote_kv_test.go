@@ -11,13 +11,14 @@ import (
 // kvNode writes the config of a node whose lease is the Consul KV lease
 // (lease.consul.mode kv) at its default ttl, 2s, or at $UNDERSTUDY_KV_TTL
 // (for the failover figures in bench/RESULTS.md).
-func (c *cluster) kvNode(name string, autoPromote bool) *leaseNode {
+// extra are more lines of its consul: section.
+func (c *cluster) kvNode(name string, autoPromote bool, extra ...string) *leaseNode {
 	c.t.Helper()
 	ttl := ""
 	if v := os.Getenv("UNDERSTUDY_KV_TTL"); v != "" {
 		ttl = "        ttl: " + v + "\n"
 	}
-	return c.writeNode(name, "", "halt", autoPromote, "        mode: kv\n"+ttl)
+	return c.writeNode(name, "", "halt", autoPromote, "        mode: kv\n"+ttl+strings.Join(extra, ""))
 }
 
 // TestKVAutoPromoteAfterKill: with the KV lease, the primary (daemon and
@@ -186,5 +187,25 @@ func TestKVPromoteForcedAfterKill(t *testing.T) {
 	b.waitShippedAt(t, img.checksum)
 	if got := fileChecksum(t, c.restoreStore(t)); got != img.checksum {
 		t.Fatalf("restore of the store has checksum %s, the new primary %s", got, img.checksum)
+	}
+}
+
+// TestKVAppHealthCheckTriggersFailover: with the KV lease, the
+// application's Consul health check (lease consul health-check) decides as
+// with a session: when it turns critical the holder stops renewing, halts
+// the app's writes and releases the key, and an auto-promote follower takes
+// over; nothing the store holds is lost.
+func TestKVAppHealthCheckTriggersFailover(t *testing.T) {
+	c := newCluster(t)
+	a, b := c.kvNode("a", false, "        health-check: app-alive\n"), c.kvNode("b", true)
+	_, nb := appCheckFailover(t, c, a, b)
+	if !strings.Contains(a.d.out.String(), "health check") {
+		t.Errorf("the old primary did not say it stepped down for its health check:\n%s", tailLines(a.d.out.String(), 20))
+	}
+	mustExec(t, nb, `INSERT INTO log(v) VALUES ('on b')`)
+	img := snapshotImage(t, nb)
+	b.waitShippedAt(t, img.checksum)
+	if got := localChecksum(t, c.restoreStore(t)); got != img.checksum {
+		t.Errorf("the store restores to checksum %s, the new primary is at %s", got, img.checksum)
 	}
 }

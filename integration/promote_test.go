@@ -43,11 +43,11 @@ func newCluster(t *testing.T) *cluster {
 		prefix: fmt.Sprintf("t%d/", time.Now().UnixNano())}
 }
 
-// node writes the config of a node with the session lease; consulAddr ""
-// = the agent itself.
+// node writes the config of a node with the session lease (mode session,
+// explicitly: kv is the default); consulAddr "" = the agent itself.
 func (c *cluster) node(name, consulAddr, onDemote string, autoPromote bool, leaseExtra ...string) *leaseNode {
 	c.t.Helper()
-	return c.writeNode(name, consulAddr, onDemote, autoPromote, "        ttl: 10s\n        lock-delay: 1s\n"+strings.Join(leaseExtra, ""))
+	return c.writeNode(name, consulAddr, onDemote, autoPromote, "        mode: session\n        ttl: 10s\n        lock-delay: 1s\n"+strings.Join(leaseExtra, ""))
 }
 
 // writeNode writes a node's config: one database on the cluster's file
@@ -763,10 +763,24 @@ func (c *cluster) consulPut(t *testing.T, path, body string) {
 // writes at once and an auto-promote follower takes over.
 func TestAppHealthCheckTriggersFailover(t *testing.T) {
 	c := newCluster(t)
+	ap, nb := appCheckFailover(t, c, c.node("a", "", "halt", false, "        health-check: app-alive\n"), c.node("b", "", "halt", true))
+	if got, committed := rows(t, nb), ap.commits(); got != committed {
+		// The session ended with the check; the primary halted, shipped
+		// nothing more, and had shipped everything before (100 ms syncs):
+		// at most the last interval can be missing.
+		t.Logf("new primary has %d rows, the app committed %d", got, committed)
+	}
+	mustExec(t, nb, `INSERT INTO log(v) VALUES ('on b')`)
+}
+
+// appCheckFailover registers the app's check app-alive (passing), runs a
+// (its lease names the check) as primary with an app and b (auto-promote)
+// as follower, fails the check and waits until a halted and b is primary.
+// It returns the app and b's database.
+func appCheckFailover(t *testing.T, c *cluster, a, b *leaseNode) (*app, *sql.DB) {
+	t.Helper()
 	c.consulPut(t, "/v1/agent/check/register", `{"ID":"app-alive","Name":"app-alive","TTL":"1h"}`)
 	c.consulPut(t, "/v1/agent/check/pass/app-alive", "")
-	a := c.node("a", "", "halt", false, "        health-check: app-alive\n")
-	b := c.node("b", "", "halt", true)
 	ap := startApp(t, a.dbPath)
 	a.replicate(t)
 	a.waitPrimary(t)
@@ -784,13 +798,8 @@ func TestAppHealthCheckTriggersFailover(t *testing.T) {
 	nb := openDB(t, b.dbPath)
 	if got, committed := rows(t, nb), ap.commits(); got > committed {
 		t.Fatalf("new primary has %d rows, more than the %d the app committed", got, committed)
-	} else if got != committed {
-		// The session ended with the check; the primary halted, shipped
-		// nothing more, and had shipped everything before (100 ms syncs):
-		// at most the last interval can be missing.
-		t.Logf("new primary has %d rows, the app committed %d", got, committed)
 	}
-	mustExec(t, nb, `INSERT INTO log(v) VALUES ('on b')`)
+	return ap, nb
 }
 
 // TestReplicateExecUnderLease: with a lease, `replicate -exec` still runs

@@ -99,12 +99,12 @@ func newConsul(cc *config.ConsulLease, node, advertiseURL, dbName string, logger
 		checks = []string{serfHealthCheck, cc.HealthCheck}
 	}
 
-	kv, watchKV, sessions, err := newConsulClients(cc, logger)
+	cl, err := newConsulClients(cc, logger)
 	if err != nil {
 		return nil, err
 	}
 	return &consulLease{
-		kv: kv, sessions: sessions, watchKV: watchKV,
+		kv: cl.kv, sessions: cl.sessions, watchKV: cl.watchKV,
 		key:  prefix + dbName + "/primary",
 		node: node, dbName: dbName, advertiseURL: advertiseURL,
 		ttl: ttl, lockDelay: lockDelay, margin: margin, checks: checks,
@@ -112,12 +112,19 @@ func newConsul(cc *config.ConsulLease, node, advertiseURL, dbName string, logger
 	}, nil
 }
 
+// consulClients are the Consul API endpoints a lease uses.
+type consulClients struct {
+	kv, watchKV *api.KV // watchKV: blocking queries
+	sessions    *api.Session
+	agent       *api.Agent
+}
+
 // newConsulClients builds two API clients sharing one transport. The API's
 // default HTTP client has no overall timeout, so a call to a black-holed
 // agent would hang forever; every call here also carries a context deadline,
 // and the HTTP timeouts are the backstop. Address, token and TLS come from
 // the config where set, else from the CONSUL_HTTP_* environment.
-func newConsulClients(cc *config.ConsulLease, logger hclog.Logger) (kv, watchKV *api.KV, sessions *api.Session, err error) {
+func newConsulClients(cc *config.ConsulLease, logger hclog.Logger) (consulClients, error) {
 	cfg := api.DefaultConfigWithLogger(logger.Named("consul-api"))
 	if cc.Address != "" {
 		cfg.Address = cc.Address
@@ -127,7 +134,7 @@ func newConsulClients(cc *config.ConsulLease, logger hclog.Logger) (kv, watchKV 
 	}
 	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("lease: consul TLS settings (CONSUL_CACERT, CONSUL_CLIENT_CERT, ...): %w", err)
+		return consulClients{}, fmt.Errorf("lease: consul TLS settings (CONSUL_CACERT, CONSUL_CLIENT_CERT, ...): %w", err)
 	}
 	hc.Timeout = 2 * DefaultCallTimeout
 	watchCfg := *cfg
@@ -137,13 +144,13 @@ func newConsulClients(cc *config.ConsulLease, logger hclog.Logger) (kv, watchKV 
 
 	client, err := api.NewClient(cfg)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("lease: consul client for %q: %w", cfg.Address, err)
+		return consulClients{}, fmt.Errorf("lease: consul client for %q: %w", cfg.Address, err)
 	}
 	watchClient, err := api.NewClient(&watchCfg)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("lease: consul client for %q: %w", watchCfg.Address, err)
+		return consulClients{}, fmt.Errorf("lease: consul client for %q: %w", watchCfg.Address, err)
 	}
-	return client.KV(), watchClient.KV(), client.Session(), nil
+	return consulClients{kv: client.KV(), watchKV: watchClient.KV(), sessions: client.Session(), agent: client.Agent()}, nil
 }
 
 func (c *consulLease) valueJSON(txid ltx.TXID) []byte {
@@ -235,6 +242,9 @@ func (c *consulLease) TryAcquire(ctx context.Context) (uint64, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, false, err
 	}
+	if err := c.refuseKVHolder(ctx); err != nil {
+		return 0, false, err
+	}
 
 	// The session's TTL starts when Consul receives the create request, which
 	// is after this moment: the first safe window counts from here.
@@ -263,6 +273,24 @@ func (c *consulLease) TryAcquire(ctx context.Context) (uint64, bool, error) {
 		return 0, false, err
 	}
 	return token, true, nil
+}
+
+// refuseKVHolder fails when the key is held by a node in mode kv: it
+// takes no session lock, so a session's acquire would succeed beside it.
+func (c *consulLease) refuseKVHolder(ctx context.Context) error {
+	cctx, cancel := call(ctx)
+	pair, _, err := c.kv.Get(c.key, (&api.QueryOptions{RequireConsistent: true}).WithContext(cctx))
+	cancel()
+	if err != nil {
+		return fmt.Errorf("lease: reading %s: %w", c.key, err)
+	}
+	if pair == nil || pair.Session != "" {
+		return nil
+	}
+	if node, held := KVHeldBy(pair.Value); held {
+		return fmt.Errorf("lease: %s is held by node %q in mode kv: every node of a database must use the same consul mode (set mode on each; if no node runs in mode kv any more, delete the key)", c.key, node)
+	}
+	return nil
 }
 
 // acquireWith takes the key with session and reads the fencing token back;

@@ -76,6 +76,9 @@ func advertiseURL(node string) string { return "http://" + node + ".test:9090/st
 func newConsulLease(t *testing.T, addr, node string, cc config.ConsulLease, opts ...lease.Option) lease.Lease {
 	t.Helper()
 	cc.Address = addr
+	if cc.Mode == "" {
+		cc.Mode = lease.ModeSession // this file's tests are of the session lease
+	}
 	cfg := &config.Lease{Type: lease.TypeConsul, Node: node, AdvertiseURL: advertiseURL(node), Consul: &cc}
 	l, err := lease.New(cfg, dbName(t), testLogger(t).Named(node), opts...)
 	if err != nil {

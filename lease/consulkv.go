@@ -55,6 +55,11 @@ import (
 type kvLease struct {
 	kv      *api.KV // calls bounded by DefaultCallTimeout
 	watchKV *api.KV // blocking queries
+	agent   *api.Agent
+	// healthCheck is the ID of a check of the local Consul agent (the
+	// application's) that must not be critical for this node to take or
+	// keep the lease ("": none); see consulkv_health.go.
+	healthCheck string
 
 	key, node, dbName string
 	advertiseURL      string
@@ -106,15 +111,12 @@ func newConsulKV(cc *config.ConsulLease, node, advertiseURL, dbName string, logg
 	if strings.HasPrefix(prefix, "/") {
 		return nil, fmt.Errorf("lease: consul key-prefix %q must not start with '/'", prefix)
 	}
-	if cc.HealthCheck != "" {
-		return nil, fmt.Errorf("lease: consul health-check %q needs mode session (a KV lease has no session to attach it to)", cc.HealthCheck)
-	}
-	kv, watchKV, _, err := newConsulClients(cc, logger)
+	cl, err := newConsulClients(cc, logger)
 	if err != nil {
 		return nil, err
 	}
 	return &kvLease{
-		kv: kv, watchKV: watchKV,
+		kv: cl.kv, watchKV: cl.watchKV, agent: cl.agent, healthCheck: cc.HealthCheck,
 		key:  prefix + dbName + "/primary",
 		node: node, dbName: dbName, advertiseURL: advertiseURL,
 		ttl: ttl, clock: o.clock, logger: logger,
@@ -356,6 +358,9 @@ func (c *kvLease) TryAcquire(ctx context.Context) (uint64, bool, error) {
 		if err := c.releaseLocked(ctx, 0, ""); err != nil {
 			c.logger.Warn("cleaning up the lost lease", "key", c.key, "error", err)
 		}
+	}
+	if err := c.checkHealth(ctx, DefaultCallTimeout); err != nil {
+		return 0, false, err
 	}
 	cctx, cancel := call(ctx)
 	obs, _, err := c.read(cctx, c.kv, &api.QueryOptions{RequireConsistent: true})

@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/understudy-db/understudy/config"
@@ -53,6 +54,17 @@ type KVRecord struct {
 	// Successor is the only node that may take the lease during a planned
 	// hand-off.
 	Successor string `json:"successor,omitempty"`
+}
+
+// KVHeldBy reports whether a lease key's value, not locked by a session,
+// is a KV lease record whose holder has not stepped down (held, or handed
+// off to a successor): a node in mode session must not take such a key.
+func KVHeldBy(value []byte) (string, bool) {
+	var r KVRecord
+	if json.Unmarshal(value, &r) != nil || r.Token == 0 {
+		return "", false
+	}
+	return r.Node, r.State == kvHeld || r.State == kvHandOff
 }
 
 // KVObservation is what one node has seen of the lease key.

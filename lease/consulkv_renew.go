@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -23,6 +24,14 @@ func (c *kvLease) renewLoop(ctx context.Context, t *kvTenure) {
 		// next renewal would succeed: someone may already act on it.
 		if c.kvCheckDeadline(t) {
 			return
+		}
+		// An unhealthy application gives the lease up (consulkv_health.go).
+		// Half the renew interval at most: the renewal must still go out.
+		if err := c.checkHealth(ctx, KVRenewInterval(c.ttl)/2); errors.Is(err, ErrUnhealthy) {
+			c.kvMarkLost(t, err.Error()+": stepping down so that a healthy node takes over")
+			return
+		} else if err != nil {
+			c.logger.Warn("reading the health check failed; renewing anyway", "key", c.key, "error", err)
 		}
 		c.mu.Lock()
 		index, renewals := t.index, t.renewals+1

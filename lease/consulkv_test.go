@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +45,8 @@ func TestConsulKV(t *testing.T) {
 		{"Break", testKVBreak},
 		{"SessionHolderExcludes", testKVSessionHolder},
 		{"SafeAnswersAtTheDeadline", testKVSafeAtDeadline},
+		{"HealthCheckStepsDown", testKVHealthCheck},
+		{"SessionRefusesKVHolder", testSessionRefusesKVHolder},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -271,4 +274,68 @@ func testKVSafeAtDeadline(t *testing.T, c *harness.Consul) {
 	if !leasetest.IsClosed(a.Lost()) {
 		t.Fatal("Safe found the deadline passed but Lost is still open")
 	}
+}
+
+// testKVHealthCheck: a holder whose application's health check turns
+// critical steps down within a renew interval, without anyone taking the
+// key from it, and releases it; a node whose check is critical does not
+// take the lease; once it passes again, it does.
+func testKVHealthCheck(t *testing.T, c *harness.Consul) {
+	ctx := leasetest.Context(t, 30*time.Second)
+	check := "app-" + dbName(t)
+	agent := func(path string) {
+		t.Helper()
+		body := ""
+		if path == "register" {
+			body = `{"ID":"` + check + `","Name":"` + check + `","TTL":"1h"}`
+			path = "/v1/agent/check/register"
+		} else {
+			path = "/v1/agent/check/" + path + "/" + check
+		}
+		if err := c.Do(ctx, "PUT", path, body, nil); err != nil {
+			t.Fatalf("consul %s: %v", path, err)
+		}
+	}
+	agent("register")
+	agent("pass")
+	cc := config.ConsulLease{Mode: lease.ModeKV, TTL: kvTTL, HealthCheck: check}
+	a := newConsulLease(t, c.HTTPAddr, "a", cc)
+	b := newConsulLease(t, c.HTTPAddr, "b", cc)
+	tokA := mustAcquire(t, ctx, a)
+	agent("fail")
+	select {
+	case <-a.Lost():
+	case <-time.After(5 * kvTTL):
+		t.Fatal("the holder kept the lease with its health check critical")
+	}
+	if a.Safe() {
+		t.Fatal("Safe after the step-down")
+	}
+	if err := a.Release(ctx, 0); err != nil {
+		t.Fatalf("release after the step-down: %v", err)
+	}
+	if _, ok, err := b.TryAcquire(ctx); ok || !errors.Is(err, lease.ErrUnhealthy) {
+		t.Fatalf("TryAcquire with the check critical: ok %v err %v, want ErrUnhealthy", ok, err)
+	}
+	agent("pass")
+	if tokB := mustAcquire(t, ctx, b); tokB != tokA+1 {
+		t.Errorf("b's token %d, want %d", tokB, tokA+1)
+	}
+}
+
+// testSessionRefusesKVHolder: a node in mode session does not take a key a
+// KV node holds (it locks no session, so Consul's acquire would succeed
+// beside it), and says why; once the KV node released it, it does.
+func testSessionRefusesKVHolder(t *testing.T, c *harness.Consul) {
+	ctx := leasetest.Context(t, 30*time.Second)
+	k := newKVLease(t, c.HTTPAddr, "k")
+	s := newConsulLease(t, c.HTTPAddr, "s", config.ConsulLease{Mode: lease.ModeSession})
+	mustAcquire(t, ctx, k)
+	if _, ok, err := s.TryAcquire(ctx); ok || err == nil || !strings.Contains(err.Error(), "mode kv") {
+		t.Fatalf("session TryAcquire of a KV-held key: ok %v err %v, want refused naming mode kv", ok, err)
+	}
+	if err := k.Release(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	mustAcquire(t, ctx, s)
 }

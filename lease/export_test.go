@@ -15,4 +15,9 @@ func SafeUntilOf(l Lease) time.Time {
 }
 
 // KeyOf is the Consul key a lease uses.
-func KeyOf(l Lease) string { return l.(*consulLease).key }
+func KeyOf(l Lease) string {
+	if kv, ok := l.(*kvLease); ok {
+		return kv.key
+	}
+	return l.(*consulLease).key
+}

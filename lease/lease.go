@@ -216,8 +216,12 @@ func New(cfg *config.Lease, dbName string, logger hclog.Logger, opts ...Option) 
 		if cc == nil {
 			cc = &config.ConsulLease{}
 		}
-		switch cc.Mode {
-		case "", ModeSession:
+		mode := cc.Mode
+		if mode == "" {
+			mode = config.DefaultConsulMode
+		}
+		switch mode {
+		case ModeSession:
 			return newConsul(cc, node, cfg.AdvertiseURL, dbName, logger.Named("lease"), o)
 		case ModeKV:
 			return newConsulKV(cc, node, cfg.AdvertiseURL, dbName, logger.Named("lease"), o)

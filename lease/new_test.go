@@ -11,7 +11,7 @@ import (
 
 func TestNewValidates(t *testing.T) {
 	consul := func(mod func(*config.ConsulLease)) *config.Lease {
-		cc := &config.ConsulLease{Address: "127.0.0.1:1"}
+		cc := &config.ConsulLease{Address: "127.0.0.1:1", Mode: lease.ModeSession}
 		if mod != nil {
 			mod(cc)
 		}
@@ -25,6 +25,8 @@ func TestNewValidates(t *testing.T) {
 		wantErr string // "" = valid
 	}{
 		{"consul defaults", consul(nil), "db", nil, ""},
+		{"mode defaults to kv", &config.Lease{Type: "consul", Node: "n1", Consul: &config.ConsulLease{Address: "127.0.0.1:1", TTL: time.Second}}, "db", nil, ""},
+		{"kv ttl below 1s", &config.Lease{Type: "consul", Node: "n1", Consul: &config.ConsulLease{Address: "127.0.0.1:1", TTL: 500 * time.Millisecond}}, "db", nil, "out of range for mode kv"},
 		{"consul section absent uses environment", &config.Lease{Type: "consul", Node: "n1"}, "db", nil, ""},
 		{"type defaults to consul", &config.Lease{Node: "n1"}, "db", nil, ""},
 		{"no node falls back to host name", &config.Lease{Type: "consul"}, "db", nil, ""},
