@@ -81,36 +81,30 @@ func (c *Client) createExclusive(ctx context.Context, s *pkgsftp.Client, final, 
 	if size, err = io.Copy(f, io.TeeReader(r, tail)); err != nil {
 		return 0, c.fail("write", final, err)
 	}
-	// 0644: a follower or Litestream running as another user on the server
-	// must be able to read the replica.
-	if err = f.Chmod(0o644); err != nil {
-		return 0, c.fail("chmod temp file", tmp, err)
-	}
-	if !md.CommitTime.IsZero() {
-		if err = s.Chtimes(tmp, md.CommitTime, md.CommitTime); err != nil {
-			return 0, c.fail("set mtime of", tmp, err)
-		}
-	}
-	if err = syncFile(f); err != nil {
-		return 0, c.fail("fsync", tmp, err)
-	}
-	err = f.Close()
-	f = nil
-	if err != nil {
-		return 0, c.fail("close", tmp, err)
-	}
-
 	data, err := json.Marshal(sidecar{Size: size, Fields: md.Fields()})
 	if err != nil {
 		return 0, fmt.Errorf("sftp replica: encode metadata of %s: %w", c.where(final), err)
 	}
 	digest := tail.digest(size)
 	slot := sidecarPath(metaDir, name, digest)
+
+	// The temp file's last steps and the sidecar are independent until the
+	// link, which waits for both: side by side they cost half the round
+	// trips.
+	finished := make(chan error, 1)
+	go func(f *pkgsftp.File) { finished <- c.finishTemp(s, f, tmp, md) }(f)
+	f = nil // finishTemp closes it
 	placed, err := c.placeSidecar(ctx, s, slot, final, tmpRoot, data)
-	if err != nil {
-		return 0, err
+	if ferr := <-finished; err == nil {
+		err = ferr
 	}
-	if err = ctx.Err(); err != nil {
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		if placed {
+			_ = s.Remove(slot)
+		}
 		return 0, err
 	}
 	if err = s.Link(tmp, final); err != nil {
@@ -123,6 +117,30 @@ func (c *Client) createExclusive(ctx context.Context, s *pkgsftp.Client, final, 
 		testHookLinked(final)
 	}
 	return size, nil
+}
+
+// finishTemp gives the uploaded temp file its mode and mtime, syncs and
+// closes it (closed in any case).
+func (c *Client) finishTemp(s *pkgsftp.Client, f *pkgsftp.File, tmp string, md storage.Metadata) (err error) {
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = c.fail("close", tmp, cerr)
+		}
+	}()
+	// 0644: a follower or Litestream running as another user on the server
+	// must be able to read the replica.
+	if err := f.Chmod(0o644); err != nil {
+		return c.fail("chmod temp file", tmp, err)
+	}
+	if !md.CommitTime.IsZero() {
+		if err := s.Chtimes(tmp, md.CommitTime, md.CommitTime); err != nil {
+			return c.fail("set mtime of", tmp, err)
+		}
+	}
+	if err := syncFile(f); err != nil {
+		return c.fail("fsync", tmp, err)
+	}
+	return nil
 }
 
 // testHookLinked, when set by a test, runs the moment a file has become
@@ -164,7 +182,7 @@ func (c *Client) placeSidecar(ctx context.Context, s *pkgsftp.Client, slot, fina
 	} else if ok {
 		return false, fmt.Errorf("sftp replica: %s: %w", c.where(final), storage.ErrExists)
 	}
-	if old, err := readAll(s, slot); err == nil && bytes.Equal(old, data) {
+	if old, err := readSmall(s, slot); err == nil && bytes.Equal(old, data) {
 		return false, nil // our own earlier attempt at these bytes
 	}
 	// A stale sidecar of another writer's attempt at the same bytes (or a
@@ -192,9 +210,9 @@ func (c *Client) placeSidecar(ctx context.Context, s *pkgsftp.Client, slot, fina
 // sidecar it may be.
 func (c *Client) dropLosingSidecar(s *pkgsftp.Client, final, slot, digest string) {
 	if f, err := s.Open(final); err == nil {
-		d, derr := fileDigest(f)
+		head, derr := readHead(f)
 		_ = f.Close()
-		if derr == nil && d == digest {
+		if derr == nil && head.digest == digest {
 			return
 		}
 	}
@@ -265,26 +283,55 @@ func digestOf(size int64, tail []byte) string {
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// fileDigest reads the size and tail of an open file and digests them.
-func fileDigest(f *pkgsftp.File) (string, error) {
-	d, _, err := statDigest(f)
-	return d, err
+// smallObject is the size up to which an object is read whole by its
+// first read (L0 files mostly are): one round trip gives its size, its
+// digest and its content.
+const smallObject = 64 << 10
+
+// head is what the first reads of an object tell.
+type head struct {
+	size   int64
+	digest string
+	mtime  time.Time
+	whole  []byte // the content, for an object of at most smallObject bytes
 }
 
-// statDigest is fileDigest that also returns the file's stat.
-func statDigest(f *pkgsftp.File) (string, os.FileInfo, error) {
-	st, err := f.Stat()
+// readHead stats an open file and, at the same time, reads its first
+// smallObject bytes: the whole file when it is that small; a larger one's
+// tail takes a second read.
+func readHead(f *pkgsftp.File) (head, error) {
+	type stat struct {
+		st  os.FileInfo
+		err error
+	}
+	stc := make(chan stat, 1)
+	go func() {
+		st, err := f.Stat()
+		stc <- stat{st, err}
+	}()
+	buf := make([]byte, smallObject+1)
+	n, err := f.ReadAt(buf, 0)
+	sr := <-stc
+	if err != nil && !errors.Is(err, io.EOF) {
+		return head{}, err
+	}
+	st, err := sr.st, sr.err
 	if err != nil {
-		return "", nil, err
+		return head{}, err
 	}
-	n := min(st.Size(), tailSize)
-	tail := make([]byte, n)
-	if n > 0 {
-		if _, err := f.ReadAt(tail, st.Size()-n); err != nil && !errors.Is(err, io.EOF) {
-			return "", nil, err
-		}
+	h := head{size: st.Size(), mtime: st.ModTime()}
+	if n <= smallObject && int64(n) == st.Size() {
+		h.whole = buf[:n]
+		h.digest = digestOf(h.size, h.whole[max(n-tailSize, 0):])
+		return h, nil
 	}
-	return digestOf(st.Size(), tail), st, nil
+	t := min(h.size, tailSize)
+	tail := make([]byte, t)
+	if _, err := f.ReadAt(tail, h.size-t); err != nil && !errors.Is(err, io.EOF) {
+		return head{}, err
+	}
+	h.digest = digestOf(h.size, tail)
+	return h, nil
 }
 
 // writeAll writes data to f, syncs and closes it.
@@ -299,14 +346,26 @@ func writeAll(f *pkgsftp.File, data []byte) error {
 	return err
 }
 
-// readAll reads a whole (small) file.
-func readAll(s *pkgsftp.Client, p string) ([]byte, error) {
+// readSmall reads a small file (a sidecar): one read when it fits 4 KiB;
+// the close is not waited for.
+func readSmall(s *pkgsftp.Client, p string) ([]byte, error) {
 	f, err := s.Open(p)
 	if err != nil {
 		return nil, err
 	}
+	buf := make([]byte, 4<<10)
+	n, err := f.ReadAt(buf, 0)
+	switch {
+	case errors.Is(err, io.EOF):
+		go f.Close()
+		return buf[:n], nil
+	case err != nil:
+		go f.Close()
+		return nil, err
+	}
 	defer f.Close()
-	return io.ReadAll(f)
+	rest, err := io.ReadAll(io.NewSectionReader(f, int64(n), 1<<40))
+	return append(buf[:n], rest...), err
 }
 
 // syncFile asks the server to fsync f; a server without fsync@openssh.com

@@ -2,6 +2,7 @@ package sftp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,29 +40,38 @@ func (c *Client) Open(ctx context.Context, level int, minTXID, maxTXID ltx.TXID,
 		} else if err != nil {
 			return c.fail("open", p, err)
 		}
-		digest, st, err := statDigest(f)
+		h, err := readHead(f)
 		if err != nil {
 			_ = f.Close()
 			return c.fail("read", p, err)
 		}
-		md, err := c.readSidecar(s, sidecarPath(c.MetaDir(level), path.Base(p), digest), st.Size())
+		if h.whole != nil {
+			// All of it is read: the handle is not needed, and its close
+			// need not be waited for.
+			go f.Close()
+		}
+		md, err := c.readSidecar(s, sidecarPath(c.MetaDir(level), path.Base(p), h.digest), h.size)
 		if err != nil {
-			_ = f.Close()
+			if h.whole == nil {
+				_ = f.Close()
+			}
 			return fmt.Errorf("sftp replica: read metadata of %s: %w", c.where(p), err)
 		}
 		info := storage.FileInfo{
-			Level: level, MinTXID: minTXID, MaxTXID: maxTXID, Size: st.Size(),
-			CreatedAt: st.ModTime().UTC(), Metadata: md,
+			Level: level, MinTXID: minTXID, MaxTXID: maxTXID, Size: h.size,
+			CreatedAt: h.mtime.UTC(), Metadata: md,
 		}
 		if md != nil && !md.CommitTime.IsZero() {
 			info.CreatedAt = md.CommitTime
 		}
-		n := max(min(st.Size()-offset, maxSize(size, st.Size())), 0)
-		section := io.NewSectionReader(f, offset, n)
-		obj = &storage.Object{
-			ReadCloser: &fileReader{Reader: bufio.NewReaderSize(section, int(max(min(n, maxReadBuffer), 16))), f: f},
-			Info:       info,
+		n := max(min(h.size-offset, maxSize(size, h.size)), 0)
+		obj = &storage.Object{Info: info}
+		if h.whole != nil {
+			obj.ReadCloser = io.NopCloser(bytes.NewReader(h.whole[min(offset, h.size):][:n]))
+			return nil
 		}
+		section := io.NewSectionReader(f, offset, n)
+		obj.ReadCloser = &fileReader{Reader: bufio.NewReaderSize(section, int(max(min(n, maxReadBuffer), 16))), f: f}
 		return nil
 	})
 	return obj, err
@@ -78,7 +88,7 @@ func maxSize(size, whole int64) int64 {
 // readSidecar reads the metadata at slot; none (a file another tool wrote,
 // or a sidecar of other content) is nil.
 func (c *Client) readSidecar(s *pkgsftp.Client, slot string, size int64) (*storage.Metadata, error) {
-	data, err := readAll(s, slot)
+	data, err := readSmall(s, slot)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	} else if err != nil {
