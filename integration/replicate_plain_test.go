@@ -78,8 +78,9 @@ func replicaFencing(t *testing.T, addr string) []string {
 // condition, which B2 would refuse); the log warns that a second writer
 // from another host cannot be refused, /status and the status command show
 // the fencing (lock+read-back; lock+read-back+versions in a bucket that
-// keeps versions), and a restore through the same store is the database,
-// page for page.
+// keeps versions), a follower through the same store reaches the
+// database's state, and a restore is the database, page for page (also of
+// an age-encrypted replica).
 func TestReplicatePlainWrites(t *testing.T) {
 	plainS3 := harness.StartVersityGW(t)
 	versionedS3 := harness.StartVersityGWVersioning(t)
@@ -125,7 +126,11 @@ func TestReplicatePlainWrites(t *testing.T) {
 			}
 			mustExec(t, app, `UPDATE t SET v = randomblob(100) WHERE id % 3 = 0`)
 			final := snapshotImage(t, app)
-			s.waitShipped(t, final)
+			txid := s.waitShipped(t, final)
+			if !tc.age { // a follower of an age replica needs the identity from a config
+				f := startFollow(t, s.env, plainURL(bucket, proxy), filepath.Join(dir, "follower.db"), 100*time.Millisecond)
+				f.waitAt(t, txid, final.checksum)
+			}
 
 			if got := replicaFencing(t, s.addr); len(got) != 1 || got[0] != tc.fencing {
 				t.Errorf("/status fencing %v, want [%s]", got, tc.fencing)

@@ -126,7 +126,7 @@ func ChooseFencing(cond Condition, accept, versioned, leased bool, acceptKey str
 	case cond == ConditionHonoured:
 		return guard(FencingLeaseCreateOnly, FencingLockCreateOnly), nil
 	case !accept:
-		return "", fmt.Errorf("refused because a store whose conditional PUT is %s cannot refuse a second writer; to run on it anyway set %s: uploads are then plain PUTs checked before and after (three requests each), fenced by the lease if there is one and by object versions if the bucket keeps them, and without a lease a second writer from another host cannot be refused",
+		return "", fmt.Errorf("refused because a store whose conditional PUT is %s cannot refuse a second writer; to run on it anyway set %s: uploads are then plain PUTs checked before and after (three requests each, four where the bucket keeps versions), fenced by the lease if there is one and by object versions if the bucket keeps them, and without a lease a second writer from another host cannot be refused",
 			cond, acceptKey)
 	case versioned:
 		return guard(FencingLeaseVersions, FencingLockVersions), nil

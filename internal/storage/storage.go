@@ -55,7 +55,8 @@
 // a delete (an orphan removed and created again) reads as the new file,
 // since versions from the marker's own second on count as after it (stores
 // list LastModified to the second). A plain create costs three requests
-// (a read, the PUT, a read) where a create-only one costs one.
+// (a read, the PUT, a read; four with versions: two listings and a read
+// besides the PUT) where a create-only one costs one (bench/RESULTS.md).
 //
 // The fencing in force is logged at start and shown per replica in /status
 // ("fencing") and by the status command.

@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/superfly/ltx"
 
 	"github.com/understudy-db/understudy/integration/harness"
 	"github.com/understudy-db/understudy/internal/storage"
@@ -208,5 +209,64 @@ func TestResolveVersionsUnversioned(t *testing.T) {
 	}
 	if !c.versions.noAPI.Load() {
 		t.Error("reads of an unversioned bucket still list versions")
+	}
+}
+
+// BenchmarkCreate is what a create costs on each kind of store: create-only
+// (one conditional PUT), plain (a read, the PUT, a read back) and plain in a
+// bucket that keeps versions (listings of the key's versions instead of the
+// reads), with the requests each makes (requests/op), against versitygw on
+// loopback.
+func BenchmarkCreate(b *testing.B) {
+	for _, mode := range []string{"create-only", "plain", "plain+versions"} {
+		b.Run(mode, func(b *testing.B) {
+			var s *harness.S3Server
+			if mode == "plain+versions" {
+				s = harness.StartVersityGWVersioning(b)
+			} else {
+				s = harness.StartVersityGW(b)
+			}
+			var requests atomic.Int64
+			u, _ := url.Parse(s.Endpoint)
+			rp := httputil.NewSingleHostReverseProxy(u)
+			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				requests.Add(1)
+				rp.ServeHTTP(w, r)
+			}))
+			b.Cleanup(front.Close)
+			opts := Options{Bucket: s.NewBucket(b), Path: "db", Region: s.Region, Endpoint: front.URL, ForcePathStyle: true,
+				AccessKeyID: s.AccessKey, SecretAccessKey: s.SecretKey}
+			base, err := New(context.Background(), opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var c storage.Client = base
+			switch mode {
+			case "plain+versions":
+				if _, err := base.s3.PutBucketVersioning(context.Background(), &awss3.PutBucketVersioningInput{
+					Bucket:                  aws.String(opts.Bucket),
+					VersioningConfiguration: &types.VersioningConfiguration{Status: types.BucketVersioningStatusEnabled},
+				}); err != nil {
+					b.Fatal(err)
+				}
+				fallthrough
+			case "plain":
+				if c, _, err = base.PlainWrites(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			body := storagetest.Body(4096, 1)
+			md := storagetest.TestMetadata(1)
+			requests.Store(0)
+			b.ResetTimer()
+			for i := range b.N {
+				txid := ltx.TXID(i + 1)
+				if _, err := c.Create(context.Background(), 0, txid, txid, bytes.NewReader(body), md); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(requests.Load())/float64(b.N), "requests/op")
+		})
 	}
 }
