@@ -182,7 +182,8 @@ func (r *replica) compact(ctx context.Context, dst int) error {
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	c, err := ltx.NewCompactor(tmp, rdrs)
+	bw := bufio.NewWriterSize(tmp, encodeBufSize)
+	c, err := ltx.NewCompactor(bw, rdrs)
 	if err != nil {
 		return err
 	}
@@ -191,6 +192,9 @@ func (r *replica) compact(ctx context.Context, dst int) error {
 	defer c.Cleanup()
 	if err := c.Compact(ctx); err != nil {
 		return fmt.Errorf("replica %s: compact %d files into level %d: %w", r.name, len(inputs), dst, err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("replica %s: compaction into level %d: write %s: %w", r.name, dst, tmp.Name(), err)
 	}
 	st, err := tmp.Stat()
 	if err != nil {

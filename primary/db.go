@@ -65,6 +65,20 @@ type DB struct {
 	// are those of closed connections, closed with the DB.
 	ckl    *ckptLock
 	oldCkl []*ckptLock
+	// dbf is a read-only descriptor of the database file for reading
+	// images directly (imagefile.go), dbfIno its inode. Like ckl's it is
+	// never closed while a connection of this process may be open (closing
+	// any descriptor of the file drops every POSIX lock the process holds
+	// on it): those of replaced files wait in oldDBF until Close.
+	dbf    *os.File
+	dbfIno uint64
+	oldDBF []*os.File
+	// view is how the pin started by the last capture sees the image
+	// (imagefile.go), valid while pinSeq == viewSeq; pinSeq counts pin
+	// starts.
+	view            imageView
+	viewOK          bool
+	pinSeq, viewSeq uint64
 	halted bool // writer holds the write lock for good
 	// sideInodes are the inodes of "<path>-wal" and "<path>-shm" when the
 	// connections were opened (0: absent): after the database file is
@@ -289,17 +303,22 @@ func (d *DB) Open(ctx context.Context) (err error) {
 	if d.openCaptureHook != nil {
 		d.openCaptureHook()
 	}
-	img, err := d.readImageLocked(ctx, nil)
+	in, stores, err := d.resumeInputLocked(ctx)
 	if err != nil {
 		return err
+	}
+	// The database's checksum decides how to resume a history; with every
+	// store empty there is none, and the first full image (the next step)
+	// reads the pages anyway: one read of a large database, not two.
+	img := &image{table: newPageTable(d.pageSize)}
+	if in.StoreTXID != 0 {
+		if img, err = d.readImageLocked(ctx, nil); err != nil {
+			return err
+		}
+		in.DBChecksum = img.table.checksum()
 	}
 	d.table = img.table
-
-	in, stores, err := d.resumeInputLocked(ctx, img.table.checksum())
-	if err != nil {
-		return err
-	}
-	adopting, err := d.settleIdentityLocked(stores, img.table.checksum())
+	adopting, err := d.settleIdentityLocked(stores, in.DBChecksum)
 	if err != nil {
 		return err
 	}
@@ -421,6 +440,13 @@ func (d *DB) openConnsLocked(ctx context.Context) error {
 		}
 	}
 	d.sideInodes = sideInodes(path)
+	if f, err := os.Open(path); err != nil {
+		d.log.Warn("images are read through SQLite (slower)", "error", err)
+	} else if st, err := f.Stat(); err == nil {
+		d.dbf, d.dbfIno = f, st.Sys().(*syscall.Stat_t).Ino
+	} else {
+		d.oldDBF = append(d.oldDBF, f) // never closed before Close
+	}
 	// Taken at the end of a step (relaxPinLocked), not here: Open must not
 	// stand in the way of a WAL recovery.
 	if d.ckl, err = openCkptLock(path); err != nil {
@@ -501,6 +527,11 @@ func (d *DB) closeConnsLocked() {
 	}
 	d.pinIdx = -1
 	d.halted = false
+	d.viewOK = false
+	if d.dbf != nil {
+		d.oldDBF = append(d.oldDBF, d.dbf)
+		d.dbf = nil
+	}
 	if d.ckl != nil {
 		// Its descriptor is closed with the DB (Close): closing it drops
 		// every POSIX lock of this process on "-shm", and connections of
@@ -534,6 +565,10 @@ func (d *DB) Close() error {
 		l.close()
 	}
 	d.oldCkl = nil
+	for _, f := range d.oldDBF {
+		f.Close()
+	}
+	d.oldDBF = nil
 	d.stage.close() // staged pages not in an L0 file are read from the WAL again
 	d.local.close()
 	d.snapMu.Lock()
@@ -542,9 +577,10 @@ func (d *DB) Close() error {
 	return nil
 }
 
-// resumeInputLocked gathers what decideResume needs.
-func (d *DB) resumeInputLocked(ctx context.Context, dbSum ltx.Checksum) (resumeInput, []storeIdentity, error) {
-	in := resumeInput{DBChecksum: dbSum}
+// resumeInputLocked gathers what decideResume needs but the database's
+// checksum (DBChecksum).
+func (d *DB) resumeInputLocked(ctx context.Context) (resumeInput, []storeIdentity, error) {
+	var in resumeInput
 	var stores []storeIdentity
 	for _, r := range d.replicas {
 		txid, md, err := r.newest(ctx)

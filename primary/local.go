@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -167,6 +168,39 @@ func (s *localStore) tempFile(pattern string) (*os.File, error) {
 	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), pattern)
 	if err != nil {
 		return nil, fmt.Errorf("create temp file in %s: %w", s.dir, err)
+	}
+	return f, nil
+}
+
+// linkTemp makes a temp file with the content of path: a hard link, or a
+// copy where the file system has none. The returned file is closed.
+func (s *localStore) linkTemp(path, pattern string) (*os.File, error) {
+	f, err := s.tempFile(pattern)
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	os.Remove(f.Name())
+	if err := os.Link(path, f.Name()); err == nil {
+		return f, nil
+	}
+	if f, err = s.tempFile(pattern); err != nil {
+		return nil, err
+	}
+	src, err := os.Open(path)
+	if err == nil {
+		_, err = io.Copy(f, src)
+		src.Close()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("copy %s: %w", path, err)
 	}
 	return f, nil
 }

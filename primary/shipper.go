@@ -1,6 +1,7 @@
 package primary
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,7 @@ func (d *DB) startPinLocked() (int, error) {
 		d.log.Warn("the wal-index needs a recovery; letting the checkpoint lock go")
 		d.ckl.release()
 	}
+	d.pinSeq++
 	err := d.beginPin(ctx, c)
 	if err != nil && d.ckl.isHeld() {
 		// Whatever it was, try once more without standing in the way.
@@ -270,6 +272,8 @@ func (d *DB) captureThenLocked(ctx context.Context, shipTail bool, then func() e
 		d.endPinLocked(d.pinIdx)
 		d.pinIdx = idx
 		d.expectRestart = true
+		d.view, d.viewOK = d.viewLocked(ctx)
+		d.viewSeq = d.pinSeq
 		if then != nil {
 			return then()
 		}
@@ -289,6 +293,14 @@ type image struct {
 func (d *DB) readImageLocked(ctx context.Context, fn func(pgno uint32, data []byte) error) (*image, error) {
 	if d.pinIdx < 0 {
 		return nil, errors.New("read image: no pin")
+	}
+	if d.viewOK && d.viewSeq == d.pinSeq {
+		// The pin is the capture's: read the files directly.
+		n, err := d.pins[d.pinIdx].Int(ctx, "PRAGMA page_count")
+		if err != nil {
+			return nil, err
+		}
+		return readImageFile(d.view, d.walPath, uint32(n), d.pageSize, fn)
 	}
 	return readImage(ctx, d.pins[d.pinIdx], d.pageSize, fn)
 }
@@ -556,7 +568,8 @@ func (d *DB) writeL0(b *wal.Batch, page func(pgno uint32, buf []byte) error) (fi
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	enc, err := d.newEncoder(tmp, txid, txid, b.Commit, now, batchSpan(b))
+	bw := bufio.NewWriterSize(tmp, encodeBufSize)
+	enc, err := d.newEncoder(bw, txid, txid, b.Commit, now, batchSpan(b))
 	if err != nil {
 		return fileMeta{}, nil, err
 	}
@@ -574,16 +587,33 @@ func (d *DB) writeL0(b *wal.Batch, page func(pgno uint32, buf []byte) error) (fi
 	}
 	md := fileMeta{TXID: txid, Pre: d.checksum, Post: d.table.preview(changes, b.Commit),
 		CommitTime: now, Pages: len(pgnos), Commit: b.Commit}
-	if err := d.finishLocal(tmp, enc, &md); err != nil {
+	if err := d.finishLocal(tmp, bw, enc, &md); err != nil {
 		return fileMeta{}, nil, err
 	}
 	return md, changes, nil
 }
 
-// finishLocal closes the encoder, makes the temp file durable and moves it
-// to its L0 name with its metadata.
-func (d *DB) finishLocal(tmp *os.File, enc *ltx.Encoder, md *fileMeta) error {
+// encodeBufSize is the write buffer between an LTX encoder and its file:
+// the encoder writes every page as three small writes (header, size,
+// data), which unbuffered were a system call each: 43 % of the CPU of a
+// 1 GiB full image.
+const encodeBufSize = 1 << 20
+
+// flusher is a write buffer (bufio.Writer, asyncWriter).
+type flusher interface{ Flush() error }
+
+// closeEncoder closes enc and flushes its buffer bw.
+func closeEncoder(enc *ltx.Encoder, bw flusher) error {
 	if err := enc.Close(); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// finishLocal closes the encoder (flushing bw), makes the temp file durable and moves it
+// to its L0 name with its metadata.
+func (d *DB) finishLocal(tmp *os.File, bw flusher, enc *ltx.Encoder, md *fileMeta) error {
+	if err := closeEncoder(enc, bw); err != nil {
 		return fmt.Errorf("encode TXID %s: %w", md.TXID, err)
 	}
 	md.Size = enc.N()

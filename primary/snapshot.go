@@ -75,33 +75,45 @@ func (d *DB) writeFullImageCapturedLocked(ctx context.Context, reason string) er
 	}
 	defer os.Remove(l0.Name())
 	defer l0.Close()
-	snap, err := d.local.tempFile("snapshot-*.ltx")
-	if err != nil {
-		return err
-	}
-	keepSnap := false
-	defer func() {
-		if !keepSnap {
-			snap.Close()
-			os.Remove(snap.Name())
-		}
-	}()
-	e0, err := d.newEncoder(l0, txid, txid, uint32(n), now, noWALSpan)
+	bw0 := newAsyncWriter(l0, encodeBufSize)
+	defer bw0.Flush() // ends its goroutine on every path
+	e0, err := d.newEncoder(bw0, txid, txid, uint32(n), now, noWALSpan)
 	if err != nil {
 		return err
 	}
 	defer e0.Cleanup()
-	e9, err := d.newEncoder(snap, 1, txid, uint32(n), now, walSpan{})
-	if err != nil {
-		return err
-	}
-	defer e9.Cleanup()
-	img, err := d.readImageLocked(ctx, func(pgno uint32, data []byte) error {
+	encode := func(pgno uint32, data []byte) error {
 		if err := e0.EncodePage(ltx.PageHeader{Pgno: pgno}, data); err != nil {
 			return fmt.Errorf("encode page %d: %w", pgno, err)
 		}
-		return e9.EncodePage(ltx.PageHeader{Pgno: pgno}, data)
-	})
+		return nil
+	}
+	// TXID 1 (an empty store): the L0 file is a snapshot (MinTXID 1), the
+	// level-9 one is the same file, linked (copied where links fail): one
+	// encoding, not two, of the first full copy.
+	var snap *os.File
+	var e9 *ltx.Encoder
+	var bw9 *asyncWriter
+	if txid > 1 {
+		if snap, err = d.local.tempFile("snapshot-*.ltx"); err != nil {
+			return err
+		}
+		defer removeUnlessKept(&snap)
+		bw9 = newAsyncWriter(snap, encodeBufSize)
+		defer bw9.Flush()
+		if e9, err = d.newEncoder(bw9, 1, txid, uint32(n), now, walSpan{}); err != nil {
+			return err
+		}
+		defer e9.Cleanup()
+		l0only := encode
+		encode = func(pgno uint32, data []byte) error {
+			if err := l0only(pgno, data); err != nil {
+				return err
+			}
+			return e9.EncodePage(ltx.PageHeader{Pgno: pgno}, data)
+		}
+	}
+	img, err := d.readImageLocked(ctx, encode)
 	if err != nil {
 		return fmt.Errorf("snapshot %s: %w", d.opts.Path, err)
 	}
@@ -110,29 +122,43 @@ func (d *DB) writeFullImageCapturedLocked(ctx context.Context, reason string) er
 		pre = 0
 	}
 	md := fileMeta{TXID: txid, Pre: pre, Post: img.table.checksum(), CommitTime: now, Pages: int(img.pages), Commit: img.pages, Full: true}
-	if err := d.finishLocal(l0, e0, &md); err != nil {
+	if err := d.finishLocal(l0, bw0, e0, &md); err != nil {
 		return err
 	}
 	smd := md
 	smd.Pre, smd.Full = 0, false
-	if err := e9.Close(); err != nil {
-		return fmt.Errorf("encode snapshot 1-%s: %w", txid, err)
+	if e9 != nil {
+		if err := closeEncoder(e9, bw9); err != nil {
+			return fmt.Errorf("encode snapshot 1-%s: %w", txid, err)
+		}
+		smd.Size = e9.N()
+		if err := snap.Close(); err != nil {
+			return err
+		}
+	} else if snap, err = d.local.linkTemp(d.local.path(txid), "snapshot-*.ltx"); err != nil {
+		return fmt.Errorf("snapshot 1-%s: %w", txid, err)
 	}
-	smd.Size = e9.N()
-	if err := snap.Close(); err != nil {
-		return err
-	}
-	keepSnap = true
+	name := snap.Name()
+	snap = nil // kept: queued below
 	d.table = img.table
 	d.advanceLocked(md)
 	if err := d.savePositionLocked(); err != nil {
+		os.Remove(name)
 		return err
 	}
 	d.m.snapshots.WithLabelValues(d.opts.Path, "history-break").Inc()
 	d.fullImages++
-	d.queueSnapshot(txid, snap.Name(), smd, d.replicas)
+	d.queueSnapshot(txid, name, smd, d.replicas)
 	d.log.Info("wrote full image", "txid", txid, "pages", img.pages, "size", md.Size, "reason", reason)
 	return nil
+}
+
+// removeUnlessKept closes and removes *f unless it was set to nil (kept).
+func removeUnlessKept(f **os.File) {
+	if *f != nil {
+		(*f).Close()
+		os.Remove((*f).Name())
+	}
 }
 
 // snapshotLocked writes a level-9 snapshot of the database at the current
@@ -187,6 +213,10 @@ type snapshotRead struct {
 	pages   uint32       // the page table's size at txid
 	now     time.Time
 
+	// view: how to read conn's image from the files (imagefile.go).
+	view   imageView
+	viewOK bool
+
 	file *os.File // the snapshot file, written by read
 	img  *image
 	size int64
@@ -202,14 +232,19 @@ func (d *DB) beginSnapshotLocked(ctx context.Context, targets []*replica, reason
 		return nil, fmt.Errorf("snapshot %s: %w", d.opts.Path, err)
 	}
 	inTx := false
+	var view imageView
+	var viewOK bool
 	err = d.captureThenLocked(ctx, true, func() error {
 		if err := conn.Exec(ctx, "BEGIN"); err != nil {
 			return err
 		}
 		inTx = true
 		// The read transaction starts at its first read.
-		_, err := conn.Int(ctx, "SELECT count(*) FROM sqlite_master")
-		return err
+		if _, err := conn.Int(ctx, "SELECT count(*) FROM sqlite_master"); err != nil {
+			return err
+		}
+		view, viewOK = d.viewLocked(ctx)
+		return nil
 	})
 	if err != nil {
 		closeSnapshotConn(conn, inTx)
@@ -223,7 +258,7 @@ func (d *DB) beginSnapshotLocked(ctx context.Context, targets []*replica, reason
 		return nil, nil
 	}
 	return &snapshotRead{d: d, conn: conn, connGen: d.connGen.Load(), targets: targets, reason: reason,
-		txid: d.txid, sum: d.checksum, pages: d.table.commit(), now: d.clock.Now()}, nil
+		txid: d.txid, sum: d.checksum, pages: d.table.commit(), now: d.clock.Now(), view: view, viewOK: viewOK}, nil
 }
 
 func closeSnapshotConn(c *sqlitex.Conn, inTx bool) {
@@ -247,17 +282,23 @@ func (sr *snapshotRead) read(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	enc, err := d.newEncoder(sr.file, 1, sr.txid, uint32(n), sr.now, walSpan{})
+	bw := newAsyncWriter(sr.file, encodeBufSize)
+	defer bw.Flush()
+	enc, err := d.newEncoder(bw, 1, sr.txid, uint32(n), sr.now, walSpan{})
 	if err != nil {
 		return err
 	}
 	defer enc.Cleanup()
-	if sr.img, err = readImage(ctx, sr.conn, d.pageSize, func(pgno uint32, data []byte) error {
-		return enc.EncodePage(ltx.PageHeader{Pgno: pgno}, data)
-	}); err != nil {
+	encode := func(pgno uint32, data []byte) error { return enc.EncodePage(ltx.PageHeader{Pgno: pgno}, data) }
+	if sr.viewOK {
+		sr.img, err = readImageFile(sr.view, d.walPath, uint32(n), d.pageSize, encode)
+	} else {
+		sr.img, err = readImage(ctx, sr.conn, d.pageSize, encode)
+	}
+	if err != nil {
 		return fmt.Errorf("snapshot %s: %w", d.opts.Path, err)
 	}
-	if err := enc.Close(); err != nil {
+	if err := closeEncoder(enc, bw); err != nil {
 		return fmt.Errorf("encode snapshot 1-%s: %w", sr.txid, err)
 	}
 	sr.size = enc.N()
