@@ -156,7 +156,7 @@ func (c *Client) linkError(s *pkgsftp.Client, tmp, final string, err error) erro
 	}
 	var se *pkgsftp.StatusError
 	if errors.As(err, &se) && se.FxCode() == pkgsftp.ErrSSHFxOpUnsupported {
-		return storage.NoCreateOnly(fmt.Sprintf("sftp replica: the server %s does not support %s, so a file cannot be created only if its name is free; two writers could overwrite each other's history (use an OpenSSH server)", c.addr, hardlinkExt))
+		return c.noHardlink()
 	}
 	return c.fail("link "+tmp+" to", final, err)
 }
@@ -227,7 +227,7 @@ func (c *Client) ProbeCreateOnly(ctx context.Context) error {
 	final := path.Join(probeDir, "probe-"+randomID())
 	return c.do(ctx, func(s *pkgsftp.Client) error {
 		if _, ok := s.HasExtension(hardlinkExt); !ok {
-			return storage.NoCreateOnly(fmt.Sprintf("sftp replica: the server %s does not offer %s, so a file cannot be created only if its name is free; two writers could overwrite each other's history (use an OpenSSH server)", c.addr, hardlinkExt))
+			return c.noHardlink()
 		}
 		defer func() {
 			_ = s.Remove(final)
@@ -253,6 +253,14 @@ func (c *Client) ProbeCreateOnly(ctx context.Context) error {
 			return fmt.Errorf("sftp replica: create-only probe: second create of %s: %w", c.where(final), err)
 		}
 	})
+}
+
+// noHardlink is the error for a server without hardlink@openssh.com: it
+// refuses the one create-only write SFTP has.
+func (c *Client) noHardlink() error {
+	return &storage.ConditionError{Condition: storage.ConditionRefused, Msg: fmt.Sprintf(
+		"sftp replica: the server %s does not offer %s, so a file cannot be created only if its name is free, and two writers could overwrite each other's history; use an OpenSSH server (it has the extension since 5.7)",
+		c.addr, hardlinkExt)}
 }
 
 // sidecarPath is the sidecar of name's content with the given digest.

@@ -140,3 +140,26 @@ func TestPasswordLogin(t *testing.T) {
 		})
 	}
 }
+
+// TestProbeWithoutHardlink: a server that does not offer
+// hardlink@openssh.com cannot create files create-only; the probe says so
+// as a store that refuses the condition, naming the extension.
+func TestProbeWithoutHardlink(t *testing.T) {
+	if err := pkgsftp.SetSFTPExtensions("posix-rename@openssh.com", "statvfs@openssh.com"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = pkgsftp.SetSFTPExtensions("hardlink@openssh.com", "posix-rename@openssh.com", "statvfs@openssh.com")
+	})
+	addr, known := passwordServer(t, false)
+	c, err := New(Options{Host: addr, User: "u", Password: testPassword, KnownHostsPath: known, Path: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.ProbeCreateOnly(context.Background())
+	storagetest.CheckError(t, "probe", err, []string{"does not offer hardlink@openssh.com", "use an OpenSSH server"}, nil)
+	if cond, ok := storage.ConditionOf(err); !ok || cond != storage.ConditionRefused || !errors.Is(err, storage.ErrNoCreateOnly) {
+		t.Fatalf("ConditionOf = %v, %v; want refused, wrapping ErrNoCreateOnly", cond, ok)
+	}
+}
