@@ -337,12 +337,35 @@ func TestReplicateSecondWriterRefused(t *testing.T) {
 	other := filepath.Join(s.dir, "other.db")
 	otherDB := openDB(t, other)
 	w2 := startWriter(t, otherDB, 4)
-	cfg2 := strings.Replace(mustRead(t, s.configPath), s.dbPath, other, 1)
-	cfg2 = strings.Replace(cfg2, "addr: "+s.addr, fmt.Sprintf("addr: 127.0.0.1:%d", harness.FreePort(t)), 1)
-	cfg2Path := filepath.Join(s.dir, "other.yml")
-	writeFile(t, cfg2Path, cfg2)
-	b := start(t, s.env, "replicate", "-config", cfg2Path)
+	b := s.replicateOther(t, other)
 
+	loser := waitOneFenced(t, a, b)
+	// Refused at start as another database's replica (identity), or, had
+	// both started on an empty store, fenced as another writer.
+	if out := loser.out.String(); !strings.Contains(out, "another writer") && !strings.Contains(out, "another database") {
+		t.Errorf("fenced daemon's output does not say another writer or database owns the history:\n%s", tailLines(out, 20))
+	}
+	w.allowErrors, w2.allowErrors = true, true
+	w.halt(t)
+	w2.halt(t)
+	assertNotOverwritten(t, before, treeDigest(t, filepath.Join(s.fileReplica, "ltx")))
+}
+
+// replicateOther starts a second node: replicate of the database at other
+// with s's replicas, on an address of its own.
+func (s *stack) replicateOther(t *testing.T, other string) *daemon {
+	t.Helper()
+	cfg := strings.Replace(mustRead(t, s.configPath), s.dbPath, other, 1)
+	cfg = strings.Replace(cfg, "addr: "+s.addr, fmt.Sprintf("addr: 127.0.0.1:%d", harness.FreePort(t)), 1)
+	path := filepath.Join(s.dir, "other.yml")
+	writeFile(t, path, cfg)
+	return start(t, s.env, "replicate", "-config", path)
+}
+
+// waitOneFenced waits until a or b exits and returns it; it must exit
+// non-zero.
+func waitOneFenced(t *testing.T, a, b *daemon) *daemon {
+	t.Helper()
 	var loser *daemon
 	eventually(t, 30*time.Second, "one daemon to be fenced", func() bool {
 		switch {
@@ -353,19 +376,16 @@ func TestReplicateSecondWriterRefused(t *testing.T) {
 		}
 		return loser != nil
 	})
-	code := loser.wait(t, 10*time.Second)
-	if code == 0 {
+	if code := loser.wait(t, 10*time.Second); code == 0 {
 		t.Fatalf("fenced daemon exited 0")
 	}
-	// Refused at start as another database's replica (identity), or, had
-	// both started on an empty store, fenced as another writer.
-	if out := loser.out.String(); !strings.Contains(out, "another writer") && !strings.Contains(out, "another database") {
-		t.Errorf("fenced daemon's output does not say another writer or database owns the history:\n%s", tailLines(out, 20))
-	}
-	w.allowErrors, w2.allowErrors = true, true
-	w.halt(t)
-	w2.halt(t)
-	after := treeDigest(t, filepath.Join(s.fileReplica, "ltx"))
+	return loser
+}
+
+// assertNotOverwritten fails for every object of before (a treeDigest)
+// whose content differs in after.
+func assertNotOverwritten(t *testing.T, before, after map[string][32]byte) {
+	t.Helper()
 	for key, sum := range before {
 		if got, ok := after[key]; ok && got != sum {
 			t.Errorf("object %s was overwritten", key)

@@ -129,3 +129,35 @@ func TestSFTPUnknownHostRefused(t *testing.T) {
 		t.Errorf("restore left %s: %v", out, err)
 	}
 }
+
+// TestSFTPSecondWriterFenced: a restored copy of the database (same
+// history) replicating into the same SFTP directory while the primary still
+// runs: both write, and the next TXID can be created by one of them only, so
+// one daemon is fenced and stops, and no object on the server is ever
+// overwritten (the hard-link create-only of the store, end to end).
+func TestSFTPSecondWriterFenced(t *testing.T) {
+	s := newSFTPStack(t)
+	app := openDB(t, s.dbPath)
+	w := startWriter(t, app, 3)
+	a := s.replicate(t)
+	w.pause.Lock()
+	s.waitShipped(t, snapshotImage(t, app))
+	w.pause.Unlock()
+	ltxDir := filepath.Join(s.dir, "ltx")
+	before := treeDigest(t, ltxDir)
+
+	other := s.restore(t, s.url) // carries the history's identity
+	otherDB := openDB(t, other)
+	w2 := startWriter(t, otherDB, 4)
+	b := s.replicateOther(t, other)
+
+	loser := waitOneFenced(t, a, b)
+	t.Logf("fenced: %s", grepLines(loser.out.String(), "another writer"))
+	if out := loser.out.String(); !strings.Contains(out, "another writer") {
+		t.Errorf("fenced daemon's output does not say another writer owns the history:\n%s", tailLines(out, 20))
+	}
+	w.allowErrors, w2.allowErrors = true, true
+	w.halt(t)
+	w2.halt(t)
+	assertNotOverwritten(t, before, treeDigest(t, ltxDir))
+}

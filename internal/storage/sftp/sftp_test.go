@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -378,5 +379,57 @@ func TestMetadataVisibleWithObject(t *testing.T) {
 	}
 	if checked != 1+2+3 {
 		t.Fatalf("checked %d files, want 6", checked)
+	}
+}
+
+// TestKeyReader lists and opens a Litestream 0.3 tree on the server by key,
+// skipping temp files, and refuses keys outside the replica directory.
+func TestKeyReader(t *testing.T) {
+	s := harness.StartSSHD(t)
+	c := newClient(t, s, nil)
+	files := map[string]string{
+		"generations/0123456789abcdef/snapshots/00000001.snapshot.lz4":   "snap",
+		"generations/0123456789abcdef/wal/00000001/00000000.wal.lz4":     "wal",
+		"generations/0123456789abcdef/wal/00000001/00000001.wal.lz4.tmp": "partial",
+	}
+	for key, body := range files {
+		p := filepath.Join(c.Dir(), filepath.FromSlash(key))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	keys, err := c.ListKeys(ctx, "generations/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, k := range keys {
+		got = append(got, k.Key)
+	}
+	want := []string{"generations/0123456789abcdef/snapshots/00000001.snapshot.lz4", "generations/0123456789abcdef/wal/00000001/00000000.wal.lz4"}
+	if strings.Join(got, " ") != strings.Join(want, " ") || keys[0].Size != 4 {
+		t.Fatalf("ListKeys = %+v, want %v", keys, want)
+	}
+	rc, err := c.OpenKey(ctx, want[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	_ = rc.Close()
+	if string(b) != "wal" {
+		t.Fatalf("OpenKey read %q", b)
+	}
+	if _, err := c.OpenKey(ctx, "generations/none"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("OpenKey of a missing key: %v", err)
+	}
+	if _, err := c.OpenKey(ctx, "../etc/passwd"); err == nil || !strings.Contains(err.Error(), "outside the replica directory") {
+		t.Fatalf("OpenKey outside the directory: %v", err)
+	}
+	if keys, err := c.ListKeys(ctx, "nothing/"); err != nil || len(keys) != 0 {
+		t.Fatalf("ListKeys of a missing prefix: %v, %v", keys, err)
 	}
 }
