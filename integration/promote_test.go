@@ -29,6 +29,9 @@ type cluster struct {
 	dir, store string
 	consul     *harness.Consul
 	prefix     string
+	// replica, when set, is every node's replica (its lines under
+	// replicas:, sync-interval excepted) instead of the file store.
+	replica string
 }
 
 type leaseNode struct {
@@ -64,14 +67,16 @@ func (c *cluster) writeNode(name, consulAddr, onDemote string, autoPromote bool,
 	n.dbPath = filepath.Join(n.dir, "app.db")
 	n.addr = fmt.Sprintf("127.0.0.1:%d", harness.FreePort(c.t))
 	n.config = filepath.Join(n.dir, "understudy.yml")
+	replica := "      - name: file\n        url: file://" + c.store + "\n"
+	if c.replica != "" {
+		replica = c.replica
+	}
 	writeFile(c.t, n.config, fmt.Sprintf(`addr: %s
 dbs:
   - path: %s
     name: app
     replicas:
-      - name: file
-        url: file://%s
-        sync-interval: 100ms
+%s        sync-interval: 100ms
     follower:
       poll-interval: 100ms
       auto-promote: %v
@@ -83,7 +88,7 @@ dbs:
       consul:
         address: %s
         key-prefix: %s
-`, n.addr, n.dbPath, c.store, autoPromote, name, n.addr, onDemote, consulAddr, c.prefix)+consulKeys)
+`, n.addr, n.dbPath, replica, autoPromote, name, n.addr, onDemote, consulAddr, c.prefix)+consulKeys)
 	return n
 }
 

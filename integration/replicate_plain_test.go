@@ -396,3 +396,58 @@ func TestPlainWritesLeaseVersionsKeepPrimary(t *testing.T) {
 		t.Fatal("the restored database's pages differ from the primary's")
 	}
 }
+
+// TestPlainWritesPlannedHandOff: a planned hand-off between two nodes whose
+// replica is a versioned bucket behind a store that answers conditional
+// PUTs 501 (B2): the follower follows through plain reads, the promotion's
+// claim of the next TXID is a plain create, the new primary reports fencing
+// lease+read-back+versions with the next token and ships, and the store
+// restores to its database.
+func TestPlainWritesPlannedHandOff(t *testing.T) {
+	c := newCluster(t)
+	srv := harness.StartVersityGWVersioning(t)
+	bucket := srv.NewBucket(t)
+	enableBucketVersioning(t, srv, bucket)
+	proxy := startConditionStripper(t, srv, true)
+	c.replica = fmt.Sprintf("      - name: b2\n        url: %s\n        access-key-id: %s\n        secret-access-key: %s\n",
+		plainURL(bucket, proxy), srv.AccessKey, srv.SecretKey)
+	a := c.node("a", "", "halt", false)
+	b := c.node("b", "", "halt", false)
+	ap := startApp(t, a.dbPath)
+	a.replicate(t)
+	first := a.waitPrimary(t)
+	b.follow(t)
+	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 100 })
+	b.waitFollowing(t)
+
+	res := run(t, nil, "promote", "-config", b.config, "-timeout", "30s")
+	if res.code != 0 {
+		t.Fatalf("promote: exit %d\n%s%s\nold primary:\n%s\nfollower:\n%s", res.code, res.stdout, res.stderr,
+			tailLines(a.d.out.String(), 30), tailLines(b.d.out.String(), 30))
+	}
+	ap.waitHeld(t)
+	committed := ap.commits()
+	st := b.waitStatus(t, 10*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" })
+	if st.FencingToken <= first.FencingToken {
+		t.Fatalf("new primary's fencing token %d, the old one's %d", st.FencingToken, first.FencingToken)
+	}
+	if got := replicaFencing(t, b.addr); len(got) != 1 || got[0] != "lease+read-back+versions" {
+		t.Fatalf("new primary's /status fencing %v, want [lease+read-back+versions]", got)
+	}
+	nb := openDB(t, b.dbPath)
+	if got := rows(t, nb); got != committed {
+		t.Fatalf("the old primary's app committed %d transactions, the new primary has %d rows", committed, got)
+	}
+	for i := 0; i < 20; i++ {
+		mustExec(t, nb, `INSERT INTO log(v) VALUES ('on b')`)
+	}
+	img := snapshotImage(t, nb)
+	b.waitShippedAt(t, img.checksum)
+	out := filepath.Join(t.TempDir(), "restored.db")
+	if r := run(t, nil, "restore", "-config", b.config, "-o", out, b.dbPath); r.code != 0 {
+		t.Fatalf("restore: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if got := fileChecksum(t, out); got != img.checksum {
+		t.Fatalf("restore has checksum %s, the new primary %s", got, img.checksum)
+	}
+}
