@@ -35,6 +35,9 @@ func (c *Config) applyDefaults() {
 		if db.L0Retention == 0 {
 			db.L0Retention = DefaultL0Retention
 		}
+		if db.IsDir() && db.Pattern == "" {
+			db.Pattern = DefaultPattern
+		}
 		for _, r := range db.Replicas {
 			r.applyDefaults()
 			// Only a complete pair is inherited; a half pair is reported once, at the top.
@@ -174,7 +177,13 @@ func (k *checker) check(c *Config) ErrorList {
 	var stores []located
 	for i, db := range c.DBs {
 		p := k.pathOf(db, fmt.Sprintf("dbs[%d]", i))
-		if db.Path == "" {
+		if db.IsDir() {
+			k.dir(db, p)
+			if prev, dup := dbByPath[db.Dir]; dup {
+				k.errorf(sub(p, "dir"), nil, "%q is already used by %s (line %d)", db.Dir, prev, k.lineOf(prev))
+			}
+			dbByPath[db.Dir] = p
+		} else if db.Path == "" {
 			k.errorf(p, nil, "missing path: set path to the SQLite database file")
 		} else if prev, dup := dbByPath[db.Path]; dup {
 			k.errorf(sub(p, "path"), nil, "%q is already used by %s (line %d)", db.Path, prev, k.lineOf(sub(prev, "path")))

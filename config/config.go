@@ -160,6 +160,17 @@ type DB struct {
 	Follower     *Follower // nil when absent
 	Lease        *Lease    // nil when absent
 
+	// A directory of databases (dir: instead of path:; see dir.go): Dir
+	// is absolute, Pattern a glob on base names (DefaultPattern when
+	// left out), Recursive looks in subdirectories, Watch picks up new
+	// and removed databases as they come. PerDBMetrics gives each
+	// database its own metric series instead of one for the entry.
+	Dir          string
+	Pattern      string
+	Recursive    bool
+	Watch        bool
+	PerDBMetrics bool
+
 	name string // the optional name: key; see Name
 }
 
@@ -258,6 +269,9 @@ type ConsulLease struct {
 func (db *DB) Name() string {
 	if db.name != "" {
 		return db.name
+	}
+	if db.Dir != "" {
+		return filepath.Base(db.Dir)
 	}
 	return filepath.Base(db.Path)
 }

@@ -335,6 +335,7 @@ func (d *decoder) db(n *yaml.Node, path string) *DB {
 	db.L0Retention = d.duration(m["l0-retention"], sub(path, "l0-retention"), 0, "")
 	db.MaxShadowSize = d.size(m["max-shadow-size"], sub(path, "max-shadow-size"))
 	db.AdoptReplica = d.boolean(m["adopt-replica"], sub(path, "adopt-replica"))
+	d.dirEntry(db, m, path)
 	if n, ok := m["follower"]; ok {
 		db.Follower = d.follower(n, sub(path, "follower"))
 	}

@@ -40,6 +40,8 @@ type printDB struct {
 	MaxShadowSize          int64          `yaml:"max-shadow-size,omitempty" json:"max-shadow-size,omitempty"`
 	AdoptReplica           bool           `yaml:"adopt-replica,omitempty" json:"adopt-replica,omitempty"`
 	Follower               *printFollower `yaml:"follower,omitempty" json:"follower,omitempty"`
+	Dir                    string         `yaml:"dir,omitempty" json:"dir,omitempty"`
+	Pattern                string         `yaml:"pattern,omitempty" json:"pattern,omitempty"`
 	Lease                  *printLease    `yaml:"lease,omitempty" json:"lease,omitempty"`
 }
 
@@ -136,6 +138,8 @@ func (db *DB) printable() printDB {
 		L0Retention:            dur(db.L0Retention),
 		MaxShadowSize:          db.MaxShadowSize,
 		AdoptReplica:           db.AdoptReplica,
+		Dir:                    db.Dir,
+		Pattern:                db.Pattern,
 	}
 	for _, r := range db.Replicas {
 		if r != nil {

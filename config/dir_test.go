@@ -1,0 +1,74 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParseDirEntry(t *testing.T) {
+	dir := t.TempDir()
+	c := mustParse(t, []byte("dbs:\n  - dir: "+dir+"\n    recursive: true\n    watch: true\n    replicas:\n      - url: s3://bkt/backups?region=r\n      - url: file:///var/backups/tenants\n"))
+	db := c.DBs[0]
+	if !db.IsDir() || db.Dir != dir || db.Pattern != DefaultPattern || !db.Recursive || !db.Watch || db.PerDBMetrics {
+		t.Fatalf("entry = dir %q pattern %q recursive %v watch %v per-db-metrics %v", db.Dir, db.Pattern, db.Recursive, db.Watch, db.PerDBMetrics)
+	}
+	one, err := db.Database(filepath.Join(dir, "eu", "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Litestream 0.5.16 (cmd/litestream/main.go, cloneReplicaConfigWithRelativePath):
+	// the replica path (or URL path) joined with the path relative to dir.
+	if one.Path != filepath.Join(dir, "eu", "a.db") || one.IsDir() || one.Name() != "eu/a.db" {
+		t.Errorf("database = path %q dir %q name %q", one.Path, one.Dir, one.Name())
+	}
+	if got := one.Replicas[0].Path; got != "backups/eu/a.db" {
+		t.Errorf("s3 prefix = %q, want backups/eu/a.db", got)
+	}
+	if got := one.Replicas[1].Location(); got != "file:///var/backups/tenants/eu/a.db" {
+		t.Errorf("file replica = %q", got)
+	}
+	if db.Replicas[0].Path != "backups" {
+		t.Errorf("the entry's own replica changed: %q", db.Replicas[0].Path)
+	}
+	if _, err := db.Database("/elsewhere/a.db"); err == nil {
+		t.Error("a file outside the directory was accepted")
+	}
+}
+
+func TestParseDirErrors(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f.db")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep := "    replica: {url: s3://bkt/t}"
+	for _, tc := range []struct {
+		name  string
+		lines []string
+		want  string
+	}{
+		{"dir missing", []string{"dbs:", "  - dir: " + dir + "/nope", rep},
+			"understudy.yml:2: dbs[0].dir: directory " + dir + "/nope does not exist: create it or fix dir"},
+		{"dir is a file", []string{"dbs:", "  - dir: " + file, rep},
+			"understudy.yml:2: dbs[0].dir: " + file + " is not a directory: use path: for a single database file"},
+		{"dir and path", []string{"dbs:", "  - dir: " + dir, "    path: " + file, rep},
+			"understudy.yml:3: dbs[0]: set path: (one database) or dir: (a directory of databases), not both"},
+		{"bad pattern", []string{"dbs:", "  - dir: " + dir, "    pattern: '[a'", rep},
+			`understudy.yml:3: dbs[0].pattern: invalid pattern "[a": use a glob on the file name such as *.db or tenant-*.sqlite`},
+		{"watch without dir", []string{"dbs:", "  - path: " + file, "    watch: true", rep},
+			"understudy.yml:3: dbs[0].watch: only for a directory of databases: set dir: instead of path:, or remove watch"},
+		{"lease on a dir", []string{"dbs:", "  - dir: " + dir, rep, "    lease: {type: static, primary: a}"},
+			"understudy.yml:4: dbs[0].lease: not supported with dir: yet; give each database that needs a lease its own path: entry"},
+		{"same dir twice", []string{"dbs:", "  - dir: " + dir, rep, "  - dir: " + dir, "    replica: {url: s3://bkt/u}"},
+			"understudy.yml:4: dbs[1].dir: \"" + dir + "\" is already used by dbs[0] (line 2)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(strings.Join(tc.lines, "\n")+"\n"), "understudy.yml", true)
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("error:\n%v\nwant:\n%s", err, tc.want)
+			}
+		})
+	}
+}
