@@ -165,11 +165,14 @@ type DB struct {
 	// left out), Recursive looks in subdirectories, Watch picks up new
 	// and removed databases as they come. PerDBMetrics gives each
 	// database its own metric series instead of one for the entry.
+	// IdleAfter is how long a database must be quiet before it is closed
+	// until its next write.
 	Dir          string
 	Pattern      string
 	Recursive    bool
 	Watch        bool
 	PerDBMetrics bool
+	IdleAfter    time.Duration // 0 = the fleet's default
 
 	name string // the optional name: key; see Name
 }

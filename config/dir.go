@@ -27,13 +27,14 @@ import (
 //	    recursive: false             # look in subdirectories too
 //	    watch: false                 # pick up new and removed databases at once (else on SIGHUP)
 //	    per-db-metrics: false        # one metric series per database (default: one for the whole entry)
+//	    idle-after: 10s              # a database quiet this long, everything uploaded, is closed until its next write
 //	    replica: {url: s3://bucket/tenants}   # the prefix
 //
 // DefaultPattern is the pattern of a dir: entry without one.
 const DefaultPattern = "*.db"
 
 // dirKeys are the keys of a directory entry.
-var dirKeys = []string{"dir", "pattern", "recursive", "watch", "per-db-metrics"}
+var dirKeys = []string{"dir", "pattern", "recursive", "watch", "per-db-metrics", "idle-after"}
 
 func init() { dbKeys = append(dbKeys, dirKeys...) }
 
@@ -59,6 +60,7 @@ func (d *decoder) dirEntry(db *DB, m map[string]*yaml.Node, p string) {
 	db.Recursive = d.boolean(m["recursive"], sub(p, "recursive"))
 	db.Watch = d.boolean(m["watch"], sub(p, "watch"))
 	db.PerDBMetrics = d.boolean(m["per-db-metrics"], sub(p, "per-db-metrics"))
+	db.IdleAfter = d.duration(m["idle-after"], sub(p, "idle-after"), 0, "")
 	if db.Dir != "" {
 		return
 	}

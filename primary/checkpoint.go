@@ -72,7 +72,7 @@ func (d *DB) checkpointLocked(ctx context.Context) error {
 	switch mode {
 	case ckptPassive:
 		r, err := d.checkpointUnlockedLocked(ctx, "PASSIVE")
-		d.m.checkpoints.WithLabelValues(d.opts.Path, "passive").Inc()
+		d.m.checkpoints.WithLabelValues(d.metricsDB(), "passive").Inc()
 		if err != nil {
 			return err
 		}
@@ -143,7 +143,7 @@ func (d *DB) restartWALLocked(ctx context.Context) error {
 			r2, cerr = d.ckpt.Checkpoint(ctx, "PASSIVE")
 		}
 		tCkpt = time.Since(t0)
-		d.m.checkpoints.WithLabelValues(d.opts.Path, "restart").Inc()
+		d.m.checkpoints.WithLabelValues(d.metricsDB(), "restart").Inc()
 		idx, perr := d.startPinLocked()
 		if perr != nil {
 			return perr
@@ -202,7 +202,7 @@ func (d *DB) catchUpBackfillLocked(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		d.m.checkpoints.WithLabelValues(d.opts.Path, "passive").Inc()
+		d.m.checkpoints.WithLabelValues(d.metricsDB(), "passive").Inc()
 		if _, err := d.rotateAndSyncLocked(ctx, false); err != nil {
 			return err
 		}
@@ -249,6 +249,6 @@ func (d *DB) truncateIfIdleLocked(ctx context.Context) {
 		return // the next idle sync tries again
 	}
 	d.truncatePending = false
-	d.m.checkpoints.WithLabelValues(d.opts.Path, "truncate").Inc()
+	d.m.checkpoints.WithLabelValues(d.metricsDB(), "truncate").Inc()
 	d.log.Debug("checkpoint", "mode", "truncate")
 }

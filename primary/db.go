@@ -94,6 +94,9 @@ type DB struct {
 	realPath  string
 	walPath   string
 	shadowDir string
+	// mainFile reads the database file itself at Open (fileproof.go); it
+	// stays open until Close, after the connections.
+	mainFile *os.File
 	// dbID is the identity of the database history (identity.go),
 	// written with every object.
 	dbID     string
@@ -254,6 +257,10 @@ func (d *DB) Open(ctx context.Context) (err error) {
 			d.closeConnsLocked()
 			d.local.close()
 			d.local = nil
+			if d.mainFile != nil {
+				d.mainFile.Close()
+				d.mainFile = nil
+			}
 		}
 	}()
 	if err := d.openConnsLocked(ctx); err != nil {
@@ -289,6 +296,9 @@ func (d *DB) Open(ctx context.Context) (err error) {
 		err := d.captureThenLocked(ctx, false, func() error {
 			if haveLP && lp.PageSize == d.pageSize {
 				d.proof = d.proveWALLocked(lp)
+				if d.proof.batch == nil {
+					d.proof = d.proveFromFileLocked(lp, d.proof)
+				}
 			}
 			return nil
 		})
@@ -571,6 +581,11 @@ func (d *DB) Close() error {
 	d.oldDBF = nil
 	d.stage.close() // staged pages not in an L0 file are read from the WAL again
 	d.local.close()
+	if d.mainFile != nil {
+		// After every connection: closing it drops the process's locks.
+		d.mainFile.Close()
+		d.mainFile = nil
+	}
 	d.snapMu.Lock()
 	d.snapshots = nil // their files stay in the shadow directory for the next Open
 	d.snapMu.Unlock()

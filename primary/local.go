@@ -456,18 +456,18 @@ func (d *DB) capLocalLocked() {
 			if err := d.local.remove(upto); err != nil {
 				d.log.Warn("remove local L0 files", "error", err)
 			}
-			d.m.shadowDropped.WithLabelValues(d.opts.Path).Add(float64(n))
+			d.m.shadowDropped.WithLabelValues(d.metricsDB()).Add(float64(n))
 			d.log.Debug("dropped the oldest local L0 files to bound the shadow directory",
 				"through_txid", upto, "files", n, "bytes", bytes, "limit", limit)
 		}
 	}
-	d.m.shadowBytes.WithLabelValues(d.opts.Path, "l0").Set(float64(d.local.size()))
-	d.m.shadowBytes.WithLabelValues(d.opts.Path, "image").Set(float64(d.local.imageBytes()))
+	d.m.shadowBytes.WithLabelValues(d.metricsDB(), "l0").Set(float64(d.local.size()))
+	d.m.shadowBytes.WithLabelValues(d.metricsDB(), "image").Set(float64(d.local.imageBytes()))
 	var snaps int64
 	d.snapMu.Lock()
 	for _, j := range d.snapshots {
 		snaps += j.md.Size
 	}
 	d.snapMu.Unlock()
-	d.m.shadowBytes.WithLabelValues(d.opts.Path, "snapshot").Set(float64(snaps))
+	d.m.shadowBytes.WithLabelValues(d.metricsDB(), "snapshot").Set(float64(snaps))
 }

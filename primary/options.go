@@ -127,6 +127,12 @@ type Options struct {
 	LeaseSafe func() bool
 
 	PollInterval    time.Duration // data_version poll (0 = DefaultPollInterval)
+	// Wake, when set, replaces the database's own inotify watch of its
+	// directory: a receive on it (the owner saw the -wal written) makes
+	// the shipper look for a commit at once. A process with thousands of
+	// databases has one watch per directory instead of one per database
+	// (inotify instances are limited to 128 per user by default).
+	Wake <-chan struct{}
 	MonitorInterval time.Duration // idle check interval (0 = DefaultMonitorInterval)
 
 	// ShadowDir holds L0 files not yet on every replica, the local
@@ -147,7 +153,12 @@ type Options struct {
 
 	Logger     hclog.Logger          // nil = no logging
 	Registerer prometheus.Registerer // metrics; nil = none
-	Clock      Clock                 // nil = real time
+	// MetricsLabel is the db label of this database's metric series ("" =
+	// Path). The databases of a directory share one (the entry's), so
+	// that ten thousand of them make one series each, not ten thousand:
+	// counters add up, gauges show the last writer's value.
+	MetricsLabel string
+	Clock        Clock // nil = real time
 }
 
 // withDefaults validates o and fills in defaults.
@@ -245,4 +256,12 @@ func (o Options) minSyncInterval() time.Duration {
 		d = min(d, r.SyncInterval)
 	}
 	return d
+}
+
+// metricsDB is the db label of the database's metric series.
+func (d *DB) metricsDB() string {
+	if d.opts.MetricsLabel != "" {
+		return d.opts.MetricsLabel
+	}
+	return d.opts.Path
 }

@@ -79,12 +79,12 @@ func (r *replica) poke() {
 
 func (r *replica) count(op string, bytes int64, err error) {
 	m := r.d.m
-	m.storeRequests.WithLabelValues(r.d.opts.Path, r.name, op).Inc()
+	m.storeRequests.WithLabelValues(r.d.metricsDB(), r.name, op).Inc()
 	if bytes > 0 {
-		m.storeBytes.WithLabelValues(r.d.opts.Path, r.name, op).Add(float64(bytes))
+		m.storeBytes.WithLabelValues(r.d.metricsDB(), r.name, op).Add(float64(bytes))
 	}
 	if err != nil && !errors.Is(err, storage.ErrExists) {
-		m.syncErrors.WithLabelValues(r.d.opts.Path, r.name).Inc()
+		m.syncErrors.WithLabelValues(r.d.metricsDB(), r.name).Inc()
 		r.mu.Lock()
 		r.lastErr = err
 		r.mu.Unlock()
@@ -179,7 +179,7 @@ func (r *replica) afterOpen() {
 			break
 		}
 	}
-	r.d.m.txid.WithLabelValues(r.d.opts.Path, r.name).Set(float64(r.pos))
+	r.d.m.txid.WithLabelValues(r.d.metricsDB(), r.name).Set(float64(r.pos))
 }
 
 // dropFile removes a file from the index (a deposed writer's orphan that
@@ -308,7 +308,7 @@ func (r *replica) uploadSnapshots(ctx context.Context) error {
 		r.mu.Lock()
 		if r.needSnapshot && r.pos < j.txid {
 			r.pos, r.posSum, r.jump, r.needSnapshot, r.dropWarned = j.txid, j.md.Post, j.txid, false, false
-			r.d.m.txid.WithLabelValues(r.d.opts.Path, r.name).Set(float64(j.txid))
+			r.d.m.txid.WithLabelValues(r.d.metricsDB(), r.name).Set(float64(j.txid))
 		}
 		r.mu.Unlock()
 		r.log.Info("uploaded snapshot", "txid", j.txid, "size", j.md.Size)

@@ -262,12 +262,15 @@ const quietBeforeInotify = 250 * time.Millisecond
 // shipper needs.
 func (d *DB) watchCommits(ctx context.Context, notify chan<- struct{}) {
 	dir := filepath.Dir(d.realPath)
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		d.log.Warn("inotify unavailable; polling only", "error", err)
-		w = nil
-	} else {
-		defer w.Close()
+	var w *fsnotify.Watcher
+	if d.opts.Wake == nil { // else the owner's watch wakes us (Options.Wake)
+		var err error
+		if w, err = fsnotify.NewWatcher(); err != nil {
+			d.log.Warn("inotify unavailable; polling only", "error", err)
+			w = nil
+		} else {
+			defer w.Close()
+		}
 	}
 	var events <-chan fsnotify.Event
 	armed := false
@@ -349,6 +352,10 @@ func (d *DB) watchCommits(ctx context.Context, notify chan<- struct{}) {
 				continue
 			}
 			if armed && ev.Name == d.walPath && time.Since(lastCheck) >= d.opts.PollInterval/4 {
+				check()
+			}
+		case <-d.opts.Wake:
+			if time.Since(lastCheck) >= d.opts.PollInterval/4 {
 				check()
 			}
 		case <-poll.C:

@@ -130,7 +130,7 @@ func TestShadowBoundedForDeadReplica(t *testing.T) {
 		if size > limit+newest {
 			t.Fatalf("after sync %d the shadow directory holds %d bytes in %d L0 files; bound %d + newest file %d", i, size, n, limit, newest)
 		}
-		if got := metricValue(t, d.m.shadowBytes.WithLabelValues(d.opts.Path, "l0")); int64(got) != size {
+		if got := metricValue(t, d.m.shadowBytes.WithLabelValues(d.metricsDB(), "l0")); int64(got) != size {
 			t.Fatalf("shadow_bytes{kind=l0} = %v, the directory holds %d", got, size)
 		}
 		md, err := d.local.meta(d.txid)
@@ -150,7 +150,7 @@ func TestShadowBoundedForDeadReplica(t *testing.T) {
 	if left, _ := d.local.list(); len(left) == 0 || left[0] <= 2 {
 		t.Fatalf("local L0 files %v: the oldest should have been dropped", left)
 	}
-	if got := metricValue(t, d.m.shadowDropped.WithLabelValues(d.opts.Path)); got == 0 {
+	if got := metricValue(t, d.m.shadowDropped.WithLabelValues(d.metricsDB())); got == 0 {
 		t.Fatal("shadow_dropped_files_total is 0")
 	}
 	if n := strings.Count(logs.String(), "replica is too far behind"); n != 1 || !strings.Contains(logs.String(), "replica=r1") {

@@ -190,7 +190,7 @@ func (d *DB) quiesceLocked(ctx context.Context, maxWait time.Duration, catchUp b
 	hold := time.Since(t0)
 	if hold > d.maxHold {
 		d.maxHold = hold
-		d.m.writeHold.WithLabelValues(d.opts.Path).Set(hold.Seconds())
+		d.m.writeHold.WithLabelValues(d.metricsDB()).Set(hold.Seconds())
 	}
 	return err
 }
@@ -412,7 +412,7 @@ func (d *DB) syncLocked(ctx context.Context, final bool) (bool, error) {
 		return false, err
 	}
 	if st, err := f.Stat(); err == nil {
-		d.m.walBytes.WithLabelValues(d.opts.Path).Set(float64(st.Size()))
+		d.m.walBytes.WithLabelValues(d.metricsDB()).Set(float64(st.Size()))
 	}
 	if b.Grown {
 		return false, &historyBreak{reason: "a commit grew the database without writing its new pages"}
@@ -485,7 +485,7 @@ func (d *DB) finishSyncLocked(b *wal.Batch, md fileMeta, changes []pageSum, t0 t
 	d.framesShipped += int64(b.Frames)
 	d.advanceLocked(md)
 	d.lastSync = d.clock.Now()
-	d.m.syncSeconds.WithLabelValues(d.opts.Path).Observe(time.Since(t0).Seconds())
+	d.m.syncSeconds.WithLabelValues(d.metricsDB()).Observe(time.Since(t0).Seconds())
 	d.log.Debug("sync", "txid", md.TXID, "pages", md.Pages, "commits", b.Commits, "frames", b.Frames,
 		"size", md.Size, "db_pages", md.Commit, "wal_offset", b.End.Offset, "took", time.Since(t0))
 }

@@ -146,7 +146,7 @@ func (d *DB) writeFullImageCapturedLocked(ctx context.Context, reason string) er
 		os.Remove(name)
 		return err
 	}
-	d.m.snapshots.WithLabelValues(d.opts.Path, "history-break").Inc()
+	d.m.snapshots.WithLabelValues(d.metricsDB(), "history-break").Inc()
 	d.fullImages++
 	d.queueSnapshot(txid, name, smd, d.replicas)
 	d.log.Info("wrote full image", "txid", txid, "pages", img.pages, "size", md.Size, "reason", reason)
@@ -333,7 +333,7 @@ func (d *DB) finishSnapshotLocked(ctx context.Context, sr *snapshotRead, readErr
 	}
 	keep = true
 	md := fileMeta{TXID: sr.txid, Post: sr.sum, CommitTime: sr.now, Size: sr.size, Pages: int(sr.img.pages), Commit: sr.img.pages}
-	d.m.snapshots.WithLabelValues(d.opts.Path, sr.reason).Inc()
+	d.m.snapshots.WithLabelValues(d.metricsDB(), sr.reason).Inc()
 	d.queueSnapshot(sr.txid, sr.file.Name(), md, sr.targets)
 	d.log.Info("wrote snapshot", "txid", sr.txid, "pages", sr.img.pages, "size", md.Size, "reason", sr.reason)
 	return nil

@@ -183,8 +183,8 @@ func (r *replica) settleWindow(ctx context.Context, ups []l0Upload) error {
 		r.mu.Lock()
 		r.pos, r.posSum, r.lastSync, r.lastErr = u.txid, u.md.Post, r.d.clock.Now(), nil
 		r.mu.Unlock()
-		r.d.m.syncs.WithLabelValues(r.d.opts.Path, r.name).Inc()
-		r.d.m.txid.WithLabelValues(r.d.opts.Path, r.name).Set(float64(u.txid))
+		r.d.m.syncs.WithLabelValues(r.d.metricsDB(), r.name).Inc()
+		r.d.m.txid.WithLabelValues(r.d.metricsDB(), r.name).Set(float64(u.txid))
 		r.log.Debug("uploaded", "txid", u.txid, "size", u.md.Size, "pages", u.md.Pages)
 	}
 	if n < len(ups) && r.d.local.has(ups[n].txid) {

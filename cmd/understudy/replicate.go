@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/understudy-db/understudy/config"
+	"github.com/understudy-db/understudy/fleet"
 	"github.com/understudy-db/understudy/internal/httpserver"
 	"github.com/understudy-db/understudy/internal/replicaclient"
 	"github.com/understudy-db/understudy/internal/storage"
@@ -131,6 +132,10 @@ func runReplicate(c *cli.Context) error {
 	for _, db := range dbs {
 		defer db.Close()
 	}
+	var fleets []*fleet.Fleet
+	if err == nil {
+		fleets, err = openFleets(ctx, c, cfg, logger, reg)
+	}
 	if sig := startSig(); sig != nil {
 		logger.Info("signal received during start-up; closing what was opened and exiting", "signal", sig.String(),
 			"opened", len(dbs), "error", errString(err))
@@ -148,8 +153,9 @@ func runReplicate(c *cli.Context) error {
 		srv, err := httpserver.Start(httpserver.Options{
 			Addr:     addr,
 			Gatherer: reg,
-			Healthy:  func() error { return errors.Join(primariesHealthy(dbs), refused) },
-			Status:   func() any { return primary.StatusDocument(dbs...) },
+			Healthy:  func() error { return errors.Join(primariesHealthy(dbs), refused, fleetsHealthy(fleets)) },
+			Status:   func() any { return replicateStatus(dbs, fleets) },
+			Routes:   fleetRoutes(fleets),
 		})
 		if err != nil {
 			return err
@@ -161,8 +167,18 @@ func runReplicate(c *cli.Context) error {
 	// Run every database until a signal, the app's exit or a fatal error.
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
-	errs := make(chan error, len(dbs))
+	errs := make(chan error, len(dbs)+len(fleets))
 	var wg sync.WaitGroup
+	for _, f := range fleets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.Run(runCtx); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	defer rescanOnHUP(fleets, logger)()
 	for _, db := range dbs {
 		wg.Add(1)
 		go func(db *primary.DB) {
@@ -352,6 +368,9 @@ func errString(err error) string {
 // (joined, for /healthz).
 func openPrimaries(ctx context.Context, c *cli.Context, cfg *config.Config, logger hclog.Logger, reg prometheus.Registerer) (dbs []*primary.DB, refused error, err error) {
 	for _, dbc := range cfg.DBs {
+		if dbc.IsDir() {
+			continue // openFleets
+		}
 		opts, ref, err := primaryOptions(ctx, c, cfg, dbc, logger, reg)
 		refused = errors.Join(refused, ref)
 		if errors.Is(err, storage.ErrNoCreateOnly) {
@@ -384,18 +403,7 @@ func openPrimaries(ctx context.Context, c *cli.Context, cfg *config.Config, logg
 // database only when it is required (required: true) or the only one; else
 // the database runs without it, loudly, and refused says why (joined).
 func primaryOptions(ctx context.Context, c *cli.Context, cfg *config.Config, dbc *config.DB, logger hclog.Logger, reg prometheus.Registerer) (opts primary.Options, refused error, err error) {
-	opts = primary.Options{
-		Path:                   dbc.Path,
-		Node:                   nodeName(c, dbc),
-		MinCheckpointPageCount: dbc.MinCheckpointPageCount,
-		MaxCheckpointPageCount: dbc.MaxCheckpointPageCount,
-		Levels:                 dbc.Levels,
-		L0Retention:            dbc.L0Retention,
-		MaxShadowSize:          dbc.MaxShadowSize,
-		AdoptReplica:           dbc.AdoptReplica || c.Bool("adopt-replica"),
-		Logger:                 logger.Named(dbc.Name()),
-		Registerer:             reg,
-	}
+	opts = baseOptions(c, dbc, logger, reg)
 	for _, rc := range dbc.Replicas {
 		client, err := replicaclient.New(ctx, rc, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey), replicaclient.ForPrimary())
 		if err != nil {
@@ -465,6 +473,22 @@ func fencedClient(ctx context.Context, client storage.Client, rc *config.Replica
 		return nil, "", fmt.Errorf("%w; %w", perr, err)
 	}
 	return client, f, nil
+}
+
+// baseOptions is the primary's options for dbc without its replicas.
+func baseOptions(c *cli.Context, dbc *config.DB, logger hclog.Logger, reg prometheus.Registerer) primary.Options {
+	return primary.Options{
+		Path:                   dbc.Path,
+		Node:                   nodeName(c, dbc),
+		MinCheckpointPageCount: dbc.MinCheckpointPageCount,
+		MaxCheckpointPageCount: dbc.MaxCheckpointPageCount,
+		Levels:                 dbc.Levels,
+		L0Retention:            dbc.L0Retention,
+		MaxShadowSize:          dbc.MaxShadowSize,
+		AdoptReplica:           dbc.AdoptReplica || c.Bool("adopt-replica"),
+		Logger:                 logger.Named(dbc.Name()),
+		Registerer:             reg,
+	}
 }
 
 // primariesHealthy is /healthz: unhealthy when a database is fenced or

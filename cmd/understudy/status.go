@@ -29,6 +29,7 @@ func init() {
 		Flags: commonFlags(
 			&cli.StringFlag{Name: "addr", Usage: "the daemon's `ADDR` (host:port or http://host:port; default: the config's addr)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the daemon's JSON document instead of a table"},
+			&cli.StringFlag{Name: "db", Usage: "show one database of a dir: entry in full: `NAME` is its path relative to the directory"},
 		),
 		Action: runStatus,
 	})
@@ -56,6 +57,9 @@ func runStatus(c *cli.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Context, statusTimeout)
 	defer cancel()
+	if name := c.String("db"); name != "" {
+		url = strings.TrimSuffix(url, "/status") + "/status/db/" + strings.TrimPrefix(name, "/")
+	}
 	body, err := fetchStatus(ctx, url)
 	if err != nil {
 		return err
@@ -65,7 +69,13 @@ func runStatus(c *cli.Context) error {
 		return err
 	}
 	var doc statusView
-	if err := json.Unmarshal(body, &doc); err != nil {
+	if c.String("db") != "" {
+		var one dbStatusView
+		if err := json.Unmarshal(body, &one); err != nil {
+			return fmt.Errorf("status: %s answered something that is not an understudy status document: %w", url, err)
+		}
+		doc.DBs = []dbStatusView{one}
+	} else if err := json.Unmarshal(body, &doc); err != nil {
 		return fmt.Errorf("status: %s answered something that is not an understudy status document: %w", url, err)
 	}
 	return printStatus(c.App.Writer, doc, time.Now())
@@ -126,7 +136,21 @@ func fetchStatus(ctx context.Context, url string) ([]byte, error) {
 // statusView is the union of the primary's and the follower's /status
 // fields that the table shows; both documents are {"dbs": [...]}.
 type statusView struct {
-	DBs []dbStatusView `json:"dbs"`
+	DBs  []dbStatusView  `json:"dbs"`
+	Dirs []dirStatusView `json:"dirs"` // replicate's dir: entries
+}
+
+// dirStatusView is a dir: entry of replicate: totals and the databases
+// furthest behind (fleet.Status).
+type dirStatusView struct {
+	Dir       string         `json:"dir"`
+	Databases int            `json:"databases"`
+	Active    int            `json:"active"`
+	Parked    int            `json:"parked"`
+	Opening   int            `json:"opening"`
+	Failed    int            `json:"failed"`
+	Pending   int            `json:"pending_txids"`
+	Worst     []dbStatusView `json:"worst"`
 }
 
 type dbStatusView struct {
@@ -158,6 +182,8 @@ type dbStatusView struct {
 	LastApply  *time.Time `json:"last_apply"`
 	MovedAside string     `json:"moved_aside"`
 	Error      string     `json:"error"`
+	// a database of a dir: entry
+	Name string `json:"name"`
 }
 
 // printStatus writes doc as a table: one line per database, one indented
@@ -165,6 +191,24 @@ type dbStatusView struct {
 // lease adds the columns NODE and FENCING TOKEN (the token every upload of
 // the primary carries, which tells one holder of the lease from the next).
 func printStatus(w io.Writer, doc statusView, now time.Time) error {
+	for _, dir := range doc.Dirs {
+		fmt.Fprintf(w, "directory %s: %d databases (%d active, %d parked, %d opening, %d failed), %d TXIDs pending\n",
+			dir.Dir, dir.Databases, dir.Active, dir.Parked, dir.Opening, dir.Failed, dir.Pending)
+		if len(dir.Worst) > 0 {
+			fmt.Fprintf(w, "  furthest behind (status -db NAME for one): ")
+			for i, d := range dir.Worst {
+				if i > 0 {
+					fmt.Fprint(w, ", ")
+				}
+				fmt.Fprint(w, d.Name)
+			}
+			fmt.Fprintln(w)
+		}
+		doc.DBs = append(doc.DBs, dir.Worst...)
+	}
+	if len(doc.DBs) == 0 && len(doc.Dirs) > 0 {
+		return nil
+	}
 	if len(doc.DBs) == 0 {
 		_, err := fmt.Fprintln(w, "the daemon serves no databases")
 		return err
@@ -211,6 +255,9 @@ func printStatus(w io.Writer, doc statusView, now time.Time) error {
 			}
 		default:
 			state := "shipping"
+			if d.State != "" && d.State != "active" {
+				state = d.State // a database of a dir: entry (parked, opening, failed)
+			}
 			if d.Fenced {
 				state = "fenced"
 			}

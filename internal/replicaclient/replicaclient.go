@@ -102,3 +102,15 @@ func newStore(ctx context.Context, r *config.Replica, o options) (storage.Client
 		return nil, fmt.Errorf("replica %q: unknown type %q; use %q, %q or %q", r.Name, r.Type, s3.Type, file.Type, sftp.Type)
 	}
 }
+
+// Sub returns the client of the store below c at the relative path rel
+// (slash-separated): a directory entry's database, whose replica is the
+// entry's prefix plus the database's path relative to the directory. The
+// client shares c's connections and credentials.
+func Sub(c storage.Client, rel string) (storage.Client, error) {
+	s, ok := c.(interface{ Sub(string) storage.Client })
+	if !ok {
+		return nil, fmt.Errorf("a %s replica cannot hold a directory of databases", c.Type())
+	}
+	return s.Sub(rel), nil
+}

@@ -70,6 +70,12 @@ func New(dir string) (*Client, error) {
 	return &Client{dir: filepath.Clean(dir)}, nil
 }
 
+// Sub is a client of the directory rel below this client's (one database
+// of a directory entry).
+func (c *Client) Sub(rel string) storage.Client {
+	return &Client{dir: filepath.Join(c.dir, filepath.FromSlash(rel)), forceSidecar: c.forceSidecar}
+}
+
 // Dir returns the replica directory.
 func (c *Client) Dir() string { return c.dir }
 

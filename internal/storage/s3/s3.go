@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path"
 	"strings"
 	"time"
 
@@ -106,6 +107,19 @@ type Client struct {
 }
 
 var _ storage.Client = (*Client)(nil)
+
+// Sub is a client of the same store for the key prefix rel below this
+// client's (one database of a directory entry). It shares the SDK client,
+// its connections and credentials, so thousands of databases cost one.
+func (c *Client) Sub(rel string) storage.Client {
+	o := c.opts
+	o.Path = strings.Trim(path.Join(c.opts.Path, rel), "/")
+	n := &Client{opts: o, s3: c.s3, credDesc: c.credDesc}
+	if o.Path != "" {
+		n.prefix = o.Path + "/"
+	}
+	return n
+}
 
 // New validates opts and returns a client. It does not contact the store.
 func New(ctx context.Context, opts Options) (*Client, error) {

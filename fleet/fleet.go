@@ -1,0 +1,725 @@
+// Package fleet replicates a directory of databases (a dbs: entry with
+// dir:) in one process, at a cost per idle database of a few hundred bytes.
+//
+// A running primary.DB holds five SQLite connections (a dozen file
+// descriptors), three or more goroutines and timers that wake it several
+// times a second. Ten thousand of those would need 120,000 descriptors and
+// keep a core busy doing nothing. So a database here runs only while it is
+// written: once it has been quiet for IdleAfter with everything uploaded,
+// it is synced and closed ("parked"), and it holds nothing but its entry in
+// a map. One inotify watch per directory sees the
+// application's next write to the database or its -wal and opens it again:
+// the reopen is primary.Open's resume, which finds the WAL continuing the
+// shipped position (the connections keep the WAL on close) and ships what
+// was written meanwhile as the next TXID, with no snapshot. The watch is
+// there with watch: false too; watch: only decides whether files that
+// appear are taken as new databases at once (else on SIGHUP).
+//
+// A parked database makes no store requests, runs no timer and holds no
+// descriptor. What it gives up while parked is the background work of a
+// running one: compaction, retention and the snapshot interval wait for
+// its next write (its store is unchanged meanwhile, so nothing is lost).
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/understudy-db/understudy/config"
+	"github.com/understudy-db/understudy/primary"
+)
+
+// Defaults for Options left zero.
+const (
+	// DefaultIdleAfter is how long a database must be quiet, with every
+	// replica caught up, before it is parked.
+	DefaultIdleAfter = 10 * time.Second
+	// DefaultConcurrency is how many databases are opened or parked at
+	// once: opening reads the database and lists its stores.
+	DefaultConcurrency = 4
+	// DefaultWorst is how many databases Status lists by lag.
+	DefaultWorst = 10
+	// DefaultParkTimeout bounds the final sync of a database being parked.
+	DefaultParkTimeout = time.Minute
+	// DefaultPollInterval is the data_version poll of an open database of
+	// a directory (primary.Options.PollInterval): the directory's watch
+	// wakes it at each write of its WAL, so the poll only catches the
+	// commits that were not visible yet when the watch fired.
+	DefaultPollInterval = 100 * time.Millisecond
+)
+
+// recheckAfter: a file matching the pattern without the SQLite header yet
+// (created, first commit still to come) is looked at again on its next
+// write, but at most this often.
+const recheckAfter = 200 * time.Millisecond
+
+// maxRetryBackoff bounds the wait before a database that failed to open
+// (locked by the application, say) is tried again.
+const (
+	minRetryBackoff = 100 * time.Millisecond
+	maxRetryBackoff = time.Minute
+)
+
+// Opener returns the opened primary of the database whose configuration
+// is dbc (config.DB.Database of the entry); rel is its path relative to
+// the directory.
+// wake is the database's primary.Options.Wake: the fleet's watch sends on
+// it when the database's -wal is written.
+type Opener func(ctx context.Context, dbc *config.DB, rel string, wake <-chan struct{}) (*primary.DB, error)
+
+// Options configure a Fleet.
+type Options struct {
+	Entry       *config.DB // the dir: entry
+	Open        Opener
+	Logger      hclog.Logger // nil = none
+	IdleAfter   time.Duration
+	Concurrency int
+}
+
+type state int
+
+const (
+	parked state = iota
+	opening
+	active
+	parking
+	failed
+)
+
+func (s state) String() string {
+	return [...]string{"parked", "opening", "active", "parking", "failed"}[s]
+}
+
+// member is one database of the directory. Its fields are guarded by the
+// fleet's mu.
+type member struct {
+	path, rel string
+	state     state
+	want      state // active, parked, or failed for "remove it"
+	gone      bool  // the file was removed: stop and forget it
+	stopping  bool  // parked for the shutdown
+	queued    bool
+	visit     bool // found by a scan: park as soon as it has shipped
+	wake      chan struct{}
+	db        *primary.DB
+	stop      context.CancelFunc // ends db.Run
+	runDone   chan struct{}
+	lastTXID  uint64
+	lastSeen  time.Time         // last write event, TXID change or pending upload
+	last      primary.StatusDoc // the status when it was parked
+	err       error             // why it failed
+	retryAt   time.Time         // when a database that failed to open is tried again
+	backoff   time.Duration
+}
+
+// Fleet runs the databases of one directory entry.
+type Fleet struct {
+	opts Options
+	log  hclog.Logger
+
+	mu       sync.Mutex
+	members  map[string]*member // by absolute path
+	rejected map[string]*check  // files matching the pattern that are not databases (yet)
+	queue    []*member          // opens
+	parkQ    []*member          // parks and removals, before any open
+	kick     chan struct{}
+	rescanCh chan struct{}
+	errs     chan error
+
+	watcher *fsnotify.Watcher
+	ctx     context.Context // Run's, for the workers
+	runWG   sync.WaitGroup  // members' Run goroutines
+}
+
+type check struct {
+	at    time.Time
+	dirty bool // an event came within recheckAfter of the last look
+}
+
+// New validates opts and returns a Fleet that has not scanned yet.
+func New(opts Options) (*Fleet, error) {
+	if opts.Entry == nil || !opts.Entry.IsDir() {
+		return nil, errors.New("fleet: the entry is not a dir: entry")
+	}
+	if opts.Open == nil {
+		return nil, fmt.Errorf("fleet: directory %s: no opener", opts.Entry.Dir)
+	}
+	if opts.IdleAfter <= 0 {
+		opts.IdleAfter = DefaultIdleAfter
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = DefaultConcurrency
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	return &Fleet{
+		opts:     opts,
+		log:      opts.Logger.With("dir", opts.Entry.Dir),
+		members:  map[string]*member{},
+		rejected: map[string]*check{},
+		kick:     make(chan struct{}, 1),
+		rescanCh: make(chan struct{}, 1),
+		errs:     make(chan error, 1),
+	}, nil
+}
+
+// Dir is the directory.
+func (f *Fleet) Dir() string { return f.opts.Entry.Dir }
+
+// Rescan asks Run to look at the directory again (SIGHUP): new databases
+// start, removed ones stop.
+func (f *Fleet) Rescan() {
+	select {
+	case f.rescanCh <- struct{}{}:
+	default:
+	}
+}
+
+// Run scans the directory, replicates every database in it and, with
+// watch:, follows the directory until ctx ends; then it stops every
+// database after a final sync (Close) and returns nil. It returns an
+// error only when the directory cannot be read at all.
+func (f *Fleet) Run(ctx context.Context) error {
+	f.ctx = ctx
+	// The watch wakes parked databases, watch: or not; watch: adds the
+	// new files it sees.
+	if w, err := fsnotify.NewWatcher(); err != nil {
+		f.log.Warn("inotify unavailable: databases are never parked, and new ones are picked up on SIGHUP only", "error", err)
+	} else {
+		f.watcher = w
+		defer w.Close()
+	}
+	t0 := time.Now()
+	n, err := f.scan()
+	if err != nil {
+		return err
+	}
+	f.log.Info("scanned directory", "databases", n, "pattern", f.opts.Entry.Pattern, "recursive", f.opts.Entry.Recursive,
+		"watch", f.opts.Entry.Watch, "took", time.Since(t0).Round(time.Millisecond))
+	var workers sync.WaitGroup
+	for range f.opts.Concurrency {
+		workers.Add(1)
+		go func() { defer workers.Done(); f.worker(ctx) }()
+	}
+	var events <-chan fsnotify.Event
+	var werrs <-chan error
+	if f.watcher != nil {
+		events, werrs = f.watcher.Events, f.watcher.Errors
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			f.event(ev)
+		case err, ok := <-werrs:
+			if !ok {
+				werrs = nil
+				continue
+			}
+			// An overflowed queue lost events: look at everything again.
+			f.log.Warn("directory watch", "error", err)
+			if _, err := f.scan(); err != nil {
+				f.log.Error("rescan", "error", err)
+			}
+		case <-f.rescanCh:
+			n, err := f.scan()
+			if err != nil {
+				f.log.Error("rescan", "error", err)
+			} else {
+				f.log.Info("rescanned directory", "databases", n)
+			}
+		case <-tick.C:
+			f.tick(time.Now())
+		}
+	}
+	workers.Wait()
+	f.stopAll()
+	return nil
+}
+
+// ownName tells the files and directories of SQLite and of Understudy that
+// are never databases of their own, whatever the pattern: the WAL, the
+// shared memory and rollback journal, the shadow directory, files kept
+// aside, and temporary files of restore and follow.
+func ownName(name string) bool {
+	for _, s := range []string{"-wal", "-shm", "-journal", "-understudy"} {
+		if strings.HasSuffix(name, s) {
+			return true
+		}
+	}
+	for _, s := range []string{".diverged-", ".demoted-", ".mismatch-", ".orphan-", ".tmp"} {
+		if strings.Contains(name, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// sqliteHeader starts every SQLite database file.
+const sqliteHeader = "SQLite format 3\x00"
+
+// isDatabase tells whether the file at path starts with the SQLite header.
+// Only for files this process has no SQLite connection to: closing a
+// descriptor drops the process's POSIX locks on the file.
+func isDatabase(path string) bool {
+	fh, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer fh.Close()
+	var b [len(sqliteHeader)]byte
+	_, err = io.ReadFull(fh, b[:])
+	return err == nil && string(b[:]) == sqliteHeader
+}
+
+// matches tells whether the base name matches the entry's pattern and is
+// not one of the own names.
+func (f *Fleet) matches(name string) bool {
+	if ownName(name) {
+		return false
+	}
+	ok, _ := filepath.Match(f.opts.Entry.Pattern, name)
+	return ok
+}
+
+// scan walks the directory: it adds the databases not known yet, removes
+// known ones that are gone, and watches every directory it walks. It
+// returns how many databases the directory has.
+func (f *Fleet) scan() (int, error) {
+	root := f.Dir()
+	seen := map[string]bool{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == root {
+				return err
+			}
+			f.log.Warn("skipping unreadable path", "path", p, "error", err)
+			return nil
+		}
+		if d.IsDir() {
+			if p != root && (!f.opts.Entry.Recursive || ownName(d.Name()) || strings.HasPrefix(d.Name(), ".")) {
+				return filepath.SkipDir
+			}
+			if f.watcher != nil {
+				if err := f.watcher.Add(p); err != nil {
+					f.log.Warn("cannot watch directory; its new databases are picked up on SIGHUP", "path", p, "error", err)
+				}
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || !f.matches(d.Name()) {
+			return nil
+		}
+		f.mu.Lock()
+		_, known := f.members[p]
+		f.mu.Unlock()
+		if known || isDatabase(p) {
+			seen[p] = true
+			f.add(p, true)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("directory %s: %w", root, err)
+	}
+	f.mu.Lock()
+	for p, m := range f.members {
+		if !seen[p] && !m.gone {
+			f.removeLocked(m, "no longer in the directory")
+		}
+	}
+	f.mu.Unlock()
+	return len(seen), nil
+}
+
+// add starts replicating the database at p, if it is not known yet.
+func (f *Fleet) add(p string, visit bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.members[p]; ok {
+		return
+	}
+	rel, err := filepath.Rel(f.Dir(), p)
+	if err != nil {
+		return
+	}
+	delete(f.rejected, p)
+	m := &member{path: p, rel: filepath.ToSlash(rel), want: active, lastSeen: time.Now(), visit: visit, wake: make(chan struct{}, 1)}
+	f.members[p] = m
+	if doc, ok := unchangedSinceParked(p); visit && ok {
+		// Not written since it was parked (park.go): nothing to ship.
+		m.state, m.want, m.visit, m.lastTXID = parked, parked, false, uint64(doc.TXID)
+		m.last = doc
+		return
+	}
+	f.enqueueLocked(m)
+}
+
+// removeLocked stops replicating m for good (the file is gone).
+func (f *Fleet) removeLocked(m *member, why string) {
+	m.gone = true
+	f.log.Info("database left the directory: stopping its replication; its history stays in the store",
+		"db", m.rel, "why", why, "txid", m.lastTXIDString())
+	f.enqueueLocked(m)
+}
+
+func (m *member) lastTXIDString() string { return fmt.Sprintf("%016x", m.lastTXID) }
+
+func (f *Fleet) enqueueLocked(m *member) {
+	if m.queued {
+		return
+	}
+	m.queued = true
+	if m.gone || m.want == parked {
+		f.parkQ = append(f.parkQ, m)
+	} else {
+		f.queue = append(f.queue, m)
+	}
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+}
+
+// event handles one inotify event of a watched directory.
+func (f *Fleet) event(ev fsnotify.Event) {
+	name := filepath.Base(ev.Name)
+	if ev.Has(fsnotify.Create) && f.opts.Entry.Watch && f.opts.Entry.Recursive && !ownName(name) && !strings.HasPrefix(name, ".") {
+		if st, err := os.Lstat(ev.Name); err == nil && st.IsDir() {
+			// A new subdirectory: watch it and take what it holds.
+			if _, err := f.scan(); err != nil {
+				f.log.Error("rescan", "error", err)
+			}
+			return
+		}
+	}
+	p, isWAL := strings.CutSuffix(ev.Name, "-wal")
+	if !isWAL && (ownName(name) || !f.matches(name)) {
+		return
+	}
+	now := time.Now()
+	f.mu.Lock()
+	m := f.members[p]
+	if m != nil && !m.gone {
+		switch {
+		case !isWAL && (ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename)):
+			if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+				f.removeLocked(m, "removed or renamed")
+			}
+		case m.state == active && isWAL:
+			select { // a commit, or one on its way: look now
+			case m.wake <- struct{}{}:
+			default:
+			}
+		case m.want == active || m.state == failed:
+		case isWAL && (ev.Has(fsnotify.Write) || ev.Has(fsnotify.Create)), !isWAL && ev.Has(fsnotify.Create):
+			// The application wrote the WAL (or put another file in
+			// place). Writes to the database file alone are checkpoints,
+			// of frames already shipped: among them the one SQLite runs
+			// when the parked database's last connection closes, which
+			// must not wake it again.
+			m.want = active
+			f.enqueueLocked(m)
+		}
+		f.mu.Unlock()
+		return
+	}
+	switch {
+	case !f.opts.Entry.Watch:
+		f.mu.Unlock()
+		return
+	case ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename):
+		if !isWAL {
+			delete(f.rejected, p)
+		}
+		f.mu.Unlock()
+		return
+	case isWAL && !f.matches(filepath.Base(p)):
+		f.mu.Unlock()
+		return
+	}
+	// A write to a file, or to the WAL of one (a new database in WAL
+	// mode writes nothing else until a checkpoint), that is not known.
+	c := f.rejected[p]
+	if c != nil && now.Sub(c.at) < recheckAfter {
+		c.dirty = true
+		f.mu.Unlock()
+		return
+	}
+	f.mu.Unlock()
+	f.consider(p, now)
+}
+
+// consider adds the file at p when it is a database, else remembers that
+// it was not (yet).
+func (f *Fleet) consider(p string, now time.Time) {
+	st, err := os.Lstat(p)
+	if err != nil || !st.Mode().IsRegular() {
+		return
+	}
+	if isDatabase(p) {
+		f.log.Info("new database in the directory", "db", p)
+		f.add(p, false)
+		return
+	}
+	f.mu.Lock()
+	f.rejected[p] = &check{at: now}
+	f.mu.Unlock()
+}
+
+// tick parks the databases that have been quiet for IdleAfter and looks
+// again at files that had no SQLite header yet.
+func (f *Fleet) tick(now time.Time) {
+	var recheck []string
+	f.mu.Lock()
+	for p, c := range f.rejected {
+		if c.dirty && now.Sub(c.at) >= recheckAfter {
+			recheck = append(recheck, p)
+		}
+	}
+	for _, m := range f.members {
+		if m.state == failed && m.db == nil && !m.gone && !now.Before(m.retryAt) {
+			f.enqueueLocked(m)
+		}
+	}
+	if f.watcher != nil {
+		for _, m := range f.members {
+			if m.state != active || m.want != active || m.gone {
+				continue
+			}
+			st := m.db.Status()
+			busy := uint64(st.TXID) != m.lastTXID
+			for _, r := range st.Replicas {
+				busy = busy || r.Pending > 0 || r.LastError != ""
+			}
+			m.lastTXID = uint64(st.TXID)
+			if busy {
+				m.lastSeen = now
+			} else if now.Sub(m.lastSeen) >= f.opts.IdleAfter {
+				m.want = parked
+				f.enqueueLocked(m)
+			}
+		}
+	}
+	f.mu.Unlock()
+	for _, p := range recheck {
+		f.consider(p, now)
+	}
+}
+
+// worker carries out the members' transitions, Concurrency at a time.
+func (f *Fleet) worker(ctx context.Context) {
+	for {
+		f.mu.Lock()
+		var m *member
+		for _, q := range []*[]*member{&f.parkQ, &f.queue} {
+			if len(*q) > 0 {
+				m = (*q)[0]
+				(*q)[0] = nil
+				*q = (*q)[1:]
+				m.queued = false
+				break
+			}
+		}
+		f.mu.Unlock()
+		if m == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-f.kick:
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		f.transition(ctx, m)
+		// Other workers may be waiting on a queue that is not empty.
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// transition moves m one step towards what it should be.
+func (f *Fleet) transition(ctx context.Context, m *member) {
+	f.mu.Lock()
+	switch {
+	case m.gone:
+		m.state = parking
+		f.mu.Unlock()
+		f.park(m, "removed")
+		f.mu.Lock()
+		delete(f.members, m.path)
+		f.mu.Unlock()
+		return
+	case m.want == active && (m.state == parked || m.state == failed && m.db == nil):
+		m.state = opening
+		f.mu.Unlock()
+		f.open(ctx, m)
+	case m.want == parked && m.state == active:
+		m.state = parking
+		f.mu.Unlock()
+		f.park(m, "idle")
+	default:
+		f.mu.Unlock()
+		return
+	}
+	f.mu.Lock()
+	if (m.want != m.state && m.state != failed) || m.gone {
+		f.enqueueLocked(m)
+	}
+	f.mu.Unlock()
+}
+
+// open opens m's database and runs it.
+func (f *Fleet) open(ctx context.Context, m *member) {
+	dbc, err := f.opts.Entry.Database(m.path)
+	var db *primary.DB
+	if err == nil {
+		err = removeNote(m.path)
+	}
+	if err == nil {
+		db, err = f.opts.Open(ctx, dbc, m.rel, m.wake)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		m.state, m.err = failed, err
+		m.backoff = min(max(2*m.backoff, minRetryBackoff), maxRetryBackoff)
+		m.retryAt = time.Now().Add(m.backoff)
+		if ctx.Err() == nil {
+			f.log.Error("cannot replicate database; trying again", "db", m.rel, "in", m.backoff, "error", err)
+		}
+		return
+	}
+	m.backoff = 0
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	m.db, m.stop, m.runDone, m.err = db, stop, make(chan struct{}), nil
+	m.state, m.lastSeen = active, time.Now()
+	if m.visit {
+		m.lastSeen, m.visit = time.Time{}, false // parked at the next tick once shipped
+	}
+	m.lastTXID = uint64(db.Status().TXID)
+	f.runWG.Add(1)
+	go func() {
+		defer f.runWG.Done()
+		defer close(m.runDone)
+		err := db.Run(runCtx)
+		if err == nil || errors.Is(err, context.Canceled) || runCtx.Err() != nil {
+			return
+		}
+		// Fenced (the write halt holds until Close) or stopped: the
+		// database stays as it is until a rescan or a restart.
+		f.mu.Lock()
+		m.state, m.err = failed, err
+		f.mu.Unlock()
+		f.log.Error("replication of a database stopped; the others go on", "db", m.rel, "error", err)
+	}()
+}
+
+// park ends m's Run, ships what is committed and closes it. A database
+// whose final sync fails is run again: it has something to upload.
+func (f *Fleet) park(m *member, why string) {
+	f.mu.Lock()
+	db, stop, done := m.db, m.stop, m.runDone
+	f.mu.Unlock()
+	if db == nil {
+		f.mu.Lock()
+		m.state = parked
+		f.mu.Unlock()
+		return
+	}
+	stop()
+	<-done
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultParkTimeout)
+	err := db.Sync(ctx)
+	cancel()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil && !m.gone && !m.stopping && m.state != failed {
+		f.log.Warn("final sync before parking failed; the database keeps running", "db", m.rel, "error", err)
+		m.db = nil
+		db.Close()
+		m.state, m.want = parked, active
+		return
+	}
+	if err != nil {
+		f.log.Warn("final sync failed", "db", m.rel, "why", why, "error", err)
+	}
+	m.last = db.Status().Document()
+	m.lastTXID = uint64(m.last.TXID)
+	db.Close()
+	if err == nil && !m.gone {
+		if err := writeNote(m.path, m.last); err != nil {
+			f.log.Warn("cannot leave the parked note; the database is opened at the next start", "db", m.rel, "error", err)
+		}
+	}
+	m.db, m.stop, m.runDone = nil, nil, nil
+	if m.state != failed {
+		m.state = parked
+	}
+	f.log.Debug("parked database", "db", m.rel, "why", why, "txid", m.lastTXIDString())
+}
+
+// stopAll parks every database (the final sync of a shutdown).
+func (f *Fleet) stopAll() {
+	f.mu.Lock()
+	var open []*member
+	for _, m := range f.members {
+		if m.db != nil {
+			open = append(open, m)
+		}
+	}
+	f.mu.Unlock()
+	sem := make(chan struct{}, f.opts.Concurrency)
+	var wg sync.WaitGroup
+	for _, m := range open {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			f.mu.Lock()
+			m.stopping = true // no retry: the process is stopping
+			f.mu.Unlock()
+			f.park(m, "shutdown")
+		}()
+	}
+	wg.Wait()
+	f.runWG.Wait()
+}
+
+// names returns the members' relative paths, sorted (tests, messages).
+func (f *Fleet) names() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, m := range f.members {
+		out = append(out, m.rel)
+	}
+	slices.Sort(out)
+	return out
+}
