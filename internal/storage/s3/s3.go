@@ -112,13 +112,13 @@ var _ storage.Client = (*Client)(nil)
 // client's (one database of a directory entry). It shares the SDK client,
 // its connections and credentials, so thousands of databases cost one.
 func (c *Client) Sub(rel string) storage.Client {
-	o := c.opts
-	o.Path = strings.Trim(path.Join(c.opts.Path, rel), "/")
-	n := &Client{opts: o, s3: c.s3, credDesc: c.credDesc}
-	if o.Path != "" {
-		n.prefix = o.Path + "/"
+	n := *c // the write mode, versions and SSE-C key are the store's
+	n.opts.Path = strings.Trim(path.Join(c.opts.Path, rel), "/")
+	n.prefix = ""
+	if n.opts.Path != "" {
+		n.prefix = n.opts.Path + "/"
 	}
-	return n
+	return &n
 }
 
 // New validates opts and returns a client. It does not contact the store.
