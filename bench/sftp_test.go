@@ -1,7 +1,7 @@
 package bench
 
 // SFTP store round trips: the latency of one create (a 4 KiB L0 file) and
-// one open-and-read of it, through the storage client against OpenSSH's
+// one open-and-read of it, and its share of one Delete of them all, through the storage client against OpenSSH's
 // sshd on loopback, directly and through toxiproxy adding
 // UNDERSTUDY_BENCH_SFTP_LATENCY_MS (default 5) each way, where the number
 // of round trips shows. Numbers are reported, not asserted. Run:
@@ -51,7 +51,7 @@ func TestSFTPOpsBench(t *testing.T) {
 	}
 	body := bytes.Repeat([]byte("ltx!"), 1024)
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n| path | create 4 KiB, mean | open + read 4 KiB, mean |\n|---|---|---|\n")
+	fmt.Fprintf(&b, "\n| path | create 4 KiB, mean | open + read 4 KiB, mean | delete, per file of one Delete |\n|---|---|---|---|\n")
 	for _, tc := range []struct {
 		name, addr string
 		n          int
@@ -86,8 +86,17 @@ func TestSFTPOpsBench(t *testing.T) {
 			_ = obj.Close()
 		}
 		open := time.Since(t0) / time.Duration(tc.n)
+		var all []storage.FileInfo
+		for i := 1; i <= tc.n; i++ {
+			all = append(all, storage.FileInfo{Level: 0, MinTXID: ltx.TXID(i), MaxTXID: ltx.TXID(i)})
+		}
+		t0 = time.Now()
+		if err := c.Delete(ctx, all); err != nil {
+			t.Fatal(err)
+		}
+		del := time.Since(t0) / time.Duration(tc.n)
 		_ = c.Close()
-		fmt.Fprintf(&b, "| %s | %s | %s |\n", tc.name, create.Round(10*time.Microsecond), open.Round(10*time.Microsecond))
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", tc.name, create.Round(10*time.Microsecond), open.Round(10*time.Microsecond), del.Round(10*time.Microsecond))
 	}
 	t.Log(b.String())
 }

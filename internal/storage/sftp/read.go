@@ -3,6 +3,7 @@ package sftp
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 
 	pkgsftp "github.com/pkg/sftp"
 	"github.com/superfly/ltx"
@@ -161,9 +163,6 @@ func (c *Client) Delete(ctx context.Context, files []storage.FileInfo) error {
 	return c.do(ctx, func(s *pkgsftp.Client) error {
 		slots := map[int]map[string][]string{} // level -> name -> sidecars
 		for _, fi := range files {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
 			if slots[fi.Level] == nil {
 				byName, err := c.sidecarsOf(s, fi.Level)
 				if err != nil {
@@ -171,19 +170,54 @@ func (c *Client) Delete(ctx context.Context, files []storage.FileInfo) error {
 				}
 				slots[fi.Level] = byName
 			}
-			p := c.Path(fi.Level, fi.MinTXID, fi.MaxTXID)
-			// The file first: a sidecar without its file is never read.
-			if err := s.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return c.fail("delete", p, err)
-			}
-			for _, sc := range slots[fi.Level][path.Base(p)] {
-				if err := s.Remove(sc); err != nil && !errors.Is(err, os.ErrNotExist) {
-					return c.fail("delete sidecar", sc, err)
-				}
-			}
 		}
-		return nil
+		// Each remove is a round trip and retention deletes hundreds of
+		// files at once: deleteWorkers of them are in flight together.
+		var (
+			wg    sync.WaitGroup
+			mu    sync.Mutex
+			first error
+		)
+		sem := make(chan struct{}, deleteWorkers)
+		for _, fi := range files {
+			mu.Lock()
+			failed := first != nil
+			mu.Unlock()
+			if failed || ctx.Err() != nil {
+				break
+			}
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				if err := c.deleteOne(s, fi, slots[fi.Level]); err != nil {
+					mu.Lock()
+					first = cmp.Or(first, err)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		return cmp.Or(first, ctx.Err())
 	})
+}
+
+// deleteWorkers is how many files Delete removes at the same time.
+const deleteWorkers = 8
+
+// deleteOne removes a file, then its sidecars (a sidecar without its file
+// is never read; the other way round a file would lose its metadata).
+func (c *Client) deleteOne(s *pkgsftp.Client, fi storage.FileInfo, slots map[string][]string) error {
+	p := c.Path(fi.Level, fi.MinTXID, fi.MaxTXID)
+	if err := s.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return c.fail("delete", p, err)
+	}
+	for _, sc := range slots[path.Base(p)] {
+		if err := s.Remove(sc); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return c.fail("delete sidecar", sc, err)
+		}
+	}
+	return nil
 }
 
 // sidecarsOf lists a level's sidecars by the file name they describe.
