@@ -308,15 +308,33 @@ func (s *localStore) remove(upto ltx.TXID) error {
 		if f.TXID > upto {
 			break
 		}
-		for _, p := range []string{s.path(f.TXID), s.metaPath(f.TXID)} {
-			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				errs = append(errs, err)
-			}
-		}
-		s.mu.Lock()
-		s.forgetLocked(f.TXID)
-		s.mu.Unlock()
+		errs = append(errs, s.removeOne(f.TXID))
 	}
+	return errors.Join(errs...)
+}
+
+// removeImages deletes the local full images with TXID <= upto.
+func (s *localStore) removeImages(upto ltx.TXID) error {
+	var errs []error
+	for _, f := range s.files() {
+		if f.Full && f.TXID <= upto {
+			errs = append(errs, s.removeOne(f.TXID))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeOne deletes the local L0 file txid, the file before its metadata.
+func (s *localStore) removeOne(txid ltx.TXID) error {
+	var errs []error
+	for _, p := range []string{s.path(txid), s.metaPath(txid)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	s.mu.Lock()
+	s.forgetLocked(txid)
+	s.mu.Unlock()
 	return errors.Join(errs...)
 }
 

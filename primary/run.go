@@ -230,8 +230,8 @@ func (d *DB) snapshotTargets() []*replica {
 }
 
 // gcLocal removes local L0 files that every replica has uploaded and
-// compacted, then bounds what is left (capLocalLocked). Called with d.mu
-// held.
+// compacted, and full images that every replica has uploaded, then bounds
+// what is left (capLocalLocked). Called with d.mu held.
 func (d *DB) gcLocal() {
 	floor := d.replicas[0].localFloor()
 	for _, r := range d.replicas[1:] {
@@ -240,6 +240,20 @@ func (d *DB) gcLocal() {
 	if floor > 0 {
 		if err := d.local.remove(floor); err != nil {
 			d.log.Warn("remove local L0 files", "error", err)
+		}
+	}
+	// A full image (as large as the database) goes as soon as every
+	// replica has it, not after L1 compaction: that reads it back from the
+	// store instead, one GET, and the shadow directory does not hold a
+	// second copy of the database for the 30 s (or more, behind a slow
+	// store) until then.
+	if d.local.imageBytes() > 0 {
+		uploaded := d.replicas[0].position()
+		for _, r := range d.replicas[1:] {
+			uploaded = min(uploaded, r.position())
+		}
+		if err := d.local.removeImages(uploaded); err != nil {
+			d.log.Warn("remove local full images", "error", err)
 		}
 	}
 	d.capLocalLocked()

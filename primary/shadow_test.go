@@ -328,3 +328,45 @@ func TestLocalIndex(t *testing.T) {
 		t.Fatalf("after remove(4): size %d, files %+v, %v", s.size(), s.files(), err)
 	}
 }
+
+// TestFullImageLeavesShadowOnceUploaded: a full image (as large as the
+// database) leaves the shadow directory as soon as every replica has it,
+// not only after L1 compaction, which then reads it back from the store;
+// the compaction and the store still restore byte-identical. Small L0
+// files stay until compacted (compaction reads them locally).
+func TestFullImageLeavesShadowOnceUploaded(t *testing.T) {
+	e := newEnv(t, 2)
+	opts := e.options()
+	d := e.open(opts)
+	defer d.Close()
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		e.exec("INSERT INTO t (v, b) VALUES ('x', randomblob(5000))")
+		if err := d.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !d.local.has(1) || d.local.imageBytes() == 0 {
+		t.Fatal("no local full image at TXID 1: the test did not set up its case")
+	}
+	gets := e.clients[0].others.Load()
+	d.gcLocalAsync()
+	if d.local.has(1) || d.local.imageBytes() != 0 {
+		t.Fatalf("the full image stayed in the shadow directory after every replica uploaded it (%d bytes)", d.local.imageBytes())
+	}
+	if !d.local.has(2) {
+		t.Fatal("a small L0 file left before its compaction")
+	}
+	if err := d.replicas[0].compact(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.clients[0].others.Load() - gets; got < 1 {
+		t.Fatalf("compaction opened %d objects in the store; want the full image read back from it", got)
+	}
+	l1 := listLevel(t, e.stores[0], 1)
+	txid, sum := restoreFiles(t, e.stores[0], l1, filepath.Join(e.dir, "from-l1.db"))
+	if txid != d.Status().TXID || sum != d.Status().Checksum {
+		t.Fatalf("L1 restores at %s %s, shipper at %s %s", txid, sum, d.Status().TXID, d.Status().Checksum)
+	}
+	e.checkRestore(d)
+}
