@@ -455,15 +455,16 @@ func fencedClient(ctx context.Context, client storage.Client, rc *config.Replica
 	if !ok {
 		return nil, "", perr
 	}
-	pw, canPlain := client.(storage.PlainWriter)
-	accept := rc.AcceptsPlainWrites()
-	if cond != storage.ConditionHonoured && accept && !canPlain {
-		return nil, "", fmt.Errorf("%w; and a %s store cannot be written without create-only writes, whatever conditional-writes says", perr, client.Type())
+	if cond != storage.ConditionHonoured && !hasPlainForm(client) {
+		// No key can help (an SFTP server without hard links): the probe's
+		// own words.
+		return nil, "", perr
 	}
+	accept := rc.AcceptsPlainWrites()
 	versioned := false
 	if cond != storage.ConditionHonoured && accept {
 		var err error
-		if client, versioned, err = pw.PlainWrites(ctx); err != nil {
+		if client, versioned, err = client.(storage.PlainWriter).PlainWrites(ctx); err != nil {
 			return nil, "", err
 		}
 	}
@@ -488,6 +489,19 @@ func baseOptions(c *cli.Context, dbc *config.DB, logger hclog.Logger, reg promet
 		AdoptReplica:           dbc.AdoptReplica || c.Bool("adopt-replica"),
 		Logger:                 logger.Named(dbc.Name()),
 		Registerer:             reg,
+	}
+}
+
+// hasPlainForm reports whether the store under c (through wrappers such as
+// encryption, Unwrap) can be written without create-only writes.
+func hasPlainForm(c storage.Client) bool {
+	for {
+		w, ok := c.(interface{ Unwrap() storage.Client })
+		if !ok {
+			_, ok := c.(storage.PlainWriter)
+			return ok
+		}
+		c = w.Unwrap()
 	}
 }
 
