@@ -77,8 +77,8 @@ func replicaFencing(t *testing.T, addr string) []string {
 // answers it 501 (as B2), uploading with plain PUTs (no LTX PUT carries the
 // condition, which B2 would refuse); the log warns that a second writer
 // from another host cannot be refused, /status and the status command show
-// the fencing (lock+read-back; lock+read-back+versions in a bucket that
-// keeps versions), a follower through the same store reaches the
+// the fencing (lock+read-back: without a lease, versions add nothing), a
+// follower through the same store reaches the
 // database's state, and a restore is the database, page for page (also of
 // an age-encrypted replica).
 func TestReplicatePlainWrites(t *testing.T) {
@@ -93,8 +93,8 @@ func TestReplicatePlainWrites(t *testing.T) {
 	}{
 		{"ignores the condition", false, false, false, "lock+read-back"},
 		{"answers 501", true, false, false, "lock+read-back"},
-		{"answers 501, bucket keeps versions", true, true, false, "lock+read-back+versions"},
-		{"answers 501, bucket keeps versions, age-encrypted", true, true, true, "lock+read-back+versions"},
+		{"answers 501, bucket keeps versions", true, true, false, "lock+read-back"},
+		{"answers 501, bucket keeps versions, age-encrypted", true, true, true, "lock+read-back"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := plainS3

@@ -86,7 +86,6 @@ const (
 	FencingLeaseCreateOnly = Fencing("lease+create-only")
 	FencingLockCreateOnly  = Fencing("lock+create-only")
 	FencingLeaseVersions   = Fencing("lease+read-back+versions")
-	FencingLockVersions    = Fencing("lock+read-back+versions")
 	FencingLeaseReadBack   = Fencing("lease+read-back")
 	FencingLockReadBack    = Fencing("lock+read-back")
 )
@@ -102,8 +101,6 @@ func (f Fencing) Warning() string {
 		return "the store does not honour create-only writes and keeps no object versions: the lease guards the writer and every upload is read back, but a deposed primary's upload that lands after the new primary's read-back can replace its file (followers then stall at that TXID); turn on bucket versioning to close that window"
 	case FencingLockReadBack:
 		return "the store does not honour create-only writes and there is no lease: only the per-database lock and the database identity guard the history, and a second writer from another host cannot be refused by the store (uploads are read back, so a writer that loses a race stops, but one that wins it unseen replaces the other's file)"
-	case FencingLockVersions:
-		return "the store does not honour create-only writes and there is no lease: uploads are read back and readers resolve object versions, but a second writer from another host cannot be refused by the store"
 	}
 	return ""
 }
@@ -128,8 +125,10 @@ func ChooseFencing(cond Condition, accept, versioned, leased bool, acceptKey str
 	case !accept:
 		return "", fmt.Errorf("refused because a store whose conditional PUT is %s cannot refuse a second writer; to run on it anyway set %s: uploads are then plain PUTs checked before and after (three requests each, four where the bucket keeps versions), fenced by the lease if there is one and by object versions if the bucket keeps them, and without a lease a second writer from another host cannot be refused",
 			cond, acceptKey)
-	case versioned:
-		return guard(FencingLeaseVersions, FencingLockVersions), nil
+	case versioned && leased:
+		// Without a lease every writer's token is 0: versions resolve to
+		// the newest, as a plain GET does, and add nothing.
+		return FencingLeaseVersions, nil
 	default:
 		return guard(FencingLeaseReadBack, FencingLockReadBack), nil
 	}

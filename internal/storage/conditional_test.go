@@ -47,7 +47,7 @@ func TestChooseFencing(t *testing.T) {
 		{ConditionRefused, false, true, true, "", false, true},
 		{ConditionIgnored, true, false, false, FencingLockReadBack, true, false},
 		{ConditionRefused, true, false, true, FencingLeaseReadBack, true, false},
-		{ConditionRefused, true, true, false, FencingLockVersions, true, false},
+		{ConditionRefused, true, true, false, FencingLockReadBack, true, false}, // no lease: every token is 0, versions add nothing
 		{ConditionIgnored, true, true, true, FencingLeaseVersions, true, false},
 	} {
 		name := fmt.Sprintf("%s/accept=%v/versioned=%v/leased=%v", tc.cond, tc.accept, tc.versioned, tc.leased)

@@ -33,7 +33,9 @@
 //     late overwrite carries a lower token than the new primary's file at
 //     the same key, so readers keep the new primary's file and the deposed
 //     writer's read-back finds a foreign object and fences it. With a lease
-//     this closes the window the read-back leaves open.
+//     this closes the window the read-back leaves open. Without one every
+//     writer's token is 0, the newest version wins as with a plain GET, and
+//     versions add nothing: the fencing is then lock+read-back.
 //   - Without versions, the last PUT at a key wins. The read-back catches a
 //     writer that lost, but a second writer's PUT that lands after the
 //     first writer's read-back replaces the file unseen: followers then
