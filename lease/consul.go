@@ -45,21 +45,13 @@ type consulLease struct {
 	acquireMu sync.Mutex // serializes TryAcquire and Release
 
 	mu sync.Mutex
-	t  *tenure // nil when not held
+	t  *sessionTenure // nil when not held
 }
 
 // tenure is one holding of the lease, from acquisition to release.
-type tenure struct {
+type sessionTenure struct {
+	*tenure
 	session string
-	token   uint64
-
-	// Guarded by consulLease.mu.
-	safeUntil time.Time
-	lost      chan struct{}
-	isLost    bool
-
-	stop context.CancelFunc
-	done sync.WaitGroup // renew loop and watchdog
 }
 
 func newConsul(cc *config.ConsulLease, node, advertiseURL, dbName string, logger hclog.Logger, o options) (*consulLease, error) {
@@ -330,13 +322,13 @@ func (c *consulLease) acquireWith(ctx context.Context, session string, sent time
 	}
 
 	ctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	t := &tenure{session: session, token: pair.LockIndex, safeUntil: safeUntil, lost: make(chan struct{}), stop: stop}
+	t := &sessionTenure{tenure: newTenure(pair.LockIndex, safeUntil, stop, &c.mu, c.clock, c.logger, c.key), session: session}
 	c.mu.Lock()
 	c.t = t
 	c.mu.Unlock()
 	t.done.Add(3)
 	go func() { defer t.done.Done(); c.renewLoop(ctx, t) }()
-	go func() { defer t.done.Done(); c.watchdog(ctx, t) }()
+	go func() { defer t.done.Done(); t.watchdog(ctx, deadlineMissed) }()
 	go func() { defer t.done.Done(); c.watchKey(ctx, t) }()
 	c.logger.Info("lease acquired", "key", c.key, "node", c.node, "token", t.token, "ttl", c.ttl, "safe_window", c.ttl-c.margin)
 	return t.token, true, nil
@@ -361,7 +353,7 @@ func (c *consulLease) releaseLocked(ctx context.Context, txid ltx.TXID) error {
 	}
 	t.stop()
 	t.done.Wait()
-	c.markLost(t, "released")
+	t.markLost("released")
 
 	var errs []error
 	rctx, cancel := call(ctx)
@@ -474,15 +466,7 @@ func (c *consulLease) Lost() <-chan struct{} {
 func (c *consulLease) Safe() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t := c.t
-	if t == nil || t.isLost {
-		return false
-	}
-	if !SafeAt(c.clock.Now(), t.safeUntil) {
-		c.markLostLocked(t, "no successful renewal within the safe window (found when asked; the process may have been paused)")
-		return false
-	}
-	return true
+	return c.t != nil && c.t.safeLocked()
 }
 
 func (c *consulLease) SafeUntil() time.Time {

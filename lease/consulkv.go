@@ -77,17 +77,11 @@ type kvLease struct {
 
 // kvTenure is one holding of the KV lease.
 type kvTenure struct {
-	token uint64
+	*tenure
 
 	// Guarded by kvLease.mu.
-	index     uint64 // ModifyIndex of this tenure's last write
-	renewals  uint64
-	safeUntil time.Time
-	lost      chan struct{}
-	isLost    bool
-
-	stop context.CancelFunc
-	done sync.WaitGroup
+	index    uint64 // ModifyIndex of this tenure's last write
+	renewals uint64
 }
 
 // maxViews bounds kvLease.views: callers pass back one of the last few.
@@ -388,13 +382,13 @@ func (c *kvLease) TryAcquire(ctx context.Context) (uint64, bool, error) {
 		return 0, false, fmt.Errorf("lease: taking %s took longer than the safe window %s; is Consul overloaded?", c.key, c.ttl-KVMargin(c.ttl))
 	}
 	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	t = &kvTenure{token: token, index: index, safeUntil: safeUntil, lost: make(chan struct{}), stop: stop}
+	t = &kvTenure{tenure: newTenure(token, safeUntil, stop, &c.mu, c.clock, c.logger, c.key), index: index}
 	c.mu.Lock()
 	c.t = t
 	c.mu.Unlock()
 	t.done.Add(2)
 	go func() { defer t.done.Done(); c.renewLoop(lctx, t) }()
-	go func() { defer t.done.Done(); c.watchdog(lctx, t) }()
+	go func() { defer t.done.Done(); t.watchdog(lctx, deadlineMissed) }()
 	c.logger.Info("lease acquired", "key", c.key, "node", c.node, "token", token, "mode", "kv", "ttl", c.ttl,
 		"safe_window", c.ttl-KVMargin(c.ttl), "previous", obs.Record.Node)
 	return token, true, nil
@@ -426,7 +420,7 @@ func (c *kvLease) releaseLocked(ctx context.Context, txid ltx.TXID, successor st
 	}
 	t.stop()
 	t.done.Wait()
-	c.markLost(t, "released")
+	t.markLost("released")
 	state := kvReleased
 	if successor != "" {
 		state = kvHandOff
@@ -518,15 +512,7 @@ func (c *kvLease) Lost() <-chan struct{} {
 func (c *kvLease) Safe() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t := c.t
-	if t == nil || t.isLost {
-		return false
-	}
-	if IsLost(c.clock.Now(), t.safeUntil) {
-		c.kvMarkLostLocked(t, "no successful renewal within the safe window (found when asked; the process may have been paused)")
-		return false
-	}
-	return true
+	return c.t != nil && c.t.safeLocked()
 }
 
 // SafeUntil is the current tenure's step-down deadline (zero when not held).

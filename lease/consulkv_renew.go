@@ -22,13 +22,13 @@ func (c *kvLease) renewLoop(ctx context.Context, t *kvTenure) {
 		}
 		// A deadline that passed while this loop slept is a loss even if the
 		// next renewal would succeed: someone may already act on it.
-		if c.kvCheckDeadline(t) {
+		if t.checkDeadline(deadlineMissed) {
 			return
 		}
 		// An unhealthy application gives the lease up (consulkv_health.go).
 		// Half the renew interval at most: the renewal must still go out.
 		if err := c.checkHealth(ctx, KVRenewInterval(c.ttl)/2); errors.Is(err, ErrUnhealthy) {
-			c.kvMarkLost(t, err.Error()+": stepping down so that a healthy node takes over")
+			t.markLost(err.Error() + ": stepping down so that a healthy node takes over")
 			return
 		} else if err != nil {
 			c.logger.Warn("reading the health check failed; renewing anyway", "key", c.key, "error", err)
@@ -44,10 +44,10 @@ func (c *kvLease) renewLoop(ctx context.Context, t *kvTenure) {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
-			c.logger.Warn("renewing the lease failed; retrying", "key", c.key, "error", err, "safe_until", c.kvSafeUntil(t))
+			c.logger.Warn("renewing the lease failed; retrying", "key", c.key, "error", err, "safe_until", t.deadline())
 			next = KVNextRenewal(sent, false, c.ttl)
 		case !ok:
-			c.kvMarkLost(t, "the lease key was written by another node (taken over after a missed deadline, or broken by promote -force)")
+			t.markLost("the lease key was written by another node (taken over after a missed deadline, or broken by promote -force)")
 			return
 		default:
 			if c.kvRenewed(t, sent, newIndex, renewals) {
@@ -56,28 +56,6 @@ func (c *kvLease) renewLoop(ctx context.Context, t *kvTenure) {
 			next = KVNextRenewal(sent, true, c.ttl)
 		}
 	}
-}
-
-// watchdog closes Lost at the tenure's deadline unless renewals moved it on.
-func (c *kvLease) watchdog(ctx context.Context, t *kvTenure) {
-	for {
-		if c.kvCheckDeadline(t) {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.lost:
-			return
-		case <-c.clock.After(c.kvSafeUntil(t).Sub(c.clock.Now())):
-		}
-	}
-}
-
-func (c *kvLease) kvSafeUntil(t *kvTenure) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return t.safeUntil
 }
 
 // kvRenewed records a successful renewal sent at sent; it reports whether
@@ -89,42 +67,5 @@ func (c *kvLease) kvRenewed(t *kvTenure, sent time.Time, index, renewals uint64)
 		return true
 	}
 	t.index, t.renewals = index, renewals
-	if IsLost(c.clock.Now(), t.safeUntil) {
-		c.kvMarkLostLocked(t, "the renewal succeeded only after the safe deadline had passed")
-		return true
-	}
-	if next := KVSafeUntil(sent, c.ttl); next.After(t.safeUntil) {
-		t.safeUntil = next
-	}
-	return false
-}
-
-func (c *kvLease) kvCheckDeadline(t *kvTenure) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !t.isLost && IsLost(c.clock.Now(), t.safeUntil) {
-		c.kvMarkLostLocked(t, "no successful renewal within the safe window (Consul unreachable, without a leader, or too slow)")
-	}
-	return t.isLost
-}
-
-func (c *kvLease) markLost(t *kvTenure, reason string) { c.kvMarkLost(t, reason) }
-
-func (c *kvLease) kvMarkLost(t *kvTenure, reason string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.kvMarkLostLocked(t, reason)
-}
-
-func (c *kvLease) kvMarkLostLocked(t *kvTenure, reason string) {
-	if t.isLost {
-		return
-	}
-	t.isLost = true
-	close(t.lost)
-	t.stop()
-	if reason == "released" {
-		return
-	}
-	c.logger.Error("lease lost: this node must stop acting as primary", "key", c.key, "token", t.token, "reason", reason, "safe_until", t.safeUntil)
+	return t.renewedLocked(KVSafeUntil(sent, c.ttl))
 }
