@@ -1,11 +1,18 @@
 package integration
 
 import (
+	"context"
+	"database/sql"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/understudy-db/understudy/integration/harness"
 )
 
 // kvNode writes the config of a node whose lease is the Consul KV lease
@@ -88,12 +95,7 @@ func TestKVAutoPromoteAfterKill(t *testing.T) {
 	if got := fileChecksum(t, c.restoreStore(t)); got != img.checksum {
 		t.Fatalf("restore of the store has checksum %s, the new primary %s", got, img.checksum)
 	}
-	if p := os.Getenv("UNDERSTUDY_FAILOVER_LOG"); p != "" {
-		if f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-			fmt.Fprintf(f, "%d %d\n", failover.Milliseconds(), lost)
-			f.Close()
-		}
-	}
+	appendFigure("UNDERSTUDY_FAILOVER_LOG", "%d %d\n", failover.Milliseconds(), lost)
 }
 
 // TestKVPlannedPromoteNamedNodeWins: a planned promote of b while c, an
@@ -208,4 +210,158 @@ func TestKVAppHealthCheckTriggersFailover(t *testing.T) {
 	if got := localChecksum(t, c.restoreStore(t)); got != img.checksum {
 		t.Errorf("the store restores to checksum %s, the new primary is at %s", got, img.checksum)
 	}
+}
+
+// appendFigure appends one line of figures to the file $env names, if set
+// (bench/RESULTS.md's failover figures are made from these files).
+func appendFigure(env string, format string, args ...any) {
+	if p := os.Getenv(env); p != "" {
+		if f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			fmt.Fprintf(f, format, args...)
+			f.Close()
+		}
+	}
+}
+
+// firstWrite writes on n's database until a write is accepted and returns
+// when that write began: n was just promoted.
+func firstWrite(t *testing.T, n *leaseNode) (*sql.DB, time.Time) {
+	t.Helper()
+	db := openDB(t, n.dbPath)
+	for {
+		began := time.Now()
+		if _, err := db.Exec(`INSERT INTO log(v) VALUES ('first write on the new primary')`); err == nil {
+			return db, began
+		} else if !isBusy(err) {
+			t.Fatalf("first write on %s: %v", n.name, err)
+		}
+	}
+}
+
+// TestKVCutOffHaltsBeforeTakeover (issue 15 B): with the KV lease, the
+// primary's only way to Consul is cut (toxiproxy). Its app's last
+// acknowledged write returned before the new primary's first write even
+// began (the clocks are the test's own: the timestamps prove the order);
+// then the app's writes fail with SQLITE_BUSY. It also reports the KV
+// writes per second of the healthy holder, and the time from the cut to the
+// first write on the new primary ($UNDERSTUDY_CUT_LOG), not asserted.
+func TestKVCutOffHaltsBeforeTakeover(t *testing.T) {
+	c := newCluster(t)
+	tp := harness.StartToxiproxy(t)
+	proxy := tp.NewProxy(t, "consul", c.consul.HTTPAddr)
+	a := c.writeNode("a", proxy.Listen, "halt", false, "        mode: kv\n")
+	b := c.kvNode("b", true)
+	ap := startPrimaryAndFollower(t, a, b, 50)
+
+	// KV writes while healthy: the holder's renewal count, over 3 s.
+	r0, t0 := c.kvRenewals(t), time.Now()
+	time.Sleep(3 * time.Second)
+	perSec := float64(c.kvRenewals(t)-r0) / time.Since(t0).Seconds()
+
+	// The newest safe_until a says, until it halts: its deadline.
+	var deadline time.Time
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			st, err := a.status()
+			if err == nil && st.Role != "primary" {
+				return
+			}
+			if err == nil && st.SafeUntil.After(deadline) {
+				deadline = st.SafeUntil
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	cut := time.Now()
+	if err := proxy.SetEnabled(false); err != nil {
+		t.Fatal(err)
+	}
+	b.waitPrimary(t)
+	nb, began := firstWrite(t, b)
+	<-watched
+	takeover := time.Since(cut)
+	eventually(t, 30*time.Second, "the old primary's app to fail", func() bool { err, _ := ap.failed(); return err != nil })
+	if err, _ := ap.failed(); !isBusy(err) {
+		t.Fatalf("the old primary's app failed with %v, want SQLITE_BUSY", err)
+	}
+	last := ap.lastCommit()
+	t.Logf("kv lease, Consul cut: %.1f KV writes/s while healthy; the old primary's deadline (safe_until) was cut+%s, its last acknowledged write returned at cut+%s, the new primary's first write began at cut+%s and was accepted at cut+%s",
+		perSec, deadline.Sub(cut).Round(time.Millisecond), last.Sub(cut).Round(time.Millisecond), began.Sub(cut).Round(time.Millisecond), takeover.Round(time.Millisecond))
+	if !last.Before(began) {
+		t.Fatalf("the old primary acknowledged a write at cut+%s, after the new primary's first write began (cut+%s)", last.Sub(cut), began.Sub(cut))
+	}
+	if st, err := a.status(); err != nil || st.Role != "halted" {
+		t.Fatalf("old primary: %+v %v, want halted", st, err)
+	}
+	img := snapshotImage(t, nb)
+	b.waitShippedAt(t, img.checksum)
+	if got := fileChecksum(t, c.restoreStore(t)); got != img.checksum {
+		t.Fatalf("restore of the store has checksum %s, the new primary %s", got, img.checksum)
+	}
+	// takeover, KV writes/s, last acknowledged write - deadline (ms)
+	appendFigure("UNDERSTUDY_CUT_LOG", "%d %.2f %d\n", takeover.Milliseconds(), perSec, last.Sub(deadline).Milliseconds())
+}
+
+// kvRenewals reads the KV lease record's renewal count from Consul.
+func (c *cluster) kvRenewals(t *testing.T) uint64 {
+	t.Helper()
+	var pairs []struct{ Value []byte }
+	if err := c.consul.Do(context.Background(), http.MethodGet, "/v1/kv/"+c.prefix+"app/primary", "", &pairs); err != nil || len(pairs) == 0 {
+		t.Fatalf("read the lease key: %v", err)
+	}
+	var rec struct {
+		Renewals uint64 `json:"renewals"`
+	}
+	if err := json.Unmarshal(pairs[0].Value, &rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec.Renewals
+}
+
+// TestKVFrozenPrimaryTakeover (issue 15 B): with the KV lease, the primary
+// daemon is frozen (SIGSTOP, its app stopped with it); an auto-promote
+// follower takes over and accepts a write. Woken, the old primary never
+// says primary again: it halts. The time from the freeze to the first write
+// on the new primary is logged ($UNDERSTUDY_STOP_LOG), not asserted.
+func TestKVFrozenPrimaryTakeover(t *testing.T) {
+	c := newCluster(t)
+	a := c.kvNode("a", false)
+	b := c.kvNode("b", true)
+	ap := startPrimaryAndFollower(t, a, b, 50)
+
+	ap.halt()
+	if err := a.d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	b.waitPrimary(t)
+	nb, _ := firstWrite(t, b)
+	takeover := time.Since(frozen)
+	if err := a.d.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kv lease, SIGSTOP: the first write on the new primary was accepted %s after the freeze", takeover.Round(time.Millisecond))
+	a.waitStatus(t, 20*time.Second, "halted after the wake", func(st nodeStatus) bool { return st.Role == "halted" })
+	img := snapshotImage(t, nb)
+	b.waitShippedAt(t, img.checksum)
+	if got := fileChecksum(t, c.restoreStore(t)); got != img.checksum {
+		t.Fatalf("restore of the store has checksum %s, the new primary %s", got, img.checksum)
+	}
+	appendFigure("UNDERSTUDY_STOP_LOG", "%d\n", takeover.Milliseconds())
+}
+
+// startPrimaryAndFollower starts an app on a's database, a as primary and b
+// as follower, and waits until b follows and the app committed more than
+// commits writes.
+func startPrimaryAndFollower(t *testing.T, a, b *leaseNode, commits int) *app {
+	t.Helper()
+	ap := startApp(t, a.dbPath)
+	a.replicate(t)
+	a.waitPrimary(t)
+	b.follow(t)
+	b.waitFollowing(t)
+	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > commits })
+	return ap
 }

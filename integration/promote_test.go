@@ -103,6 +103,7 @@ type nodeStatus struct {
 	Checksum     ltx.Checksum `json:"checksum"`
 	State        string       `json:"state"`
 	Diverged     string       `json:"diverged_saved_to"`
+	SafeUntil    time.Time    `json:"safe_until"`
 	Replicas     []struct {
 		TXID     ltx.TXID     `json:"txid"`
 		Checksum ltx.Checksum `json:"checksum"`
@@ -188,13 +189,14 @@ func (c *cluster) serviceIDs(tag string) ([]string, error) {
 // app writes one small transaction after another and records each commit
 // and the first error.
 type app struct {
-	db   *sql.DB
-	mu   sync.Mutex
-	n    int
-	err  error
-	errT time.Time
-	stop chan struct{}
-	done chan struct{}
+	db     *sql.DB
+	mu     sync.Mutex
+	n      int
+	lastOK time.Time // when the last acknowledged write returned
+	err    error
+	errT   time.Time
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 func startApp(t *testing.T, path string) *app {
@@ -218,6 +220,7 @@ func startApp(t *testing.T, path string) *app {
 				return
 			}
 			a.n++
+			a.lastOK = time.Now()
 			a.mu.Unlock()
 			time.Sleep(2 * time.Millisecond)
 		}
@@ -239,6 +242,13 @@ func (a *app) failed() (error, time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.err, a.errT
+}
+
+// lastCommit is when the app's last acknowledged write returned.
+func (a *app) lastCommit() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lastOK
 }
 
 func (a *app) commits() int {
@@ -786,12 +796,7 @@ func appCheckFailover(t *testing.T, c *cluster, a, b *leaseNode) (*app, *sql.DB)
 	t.Helper()
 	c.consulPut(t, "/v1/agent/check/register", `{"ID":"app-alive","Name":"app-alive","TTL":"1h"}`)
 	c.consulPut(t, "/v1/agent/check/pass/app-alive", "")
-	ap := startApp(t, a.dbPath)
-	a.replicate(t)
-	a.waitPrimary(t)
-	b.follow(t)
-	b.waitFollowing(t)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 100 })
+	ap := startPrimaryAndFollower(t, a, b, 100)
 
 	failed := time.Now()
 	c.consulPut(t, "/v1/agent/check/fail/app-alive", "")
