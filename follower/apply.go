@@ -105,9 +105,13 @@ type Applier struct {
 	// afterCommit, set by tests only, runs right after an apply's COMMIT.
 	afterCommit func()
 
-	mu       sync.Mutex
-	applyDB  *sql.DB // the one write connection; never queried for data (rule 7)
-	apply    *sql.Conn
+	mu sync.Mutex
+	// lock is the one write connection, which holds the write lock for as
+	// long as it is open (sqlitex.HoldVFS); never queried for data (rule 7).
+	// Taken from slot, and given back to it on Close, when there is one.
+	lock     *sqlitex.Conn
+	slot     *sqlitex.LockSlot
+	apply    *sql.Conn // lock's connection
 	insert   *sql.Stmt
 	truncate *sql.Stmt
 	verifyDB *sql.DB // read-only connection for read-back checks
@@ -127,6 +131,11 @@ type Applier struct {
 // the position recorded in its sidecar, and loads the per-page checksums.
 // A database that is not at its recorded position gives a *MismatchError.
 func OpenApplier(ctx context.Context, path string, logger hclog.Logger) (*Applier, error) {
+	return resumeApplier(ctx, path, logger, nil)
+}
+
+// resumeApplier is OpenApplier writing through the lock in slot, if any.
+func resumeApplier(ctx context.Context, path string, logger hclog.Logger, slot *sqlitex.LockSlot) (*Applier, error) {
 	if err := sqlitex.CheckDBPage(ctx); err != nil {
 		return nil, err
 	}
@@ -139,9 +148,13 @@ func OpenApplier(ctx context.Context, path string, logger hclog.Logger) (*Applie
 	} else if err != nil {
 		return nil, &MismatchError{Path: path, Reason: err.Error()}
 	}
-	return openApplier(ctx, path, logger, func(t *pageTable) (Position, error) {
+	return openApplier(ctx, path, logger, slot, func(t *pageTable) (Position, error) {
 		sum := t.checksum()
 		switch {
+		case rec.Rebuild && t.count() > 0:
+			// Set for an in-place rebuild (SetRebuild): at no position of
+			// the history; start rebuilds it from the store's newest state.
+			return Position{Checksum: sum}, nil
 		case t.pageSize != rec.PageSize:
 			return Position{}, &MismatchError{Path: path, Reason: fmt.Sprintf("page size %d, recorded %d", t.pageSize, rec.PageSize)}
 		case t.count() == 0:
@@ -163,6 +176,11 @@ func OpenApplier(ctx context.Context, path string, logger hclog.Logger) (*Applie
 // is the checksum the replica says the database has at txid. The pages are
 // read once, by the applier's own page table.
 func InitApplier(ctx context.Context, path string, txid ltx.TXID, want ltx.Checksum, logger hclog.Logger) (*Applier, error) {
+	return initApplier(ctx, path, txid, want, logger, nil)
+}
+
+// initApplier is InitApplier writing through the lock in slot, if any.
+func initApplier(ctx context.Context, path string, txid ltx.TXID, want ltx.Checksum, logger hclog.Logger, slot *sqlitex.LockSlot) (*Applier, error) {
 	if err := sqlitex.CheckDBPage(ctx); err != nil {
 		return nil, err
 	}
@@ -176,7 +194,7 @@ func InitApplier(ctx context.Context, path string, txid ltx.TXID, want ltx.Check
 	if err != nil || mode != "wal" {
 		return nil, fmt.Errorf("set WAL mode on %s: mode %q: %v", path, mode, err)
 	}
-	return openApplier(ctx, path, logger, func(t *pageTable) (Position, error) {
+	return openApplier(ctx, path, logger, slot, func(t *pageTable) (Position, error) {
 		pos := Position{TXID: txid, Checksum: t.checksum()}
 		if want != 0 && pos.Checksum != want {
 			return Position{}, fmt.Errorf("bootstrapped database %s has checksum %s at TXID %s, the replica says %s", path, pos.Checksum, txid, want)
@@ -196,11 +214,11 @@ func InitApplier(ctx context.Context, path string, txid ltx.TXID, want ltx.Check
 // openApplier opens the connections of an applier on the database at path,
 // loads its page table and takes its position from at, which judges the
 // table (a *MismatchError when the database cannot be resumed).
-func openApplier(ctx context.Context, path string, logger hclog.Logger, at func(*pageTable) (Position, error)) (*Applier, error) {
+func openApplier(ctx context.Context, path string, logger hclog.Logger, slot *sqlitex.LockSlot, at func(*pageTable) (Position, error)) (*Applier, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	a := &Applier{path: path, log: logger}
+	a := &Applier{path: path, log: logger, slot: slot}
 	if err := a.open(ctx, at); err != nil {
 		a.Close()
 		return nil, err
@@ -210,23 +228,16 @@ func openApplier(ctx context.Context, path string, logger hclog.Logger, at func(
 
 func (a *Applier) open(ctx context.Context, at func(*pageTable) (Position, error)) error {
 	var err error
-	if err := registerHoldVFS(); err != nil {
-		return err
+	// A node changing role hands the connection that holds the write lock
+	// over (slot): taking it again would leave it free for a moment.
+	if a.lock = a.slot.Take(a.path); a.lock == nil {
+		if a.lock, err = sqlitex.Open(ctx, a.path, sqlitex.Options{
+			BusyTimeout: DefaultApplyBusyTimeout, KeepWAL: true, VFS: sqlitex.HoldVFS,
+		}); err != nil {
+			return fmt.Errorf("open %s for applying: %w", a.path, err)
+		}
 	}
-	// synchronous=FULL: a commit is durable before the next sidecar write
-	// can name it as the "previous" position. HoldVFS: the write lock, once
-	// taken, stays with this connection until it closes (writelock.go).
-	a.applyDB, err = sqlitex.OpenDB(ctx, sqlitex.DSN(a.path, url.Values{
-		"_busy_timeout": {fmt.Sprint(DefaultApplyBusyTimeout.Milliseconds())},
-		"_sync":         {"FULL"},
-		"vfs":           {HoldVFS},
-	}))
-	if err != nil {
-		return fmt.Errorf("open %s for applying: %w", a.path, err)
-	}
-	if a.apply, err = a.applyDB.Conn(ctx); err != nil {
-		return err
-	}
+	a.apply = a.lock.SQL()
 	var mode string
 	if err := a.apply.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
 		return fmt.Errorf("read journal mode of %s: %w", a.path, err)
@@ -234,15 +245,22 @@ func (a *Applier) open(ctx context.Context, at func(*pageTable) (Position, error
 	if mode != "wal" {
 		return &MismatchError{Path: a.path, Reason: fmt.Sprintf("it is in journal mode %q, not WAL: someone else changed it", mode)}
 	}
-	// The follower checkpoints on its own schedule (Checkpoint); an automatic
-	// checkpoint would run inside an apply and delay it.
-	if _, err := a.apply.ExecContext(ctx, `PRAGMA wal_autocheckpoint=0`); err != nil {
-		return err
+	// synchronous=FULL: a commit is durable before the next sidecar write
+	// can name it as the "previous" position. The follower checkpoints on
+	// its own schedule (Checkpoint); an automatic checkpoint would run
+	// inside an apply and delay it.
+	for _, q := range []string{
+		fmt.Sprintf("PRAGMA busy_timeout=%d", DefaultApplyBusyTimeout.Milliseconds()),
+		"PRAGMA synchronous=FULL", "PRAGMA wal_autocheckpoint=0",
+	} {
+		if _, err := a.apply.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("%s on %s: %w", q, a.path, err)
+		}
 	}
 	// Take the write lock before the pages are read, for good: from here on
-	// no other connection can write (writelock.go), and what the page
-	// table reads stays put.
-	if err := a.takeWriteLock(ctx); err != nil {
+	// no other connection can write (sqlitex/writelock.go), and what the
+	// page table reads stays put. A lock handed over is held already.
+	if err := a.lock.TakeWriteLock(ctx); err != nil {
 		return err
 	}
 	// Read data_version before the pages: a write by someone else after this
@@ -289,20 +307,25 @@ func (a *Applier) Close() error {
 			s.Close()
 		}
 	}
-	for _, c := range []*sql.Conn{a.apply, a.verify} {
-		if c != nil {
-			c.Close()
-		}
+	if a.verify != nil {
+		a.verify.Close()
 	}
 	var first error
-	for _, db := range []*sql.DB{a.applyDB, a.verifyDB, a.ckptDB} {
+	if a.lock != nil {
+		if a.slot != nil {
+			a.slot.Put(a.lock) // still held: the node's next role writes through it
+		} else {
+			first = a.lock.Close()
+		}
+	}
+	for _, db := range []*sql.DB{a.verifyDB, a.ckptDB} {
 		if db != nil {
 			if err := db.Close(); err != nil && first == nil {
 				first = err
 			}
 		}
 	}
-	a.insert, a.truncate, a.apply, a.verify, a.applyDB, a.verifyDB, a.ckptDB = nil, nil, nil, nil, nil, nil, nil
+	a.insert, a.truncate, a.apply, a.verify, a.lock, a.verifyDB, a.ckptDB = nil, nil, nil, nil, nil, nil, nil
 	return first
 }
 

@@ -113,6 +113,12 @@ type Config struct {
 	// (default: the primary's default, dbid.ShadowDir); see setAside.
 	PrimaryShadowDir string
 	Now              func() time.Time // clock for lag and timestamps (default time.Now)
+	// Locks, if set, hands the connection that holds the database's write
+	// lock from one role of a node to the next: the applier writes through
+	// the lock found there (a demoted primary's) and leaves it there when
+	// it closes (for the primary a promotion opens), so that the lock is
+	// never free in between. Nil: the applier takes and lets go its own.
+	Locks *sqlitex.LockSlot
 }
 
 // Status is a follower's state for /status, logs and tests.
@@ -346,6 +352,11 @@ func (f *Follower) start(ctx context.Context) (*Applier, error) {
 	path := f.cfg.Path
 	for attempt := 1; ; attempt++ {
 		a, err := f.open(ctx, path)
+		if err == nil && a.Position().TXID == 0 {
+			// Set for an in-place rebuild (a deposed primary's database,
+			// saved aside): the store's newest state replaces it in place.
+			err = f.rebuildInPlace(ctx, a)
+		}
 		if err == nil {
 			pos := a.Position()
 			f.update(func(st *Status) {
@@ -382,7 +393,7 @@ func (f *Follower) start(ctx context.Context) (*Applier, error) {
 
 func (f *Follower) open(ctx context.Context, path string) (*Applier, error) {
 	if _, err := os.Stat(path); err == nil {
-		a, err := OpenApplier(ctx, path, f.log)
+		a, err := resumeApplier(ctx, path, f.log, f.cfg.Locks)
 		var me *MismatchError
 		if !errors.As(err, &me) {
 			if err == nil {
@@ -410,7 +421,7 @@ func (f *Follower) open(ctx context.Context, path string) (*Applier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap %s: %w", path, err)
 	}
-	a, err := InitApplier(ctx, path, res.TXID, res.Checksum, f.log)
+	a, err := initApplier(ctx, path, res.TXID, res.Checksum, f.log, f.cfg.Locks)
 	if err != nil {
 		// Keep the bad copy for inspection, out of the way of the next try.
 		if aside, merr := moveAside(path, "bootstrap-failed", f.cfg.Now()); merr == nil && aside != "" {

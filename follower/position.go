@@ -40,6 +40,10 @@ type positionRecord struct {
 	Prev      *Position `json:"prev,omitempty"`
 	PageSize  uint32    `json:"page_size"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Rebuild: the database is at no position of the history (a deposed
+	// primary's, saved aside, SetRebuild); the follower rebuilds it in
+	// place from the store's newest state before it follows.
+	Rebuild bool `json:"rebuild,omitempty"`
 }
 
 // readPosition reads the sidecar. A missing sidecar gives an error wrapping
@@ -53,7 +57,7 @@ func readPosition(path string) (positionRecord, error) {
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return rec, fmt.Errorf("read follower position %s: %w (the file is damaged)", path, err)
 	}
-	if rec.TXID == 0 || rec.PageSize == 0 {
+	if (rec.TXID == 0 && !rec.Rebuild) || rec.PageSize == 0 {
 		return rec, fmt.Errorf("read follower position %s: incomplete record", path)
 	}
 	return rec, nil

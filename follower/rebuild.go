@@ -38,7 +38,23 @@ const rebuildSuffix = ".rebuild.tmp"
 // database. It returns false (and no error) when the store's newest
 // position is not past the local one, so there is nothing to gain.
 func (l *loop) rebuild(ctx context.Context, cause error) (bool, error) {
-	f, a := l.f, l.a
+	return l.f.rebuild(ctx, l.a, cause)
+}
+
+// rebuildInPlace rebuilds a database set for it (SetRebuild) before the
+// follower resumes from it.
+func (f *Follower) rebuildInPlace(ctx context.Context, a *Applier) error {
+	ok, err := f.rebuild(ctx, a, errors.New("the local database was set to be rebuilt in place"))
+	if err == nil && !ok {
+		err = fmt.Errorf("rebuild %s in place: the store holds no position to rebuild at", a.Path())
+	}
+	if err != nil {
+		a.Close()
+	}
+	return err
+}
+
+func (f *Follower) rebuild(ctx context.Context, a *Applier, cause error) (bool, error) {
 	pos := a.Position()
 	tmp := a.Path() + rebuildSuffix
 	// A leftover of a crashed rebuild goes first; restore wants no file there.
@@ -69,6 +85,7 @@ func (l *loop) rebuild(ctx context.Context, cause error) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("rebuild: apply the image restored at TXID %s: %w", res.TXID, err)
 	}
+	f.noteIdentity(md)
 	f.applied(a, ares)
 	f.log.Info("rebuilt at a newer position", "from", pos.TXID.String(), "txid", res.TXID.String(),
 		"pages", ares.Pages, "verified_by_store_checksums", res.Verified, "elapsed", time.Since(start).Round(time.Millisecond))

@@ -141,19 +141,9 @@ func scanPages(ctx context.Context, tx *sql.Tx, pageSize, pageCount uint32, fn f
 // path, read through SQLite (WAL included) on a read-only connection. It is
 // safe to call while other connections in this process use the file.
 func Checksum(ctx context.Context, path string) (ltx.Checksum, uint32, error) {
-	db, err := sqlitex.OpenDB(ctx, ReadOnlyDSN(path))
+	t, err := readPageTable(ctx, path)
 	if err != nil {
-		return 0, 0, fmt.Errorf("checksum %s: %w", path, err)
-	}
-	defer db.Close()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return 0, 0, fmt.Errorf("checksum %s: %w", path, err)
-	}
-	defer conn.Close()
-	t, err := loadPageTable(ctx, conn)
-	if err != nil {
-		return 0, 0, fmt.Errorf("checksum %s: %w", path, err)
+		return 0, 0, fmt.Errorf("checksum: %w", err)
 	}
 	return t.checksum(), t.count(), nil
 }

@@ -460,3 +460,84 @@ func TestKilledPrimaryRestartsAsFollowerKeepsDiverged(t *testing.T) {
 	a.waitStatus(t, 30*time.Second, "following b", func(st nodeStatus) bool { return st.TXID == txid && st.Checksum == img.checksum })
 	t.Logf("%d app commits on the killed primary, %d reached the store; all kept in %s", committed, onB, filepath.Base(st.Diverged))
 }
+
+// TestPlannedHandOffPerConnectionWriters (issue 15 A): during a planned
+// promote, an app on each node opens a new connection for every write, as
+// fast as it can. On the old primary (on-demote: follow) the database path
+// never goes missing or empty and never lacks the app's table: the
+// database follows the new primary in place, its write lock passed from
+// the halted primary to the follower's applier. On the promoted node the
+// write lock is held from the follower's last apply until the primary
+// ships. Every write either side acknowledged is in the store afterwards,
+// and every other write failed with SQLITE_BUSY. Before, the old database
+// was moved aside and a copy restored at its path (the app found it
+// missing), and the promoting follower let go of its lock during the
+// promotion.
+func TestPlannedHandOffPerConnectionWriters(t *testing.T) {
+	c := newCluster(t)
+	a := c.node("a", "", "follow", false)
+	b := c.node("b", "", "halt", false)
+	adb := openDB(t, a.dbPath)
+	for _, q := range []string{
+		`CREATE TABLE ia (id INTEGER PRIMARY KEY, v TEXT)`, `CREATE TABLE ib (id INTEGER PRIMARY KEY, v TEXT)`,
+		`CREATE TABLE log (id INTEGER PRIMARY KEY, v TEXT)`, `INSERT INTO log(v) VALUES ('seed')`,
+	} {
+		mustExec(t, adb, q)
+	}
+	adb.Close()
+	a.replicate(t)
+	a.waitPrimary(t)
+	b.follow(t)
+	b.waitFollowing(t)
+
+	onA := startIntruder(t, a.dbPath, "ia", 50*time.Millisecond)
+	onB := startIntruder(t, b.dbPath, "ib", 50*time.Millisecond)
+	time.Sleep(time.Second) // writes on a, refused on b
+	if res := run(t, nil, "promote", "-config", b.config, "-timeout", "30s"); res.code != 0 {
+		t.Fatalf("promote: exit %d\n%s%s\nold primary:\n%s\nfollower:\n%s", res.code, res.stdout, res.stderr,
+			tailLines(a.d.out.String(), 30), tailLines(b.d.out.String(), 30))
+	}
+	claim := b.waitPrimary(t).TXID
+	// b's app writes ship, and a follows them.
+	at := b.waitStatus(t, 30*time.Second, "shipping the app's writes", func(st nodeStatus) bool { return st.TXID >= claim+5 }).TXID
+	a.waitStatus(t, 30*time.Second, "following b in place", func(st nodeStatus) bool { return st.Role == "follower" && st.TXID >= at })
+	ra, rb := onA.finish(t), onB.finish(t)
+	t.Logf("app on the old primary: %+v", ra)
+	t.Logf("app on the promoted node: %+v", rb)
+	for _, r := range []struct {
+		who string
+		res intruderResult
+	}{{"old primary", ra}, {"promoted node", rb}} {
+		if r.res.Committed == 0 || r.res.Busy == 0 {
+			t.Errorf("%s: the app committed %d writes and was refused %d times; want both", r.who, r.res.Committed, r.res.Busy)
+		}
+		if r.res.Missing != 0 || r.res.Empty != 0 || r.res.NoTable != 0 || r.res.Other != 0 {
+			t.Errorf("%s: the database was missing %d times, empty %d, without the app's table %d, other errors %d (first %q); want only SQLITE_BUSY",
+				r.who, r.res.Missing, r.res.Empty, r.res.NoTable, r.res.Other, r.res.FirstErr)
+		}
+	}
+
+	nb := openDB(t, b.dbPath)
+	img := snapshotImage(t, nb)
+	txid := b.waitShippedAt(t, img.checksum)
+	a.waitStatus(t, 30*time.Second, "at b's position", func(st nodeStatus) bool { return st.TXID == txid && st.Checksum == img.checksum })
+	restored := openDB(t, c.restoreStore(t))
+	for table, want := range map[string]int{"ia": ra.Committed, "ib": rb.Committed} {
+		var got int
+		if err := restored.QueryRow(`SELECT count(*) FROM ` + table).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("the store holds %d rows of %s, the app had %d writes acknowledged there", got, table, want)
+		}
+	}
+	if st, err := a.status(); err != nil || st.Diverged != "" {
+		t.Errorf("old primary: %+v %v, want no diverged copy", st, err)
+	}
+	if aside, _ := filepath.Glob(a.dbPath + ".*-2*"); len(aside) != 0 {
+		t.Errorf("files set aside beside the old primary's database: %v", aside)
+	}
+	if n := strings.Count(a.d.out.String(), "bootstrapping the local database"); n != 0 {
+		t.Errorf("the old primary bootstrapped its database again %d times:\n%s", n, tailLines(a.d.out.String(), 30))
+	}
+}

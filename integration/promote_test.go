@@ -684,7 +684,7 @@ func TestFrozenPrimaryRejoinsAndKeepsDivergedWrites(t *testing.T) {
 	}
 	st := a.waitStatus(t, 30*time.Second, "rejoined as follower", func(st nodeStatus) bool { return st.Role == "follower" && st.Diverged != "" })
 	ap.waitHeld(t)
-	if !strings.Contains(a.d.out.String(), "saved it whole") {
+	if !strings.Contains(a.d.out.String(), "saved a copy before following the new primary") {
 		t.Fatalf("old primary did not log the saved database:\n%s", tailLines(a.d.out.String(), 30))
 	}
 	// The diverged copy holds every transaction the app committed on a.

@@ -80,6 +80,9 @@ type DB struct {
 	viewOK          bool
 	pinSeq, viewSeq uint64
 	halted bool // writer holds the write lock for good
+	// writerHeld: the writer came from Options.Locks holding the write lock,
+	// which Open lets go once the database ships.
+	writerHeld bool
 	// sideInodes are the inodes of "<path>-wal" and "<path>-shm" when the
 	// connections were opened (0: absent): after the database file is
 	// replaced, new connections wait until neither is still there.
@@ -376,6 +379,14 @@ func (d *DB) Open(ctx context.Context) (err error) {
 		r.afterOpen()
 	}
 	d.requeueSnapshots()
+	if d.writerHeld {
+		// Open to ship: the application's writes may commit from now on.
+		if err := d.writer.SetKeepWriteLock(ctx, false); err != nil {
+			return err
+		}
+		d.writerHeld = false
+		d.log.Info("let go of the write lock handed over by the follower: the application may write")
+	}
 	d.opened = true
 	return nil
 }
@@ -400,7 +411,18 @@ func (d *DB) openConnsLocked(ctx context.Context) error {
 	path := d.realPath
 	var err error
 	// The writer has no busy handler: lockLocked retries on its own terms.
-	if d.writer, err = sqlitex.Open(ctx, path, connOpts(-1)); err != nil {
+	// HoldableVFS: the lock it takes to halt the application's writes is
+	// kept past its transaction (keepWrites), for the follower the node may
+	// become. A lock handed over by the node's follower is held already.
+	if d.writer = d.opts.Locks.Take(path); d.writer != nil {
+		d.writerHeld = true
+		err = d.writer.Exec(ctx, fmt.Sprintf("PRAGMA busy_timeout=0; PRAGMA cache_size=-%d", connCacheKiB))
+	} else {
+		wo := connOpts(-1)
+		wo.VFS = sqlitex.HoldableVFS
+		d.writer, err = sqlitex.Open(ctx, path, wo)
+	}
+	if err != nil {
 		if sqlitex.IsNotADB(err) {
 			return fmt.Errorf("database %s is not a SQLite database (file is not a database); check the path", path)
 		}

@@ -34,9 +34,20 @@ func (d *DB) leaseSafe() bool {
 // keepHaltedLocked turns the write lock the writer connection holds now
 // into the halt: it is kept for good, and the DB is fenced with why.
 func (d *DB) keepHaltedLocked(why error) {
-	d.halted = true
+	d.keepWritesLocked()
 	d.fence(why)
 	d.log.Error("the lease's safe window ended while the write lock was held: keeping it; the application's writes stay halted")
+}
+
+// keepWritesLocked marks the write lock the writer holds now as the halt:
+// kept for good, past the writer's transaction too (HoldableVFS), so that
+// Detach can hand it to the follower the node becomes.
+func (d *DB) keepWritesLocked() {
+	d.halted = true
+	if err := d.writer.SetKeepWriteLock(context.Background(), true); err != nil {
+		// The open transaction still holds it; only the hand-over is lost.
+		d.log.Warn("cannot keep the write lock past the writer's transaction", "error", err)
+	}
 }
 
 // Halted reports whether the application's writes are held (after Halt,
@@ -70,13 +81,13 @@ func (d *DB) HandOff(ctx context.Context) (ltx.TXID, error) {
 	return txid, nil
 }
 
-// Detach ends the DB as a shipper but keeps the application's writes held
-// for the life of the process: the connection holding the write lock stays
-// open (and is never closed), everything else is released, the shadow
-// directory's lock included. It is for a node that steps down and moves the
-// database file aside before following the new primary: the application's
-// connections still point at the moved file, and its writes must keep
-// failing rather than commit a history nobody ships. Halt first.
+// Detach ends the DB as a shipper but keeps the application's writes held:
+// the connection holding the write lock stays open, everything else is
+// released, the shadow directory's lock included. With Options.Locks the
+// connection goes there, for the follower the node becomes to apply
+// through (the database stays at its path); without, it is never closed,
+// so that the application's writes keep failing rather than commit a
+// history nobody ships. Halt first.
 func (d *DB) Detach() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -94,8 +105,16 @@ func (d *DB) Detach() {
 		d.ckpt.Close()
 		d.ckpt = nil
 	}
-	if !d.halted && d.writer != nil {
+	switch {
+	case !d.halted && d.writer != nil:
 		d.writer.Close() // nothing to hold: never halted
+	case d.writer != nil && d.opts.Locks != nil:
+		// The lock outlives the transaction (keepWritesLocked): the
+		// follower the node becomes applies through this connection.
+		if err := d.writer.Exec(context.Background(), "ROLLBACK"); err != nil {
+			d.log.Warn("ending the halted writer's transaction", "error", err)
+		}
+		d.opts.Locks.Put(d.writer)
 	}
 	d.writer = nil // kept open on purpose when halted; see above
 	// The checkpoint lock is let go but its descriptor stays open (and is

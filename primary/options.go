@@ -37,6 +37,7 @@ import (
 	"github.com/superfly/ltx"
 
 	"github.com/understudy-db/understudy/config"
+	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
 )
 
@@ -125,6 +126,14 @@ type Options struct {
 	// past the safe window nothing more is uploaded and the lock is kept,
 	// so the application's writes stay held from then on.
 	LeaseSafe func() bool
+	// Locks, if set, passes the connection that holds the database's write
+	// lock between the roles of a node (sqlitex.LockSlot): Open takes a lock
+	// found there as its writer and lets it go only once the database is
+	// open to ship (a promoted follower's: the application cannot write
+	// between the follower's last apply and the shipper), and Detach puts
+	// the halted writer there, still holding the lock, for the follower the
+	// node becomes.
+	Locks *sqlitex.LockSlot
 
 	PollInterval    time.Duration // data_version poll (0 = DefaultPollInterval)
 	// Wake, when set, replaces the database's own inotify watch of its

@@ -516,7 +516,7 @@ func (d *DB) haltWrites() error {
 	// is far longer than any sane transaction.
 	err := d.lockLocked(context.Background(), time.Minute, false)
 	if err == nil {
-		d.halted = true
+		d.keepWritesLocked()
 		d.log.Error("halted the application's writes: another writer owns the replica history; this node must not write on",
 			"txid", d.txid)
 		return nil

@@ -16,6 +16,7 @@ import (
 	"github.com/superfly/ltx"
 
 	"github.com/understudy-db/understudy/follower"
+	"github.com/understudy-db/understudy/internal/dbid"
 	"github.com/understudy-db/understudy/internal/sqlitex"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/lease"
@@ -175,6 +176,11 @@ func New(cfg Config) (*Node, error) {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second}
 	}
+	// One write lock passes from role to role (sqlitex.LockSlot): the
+	// database takes no write but the primary's at any moment of a
+	// promotion or a step-down.
+	locks := &sqlitex.LockSlot{}
+	cfg.Primary.Locks, cfg.Follower.Locks = locks, locks
 	return &Node{
 		cfg: cfg, log: cfg.Logger.With("db", cfg.Name), onDemote: od,
 		promoteReq: make(chan promoteRequest), handoffReq: make(chan handoffRequest),
@@ -570,13 +576,14 @@ func (n *Node) demote(ctx context.Context, db *primary.DB, reason string) (bool,
 	}
 }
 
-// rejoin prepares a halted primary's database for following. The app's
-// writes stay held on the old file for good (Detach), and the file is moved
-// aside, whole: as "<db>.diverged-<time>" when it holds transactions beyond
-// the last TXID every replica confirmed, else "<db>.demoted-<time>". The
-// follower then bootstraps a fresh copy at the path. Following on in the
-// same file would need the write lock released, and the app's next write
-// would commit on a node that is no longer primary.
+// rejoin prepares a halted primary's database for following, in place: it
+// stays at its path, and the write lock the halted primary holds passes to
+// the follower's applier (Detach, Options.Locks), so that the application
+// never finds the path missing or an empty file, and never commits on a
+// node that is no longer primary (follower/inplace.go). A database at the
+// last TXID every replica confirmed is resumed from there. One that holds
+// transactions beyond it is saved first, whole, as "<db>.diverged-<time>",
+// then rebuilt in place from the store's newest state.
 func (n *Node) rejoin(ctx context.Context, db *primary.DB) {
 	path := db.Path()
 	st := db.Status()
@@ -593,24 +600,56 @@ func (n *Node) rejoin(ctx context.Context, db *primary.DB) {
 	n.mu.Lock()
 	n.db = nil
 	n.mu.Unlock()
-	reason := "demoted"
-	if diverged {
-		reason = "diverged"
+	if !diverged {
+		err := follower.ResumeInPlace(ctx, path, confTXID, confSum)
+		if err == nil {
+			n.clearShadow(path)
+			n.log.Info("following the new primary in place: the database holds what the store holds", "txid", confTXID)
+			return
+		}
+		n.log.Warn("cannot resume the database in place; saving it and rebuilding it", "error", err)
 	}
-	aside, err := follower.SetAside(path, reason, time.Now())
+	aside, err := follower.SaveCopy(ctx, path, "diverged", time.Now())
+	if err == nil {
+		err = follower.SetRebuild(ctx, path)
+	}
 	if err != nil {
-		n.log.Error("could not move the old database aside; following will keep it aside itself", "error", err)
+		n.log.Error("could not save the database for an in-place rebuild; following will set it aside itself", "error", err)
 		return
 	}
 	n.moveShadowAside(path, aside)
-	if diverged {
-		n.mu.Lock()
-		n.saved = aside
-		n.mu.Unlock()
-		n.log.Warn("this database holds transactions the store lacks: saved it whole before following the new primary",
-			"saved_to", aside, "confirmed_txid", confTXID, "local_checksum", local, "confirmed_checksum", confSum)
-	} else {
-		n.log.Info("the old database is kept aside; the application's writes to it stay held", "moved_to", aside)
+	n.mu.Lock()
+	n.saved = aside
+	n.mu.Unlock()
+	n.log.Warn("this database holds transactions the store lacks: saved a copy before following the new primary, which rebuilds it in place",
+		"saved_to", aside, "confirmed_txid", confTXID, "local_checksum", local, "confirmed_checksum", confSum)
+}
+
+// shadowDir is the primary's shadow directory of the database at path.
+func (n *Node) shadowDir(path string) string {
+	if n.cfg.Primary.ShadowDir != "" {
+		return n.cfg.Primary.ShadowDir
+	}
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+"-understudy")
+}
+
+// clearShadow empties the primary's shadow directory of a database that
+// follows in place, at a TXID every replica holds, but for the history's
+// identity: its files are all in the store, and a later promotion must not
+// resume from them.
+func (n *Node) clearShadow(path string) {
+	dir := n.shadowDir(path)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if e.Name() == dbid.FileName {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			n.log.Warn("clearing the shadow directory", "error", err)
+		}
 	}
 }
 
@@ -621,11 +660,7 @@ func (n *Node) moveShadowAside(path, aside string) {
 	if aside == "" {
 		return
 	}
-	shadow := n.cfg.Primary.ShadowDir
-	if shadow == "" {
-		shadow = filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+"-understudy")
-	}
-	if err := os.Rename(shadow, aside+"-understudy"); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Rename(n.shadowDir(path), aside+"-understudy"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		n.log.Warn("moving the shadow directory aside", "error", err)
 	}
 }

@@ -39,11 +39,15 @@ type Options struct {
 	// connection of a process to a database file that was since replaced
 	// (renamed over) deletes the new file's WAL on close.
 	KeepWAL bool
+	// VFS is the SQLite VFS to open the database with ("": the default);
+	// HoldVFS and HoldableVFS are registered on first use.
+	VFS string
 }
 
 // Conn is one physical SQLite connection.
 type Conn struct {
 	path string
+	ino  uint64 // the database file's inode when it was opened (0: unknown)
 	db   *sql.DB
 	c    *sql.Conn
 }
@@ -64,6 +68,14 @@ func Open(ctx context.Context, path string, opts Options) (*Conn, error) {
 	}
 	q := url.Values{}
 	q.Set("mode", mode)
+	if opts.VFS != "" {
+		if opts.VFS == HoldVFS || opts.VFS == HoldableVFS {
+			if err := registerHoldVFS(); err != nil {
+				return nil, err
+			}
+		}
+		q.Set("vfs", opts.VFS)
+	}
 	q.Set("_busy_timeout", fmt.Sprint(bt.Milliseconds()))
 	if opts.CacheKiB > 0 {
 		q.Set("_cache_size", fmt.Sprint(-opts.CacheKiB))
@@ -91,7 +103,7 @@ func Open(ctx context.Context, path string, opts Options) (*Conn, error) {
 			return nil, fmt.Errorf("open database %s: keep the WAL on close: %w", path, err)
 		}
 	}
-	return &Conn{path: path, db: db, c: c}, nil
+	return &Conn{path: path, ino: inode(path), db: db, c: c}, nil
 }
 
 // Path is the database path.
