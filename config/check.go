@@ -212,7 +212,7 @@ func (k *checker) check(c *Config) ErrorList {
 			} else {
 				names[r.Name] = rp
 			}
-			if r.Type == TypeFile && r.Path == "" || r.Type == TypeS3 && r.Bucket == "" || r.Type == TypeSFTP && (r.Host == "" || r.Path == "") {
+			if r.Type == TypeFile && r.Path == "" || objectStore(r.Type) && r.Bucket == "" || r.Type == TypeSFTP && (r.Host == "" || r.Path == "") {
 				continue
 			}
 			k.levelDir(r, rp)
@@ -257,6 +257,17 @@ func (k *checker) replica(r *Replica, path string) {
 			if need.val == "" {
 				k.errorf(path, nil, "sftp replica needs a %s: set %s, or url: sftp://USER@HOST[:PORT]/PATH", need.key, need.key)
 			}
+		}
+	case TypeGCS:
+		if r.Bucket == "" {
+			k.errorf(path, nil, "gcs replica needs a bucket: set bucket, or url: gcs://BUCKET/PATH")
+		}
+	case TypeABS:
+		if r.Bucket == "" {
+			k.errorf(path, nil, "abs replica needs a container: set bucket, or url: abs://ACCOUNT@CONTAINER/PATH")
+		}
+		if r.AccountName == "" {
+			k.errorf(path, nil, "abs replica needs the storage account's name: set account-name, or url: abs://ACCOUNT@CONTAINER/PATH")
 		}
 	}
 }

@@ -34,6 +34,9 @@
 //	      - url: sftp://backup@host.example:22/srv/backups/app  # or type: sftp, host, user, path
 //	        key-path: ~/.ssh/id_ed25519     # and/or password: ${SFTP_PASSWORD}
 //	        known-hosts-path: ~/.ssh/known_hosts   # the server's host key must be in it
+//	      # url: gcs://bucket/app         # or type: gcs, bucket, path; endpoint: an emulator's URL
+//	      # url: abs://account@container/app  # or type: abs, account-name, bucket (the container), path, endpoint
+//	      #   account-key: ...            # default: $LITESTREAM_AZURE_ACCOUNT_KEY
 //	    follower:
 //	      replica: s3                # default: the first replica
 //	      poll-interval: 1s          # at least 50ms
@@ -180,7 +183,7 @@ type DB struct {
 // Replica is one replica store of a database.
 type Replica struct {
 	Name string // defaults to the type ("s3", "file") or "replica<N>" when ambiguous
-	Type string // "s3" or "file"
+	Type string // "s3", "file", "gcs" or "abs"
 
 	// file
 	Path string // directory (file) or key prefix inside the bucket (s3)
@@ -200,6 +203,10 @@ type Replica struct {
 	Password       string // secret
 	KeyPath        string // private key file on this machine
 	KnownHostsPath string // "" = ~/.ssh/known_hosts
+
+	// abs (Bucket is the container)
+	AccountName string
+	AccountKey  string // "" = $LITESTREAM_AZURE_ACCOUNT_KEY
 
 	SyncInterval           time.Duration
 	SnapshotInterval       time.Duration

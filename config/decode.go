@@ -19,13 +19,16 @@ var (
 	topKeys      = []string{"addr", "access-key-id", "secret-access-key", "logging", "dbs"}
 	loggingKeys  = []string{"level", "type"}
 	dbKeys       = []string{"name", "path", "replicas", "replica", "min-checkpoint-page-count", "max-checkpoint-page-count", "levels", "l0-retention", "max-shadow-size", "adopt-replica", "follower", "lease"}
-	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval", "required", "conditional-writes", "host", "user", "password", "key-path", "known-hosts-path", "age", "sse", "sse-kms-key-id", "sse-customer-key", "sse-customer-key-path", "sse-customer-algorithm"}
+	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "account-name", "account-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval", "required", "conditional-writes", "host", "user", "password", "key-path", "known-hosts-path", "age", "sse", "sse-kms-key-id", "sse-customer-key", "sse-customer-key-path", "sse-customer-algorithm"}
 	followerKeys = []string{"replica", "poll-interval", "auto-promote"}
 	leaseKeys    = []string{"type", "node", "advertise-url", "on-demote", "on-promote", "consul", "primary"}
 	consulKeys   = []string{"address", "token", "key-prefix", "mode", "ttl", "lock-delay", "health-check"}
 
-	// s3OnlyKeys make sense on an s3 replica only.
-	s3OnlyKeys = []string{"bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "conditional-writes", "sse", "sse-kms-key-id", "sse-customer-key", "sse-customer-key-path", "sse-customer-algorithm"}
+	// s3OnlyKeys make sense on an s3 replica only; bucketKeys on the
+	// object stores (s3, gcs, abs); absOnlyKeys on an abs replica.
+	s3OnlyKeys  = []string{"region", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "conditional-writes", "sse", "sse-kms-key-id", "sse-customer-key", "sse-customer-key-path", "sse-customer-algorithm"}
+	bucketKeys  = []string{"bucket", "endpoint"}
+	absOnlyKeys = []string{"account-name", "account-key"}
 	// sftpOnlyKeys make sense on an sftp replica only.
 	sftpOnlyKeys = []string{"host", "user", "password", "key-path", "known-hosts-path"}
 
@@ -387,7 +390,7 @@ func (d *decoder) replica(n *yaml.Node, path string) *Replica {
 		return r
 	}
 	r.Name = d.str(m["name"], sub(path, "name"))
-	typ := d.oneOf(m["type"], sub(path, "type"), "replica type", []string{TypeS3, TypeFile, TypeSFTP})
+	typ := d.oneOf(m["type"], sub(path, "type"), "replica type", []string{TypeS3, TypeFile, TypeSFTP, TypeGCS, TypeABS})
 	if typ == "" && !isNull(m["type"]) {
 		return r // unknown type, reported
 	}
@@ -406,6 +409,8 @@ func (d *decoder) replica(n *yaml.Node, path string) *Replica {
 	r.ConditionalWrites = d.oneOf(m["conditional-writes"], sub(path, "conditional-writes"), "conditional-writes value", conditionalWrites)
 	r.AccessKeyID = d.str(m["access-key-id"], sub(path, "access-key-id"))
 	r.SecretAccessKey = d.str(m["secret-access-key"], sub(path, "secret-access-key"))
+	r.AccountName = d.str(m["account-name"], sub(path, "account-name"))
+	r.AccountKey = d.str(m["account-key"], sub(path, "account-key"))
 	r.SyncInterval = d.duration(m["sync-interval"], sub(path, "sync-interval"), 0, "")
 	r.SnapshotInterval = d.duration(m["snapshot-interval"], sub(path, "snapshot-interval"), 0, "")
 	r.Retention = d.duration(m["retention"], sub(path, "retention"), 0, "")
@@ -447,8 +452,10 @@ func (d *decoder) replica(n *yaml.Node, path string) *Replica {
 	}
 	r.Type = typ
 
-	d.onlyFor(m, path, typ, TypeS3, s3OnlyKeys)
-	d.onlyFor(m, path, typ, TypeSFTP, sftpOnlyKeys)
+	d.onlyFor(m, path, typ, []string{TypeS3}, s3OnlyKeys)
+	d.onlyFor(m, path, typ, []string{TypeS3, TypeGCS, TypeABS}, bucketKeys)
+	d.onlyFor(m, path, typ, []string{TypeABS}, absOnlyKeys)
+	d.onlyFor(m, path, typ, []string{TypeSFTP}, sftpOnlyKeys)
 	switch typ {
 	case TypeFile:
 		if r.Path != "" {
@@ -471,22 +478,22 @@ func (d *decoder) replica(n *yaml.Node, path string) *Replica {
 	return r
 }
 
-// onlyFor reports the keys of a replica of type typ that only a replica of
-// type want takes.
-func (d *decoder) onlyFor(m map[string]*yaml.Node, path, typ, want string, keys []string) {
-	if typ == want {
+// onlyFor reports the keys of a replica of type typ that only replicas of
+// the types in want take.
+func (d *decoder) onlyFor(m map[string]*yaml.Node, path, typ string, want, keys []string) {
+	if slices.Contains(want, typ) {
 		return
 	}
 	for _, k := range keys {
 		if !isNull(m[k]) {
-			d.errorf(m[k], sub(path, k), "only for %s replicas, and this is %s replica", want, article(typ))
+			d.errorf(m[k], sub(path, k), "only for %s replicas, and this is %s replica", orList(want), article(typ))
 		}
 	}
 }
 
 // article puts "a" or "an" before a replica type.
 func article(typ string) string {
-	if strings.HasPrefix(typ, "s") { // s3, sftp: "an ess"
+	if strings.HasPrefix(typ, "s") || strings.HasPrefix(typ, "a") { // s3, sftp: "an ess"; abs
 		return "an " + typ
 	}
 	return "a " + typ
@@ -519,6 +526,7 @@ func (d *decoder) mergeURL(r, u *Replica, m map[string]*yaml.Node, path string) 
 		{"conditional-writes", &r.ConditionalWrites, &u.ConditionalWrites},
 		{"host", &r.Host, &u.Host},
 		{"user", &r.User, &u.User},
+		{"account-name", &r.AccountName, &u.AccountName},
 	}
 	for _, f := range fields {
 		switch {

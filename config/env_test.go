@@ -191,7 +191,7 @@ func TestErrorsNameEmptyEnv(t *testing.T) {
 			"      - url: s3://bkt/app",
 			"        region: ${US_UNSET_REGION}",
 			"        acl: private",
-		}, `understudy.yml:6: dbs[0].replicas[0]: unknown key "acl" (known keys: name, type, url, path, bucket, region, endpoint, force-path-style, skip-verify, access-key-id, secret-access-key, sync-interval, snapshot-interval, retention, retention-check-interval, required, conditional-writes, host, user, password, key-path, known-hosts-path, age, sse, sse-kms-key-id, sse-customer-key, sse-customer-key-path, sse-customer-algorithm)`},
+		}, `understudy.yml:6: dbs[0].replicas[0]: unknown key "acl" (known keys: name, type, url, path, bucket, region, endpoint, force-path-style, skip-verify, access-key-id, secret-access-key, account-name, account-key, sync-interval, snapshot-interval, retention, retention-check-interval, required, conditional-writes, host, user, password, key-path, known-hosts-path, age, sse, sse-kms-key-id, sse-customer-key, sse-customer-key-path, sse-customer-algorithm)`},
 		{"an unrelated error names nothing", []string{
 			"dbs:",
 			"  - path: /data/app.db",

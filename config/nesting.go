@@ -26,7 +26,7 @@ func levelDirOf(r *Replica) (owner, dir string, ok bool) {
 		switch {
 		case (r.Type == TypeFile || r.Type == TypeSFTP) && p == "ltx" && i+1 < len(parts) && fileLevelDirRE.MatchString(parts[i+1]):
 			n = 2
-		case r.Type == TypeS3 && s3LevelDirRE.MatchString(p):
+		case objectStore(r.Type) && s3LevelDirRE.MatchString(p):
 			n = 1
 		default:
 			continue
@@ -57,10 +57,10 @@ func (k *checker) levelDir(r *Replica, rp string) {
 // same store: that is the "same store" check), so that one replica's files
 // would sit inside another's.
 func (a *Replica) contains(b *Replica) bool {
-	if a.Type != b.Type || a.Type == TypeS3 && (a.Endpoint != b.Endpoint || a.Bucket != b.Bucket) || a.Type == TypeSFTP && a.Host != b.Host || a.Path == b.Path {
+	if a.Type != b.Type || objectStore(a.Type) && (a.Endpoint != b.Endpoint || a.Bucket != b.Bucket || a.AccountName != b.AccountName) || a.Type == TypeSFTP && a.Host != b.Host || a.Path == b.Path {
 		return false
 	}
-	if a.Type == TypeS3 && a.Path == "" {
+	if objectStore(a.Type) && a.Path == "" {
 		return true // the bucket's root holds every prefix
 	}
 	return strings.HasPrefix(b.Path, strings.TrimSuffix(a.Path, "/")+"/")

@@ -61,6 +61,8 @@ type printReplica struct {
 	Password               string    `yaml:"password,omitempty" json:"password,omitempty"`
 	KeyPath                string    `yaml:"key-path,omitempty" json:"key-path,omitempty"`
 	KnownHostsPath         string    `yaml:"known-hosts-path,omitempty" json:"known-hosts-path,omitempty"`
+	AccountName            string    `yaml:"account-name,omitempty" json:"account-name,omitempty"`
+	AccountKey             string    `yaml:"account-key,omitempty" json:"account-key,omitempty"`
 	SyncInterval           string    `yaml:"sync-interval,omitempty" json:"sync-interval,omitempty"`
 	SnapshotInterval       string    `yaml:"snapshot-interval,omitempty" json:"snapshot-interval,omitempty"`
 	Retention              string    `yaml:"retention,omitempty" json:"retention,omitempty"`
@@ -169,6 +171,7 @@ func (r Replica) printable() printReplica {
 		ForcePathStyle: r.ForcePathStyle, SkipVerify: r.SkipVerify,
 		AccessKeyID: r.AccessKeyID, SecretAccessKey: redact(r.SecretAccessKey),
 		Host: r.Host, User: r.User, Password: redact(r.Password), KeyPath: r.KeyPath, KnownHostsPath: r.KnownHostsPath,
+		AccountName: r.AccountName, AccountKey: redact(r.AccountKey),
 		SyncInterval: dur(r.SyncInterval), SnapshotInterval: dur(r.SnapshotInterval),
 		Retention: dur(r.Retention), RetentionCheckInterval: dur(r.RetentionCheckInterval),
 		Age: printableAge(r.Age), SSE: r.SSE, SSEKMSKeyID: redact(r.SSEKMSKeyID), SSECustomerKey: redact(r.SSECustomerKey),

@@ -79,7 +79,7 @@ func parseReplicaURL(s string) (*Replica, error) {
 	}
 	if _, hasPassword := u.User.Password(); hasPassword && u.Scheme == TypeSFTP {
 		return nil, fmt.Errorf("a password in the URL is not supported: write sftp://USER@HOST/PATH and set password (e.g. password: ${SFTP_PASSWORD}) or key-path")
-	} else if u.User != nil && u.Scheme != TypeSFTP {
+	} else if u.User != nil && u.Scheme != TypeSFTP && u.Scheme != TypeABS && u.Scheme != TypeGCS {
 		return nil, fmt.Errorf("credentials in the URL are not supported: use access-key-id and secret-access-key")
 	}
 	if u.Fragment != "" {
@@ -90,6 +90,10 @@ func parseReplicaURL(s string) (*Replica, error) {
 		return parseS3URL(u)
 	case TypeSFTP:
 		return parseSFTPURL(u)
+	case TypeGCS:
+		return parseGCSURL(u)
+	case TypeABS:
+		return parseABSURL(u)
 	case TypeFile:
 		if u.Host != "" {
 			return nil, fmt.Errorf("file URL must be file:///ABS/PATH, not host %q (write a relative path without file://)", u.Host)
@@ -289,6 +293,8 @@ func (r *Replica) Location() string {
 			u.Path = "/~/" + r.Path // relative to the login directory
 		}
 		return u.String()
+	case TypeGCS, TypeABS:
+		return r.objectLocation()
 	}
 	return r.Type + ":" + r.Path
 }
@@ -301,6 +307,9 @@ func (r *Replica) storeKey() string {
 	}
 	if r.Type == TypeSFTP {
 		return "sftp\x00" + r.Host + "\x00" + r.Path
+	}
+	if objectStore(r.Type) {
+		return r.Type + "\x00" + r.Endpoint + "\x00" + r.AccountName + "\x00" + r.Bucket + "\x00" + r.Path
 	}
 	return r.Type + "\x00" + r.Path
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real servers the integration tests run against into ./.tools/bin:
-# versitygw (S3-compatible store), consul (dev agent) and toxiproxy (fault proxy).
+# versitygw (S3-compatible store), consul (dev agent), toxiproxy (fault proxy),
+# fake-gcs-server (Google Cloud Storage emulator).
 # A tool that already reports the pinned version is not rebuilt.
 set -euo pipefail
 
@@ -11,6 +12,9 @@ mkdir -p "$bin"
 VERSITYGW_VERSION=v1.8.0
 CONSUL_VERSION=v1.16.3
 TOXIPROXY_VERSION=v2.12.0
+# fake-gcs-server v1.56.1 honours ifGenerationMatch=0 on multipart and
+# resumable uploads, the two the Go SDK uses (internal/storage/gcs tests pin both).
+FAKE_GCS_VERSION=v1.56.1
 
 # go install does not stamp versions into these binaries, so each build
 # records the pinned version in <name>.version beside the binary.
@@ -100,4 +104,12 @@ if has_version sshd "$OPENSSH_DEB_VERSION"; then
 else
   echo "sshd ${OPENSSH_DEB_VERSION}: unpacking Debian's openssh-server"
   install_sshd
+fi
+
+if has_version fake-gcs-server "$FAKE_GCS_VERSION"; then
+  echo "fake-gcs-server ${FAKE_GCS_VERSION}: present"
+else
+  echo "fake-gcs-server ${FAKE_GCS_VERSION}: building"
+  GOBIN="$bin" go install "github.com/fsouza/fake-gcs-server@${FAKE_GCS_VERSION}"
+  echo "$FAKE_GCS_VERSION" >"$bin/fake-gcs-server.version"
 fi

@@ -1,5 +1,5 @@
 // Package harness starts the real servers integration tests run against —
-// versitygw (S3), a Consul dev agent, toxiproxy — on free loopback ports,
+// versitygw (S3), a Consul dev agent, toxiproxy, fake-gcs-server (GCS) — on free loopback ports,
 // waits until each is ready, and stops it when the test ends.
 //
 // The binaries come from $UNDERSTUDY_TOOLS_BIN, else <repo>/.tools/bin

@@ -11,6 +11,7 @@ import (
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/internal/storage/agecrypt"
 	"github.com/understudy-db/understudy/internal/storage/file"
+	"github.com/understudy-db/understudy/internal/storage/gcs"
 	"github.com/understudy-db/understudy/internal/storage/s3"
 	"github.com/understudy-db/understudy/internal/storage/sftp"
 )
@@ -98,8 +99,10 @@ func newStore(ctx context.Context, r *config.Replica, o options) (storage.Client
 			Host: r.Host, User: r.User, Password: r.Password, KeyPath: r.KeyPath,
 			KnownHostsPath: r.KnownHostsPath, Path: r.Path,
 		})
+	case gcs.Type:
+		return gcs.New(ctx, gcs.Options{Bucket: r.Bucket, Path: r.Path, Endpoint: r.Endpoint})
 	default:
-		return nil, fmt.Errorf("replica %q: unknown type %q; use %q, %q or %q", r.Name, r.Type, s3.Type, file.Type, sftp.Type)
+		return nil, fmt.Errorf("replica %q: unknown type %q; use %q, %q, %q or %q", r.Name, r.Type, s3.Type, gcs.Type, file.Type, sftp.Type)
 	}
 }
 

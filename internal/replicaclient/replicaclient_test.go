@@ -9,6 +9,7 @@ import (
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/integration/harness"
 	"github.com/understudy-db/understudy/internal/storage/file"
+	"github.com/understudy-db/understudy/internal/storage/gcs"
 	"github.com/understudy-db/understudy/internal/storage/s3"
 	"github.com/understudy-db/understudy/internal/storage/sftp"
 	"github.com/understudy-db/understudy/internal/storage/storagetest"
@@ -30,8 +31,8 @@ func TestFile(t *testing.T) {
 }
 
 func TestUnknownType(t *testing.T) {
-	_, err := New(context.Background(), &config.Replica{Name: "r1", Type: "gcs"})
-	want := `replica "r1": unknown type "gcs"; use "s3", "file" or "sftp"`
+	_, err := New(context.Background(), &config.Replica{Name: "r1", Type: "webdav"})
+	want := `replica "r1": unknown type "webdav"; use "s3", "gcs", "file" or "sftp"`
 	if err == nil || err.Error() != want {
 		t.Fatalf("err = %v, want %q", err, want)
 	}
@@ -136,5 +137,23 @@ func TestSSECustomerKeyPath(t *testing.T) {
 			continue
 		}
 		storagetest.CheckError(t, tc.path, err, []string{tc.want}, []string{"c2hvcnQta2V5LXZhbHVl"})
+	}
+}
+
+// TestGCS builds a gcs client from a replica against fake-gcs-server: the
+// fields reach the client (a probe works at the replica's path).
+func TestGCS(t *testing.T) {
+	t.Setenv("STORAGE_EMULATOR_HOST", "")
+	s := harness.StartFakeGCS(t)
+	r := &config.Replica{Name: "gcs", Type: "gcs", Bucket: s.NewBucket(t), Path: "db", Endpoint: s.Endpoint}
+	c, err := New(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gc, ok := c.(*gcs.Client); !ok || gc.Bucket() != r.Bucket || gc.Key(0, 1, 1) != "db/0000/0000000000000001-0000000000000001.ltx" {
+		t.Fatalf("got %T %+v", c, c)
+	}
+	if err := c.ProbeCreateOnly(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }

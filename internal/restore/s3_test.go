@@ -15,6 +15,7 @@ import (
 
 	"github.com/understudy-db/understudy/integration/harness"
 	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/storage/objstore"
 	"github.com/understudy-db/understudy/internal/storage/s3"
 )
 
@@ -54,7 +55,7 @@ func TestRestoreFromS3(t *testing.T) {
 	srv := harness.StartVersityGW(t)
 	client, err := s3.New(context.Background(), s3.Options{
 		Bucket: srv.NewBucket(t), Path: "dbs/app.db", Region: srv.Region, Endpoint: srv.Endpoint, ForcePathStyle: true,
-		AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey, MaxBackoff: 200 * time.Millisecond,
+		AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey, Timing: objstore.Timing{MaxBackoff: 200 * time.Millisecond},
 	})
 	if err != nil {
 		t.Fatal(err)

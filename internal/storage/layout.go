@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/superfly/ltx"
@@ -183,4 +184,26 @@ func CreatedInfo(level int, minTXID, maxTXID ltx.TXID, size int64, md Metadata) 
 		info.CreatedAt = time.Now()
 	}
 	return info
+}
+
+// LevelKeyPrefix is the key prefix of one level in an object store, as
+// Litestream 0.5 lays it out: <prefix><level %04x>/, where prefix is the
+// replica's path with a trailing "/" (or "" for the bucket's root).
+func LevelKeyPrefix(prefix string, level int) string {
+	return fmt.Sprintf("%s%04x/", prefix, level)
+}
+
+// ObjectKey is the key of one LTX file in an object store.
+func ObjectKey(prefix string, level int, minTXID, maxTXID ltx.TXID) string {
+	return LevelKeyPrefix(prefix, level) + FormatFilename(minTXID, maxTXID)
+}
+
+// KeyPrefix turns a replica's path into the key prefix of an object store:
+// trimmed of slashes, with one trailing "/", or "" for the bucket's root.
+func KeyPrefix(path string) string {
+	path = strings.Trim(path, "/")
+	if path == "" {
+		return ""
+	}
+	return path + "/"
 }

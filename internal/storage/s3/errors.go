@@ -14,6 +14,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/storage/objstore"
 )
 
 // errClass is what an S3 error means for the user.
@@ -79,7 +80,7 @@ func (c *Client) describe(ctx context.Context, op, key string, err error) error 
 	}
 	var nc *noCredentialsError
 	if errors.As(err, &nc) {
-		return &credentialsError{fmt.Sprintf("s3 replica: %s %s: no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY%s, or the replica's access-key-id and secret-access-key (or AWS_PROFILE, or give the machine an instance role) (%v)",
+		return &objstore.CredentialsError{Msg: fmt.Sprintf("s3 replica: %s %s: no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY%s, or the replica's access-key-id and secret-access-key (or AWS_PROFILE, or give the machine an instance role) (%v)",
 			op, c.where(key), emptyEnvNote("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), nc.err)}
 	}
 	code, status := "", 0
@@ -101,9 +102,9 @@ func (c *Client) describe(ctx context.Context, op, key string, err error) error 
 	case classExists:
 		return fmt.Errorf("s3 replica: %s: %w", c.where(key), storage.ErrExists)
 	case classCredentials:
-		return &credentialsError{fmt.Sprintf("s3 replica: %s %s: the store refused the credentials (%s): check %s", op, c.where(key), detail, c.credDesc)}
+		return &objstore.CredentialsError{Msg: fmt.Sprintf("s3 replica: %s %s: the store refused the credentials (%s): check %s", op, c.where(key), detail, c.credDesc)}
 	case classAccessDenied:
-		return &credentialsError{fmt.Sprintf("s3 replica: %s %s: access denied (%s): check %s and that they may read, write, list and delete in bucket %q", op, c.where(key), detail, c.credDesc, c.opts.Bucket)}
+		return &objstore.CredentialsError{Msg: fmt.Sprintf("s3 replica: %s %s: access denied (%s): check %s and that they may read, write, list and delete in bucket %q", op, c.where(key), detail, c.credDesc, c.opts.Bucket)}
 	case classNoBucket:
 		return fmt.Errorf("s3 replica: %s %s: bucket %q does not exist at %s: create it, or fix the replica's bucket (and endpoint/region)", op, c.where(key), c.opts.Bucket, c.endpoint())
 	case classInvalidRange:
@@ -118,13 +119,6 @@ func (c *Client) describe(ctx context.Context, op, key string, err error) error 
 	}
 	return fmt.Errorf("s3 replica: %s %s: %w", op, c.where(key), err)
 }
-
-// credentialsError is a described error that wraps storage.ErrCredentials
-// (the message is the description alone).
-type credentialsError struct{ msg string }
-
-func (e *credentialsError) Error() string { return e.msg }
-func (e *credentialsError) Unwrap() error { return storage.ErrCredentials }
 
 // noCredentialsError marks a failure of the SDK's credential chain to find
 // any credentials, as opposed to credentials the store refused.

@@ -10,6 +10,7 @@ import (
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/storage/objstore"
 )
 
 var _ storage.KeyReader = (*Client)(nil)
@@ -62,5 +63,5 @@ func (c *Client) OpenKey(ctx context.Context, key string) (io.ReadCloser, error)
 		return nil, c.describe(ctx, "open", full, err)
 	}
 	timer.Reset(c.transferTimeout(aws.ToInt64(out.ContentLength)))
-	return &bodyCloser{ReadCloser: out.Body, stop: func() { timer.Stop(); cancel() }}, nil
+	return &objstore.BodyCloser{ReadCloser: out.Body, Stop: func() { timer.Stop(); cancel() }}, nil
 }

@@ -87,7 +87,7 @@ func (c *Client) plainPut(ctx context.Context, key string, r io.Reader, md stora
 	case got != uploadID:
 		return 0, fmt.Errorf("s3 replica: %s: read back after a plain PUT, readers get another upload than ours: %w", c.where(key), storage.ErrExists)
 	}
-	return body.size, nil
+	return body.Size, nil
 }
 
 // readerUploadID returns the upload id of the object a reader gets at key

@@ -11,8 +11,6 @@ package s3
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +30,8 @@ import (
 	"github.com/superfly/ltx"
 
 	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/storage/objstore"
+	"github.com/understudy-db/understudy/internal/storage/spool"
 )
 
 // Type is the value of Client.Type.
@@ -41,22 +41,22 @@ const Type = "s3"
 const (
 	DefaultRegion        = "us-east-1"
 	DefaultListPageSize  = 1000 // the S3 maximum
-	DefaultMaxAttempts   = 5
-	DefaultMaxBackoff    = 5 * time.Second
-	DefaultCallTimeout   = 30 * time.Second
-	DefaultMinThroughput = 1 << 20 // bytes/s assumed when sizing a transfer's deadline
+	DefaultMaxAttempts   = objstore.DefaultMaxAttempts
+	DefaultMaxBackoff    = objstore.DefaultMaxBackoff
+	DefaultCallTimeout   = objstore.DefaultCallTimeout
+	DefaultMinThroughput = objstore.DefaultMinThroughput
 	// DeleteBatchSize is the most keys one DeleteObjects call may carry.
 	DeleteBatchSize = 1000
 )
 
 // metaPrefix prefixes each storage.Meta* field in user metadata
 // (x-amz-meta-understudy-<field>); S3 returns the keys lower-cased.
-const metaPrefix = "understudy-"
+const metaPrefix = objstore.MetaPrefix
 
 // metaUploadID identifies one Create call: when a PUT is retried after a
 // timeout and the first attempt did land, the retry gets 412 for our own
 // object; the upload id tells that apart from losing to another writer.
-const metaUploadID = metaPrefix + "upload-id"
+const metaUploadID = objstore.MetaUploadID
 
 // Options configure a Client.
 type Options struct {
@@ -80,11 +80,8 @@ type Options struct {
 	SSEKMSKeyID    string
 	SSECustomerKey string
 
-	ListPageSize  int           // keys per ListObjectsV2 page (default 1000)
-	MaxAttempts   int           // attempts per call, retries included (default 5)
-	MaxBackoff    time.Duration // most a retry waits (jittered exponential backoff)
-	CallTimeout   time.Duration // deadline of each call, plus transfer time
-	MinThroughput int64         // bytes/s a transfer's deadline allows for
+	ListPageSize int // keys per ListObjectsV2 page (default 1000)
+	objstore.Timing
 
 	// ResolveVersions makes readers resolve each key to one of its object
 	// versions (storage.PickVersion) where the bucket keeps versions: set
@@ -136,18 +133,7 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	if opts.ListPageSize <= 0 || opts.ListPageSize > DefaultListPageSize {
 		opts.ListPageSize = DefaultListPageSize
 	}
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = DefaultMaxAttempts
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = DefaultMaxBackoff
-	}
-	if opts.CallTimeout <= 0 {
-		opts.CallTimeout = DefaultCallTimeout
-	}
-	if opts.MinThroughput <= 0 {
-		opts.MinThroughput = DefaultMinThroughput
-	}
+	opts.Timing = opts.Timing.WithDefaults()
 	if opts.Endpoint != "" && !strings.Contains(opts.Endpoint, "://") {
 		opts.Endpoint = "https://" + opts.Endpoint
 	}
@@ -237,28 +223,18 @@ func (c *Client) Key(level int, minTXID, maxTXID ltx.TXID) string {
 // callContext bounds one call: CallTimeout plus the time a transfer of size
 // bytes takes at MinThroughput.
 func (c *Client) callContext(ctx context.Context, size int64) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, c.transferTimeout(size))
+	return c.opts.CallContext(ctx, size)
 }
 
-func (c *Client) transferTimeout(size int64) time.Duration {
-	return c.opts.CallTimeout + time.Duration(size/c.opts.MinThroughput)*time.Second
-}
+func (c *Client) transferTimeout(size int64) time.Duration { return c.opts.TransferTimeout(size) }
 
 // Create uploads the file with If-None-Match: * ; see storage.Client.
 func (c *Client) Create(ctx context.Context, level int, minTXID, maxTXID ltx.TXID, r io.Reader, md storage.Metadata) (storage.FileInfo, error) {
-	if err := checkKey(level, minTXID, maxTXID); err != nil {
-		return storage.FileInfo{}, err
-	}
-	key := c.Key(level, minTXID, maxTXID)
 	put := c.put
 	if c.plain {
 		put = c.plainPut
 	}
-	size, err := put(ctx, key, r, md)
-	if err != nil {
-		return storage.FileInfo{}, err
-	}
-	return storage.CreatedInfo(level, minTXID, maxTXID, size, md), nil
+	return objstore.CreateLTX(ctx, Type, c.prefix, level, minTXID, maxTXID, r, md, put)
 }
 
 // put is a conditional PUT of r at key with md; it returns the size.
@@ -270,13 +246,13 @@ func (c *Client) put(ctx context.Context, key string, r io.Reader, md storage.Me
 	defer body.Close()
 	err = c.putObject(ctx, key, body, meta, true)
 	if err == nil {
-		return body.size, nil
+		return body.Size, nil
 	}
 	err = c.describe(ctx, "create", key, err)
 	if errors.Is(err, storage.ErrExists) {
 		// Our own earlier attempt may have landed before a retry.
 		if mine, _ := c.hasUploadID(ctx, key, uploadID); mine {
-			return body.size, nil
+			return body.Size, nil
 		}
 	}
 	return 0, err
@@ -284,15 +260,15 @@ func (c *Client) put(ctx context.Context, key string, r io.Reader, md storage.Me
 
 // prepareUpload checks md and makes r an upload body, with the metadata
 // of a PUT that carries a new upload id (returned too).
-func (c *Client) prepareUpload(key string, r io.Reader, md storage.Metadata) (*body, string, map[string]string, error) {
+func (c *Client) prepareUpload(key string, r io.Reader, md storage.Metadata) (*spool.Body, string, map[string]string, error) {
 	if err := checkMetadata(md); err != nil {
 		return nil, "", nil, fmt.Errorf("s3 replica: %s: %w", c.where(key), err)
 	}
-	b, err := spool(r)
+	b, err := spool.New(r)
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("s3 replica: %s: read the file to upload: %w", c.where(key), err)
 	}
-	uploadID := newUploadID()
+	uploadID := objstore.UploadID()
 	meta := map[string]string{metaUploadID: uploadID}
 	for k, v := range md.Fields() {
 		meta[metaPrefix+k] = v
@@ -302,19 +278,19 @@ func (c *Client) prepareUpload(key string, r io.Reader, md storage.Metadata) (*b
 
 // putObject PUTs b at key with meta, create-only (If-None-Match: *) when
 // conditional. The error is the SDK's, undescribed.
-func (c *Client) putObject(ctx context.Context, key string, b *body, meta map[string]string, conditional bool) error {
+func (c *Client) putObject(ctx context.Context, key string, b *spool.Body, meta map[string]string, conditional bool) error {
 	in := &awss3.PutObjectInput{
 		Bucket:        aws.String(c.opts.Bucket),
 		Key:           aws.String(key),
 		Body:          b,
-		ContentLength: aws.Int64(b.size),
+		ContentLength: aws.Int64(b.Size),
 		Metadata:      meta,
 	}
 	if conditional {
 		in.IfNoneMatch = aws.String("*")
 	}
 	c.sseOnPut(in)
-	cctx, cancel := c.callContext(ctx, b.size)
+	cctx, cancel := c.callContext(ctx, b.Size)
 	defer cancel()
 	_, err := c.s3.PutObject(cctx, in)
 	return err
@@ -390,7 +366,7 @@ func (c *Client) Open(ctx context.Context, level int, minTXID, maxTXID ltx.TXID,
 		rc = io.NopCloser(strings.NewReader(""))
 	}
 	return &storage.Object{
-		ReadCloser: &bodyCloser{ReadCloser: rc, stop: func() { timer.Stop(); cancel() }},
+		ReadCloser: &objstore.BodyCloser{ReadCloser: rc, Stop: func() { timer.Stop(); cancel() }},
 		Info:       info,
 	}, nil
 }
@@ -444,7 +420,7 @@ func (c *Client) deleteKeys(ctx context.Context, ids []types.ObjectIdentifier) e
 // ProbeCreateOnly creates <path>/understudy-probe-<random> twice (the second
 // must fail with 412) and deletes it; see storage.Client.
 func (c *Client) ProbeCreateOnly(ctx context.Context) error {
-	key := c.prefix + "understudy-probe-" + newUploadID()
+	key := c.prefix + "understudy-probe-" + objstore.UploadID()
 	md := storage.Metadata{Node: "probe", CommitTime: time.Now()}
 	if _, err := c.put(ctx, key, strings.NewReader("probe"), md); errors.Is(err, errNotImplemented) {
 		return c.noCreateOnly(storage.ConditionRefused, fmt.Sprintf("a conditional PUT (If-None-Match: *) of %s was answered 501 Not Implemented", c.where(key)))
@@ -514,22 +490,4 @@ func objectSize(contentRange *string, length int64) int64 {
 		}
 	}
 	return length
-}
-
-func newUploadID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// bodyCloser ends the call's deadline when the body is closed.
-type bodyCloser struct {
-	io.ReadCloser
-	stop func()
-}
-
-func (b *bodyCloser) Close() error {
-	err := b.ReadCloser.Close()
-	b.stop()
-	return err
 }

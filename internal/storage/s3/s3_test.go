@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/understudy-db/understudy/integration/harness"
 	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/storage/objstore"
 	"github.com/understudy-db/understudy/internal/storage/storagetest"
 )
 
@@ -50,7 +50,7 @@ func serverOptions(s *harness.S3Server, bucket, path string) Options {
 	return Options{
 		Bucket: bucket, Path: path, Region: s.Region, Endpoint: s.Endpoint, ForcePathStyle: true,
 		AccessKeyID: s.AccessKey, SecretAccessKey: s.SecretKey,
-		MaxBackoff: 200 * time.Millisecond,
+		Timing: objstore.Timing{MaxBackoff: 200 * time.Millisecond},
 	}
 }
 
@@ -362,7 +362,7 @@ func TestUnreachableEndpoint(t *testing.T) {
 	isolateAWSEnv(t)
 	opts := Options{
 		Bucket: "b", Endpoint: fmt.Sprintf("http://127.0.0.1:%d", harness.FreePort(t)), ForcePathStyle: true,
-		AccessKeyID: "AK", SecretAccessKey: "shh-secret", MaxAttempts: 2, MaxBackoff: 10 * time.Millisecond,
+		AccessKeyID: "AK", SecretAccessKey: "shh-secret", Timing: objstore.Timing{MaxAttempts: 2, MaxBackoff: 10 * time.Millisecond},
 	}
 	_, err := mustNew(t, opts).Open(context.Background(), 0, 1, 1, 0, -1)
 	storagetest.CheckError(t, "open", err, []string{"cannot reach " + opts.Endpoint, "check the endpoint"}, []string{"shh-secret"})
@@ -427,31 +427,6 @@ func TestSkipVerifyWithCABundle(t *testing.T) {
 	c := mustNew(t, opts)
 	if err := c.ProbeCreateOnly(context.Background()); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestSpoolLargeBody(t *testing.T) {
-	big := storagetest.Body(MaxMemoryBody+100, 3)
-	b, err := spool(io.MultiReader(bytes.NewReader(big))) // hides Seek
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if b.file == nil || b.size != int64(len(big)) {
-		t.Fatalf("spooled to file %v, size %d", b.file != nil, b.size)
-	}
-	var got bytes.Buffer
-	if _, err := got.ReadFrom(b); err != nil || !bytes.Equal(got.Bytes(), big) {
-		t.Fatalf("spooled content differs (%v)", err)
-	}
-	// A ReadSeeker is used in place, from its current offset.
-	r := bytes.NewReader([]byte("0123456789"))
-	r.Seek(4, 0)
-	b2, _ := spool(r)
-	got.Reset()
-	got.ReadFrom(b2)
-	if got.String() != "456789" || b2.size != 6 {
-		t.Fatalf("seeker body %q size %d", got.String(), b2.size)
 	}
 }
 

@@ -1,4 +1,8 @@
-package s3
+// Package spool makes an upload's content seekable with a known size, so
+// that an object store's SDK can sign it, size its deadline, and replay it
+// on a retry. Small bodies stay in memory; a larger one (a snapshot of a big
+// database) goes to an unlinked temp file.
+package spool
 
 import (
 	"bytes"
@@ -6,28 +10,26 @@ import (
 	"os"
 )
 
-// MaxMemoryBody is the largest upload held in memory; a larger one (a
-// snapshot of a big database) is spooled to a temp file.
+// MaxMemoryBody is the largest upload held in memory.
 const MaxMemoryBody = 16 << 20
 
-// body is an upload's content, seekable so that the SDK can sign it and
-// replay it on a retry.
-type body struct {
+// Body is an upload's content. Close must be called.
+type Body struct {
 	io.ReadSeeker
-	size int64
+	Size int64
 	file *os.File // spool file, removed on Close
 }
 
-// spool makes r seekable with a known size. A reader that already is an
-// io.ReadSeeker is used in place.
-func spool(r io.Reader) (*body, error) {
+// New makes r seekable with a known size. A reader that already is an
+// io.ReadSeeker is used in place, from its current offset.
+func New(r io.Reader) (*Body, error) {
 	if rs, ok := r.(io.ReadSeeker); ok {
 		cur, err := rs.Seek(0, io.SeekCurrent)
 		if err == nil {
 			end, err := rs.Seek(0, io.SeekEnd)
 			if err == nil {
 				if _, err = rs.Seek(cur, io.SeekStart); err == nil {
-					return &body{ReadSeeker: io.NewSectionReader(readerAt{rs}, cur, end-cur), size: end - cur}, nil
+					return &Body{ReadSeeker: io.NewSectionReader(readerAt{rs}, cur, end-cur), Size: end - cur}, nil
 				}
 			}
 		}
@@ -35,7 +37,7 @@ func spool(r io.Reader) (*body, error) {
 	var buf bytes.Buffer
 	n, err := io.CopyN(&buf, r, MaxMemoryBody+1)
 	if err == io.EOF {
-		return &body{ReadSeeker: bytes.NewReader(buf.Bytes()), size: n}, nil
+		return &Body{ReadSeeker: bytes.NewReader(buf.Bytes()), Size: n}, nil
 	} else if err != nil {
 		return nil, err
 	}
@@ -52,10 +54,14 @@ func spool(r io.Reader) (*body, error) {
 		f.Close()
 		return nil, err
 	}
-	return &body{ReadSeeker: f, size: size, file: f}, nil
+	return &Body{ReadSeeker: f, Size: size, file: f}, nil
 }
 
-func (b *body) Close() error {
+// InFile reports whether the body was spooled to a temp file.
+func (b *Body) InFile() bool { return b.file != nil }
+
+// Close removes the spool file, if any.
+func (b *Body) Close() error {
 	if b.file != nil {
 		return b.file.Close()
 	}
