@@ -45,6 +45,24 @@ var objectStores = []struct {
 			env: []string{"STORAGE_EMULATOR_HOST="},
 		}
 	}},
+	{"abs", func(t *testing.T) objectStore {
+		s := harness.StartAzurite(t)
+		ctr := s.NewContainer(t)
+		return objectStore{
+			name: "abs",
+			config: fmt.Sprintf(`      - name: abs
+        type: abs
+        account-name: %s
+        bucket: %s
+        path: app
+        endpoint: %s
+        sync-interval: 100ms
+`, s.Account, ctr, s.Endpoint),
+			url: fmt.Sprintf("abs://%s@%s/app?endpoint=%s", s.Account, ctr, s.Endpoint),
+			// The key from the environment, as Litestream 0.3 reads it.
+			env: []string{"LITESTREAM_AZURE_ACCOUNT_KEY=" + s.Key},
+		}
+	}},
 }
 
 // TestObjectStoreShipRestoreFollow runs the real binary through each store:

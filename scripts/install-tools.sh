@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real servers the integration tests run against into ./.tools/bin:
 # versitygw (S3-compatible store), consul (dev agent), toxiproxy (fault proxy),
-# fake-gcs-server (Google Cloud Storage emulator).
+# fake-gcs-server (Google Cloud Storage emulator), Azurite (Azure Storage emulator).
 # A tool that already reports the pinned version is not rebuilt.
 set -euo pipefail
 
@@ -15,6 +15,8 @@ TOXIPROXY_VERSION=v2.12.0
 # fake-gcs-server v1.56.1 honours ifGenerationMatch=0 on multipart and
 # resumable uploads, the two the Go SDK uses (internal/storage/gcs tests pin both).
 FAKE_GCS_VERSION=v1.56.1
+# Azurite (the Azure Storage emulator, an npm package) for the abs tests.
+AZURITE_VERSION=3.37.0
 
 # go install does not stamp versions into these binaries, so each build
 # records the pinned version in <name>.version beside the binary.
@@ -112,4 +114,23 @@ else
   echo "fake-gcs-server ${FAKE_GCS_VERSION}: building"
   GOBIN="$bin" go install "github.com/fsouza/fake-gcs-server@${FAKE_GCS_VERSION}"
   echo "$FAKE_GCS_VERSION" >"$bin/fake-gcs-server.version"
+fi
+
+# Azurite runs on the machine's Node.js: npm installs it into .tools/azurite
+# and a wrapper starts its blob service. Without Node.js it is skipped (the
+# Azure Blob tests then skip, and fail under CI=true).
+if has_version azurite-blob "$AZURITE_VERSION"; then
+  echo "azurite ${AZURITE_VERSION}: present"
+elif ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "azurite ${AZURITE_VERSION}: skipped (needs Node.js and npm); the Azure Blob tests will skip" >&2
+else
+  echo "azurite ${AZURITE_VERSION}: installing with npm"
+  azurite_dir="$(cd "$top/.tools" && pwd -P)/azurite"
+  npm install --prefix "$azurite_dir" --no-audit --no-fund --ignore-scripts --loglevel=error "azurite@${AZURITE_VERSION}"
+  cat >"$bin/azurite-blob" <<WRAPPER
+#!/bin/sh
+exec node "$azurite_dir/node_modules/azurite/dist/src/blob/main.js" "\$@"
+WRAPPER
+  chmod +x "$bin/azurite-blob"
+  echo "$AZURITE_VERSION" >"$bin/azurite-blob.version"
 fi

@@ -10,6 +10,7 @@ import (
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/internal/storage/agecrypt"
+	"github.com/understudy-db/understudy/internal/storage/abs"
 	"github.com/understudy-db/understudy/internal/storage/file"
 	"github.com/understudy-db/understudy/internal/storage/gcs"
 	"github.com/understudy-db/understudy/internal/storage/s3"
@@ -101,8 +102,10 @@ func newStore(ctx context.Context, r *config.Replica, o options) (storage.Client
 		})
 	case gcs.Type:
 		return gcs.New(ctx, gcs.Options{Bucket: r.Bucket, Path: r.Path, Endpoint: r.Endpoint})
+	case abs.Type:
+		return abs.New(abs.Options{AccountName: r.AccountName, AccountKey: r.AccountKey, Container: r.Bucket, Path: r.Path, Endpoint: r.Endpoint})
 	default:
-		return nil, fmt.Errorf("replica %q: unknown type %q; use %q, %q, %q or %q", r.Name, r.Type, s3.Type, gcs.Type, file.Type, sftp.Type)
+		return nil, fmt.Errorf("replica %q: unknown type %q; use %q, %q, %q, %q or %q", r.Name, r.Type, s3.Type, gcs.Type, abs.Type, file.Type, sftp.Type)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/integration/harness"
+	"github.com/understudy-db/understudy/internal/storage/abs"
 	"github.com/understudy-db/understudy/internal/storage/file"
 	"github.com/understudy-db/understudy/internal/storage/gcs"
 	"github.com/understudy-db/understudy/internal/storage/s3"
@@ -32,7 +33,7 @@ func TestFile(t *testing.T) {
 
 func TestUnknownType(t *testing.T) {
 	_, err := New(context.Background(), &config.Replica{Name: "r1", Type: "webdav"})
-	want := `replica "r1": unknown type "webdav"; use "s3", "gcs", "file" or "sftp"`
+	want := `replica "r1": unknown type "webdav"; use "s3", "gcs", "abs", "file" or "sftp"`
 	if err == nil || err.Error() != want {
 		t.Fatalf("err = %v, want %q", err, want)
 	}
@@ -151,6 +152,29 @@ func TestGCS(t *testing.T) {
 		t.Fatal(err)
 	}
 	if gc, ok := c.(*gcs.Client); !ok || gc.Bucket() != r.Bucket || gc.Key(0, 1, 1) != "db/0000/0000000000000001-0000000000000001.ltx" {
+		t.Fatalf("got %T %+v", c, c)
+	}
+	if err := c.ProbeCreateOnly(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestABS builds an abs client from a replica parsed from its URL against
+// Azurite, with the key from LITESTREAM_AZURE_ACCOUNT_KEY: the fields reach
+// the client (a probe works at the replica's path).
+func TestABS(t *testing.T) {
+	s := harness.StartAzurite(t)
+	ctr := s.NewContainer(t)
+	r, err := config.ParseReplicaURL("abs://" + s.Account + "@" + ctr + "/db?endpoint=" + s.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(abs.AccountKeyEnv, s.Key)
+	c, err := New(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ac, ok := c.(*abs.Client); !ok || ac.Container() != ctr || ac.Key(0, 1, 1) != "db/0000/0000000000000001-0000000000000001.ltx" {
 		t.Fatalf("got %T %+v", c, c)
 	}
 	if err := c.ProbeCreateOnly(context.Background()); err != nil {

@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,9 +42,6 @@ const Type = "gcs"
 // Defaults for Options left zero (and objstore's, for the Timing).
 const (
 	DefaultListPageSize = 1000 // the JSON API's maximum
-	// DeleteParallelism is how many deletes run at once: the JSON API
-	// deletes one object per call.
-	DeleteParallelism = 16
 )
 
 // The object's custom metadata holds the fields of storage.Metadata under
@@ -255,46 +251,10 @@ func (c *Client) List(ctx context.Context, level int, seek ltx.TXID) (storage.It
 	return newIterator(ctx, c, level, seek), nil
 }
 
-// Delete removes files, DeleteParallelism at a time; see storage.Client.
+// Delete removes files, objstore.DeleteParallelism at a time; see
+// storage.Client.
 func (c *Client) Delete(ctx context.Context, files []storage.FileInfo) error {
-	for _, fi := range files {
-		if err := storage.CheckKey(fi.Level, fi.MinTXID, fi.MaxTXID); err != nil {
-			return fmt.Errorf("gcs replica: %w", err)
-		}
-	}
-	keys := make(chan string)
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
-	for range min(DeleteParallelism, len(files)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for key := range keys {
-				if err := c.deleteKey(ctx, key); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for _, fi := range files {
-		mu.Lock()
-		failed := firstErr != nil
-		mu.Unlock()
-		if failed {
-			break
-		}
-		keys <- c.Key(fi.Level, fi.MinTXID, fi.MaxTXID)
-	}
-	close(keys)
-	wg.Wait()
-	return firstErr
+	return objstore.DeleteLTX(ctx, Type, c.prefix, files, c.deleteKey)
 }
 
 // deleteKey deletes one object; a missing one is not an error.
@@ -336,26 +296,11 @@ func (c *Client) notFound(ctx context.Context, op, key string) error {
 // ProbeCreateOnly creates <path>/understudy-probe-<random> twice (the second
 // must fail with 412) and deletes it; see storage.Client.
 func (c *Client) ProbeCreateOnly(ctx context.Context) error {
-	key := c.prefix + "understudy-probe-" + objstore.UploadID()
-	md := storage.Metadata{Node: "probe", CommitTime: time.Now()}
-	if _, err := c.put(ctx, key, strings.NewReader("probe"), md); err != nil {
-		return fmt.Errorf("create-only probe could not write: %w", err)
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.CallTimeout)
-		defer cancel()
-		_ = c.deleteKey(cctx, key)
-	}()
-	_, err := c.put(ctx, key, strings.NewReader("probe"), md)
-	switch {
-	case errors.Is(err, storage.ErrExists):
-		return nil
-	case err == nil:
+	key := objstore.ProbeKey(c.prefix)
+	return objstore.ProbeCreateOnly(ctx, key, c.put, c.deleteKey, c.opts.CallTimeout, func() error {
 		return storage.NoCreateOnly(fmt.Sprintf("gcs replica: create-only probe: a second upload of %s with ifGenerationMatch=0 succeeded; the store at %s does not honour preconditions, so two writers could overwrite each other's history",
 			c.where(key), c.endpoint()))
-	default:
-		return fmt.Errorf("create-only probe: second create: %w", err)
-	}
+	})
 }
 
 // decodeMetadata reads our fields from the object's metadata.

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/superfly/ltx"
-
 	"github.com/understudy-db/understudy/integration/harness"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/internal/storage/objstore"
@@ -63,23 +61,7 @@ func TestSmallPages(t *testing.T) {
 	s := harness.StartFakeGCS(t)
 	opts := serverOptions(s, s.NewBucket(t), "")
 	opts.ListPageSize = 7
-	c := mustNew(t, opts)
-	const n = 30
-	for id := 1; id <= n; id++ {
-		storagetest.MustCreate(t, c, 1, ltxID(id), ltxID(id), []byte("x"), storagetest.TestMetadata(uint64(id)))
-	}
-	for _, seek := range []int{0, 1, 7, 8, 15, 29, 30, 31} {
-		got := storagetest.ListAll(t, c, 1, ltxID(seek))
-		start := max(seek, 1)
-		if want := max(n-start+1, 0); len(got) != want {
-			t.Fatalf("seek %d: %d items, want %d", seek, len(got), want)
-		}
-		for i, fi := range got {
-			if fi.MinTXID != ltxID(start+i) {
-				t.Fatalf("seek %d: item %d is %s", seek, i, fi.MinTXID)
-			}
-		}
-	}
+	storagetest.CheckPagedListing(t, mustNew(t, opts), 30)
 }
 
 func TestMissingBucket(t *testing.T) {
@@ -108,5 +90,3 @@ func TestNewValidates(t *testing.T) {
 		t.Fatalf("endpoint %q key %q", c.opts.Endpoint, c.Key(10, 1, 2))
 	}
 }
-
-func ltxID(i int) ltx.TXID { return ltx.TXID(i) }

@@ -8,8 +8,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/superfly/ltx"
@@ -106,6 +110,112 @@ func CreateLTX(ctx context.Context, store, prefix string, level int, minTXID, ma
 		return storage.FileInfo{}, err
 	}
 	return storage.CreatedInfo(level, minTXID, maxTXID, size, md), nil
+}
+
+// DeleteLTX is storage.Client.Delete for a client named store whose keys
+// start with prefix and whose store deletes one object per call (del, for
+// which a missing object is no error): DeleteParallelism at a time.
+func DeleteLTX(ctx context.Context, store, prefix string, files []storage.FileInfo, del func(ctx context.Context, key string) error) error {
+	keys := make([]string, 0, len(files))
+	for _, fi := range files {
+		if err := storage.CheckKey(fi.Level, fi.MinTXID, fi.MaxTXID); err != nil {
+			return fmt.Errorf("%s replica: %w", store, err)
+		}
+		keys = append(keys, storage.ObjectKey(prefix, fi.Level, fi.MinTXID, fi.MaxTXID))
+	}
+	return DeleteEach(ctx, keys, DeleteParallelism, del)
+}
+
+// DeleteParallelism is how many deletes DeleteLTX runs at once.
+const DeleteParallelism = 16
+
+// DeleteEach runs del on every key, parallel at a time (stores that delete
+// one object per call), and returns the first error; after one it hands
+// out no further keys.
+func DeleteEach(ctx context.Context, keys []string, parallel int, del func(ctx context.Context, key string) error) error {
+	work := make(chan string)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	failed := func() bool { mu.Lock(); defer mu.Unlock(); return firstErr != nil }
+	for range min(parallel, len(keys)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for key := range work {
+				if err := del(ctx, key); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, key := range keys {
+		if failed() {
+			break
+		}
+		work <- key
+	}
+	close(work)
+	wg.Wait()
+	return firstErr
+}
+
+// ProbeKey is the key of a create-only probe under prefix: a leaf outside
+// the level directories.
+func ProbeKey(prefix string) string { return prefix + "understudy-probe-" + UploadID() }
+
+// ProbeCreateOnly is storage.Client.ProbeCreateOnly for a client with a
+// create-only put: it creates key twice (the second must fail with
+// ErrExists) and then deletes it with del, within timeout even when ctx has
+// ended. notHonoured is the error for a second create that succeeded.
+func ProbeCreateOnly(ctx context.Context, key string, put Put, del func(ctx context.Context, key string) error, timeout time.Duration, notHonoured func() error) error {
+	md := storage.Metadata{Node: "probe", CommitTime: time.Now()}
+	if _, err := put(ctx, key, strings.NewReader("probe"), md); err != nil {
+		return fmt.Errorf("create-only probe could not write: %w", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		defer cancel()
+		_ = del(cctx, key)
+	}()
+	_, err := put(ctx, key, strings.NewReader("probe"), md)
+	switch {
+	case errors.Is(err, storage.ErrExists):
+		return nil
+	case err == nil:
+		return notHonoured()
+	default:
+		return fmt.Errorf("create-only probe: second create: %w", err)
+	}
+}
+
+// CheckHeaderMetadata rejects metadata that HTTP headers cannot carry
+// (S3's and Azure's metadata travel as headers; the other fields are
+// ASCII by construction). store names the store's metadata in the message.
+func CheckHeaderMetadata(md storage.Metadata, store string) error {
+	for _, r := range md.Node {
+		if r < 0x20 || r > 0x7e {
+			return fmt.Errorf("node name %q has characters %s metadata cannot carry; use printable ASCII", md.Node, store)
+		}
+	}
+	return nil
+}
+
+// ObjectSize is the whole object's size: from a ranged read's Content-Range
+// ("bytes 0-9/1234"), else the body's length.
+func ObjectSize(contentRange string, length int64) int64 {
+	if i := strings.LastIndexByte(contentRange, '/'); i >= 0 {
+		if n, err := strconv.ParseInt(contentRange[i+1:], 10, 64); err == nil {
+			return n
+		}
+	}
+	return length
 }
 
 // CredentialsError is a described error that wraps storage.ErrCredentials

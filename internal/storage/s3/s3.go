@@ -461,14 +461,7 @@ func checkKey(level int, minTXID, maxTXID ltx.TXID) error {
 }
 
 // checkMetadata rejects values HTTP headers cannot carry.
-func checkMetadata(md storage.Metadata) error {
-	for _, r := range md.Node {
-		if r < 0x20 || r > 0x7e {
-			return fmt.Errorf("node name %q has characters S3 metadata cannot carry; use printable ASCII", md.Node)
-		}
-	}
-	return nil
-}
+func checkMetadata(md storage.Metadata) error { return objstore.CheckHeaderMetadata(md, "S3") }
 
 // decodeMetadata reads our fields from S3 user metadata (keys lower-cased).
 func decodeMetadata(m map[string]string) (*storage.Metadata, error) {
@@ -482,12 +475,5 @@ func decodeMetadata(m map[string]string) (*storage.Metadata, error) {
 // objectSize is the whole object's size: from Content-Range
 // ("bytes 0-9/1234") on a ranged GET, else the body length.
 func objectSize(contentRange *string, length int64) int64 {
-	cr := aws.ToString(contentRange)
-	if i := strings.LastIndexByte(cr, '/'); i >= 0 {
-		var n int64
-		if _, err := fmt.Sscan(cr[i+1:], &n); err == nil {
-			return n
-		}
-	}
-	return length
+	return objstore.ObjectSize(aws.ToString(contentRange), length)
 }

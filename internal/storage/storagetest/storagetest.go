@@ -588,3 +588,25 @@ func FilesUnder(t *testing.T, base, dir string) []string {
 	}
 	return out
 }
+
+// CheckPagedListing creates level-1 files 1..n and lists them from seeks at
+// and around every page boundary: for a client built with a small page
+// size (a few items), so that each listing crosses pages.
+func CheckPagedListing(t *testing.T, c storage.Client, n int) {
+	t.Helper()
+	for id := ltx.TXID(1); id <= ltx.TXID(n); id++ {
+		MustCreate(t, c, 1, id, id, []byte("x"), TestMetadata(uint64(id)))
+	}
+	for seek := ltx.TXID(0); seek <= ltx.TXID(n+1); seek++ {
+		got := ListAll(t, c, 1, seek)
+		start := max(seek, 1)
+		if want := max(n-int(start)+1, 0); len(got) != want {
+			t.Fatalf("seek %d: %d items, want %d", seek, len(got), want)
+		}
+		for i, fi := range got {
+			if fi.MinTXID != start+ltx.TXID(i) {
+				t.Fatalf("seek %d: item %d is %s, want %s", seek, i, fi.MinTXID, start+ltx.TXID(i))
+			}
+		}
+	}
+}
