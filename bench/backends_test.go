@@ -2,11 +2,12 @@ package bench
 
 // Per-store benchmark: the same workload replicated by `understudy
 // replicate` to one store of each kind on this machine — a directory,
-// versitygw (S3), OpenSSH's sshd (SFTP) — each started the way the
-// integration tests start it. For each store: how long the first snapshot
-// of a UNDERSTUDY_BENCH_STORE_MB (default 64) MB database takes to appear,
-// the ship lag from a commit to its L0 object (the store's directory on
-// this machine is watched), and how long `understudy restore` of the
+// versitygw (S3), fake-gcs-server (GCS), Azurite (Azure Blob), OpenSSH's
+// sshd (SFTP) — each started the way the integration tests start it. For
+// each store: how long the first snapshot of a UNDERSTUDY_BENCH_STORE_MB
+// (default 64) MB database takes to appear, the ship lag from a commit to
+// its L0 object (the store's directory on this machine is watched, or for
+// gcs and abs the store is listed through its client), and how long `understudy restore` of the
 // result takes. Numbers are reported, not asserted. Other stores join by
 // adding a row to benchStores. Run:
 //
@@ -14,6 +15,7 @@ package bench
 //	  go test -run TestStoresBench -v -timeout 30m ./bench/
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,6 +25,9 @@ import (
 	"time"
 
 	"github.com/understudy-db/understudy/integration/harness"
+	"github.com/understudy-db/understudy/internal/storage"
+	"github.com/understudy-db/understudy/internal/storage/abs"
+	"github.com/understudy-db/understudy/internal/storage/gcs"
 )
 
 // benchStore is one store: its replica config (YAML lines under
@@ -32,6 +37,21 @@ import (
 type benchStore struct {
 	name, replica, url, l0Dir, snapDir string
 	env                                []string
+	// maxAt, when set, gives the highest MaxTXID at a level by listing the
+	// store itself, for a store with no directory here to watch (gcs, abs);
+	// l0Dir and snapDir are not read then.
+	maxAt func(t *testing.T, level int) uint64
+}
+
+// max is the highest MaxTXID at level (0 or 9) in the store.
+func (st benchStore) max(t *testing.T, level int) uint64 {
+	if st.maxAt != nil {
+		return st.maxAt(t, level)
+	}
+	if level == 0 {
+		return maxTXID(t, st.l0Dir)
+	}
+	return maxTXID(t, st.snapDir)
 }
 
 // benchStores starts one store of each kind.
@@ -55,6 +75,27 @@ var benchStores = []struct {
 			l0Dir: filepath.Join(s.DataDir, bucket, "app", "0000"), snapDir: filepath.Join(s.DataDir, bucket, "app", "0009"),
 			env: []string{"AWS_ACCESS_KEY_ID=" + s.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s.SecretKey},
 		}
+	}},
+	{"gcs (fake-gcs-server)", func(t *testing.T) benchStore {
+		s := harness.StartFakeGCS(t)
+		bucket := s.NewBucket(t)
+		url := fmt.Sprintf("gcs://%s/app?endpoint=%s", bucket, s.Endpoint)
+		c, err := gcs.New(context.Background(), gcs.Options{Bucket: bucket, Path: "app", Endpoint: s.Endpoint})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return benchStore{replica: fmt.Sprintf("      - url: '%s'\n", url), url: url, maxAt: listMax(c)}
+	}},
+	{"abs (Azurite)", func(t *testing.T) benchStore {
+		s := harness.StartAzurite(t)
+		ctr := s.NewContainer(t)
+		url := fmt.Sprintf("abs://%s@%s/app?endpoint=%s", s.Account, ctr, s.Endpoint)
+		c, err := abs.New(abs.Options{AccountName: s.Account, AccountKey: s.Key, Container: ctr, Path: "app", Endpoint: s.Endpoint})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return benchStore{replica: fmt.Sprintf("      - url: '%s'\n", url), url: url, maxAt: listMax(c),
+			env: []string{"LITESTREAM_AZURE_ACCOUNT_KEY=" + s.Key}}
 	}},
 	{"sftp (OpenSSH sshd)", func(t *testing.T) benchStore {
 		s := harness.StartSSHD(t)
@@ -101,7 +142,7 @@ func TestStoresBench(t *testing.T) {
 			t0 := time.Now()
 			d := startDaemon(t, cmd)
 			r := row{name: bs.name}
-			for maxTXID(t, st.snapDir) == 0 {
+			for st.max(t, 9) == 0 {
 				d.alive(t)
 				if time.Since(t0) > 5*time.Minute {
 					t.Fatal("no snapshot within 5 minutes")
@@ -109,7 +150,7 @@ func TestStoresBench(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 			r.snapshot = time.Since(t0)
-			r.lags = shipLag(t, app, st.l0Dir, 20)
+			r.lags = shipLagBy(t, app, func() uint64 { return st.max(t, 0) }, 20)
 			d.stop(t)
 
 			out := filepath.Join(t.TempDir(), "restored.db")
@@ -147,4 +188,24 @@ func TestStoresBench(t *testing.T) {
 			r.restore.Round(time.Millisecond), r.restoredMB, r.restoredMatches)
 	}
 	t.Log(b.String())
+}
+
+// listMax is a benchStore's maxAt for a store read through its client: the
+// MaxTXID of the last file a level lists.
+func listMax(c storage.Client) func(t *testing.T, level int) uint64 {
+	return func(t *testing.T, level int) uint64 {
+		it, err := c.List(context.Background(), level, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer it.Close()
+		var out uint64
+		for it.Next() {
+			out = max(out, uint64(it.Item().MaxTXID))
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
 }

@@ -201,14 +201,20 @@ func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
 // compaction does not count).
 func shipLag(t *testing.T, db *sql.DB, l0Dir string, n int) []time.Duration {
 	t.Helper()
+	return shipLagBy(t, db, func() uint64 { return maxTXID(t, l0Dir) }, n)
+}
+
+// shipLagBy is shipLag for a store whose newest L0 TXID maxL0 tells.
+func shipLagBy(t *testing.T, db *sql.DB, maxL0 func() uint64, n int) []time.Duration {
+	t.Helper()
 	var lags []time.Duration
 	for i := 0; i < n; i++ {
-		before := maxTXID(t, l0Dir)
+		before := maxL0()
 		t0 := time.Now()
 		if _, err := db.Exec(`INSERT INTO t(k, v) VALUES ('lag', 'x')`); err != nil {
 			t.Fatal(err)
 		}
-		for maxTXID(t, l0Dir) == before {
+		for maxL0() == before {
 			if time.Since(t0) > 10*time.Second {
 				t.Fatal("no L0 file within 10s of a commit")
 			}
