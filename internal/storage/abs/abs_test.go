@@ -116,3 +116,11 @@ func TestNewValidates(t *testing.T) {
 		t.Fatalf("metadata name %q is not a C# identifier", metaName("pre-apply-checksum"))
 	}
 }
+
+// TestKeyReader: keys outside the LTX layout (Litestream 0.3's tree) are
+// listed and read under the replica's path.
+func TestKeyReader(t *testing.T) {
+	s := harness.StartAzurite(t)
+	c := mustNew(t, serverOptions(s, s.NewContainer(t), "db"))
+	storagetest.CheckKeyReader(t, c)
+}

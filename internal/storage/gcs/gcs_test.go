@@ -90,3 +90,11 @@ func TestNewValidates(t *testing.T) {
 		t.Fatalf("endpoint %q key %q", c.opts.Endpoint, c.Key(10, 1, 2))
 	}
 }
+
+// TestKeyReader: keys outside the LTX layout (Litestream 0.3's tree) are
+// listed and read under the replica's path.
+func TestKeyReader(t *testing.T) {
+	s := harness.StartFakeGCS(t)
+	c := mustNew(t, serverOptions(s, s.NewBucket(t), "db"))
+	storagetest.CheckKeyReader(t, c)
+}

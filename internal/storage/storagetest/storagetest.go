@@ -610,3 +610,39 @@ func CheckPagedListing(t *testing.T, c storage.Client, n int) {
 		}
 	}
 }
+
+// CheckKeyReader checks a client's storage.KeyReader (how Litestream 0.3
+// trees are read) on keys its own Create wrote: ListKeys lists what is under
+// a prefix, relative to the replica's path, in key order and with sizes;
+// OpenKey reads an object whole; a missing key is ErrNotFound.
+func CheckKeyReader(t *testing.T, c storage.Client) {
+	t.Helper()
+	kr, ok := c.(storage.KeyReader)
+	if !ok {
+		t.Fatalf("%T is not a storage.KeyReader", c)
+	}
+	a, b := Body(100, 1), Body(3000, 2)
+	MustCreate(t, c, 1, 1, 2, a, TestMetadata(1))
+	MustCreate(t, c, 1, 3, 9, b, TestMetadata(2))
+	MustCreate(t, c, 2, 1, 9, a, TestMetadata(3)) // another prefix
+	keys, err := kr.ListKeys(ctx(t), "0001/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"0001/" + storage.FormatFilename(1, 2), "0001/" + storage.FormatFilename(3, 9)}
+	if len(keys) != 2 || keys[0].Key != want[0] || keys[1].Key != want[1] || keys[0].Size != 100 || keys[1].Size != 3000 || keys[1].ModTime.IsZero() {
+		t.Fatalf("ListKeys(0001/) = %+v, want %v with sizes 100 and 3000", keys, want)
+	}
+	rc, err := kr.OpenKey(ctx(t), want[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("OpenKey(%s): %d bytes (%v), want the 3000 written", want[1], len(got), err)
+	}
+	if _, err := kr.OpenKey(ctx(t), "generations/none"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("OpenKey of a missing key: %v, want ErrNotFound", err)
+	}
+}
