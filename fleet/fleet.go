@@ -139,6 +139,9 @@ type Fleet struct {
 	errs     chan error
 
 	watcher *fsnotify.Watcher
+	// parksSinceTrim counts the parks since the C heap was last trimmed
+	// (trimHeap), which tick does when the queue is empty.
+	parksSinceTrim int
 	ctx     context.Context // Run's, for the workers
 	runWG   sync.WaitGroup  // members' Run goroutines
 }
@@ -522,9 +525,16 @@ func (f *Fleet) tick(now time.Time) {
 			}
 		}
 	}
+	trim := f.parksSinceTrim > 0 && len(f.queue) == 0 && len(f.parkQ) == 0
+	if trim {
+		f.parksSinceTrim = 0
+	}
 	f.mu.Unlock()
 	for _, p := range recheck {
 		f.consider(p, now)
+	}
+	if trim {
+		trimHeap()
 	}
 }
 
@@ -681,6 +691,7 @@ func (f *Fleet) park(m *member, why string) {
 	if m.state != failed {
 		m.state = parked
 	}
+	f.parksSinceTrim++
 	f.log.Debug("parked database", "db", m.rel, "why", why, "txid", m.lastTXIDString())
 }
 
