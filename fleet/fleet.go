@@ -122,6 +122,7 @@ type member struct {
 	err       error             // why it failed
 	retryAt   time.Time         // when a database that failed to open is tried again
 	backoff   time.Duration
+	failedAt  time.Time // the first failed open since the last good one
 }
 
 // Fleet runs the databases of one directory entry.
@@ -132,18 +133,21 @@ type Fleet struct {
 	mu       sync.Mutex
 	members  map[string]*member // by absolute path
 	rejected map[string]*check  // files matching the pattern that are not databases (yet)
-	queue    []*member          // opens
-	parkQ    []*member          // parks and removals, before any open
-	kick     chan struct{}
-	rescanCh chan struct{}
-	errs     chan error
+	// recheckPending: a timer will look at the rejected files written
+	// since (recheck).
+	recheckPending bool
+	queue          []*member // opens
+	parkQ          []*member // parks and removals, before any open
+	kick           chan struct{}
+	rescanCh       chan struct{}
+	errs           chan error
 
 	watcher *fsnotify.Watcher
 	// parksSinceTrim counts the parks since the C heap was last trimmed
 	// (trimHeap), which tick does when the queue is empty.
 	parksSinceTrim int
-	ctx     context.Context // Run's, for the workers
-	runWG   sync.WaitGroup  // members' Run goroutines
+	ctx            context.Context // Run's, for the workers
+	runWG          sync.WaitGroup  // members' Run goroutines
 }
 
 type check struct {
@@ -467,6 +471,17 @@ func (f *Fleet) event(ev fsnotify.Event) {
 	c := f.rejected[p]
 	if c != nil && now.Sub(c.at) < recheckAfter {
 		c.dirty = true
+		if !f.recheckPending {
+			// Looked at again soon, not at the next tick: a new
+			// database's first commit comes right after its creation.
+			f.recheckPending = true
+			time.AfterFunc(recheckAfter, func() {
+				f.mu.Lock()
+				f.recheckPending = false
+				f.mu.Unlock()
+				f.recheck(time.Now())
+			})
+		}
 		f.mu.Unlock()
 		return
 	}
@@ -494,13 +509,8 @@ func (f *Fleet) consider(p string, now time.Time) {
 // tick parks the databases that have been quiet for IdleAfter and looks
 // again at files that had no SQLite header yet.
 func (f *Fleet) tick(now time.Time) {
-	var recheck []string
+	f.recheck(now)
 	f.mu.Lock()
-	for p, c := range f.rejected {
-		if c.dirty && now.Sub(c.at) >= recheckAfter {
-			recheck = append(recheck, p)
-		}
-	}
 	for _, m := range f.members {
 		if m.state == failed && m.db == nil && !m.gone && !now.Before(m.retryAt) {
 			f.enqueueLocked(m)
@@ -530,11 +540,24 @@ func (f *Fleet) tick(now time.Time) {
 		f.parksSinceTrim = 0
 	}
 	f.mu.Unlock()
-	for _, p := range recheck {
-		f.consider(p, now)
-	}
 	if trim {
 		trimHeap()
+	}
+}
+
+// recheck looks again at the files written since they were found without
+// the SQLite header.
+func (f *Fleet) recheck(now time.Time) {
+	var again []string
+	f.mu.Lock()
+	for p, c := range f.rejected {
+		if c.dirty && now.Sub(c.at) >= recheckAfter {
+			again = append(again, p)
+		}
+	}
+	f.mu.Unlock()
+	for _, p := range again {
+		f.consider(p, now)
 	}
 }
 
@@ -618,6 +641,9 @@ func (f *Fleet) open(ctx context.Context, m *member) {
 	defer f.mu.Unlock()
 	if err != nil {
 		m.state, m.err = failed, err
+		if m.failedAt.IsZero() {
+			m.failedAt = time.Now()
+		}
 		m.backoff = min(max(2*m.backoff, minRetryBackoff), maxRetryBackoff)
 		m.retryAt = time.Now().Add(m.backoff)
 		if ctx.Err() == nil {
@@ -625,7 +651,7 @@ func (f *Fleet) open(ctx context.Context, m *member) {
 		}
 		return
 	}
-	m.backoff = 0
+	m.backoff, m.failedAt = 0, time.Time{}
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	m.db, m.stop, m.runDone, m.err = db, stop, make(chan struct{}), nil
 	m.state, m.lastSeen = active, time.Now()

@@ -136,6 +136,10 @@ func (f *Fleet) DB(name string) (DBStatus, bool) {
 	return DBStatus{}, false
 }
 
+// UnhealthyAfter is how long a database must have failed to open before
+// /healthz says so.
+const UnhealthyAfter = 10 * time.Second
+
 // Healthy is nil unless a database failed, or an open one is fenced or
 // cannot ship (primary.DB.ShippingError); it names up to DefaultWorst of
 // them and counts the rest.
@@ -147,7 +151,9 @@ func (f *Fleet) Healthy() error {
 	for _, m := range f.members {
 		var err error
 		switch {
-		case m.state == failed && m.err != nil:
+		case m.state == failed && m.err != nil && (m.db != nil || time.Since(m.failedAt) >= UnhealthyAfter):
+			// An open that failed once (the application held a lock) is
+			// retried at once; only one that keeps failing is unhealthy.
 			err = fmt.Errorf("%s: %w", m.path, m.err)
 		case m.db != nil:
 			if m.db.Status().Fenced {
