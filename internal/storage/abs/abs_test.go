@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,4 +125,21 @@ func TestKeyReader(t *testing.T) {
 	s := harness.StartAzurite(t)
 	c := mustNew(t, serverOptions(s, s.NewContainer(t), "db"))
 	storagetest.CheckKeyReader(t, c)
+}
+
+// TestLostAnswerRetried: a Put Blob whose answer is lost (it landed) is
+// retried, and the retry's refusal is recognised as our own blob.
+func TestLostAnswerRetried(t *testing.T) {
+	s := harness.StartAzurite(t)
+	var puts atomic.Int32
+	front := harness.FaultyFront(t, s.Endpoint, func(*http.Request) int { return 0 }, func(r *http.Request) int {
+		if r.Method == http.MethodPut && r.URL.Query().Get("restype") == "" && puts.Add(1) == 1 {
+			return http.StatusServiceUnavailable
+		}
+		return 0
+	})
+	fs := *s
+	fs.Endpoint = front + "/" + s.Account
+	c := mustNew(t, serverOptions(&fs, s.NewContainer(t), "db"))
+	storagetest.CheckLostAnswerRetried(t, c, func() int { return int(puts.Load()) })
 }

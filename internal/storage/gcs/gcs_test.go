@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,4 +100,21 @@ func TestKeyReader(t *testing.T) {
 	s := harness.StartFakeGCS(t)
 	c := mustNew(t, serverOptions(s, s.NewBucket(t), "db"))
 	storagetest.CheckKeyReader(t, c)
+}
+
+// TestLostAnswerRetried: an upload whose answer is lost (it landed) is
+// retried, and the retry's 412 is recognised as our own object.
+func TestLostAnswerRetried(t *testing.T) {
+	s := harness.StartFakeGCS(t)
+	var uploads atomic.Int32
+	// The emulator tells its XML reads by the Host header: forward its own.
+	keepHost := func(r *http.Request) int { r.Host = s.Addr; return 0 }
+	front := harness.FaultyFront(t, s.Endpoint, keepHost, func(r *http.Request) int {
+		if strings.HasPrefix(r.URL.Path, "/upload/") && uploads.Add(1) == 1 {
+			return http.StatusServiceUnavailable
+		}
+		return 0
+	})
+	c := mustNew(t, serverOptions(&harness.GCSServer{Endpoint: front}, s.NewBucket(t), "db"))
+	storagetest.CheckLostAnswerRetried(t, c, func() int { return int(uploads.Load()) })
 }

@@ -5,10 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -248,46 +245,6 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-// faultyFront is a reverse proxy in front of the S3 server that injects
-// failures: fail(r) returns a status to answer instead (0 = pass through),
-// and after(r) can replace the real response's status after forwarding.
-func faultyFront(t *testing.T, upstream string, before func(r *http.Request) int, after func(r *http.Request) int) string {
-	t.Helper()
-	u, _ := url.Parse(upstream)
-	rp := httputil.NewSingleHostReverseProxy(u)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if code := before(r); code != 0 {
-			http.Error(w, "injected", code)
-			return
-		}
-		if code := after(r); code != 0 {
-			rec := &discardWriter{h: http.Header{}}
-			rp.ServeHTTP(rec, r) // the request lands; its answer is lost
-			http.Error(w, "injected after forwarding", code)
-			return
-		}
-		rp.ServeHTTP(w, r)
-	})}
-	port := harness.FreePort(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return "http://" + addr
-}
-
-type discardWriter struct {
-	h    http.Header
-	code int
-}
-
-func (d *discardWriter) Header() http.Header         { return d.h }
-func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
-func (d *discardWriter) WriteHeader(code int)        { d.code = code }
-
 // TestRetries: 5xx answers are retried, and a conditional PUT whose first
 // attempt landed but whose answer was lost is recognised as our own on the
 // retry's 412, not reported as losing to another writer.
@@ -295,7 +252,7 @@ func TestRetries(t *testing.T) {
 	isolateAWSEnv(t)
 	s := harness.StartVersityGW(t)
 	var puts, gets atomic.Int32
-	front := faultyFront(t, s.Endpoint,
+	front := harness.FaultyFront(t, s.Endpoint,
 		func(r *http.Request) int {
 			if r.Method == http.MethodGet && r.URL.Query().Get("list-type") == "" && gets.Add(1) <= 2 {
 				return http.StatusServiceUnavailable
@@ -333,7 +290,7 @@ func TestHungAttemptRetried(t *testing.T) {
 	isolateAWSEnv(t)
 	s := harness.StartVersityGW(t)
 	var gets atomic.Int32
-	front := faultyFront(t, s.Endpoint,
+	front := harness.FaultyFront(t, s.Endpoint,
 		func(r *http.Request) int {
 			if r.Method == http.MethodGet && gets.Add(1) == 1 {
 				<-r.Context().Done() // hold the answer until the client gives up
@@ -492,7 +449,7 @@ func TestSSEHeaders(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var log headerLog
-			front := faultyFront(t, s.Endpoint, log.record, func(*http.Request) int { return 0 })
+			front := harness.FaultyFront(t, s.Endpoint, log.record, func(*http.Request) int { return 0 })
 			opts := serverOptions(s, s.NewBucket(t), "db")
 			opts.Endpoint = front
 			tc.opts(&opts)

@@ -646,3 +646,26 @@ func CheckKeyReader(t *testing.T, c storage.Client) {
 		t.Fatalf("OpenKey of a missing key: %v, want ErrNotFound", err)
 	}
 }
+
+// CheckLostAnswerRetried checks a client built on a front that lands the
+// first create's request but answers it with a 5xx (harness.FaultyFront):
+// the client retries, the store refuses the retry (the key is taken), and
+// the client must recognise the object as its own (its upload id), not
+// report losing to another writer, which would fence a healthy primary. A
+// second writer's create of the key is still ErrExists.
+func CheckLostAnswerRetried(t *testing.T, c storage.Client, creates func() int) {
+	t.Helper()
+	body := Body(3000, 1)
+	MustCreate(t, c, 0, 1, 1, body, TestMetadata(1))
+	if n := creates(); n < 2 {
+		t.Fatalf("%d create requests reached the front, want the lost one and a retry", n)
+	}
+	got, info := ReadAll(t, c, 0, 1, 1, 0, -1)
+	if !bytes.Equal(got, body) {
+		t.Fatal("content differs")
+	}
+	checkMetadata(t, "after a retried create", info.Metadata, TestMetadata(1))
+	if _, err := c.Create(ctx(t), 0, 1, 1, bytes.NewReader(body), TestMetadata(2)); !errors.Is(err, storage.ErrExists) {
+		t.Fatalf("second writer's create: %v, want ErrExists", err)
+	}
+}
