@@ -25,7 +25,7 @@ import (
 // IMMEDIATE), one connection per write. Faults on the primary, at random
 // (the seed is logged; UNDERSTUDY_CHAOS_SEED replays one): kill -9 (then
 // restarted as a follower), SIGSTOP past the ttl, its way to Consul cut,
-// and a planned promote of a follower. UNDERSTUDY_CHAOS_DURATION (default
+// its way to the store cut, and a planned promote of a follower. UNDERSTUDY_CHAOS_DURATION (default
 // 40s) sets how long faults go on. Checks: the store restores (one unbroken,
 // verified chain) to the final primary's state; of the writes the store
 // holds, each primary's run of writes was acknowledged before the next
@@ -107,7 +107,7 @@ func (a *chaosApp) run() {
 // restarted, or the promote command returned): a write its node
 // acknowledged before that, and after its previous fault, is its.
 type chaosFault struct {
-	kind string // kill, stop, cut, planned
+	kind string // kill, stop, cut, store, planned
 	node string // the primary it hit
 	end  time.Time
 }
@@ -136,10 +136,35 @@ func TestChaosMixedFaults(t *testing.T) {
 	names := []string{"a", "b", "c"}
 	nodes := map[string]*leaseNode{}
 	proxies := map[string]*harness.Proxy{}
+	// Each node reaches the store (a directory) through a symbolic link of
+	// its own: a store cut points the link at a path that cannot exist
+	// (below a regular file), and healing points it back.
+	if err := os.MkdirAll(c.store, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	blocker := filepath.Join(c.dir, "blocker")
+	writeFile(t, blocker, "a file, so that nothing can exist below it\n")
+	links := map[string]string{}
+	pointLink := func(name, target string) {
+		t.Helper()
+		tmp := links[name] + ".tmp"
+		os.Remove(tmp)
+		if err := os.Symlink(target, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, links[name]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := c.store
 	for _, name := range names {
 		proxies[name] = tp.NewProxy(t, "consul-"+name, c.consul.HTTPAddr)
+		links[name] = filepath.Join(c.dir, "store-"+name)
+		pointLink(name, store)
+		c.store = links[name] // the node's config names its link
 		nodes[name] = c.writeNode(name, proxies[name].Listen, "follow", true, "")
 	}
+	c.store = store
 	first := nodes["a"]
 	db := openDB(t, first.dbPath)
 	mustExec(t, db, `CREATE TABLE chaos (id INTEGER PRIMARY KEY, node TEXT, seq INTEGER, began INTEGER)`)
@@ -188,7 +213,7 @@ func TestChaosMixedFaults(t *testing.T) {
 	for time.Now().Before(end) {
 		p := primaryNow(30 * time.Second)
 		time.Sleep(time.Duration(500+rng.Intn(1000)) * time.Millisecond) // let the apps write
-		kinds := []string{"kill", "stop", "cut", "planned"}
+		kinds := []string{"kill", "stop", "cut", "store", "planned"}
 		f := chaosFault{kind: kinds[rng.Intn(len(kinds))], node: p.name}
 		t.Logf("+%s: %s on primary %s", time.Since(end.Add(-duration)).Round(time.Millisecond), f.kind, p.name)
 		switch f.kind {
@@ -207,6 +232,13 @@ func TestChaosMixedFaults(t *testing.T) {
 			time.Sleep(time.Duration(3000+rng.Intn(1500)) * time.Millisecond)
 			if err := proxies[p.name].SetEnabled(true); err != nil {
 				t.Fatal(err)
+			}
+		case "store":
+			pointLink(p.name, filepath.Join(blocker, "store"))
+			time.Sleep(time.Duration(2000+rng.Intn(2000)) * time.Millisecond)
+			pointLink(p.name, store)
+			if !strings.Contains(p.d.out.String(), "upload failed") {
+				t.Errorf("%s logged no failed store request during the store cut:\n%s", p.name, tailLines(p.d.out.String(), 20))
 			}
 		case "planned":
 			var others []*leaseNode
