@@ -118,3 +118,24 @@ func TestLostAnswerRetried(t *testing.T) {
 	c := mustNew(t, serverOptions(&harness.GCSServer{Endpoint: front}, s.NewBucket(t), "db"))
 	storagetest.CheckLostAnswerRetried(t, c, func() int { return int(uploads.Load()) })
 }
+
+// TestCallDeadline: a store that never answers fails calls at their
+// deadline rather than hanging (toxiproxy's timeout toxic holds the data).
+func TestCallDeadline(t *testing.T) {
+	s := harness.StartFakeGCS(t)
+	tp := harness.StartToxiproxy(t)
+	p := tp.NewProxy(t, "gcs", s.Addr)
+	opts := serverOptions(&harness.GCSServer{Endpoint: "http://" + p.Listen}, s.NewBucket(t), "db")
+	opts.CallTimeout, opts.MaxAttempts = 500*time.Millisecond, 2
+	hang := harness.Toxic{Name: "hang", Type: "timeout", Stream: "upstream", Attributes: map[string]any{"timeout": 0}}
+	storagetest.CheckHangingStore(t, mustNew(t, opts),
+		func() { must(t, p.AddToxic(hang)) }, func() { must(t, p.RemoveToxic("hang")) },
+		[]string{"gs://" + opts.Bucket + "/db/0000/", "check the endpoint"})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

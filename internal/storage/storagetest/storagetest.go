@@ -669,3 +669,28 @@ func CheckLostAnswerRetried(t *testing.T, c storage.Client, creates func() int) 
 		t.Fatalf("second writer's create: %v, want ErrExists", err)
 	}
 }
+
+// CheckHangingStore checks a client built with a short call deadline on a
+// path to the store that hang makes a black hole (toxiproxy's timeout
+// toxic) and resume opens again: an open and a listing fail with errors
+// containing want instead of hanging, and once the store answers again the
+// same client lists the file it created before.
+func CheckHangingStore(t *testing.T, c storage.Client, hang, resume func(), want []string) {
+	t.Helper()
+	MustCreate(t, c, 0, 1, 1, []byte("x"), TestMetadata(1))
+	hang()
+	_, err := c.Open(ctx(t), 0, 1, 1, 0, -1)
+	CheckError(t, "open through a black hole", err, want, nil)
+	it, err := c.List(ctx(t), 0, 0)
+	if err == nil {
+		for it.Next() {
+		}
+		err = it.Err()
+		it.Close()
+	}
+	CheckError(t, "list through a black hole", err, want, nil)
+	resume()
+	if got := ListAll(t, c, 0, 0); len(got) != 1 || got[0].MinTXID != 1 {
+		t.Fatalf("after the store answers again, level 0 lists %+v", got)
+	}
+}
