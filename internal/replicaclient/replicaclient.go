@@ -9,8 +9,8 @@ import (
 
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/internal/storage"
-	"github.com/understudy-db/understudy/internal/storage/agecrypt"
 	"github.com/understudy-db/understudy/internal/storage/abs"
+	"github.com/understudy-db/understudy/internal/storage/agecrypt"
 	"github.com/understudy-db/understudy/internal/storage/file"
 	"github.com/understudy-db/understudy/internal/storage/gcs"
 	"github.com/understudy-db/understudy/internal/storage/s3"
