@@ -432,7 +432,7 @@ func TestNewDB(t *testing.T) {
 		want string
 	}{
 		{nil, "database /data/app.db: no replicas: add replicas: with at least one (url: s3://BUCKET/PATH or a directory)"},
-		{[]string{"gs://b/x"}, `replica URL "gs://b/x": unsupported scheme "gs": use s3://BUCKET/PATH, sftp://USER@HOST/PATH, file:///ABS/PATH or a directory path`},
+		{[]string{"gs://b/x"}, `replica URL "gs://b/x": unsupported scheme "gs": use gcs://BUCKET/PATH for Google Cloud Storage`},
 		{[]string{"s3://b/x", "s3://b/x/"}, `replica URL "s3://b/x/": same store as replica URL "s3://b/x" (s3://b/x): each replica needs its own path`},
 	} {
 		_, err := NewDB("/data/app.db", tc.urls...)

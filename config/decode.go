@@ -447,7 +447,7 @@ func (d *decoder) replica(n *yaml.Node, path string) *Replica {
 		if len(d.errs) > errsBefore {
 			return r // a misspelt url: or bucket: was reported; no need to say it twice
 		}
-		d.errorAt(d.lines[path], path, "no location: set url (s3://BUCKET/PATH, sftp://USER@HOST/PATH, file:///ABS/PATH or a directory), or type with bucket, host or path")
+		d.errorAt(d.lines[path], path, "no location: set url (s3://BUCKET/PATH, gcs://BUCKET/PATH, abs://ACCOUNT@CONTAINER/PATH, sftp://USER@HOST/PATH, file:///ABS/PATH or a directory), or type with bucket, host or path")
 		return r
 	}
 	r.Type = typ

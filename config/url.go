@@ -106,7 +106,10 @@ func parseReplicaURL(s string) (*Replica, error) {
 		}
 		return &Replica{Type: TypeFile, Path: filepath.Clean(u.Path)}, nil
 	default:
-		return nil, fmt.Errorf("unsupported scheme %q: use s3://BUCKET/PATH, sftp://USER@HOST/PATH, file:///ABS/PATH or a directory path", u.Scheme)
+		if u.Scheme == "gs" { // gsutil's form
+			return nil, fmt.Errorf("unsupported scheme %q: use gcs://BUCKET/PATH for Google Cloud Storage", u.Scheme)
+		}
+		return nil, fmt.Errorf("unsupported scheme %q: use s3://BUCKET/PATH, gcs://BUCKET/PATH, abs://ACCOUNT@CONTAINER/PATH, sftp://USER@HOST/PATH, file:///ABS/PATH or a directory path", u.Scheme)
 	}
 }
 

@@ -66,7 +66,7 @@ func TestParseReplicaURL(t *testing.T) {
 func TestParseReplicaURLErrors(t *testing.T) {
 	for _, tc := range []struct{ url, want string }{
 		{"", `replica URL "": empty: use s3://BUCKET/PATH, file:///ABS/PATH or a directory path`},
-		{"gs://bkt/db", `replica URL "gs://bkt/db": unsupported scheme "gs": use s3://BUCKET/PATH, sftp://USER@HOST/PATH, file:///ABS/PATH or a directory path`},
+		{"gs://bkt/db", `replica URL "gs://bkt/db": unsupported scheme "gs": use gcs://BUCKET/PATH for Google Cloud Storage`},
 		{"s3:///db", `replica URL "s3:///db": s3 URL has no bucket: use s3://BUCKET/PATH`},
 		{"sftp://u@h", `replica URL "sftp://u@h": sftp URL has no path: use sftp://USER@HOST[:PORT]/PATH`},
 		{"sftp:///srv/db", `replica URL "sftp:///srv/db": sftp URL has no host: use sftp://USER@HOST[:PORT]/PATH`},

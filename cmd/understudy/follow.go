@@ -137,7 +137,7 @@ func argFollowTarget(c *cli.Context) ([]follower.Config, []func(error) error, st
 	}
 	url, path := c.Args().Get(0), c.Args().Get(1)
 	if !isReplicaURL(url) {
-		return nil, nil, "", nil, fmt.Errorf("follow: %q is not a replica URL (s3://BUCKET/PATH, sftp://USER@HOST/PATH or file:///DIR); usage: understudy follow REPLICA_URL LOCAL_DB_PATH", url)
+		return nil, nil, "", nil, fmt.Errorf("follow: %q is not a replica URL (s3://BUCKET/PATH, gcs://BUCKET/PATH, abs://ACCOUNT@CONTAINER/PATH, sftp://USER@HOST/PATH or file:///DIR); usage: understudy follow REPLICA_URL LOCAL_DB_PATH", url)
 	}
 	cfg, err := loadConfigIfPresent(c)
 	if err != nil {
