@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -73,15 +74,7 @@ func TestObjectStoreShipRestoreFollow(t *testing.T) {
 	for _, os := range objectStores {
 		t.Run(os.name, func(t *testing.T) {
 			store := os.start(t)
-			dir := t.TempDir()
-			s := &stack{
-				dir:        dir,
-				dbPath:     filepath.Join(dir, "app.db"),
-				addr:       fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
-				configPath: filepath.Join(dir, "understudy.yml"),
-				env:        store.env,
-			}
-			writeFile(t, s.configPath, fmt.Sprintf("addr: %s\ndbs:\n  - path: %s\n    replicas:\n%s", s.addr, s.dbPath, store.config))
+			s := newObjectStack(t, store, "")
 
 			app := openDB(t, s.dbPath)
 			w := startWriter(t, app, 7)
@@ -126,6 +119,59 @@ func TestObjectStoreShipRestoreFollow(t *testing.T) {
 			if aside := asideFiles(t, followPath); len(aside) != 0 {
 				t.Errorf("follower moved databases aside: %v", aside)
 			}
+		})
+	}
+}
+
+// newObjectStack is a primary set-up with one replica, in store, whose
+// config lines get extra (indented under the replica) appended.
+func newObjectStack(t *testing.T, store objectStore, extra string) *stack {
+	t.Helper()
+	dir := t.TempDir()
+	s := &stack{
+		dir:        dir,
+		dbPath:     filepath.Join(dir, "app.db"),
+		addr:       fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
+		configPath: filepath.Join(dir, "understudy.yml"),
+		env:        store.env,
+	}
+	writeFile(t, s.configPath, fmt.Sprintf("addr: %s\ndbs:\n  - path: %s\n    replicas:\n%s%s", s.addr, s.dbPath, store.config, extra))
+	return s
+}
+
+// TestObjectStoreAge: age encryption composes with each store: replicate
+// ships age files, a restore with the config's identity is the primary's
+// database page for page, and one by the bare URL (no identity) fails
+// saying what to set.
+func TestObjectStoreAge(t *testing.T) {
+	for _, os := range objectStores {
+		t.Run(os.name, func(t *testing.T) {
+			keys := newAgeKeys(t)
+			store := os.start(t)
+			s := newObjectStack(t, store, "        age:\n          recipients: ["+keys.recipient+"]\n          identities: [${TEST_AGE_IDENTITY}]\n")
+			s.env = append(s.env, "TEST_AGE_IDENTITY="+keys.identity)
+			app := openDB(t, s.dbPath)
+			mustExec(t, app, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+			for i := 0; i < 100; i++ {
+				mustExec(t, app, "INSERT INTO t (v) VALUES (?)", strings.Repeat(fmt.Sprint(i), 300))
+			}
+			d := s.replicate(t)
+			s.waitShipped(t, snapshotImage(t, app))
+			mustExec(t, app, "UPDATE t SET v = 'changed' WHERE id % 3 = 0")
+			final := snapshotImage(t, app)
+			s.waitShipped(t, final)
+			if code := d.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+				t.Fatalf("replicate exit code after SIGTERM = %d\n%s", code, tailLines(d.out.String(), 30))
+			}
+
+			out := filepath.Join(t.TempDir(), "restored.db")
+			if res := run(t, s.env, "restore", "-config", s.configPath, "-o", out, s.dbPath); res.code != 0 {
+				t.Fatalf("restore with the identity: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+			}
+			if got := filePageDigest(t, out, len(final.pages[0])); got != pageDigest(slices.Values(final.pages)) {
+				t.Errorf("restore from the encrypted %s replica: pages differ from the primary's", store.name)
+			}
+			wantAll(t, restoreFailure(t, s.env, store.url), "age-encrypted", "age: {identities:")
 		})
 	}
 }
