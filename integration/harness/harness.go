@@ -1,6 +1,7 @@
 // Package harness starts the real servers integration tests run against —
-// versitygw (S3), a Consul dev agent, toxiproxy, fake-gcs-server (GCS) — on free loopback ports,
-// waits until each is ready, and stops it when the test ends.
+// versitygw (S3), a Consul dev agent, toxiproxy, fake-gcs-server (GCS),
+// Azurite (Azure Blob), sshd (SFTP) — on free loopback ports, waits until
+// each is ready, and stops it when the test ends.
 //
 // The binaries come from $UNDERSTUDY_TOOLS_BIN, else <repo>/.tools/bin
 // (installed by `make tools`). A missing binary skips the test with a note to
