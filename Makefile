@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.Version=$(VERSION)
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
-.PHONY: build tools test unit bench demo clean
+.PHONY: build tools test unit bench bench-peers demo clean
 
 build:
 	go build -trimpath -ldflags "$(LDFLAGS)" -o bin/understudy ./cmd/understudy
@@ -26,6 +26,23 @@ unit:
 
 bench: tools build
 	UNDERSTUDY_BIN=$(CURDIR)/bin/understudy UNDERSTUDY_TOOLS_BIN=$(TOOLS_BIN) ./bench/run.sh
+
+# The primary, restore, follower and footprint benchmarks with Litestream
+# 0.5 and 0.3 beside understudy, in one run (BENCH_ROUNDS=2 repeats the
+# whole set: A B A B where the machine's speed drifts). LITESTREAM05 and
+# LITESTREAM03 are built binaries (never committed); bench/RESULTS.md says
+# how they were built.
+BENCH_ROUNDS ?= 1
+bench-peers: tools build
+	@test -x "$(LITESTREAM05)" -a -x "$(LITESTREAM03)" || { echo "usage: make bench-peers LITESTREAM05=PATH LITESTREAM03=PATH (Litestream 0.5.16 and 0.3.13 binaries)" >&2; exit 2; }
+	for round in $$(seq $(BENCH_ROUNDS)); do \
+	  echo "## round $$round at $$(git rev-parse --short HEAD)"; \
+	  UNDERSTUDY_BIN=$(CURDIR)/bin/understudy UNDERSTUDY_TOOLS_BIN=$(TOOLS_BIN) AWS_CA_BUNDLE= \
+	  UNDERSTUDY_BENCH_LITESTREAM05=$(LITESTREAM05) UNDERSTUDY_BENCH_LITESTREAM03=$(LITESTREAM03) \
+	  UNDERSTUDY_BENCH_LITESTREAM=$(LITESTREAM05) \
+	  BENCH_RUN='TestPrimaryBench$$|TestPrimaryLargeBench$$|TestRestoreBench$$|TestFollowerBench$$|TestFootprintBench$$' \
+	  ./bench/run.sh || exit 1; \
+	done
 
 clean:
 	rm -rf bin
