@@ -402,6 +402,9 @@ func (f *Follower) open(ctx context.Context, path string) (*Applier, error) {
 			}
 			return a, err
 		}
+		if a := f.keepDivergedInPlace(ctx, path, me); a != nil {
+			return a, nil
+		}
 		if err := f.setAside(path, me); err != nil {
 			return nil, err
 		}

@@ -90,3 +90,26 @@ func readPageTable(ctx context.Context, path string) (*pageTable, error) {
 	}
 	return t, nil
 }
+
+// HoldAndSaveCopy takes the write lock of the database at path for good
+// (sqlitex.HoldWriteLock), then saves a copy of it (SaveCopy) and sets it
+// for an in-place rebuild (SetRebuild). It returns the holding connection,
+// for the follower's applier to write through (Config.Locks), and the
+// copy's path. The lock comes first: every write the application
+// committed is in the copy, and none can land after it, where the rebuild
+// would overwrite it.
+func HoldAndSaveCopy(ctx context.Context, path, reason string, now time.Time) (*sqlitex.Conn, string, error) {
+	hold, err := sqlitex.HoldWriteLock(ctx, path, DefaultApplyBusyTimeout)
+	if err != nil {
+		return nil, "", fmt.Errorf("hold the write lock of %s: %w", path, err)
+	}
+	aside, err := SaveCopy(ctx, path, reason, now)
+	if err == nil {
+		err = SetRebuild(ctx, path)
+	}
+	if err != nil {
+		hold.Close()
+		return nil, aside, err
+	}
+	return hold, aside, nil
+}

@@ -151,6 +151,17 @@ func (r intruderResult) refused(t *testing.T, who string) {
 	}
 }
 
+// neverMissing checks what an app writing through a switch-over saw: the
+// database path was never missing or empty and never lacked the app's
+// table, and every write that failed failed with SQLITE_BUSY.
+func (r intruderResult) neverMissing(t *testing.T, who string) {
+	t.Helper()
+	if r.Missing != 0 || r.Empty != 0 || r.NoTable != 0 || r.Other != 0 {
+		t.Errorf("%s: the database was missing %d times, empty %d, without the app's table %d, other errors %d (first %q); want only SQLITE_BUSY",
+			who, r.Missing, r.Empty, r.NoTable, r.Other, r.FirstErr)
+	}
+}
+
 // readLoop reads path through conn-per-read connections with dsn until
 // stop, counting reads, errors, and rows an intruder wrote.
 type readLoop struct {
@@ -406,12 +417,18 @@ func TestFrozenPrimaryNeverReportsPrimaryPastItsWindow(t *testing.T) {
 // daemon died), restarted as a follower of the new primary, saves its
 // database as <db>.diverged-<time> with every one of those transactions,
 // reports it as diverged_saved_to, and follows the new primary. Before, it
-// was kept as .mismatch-, "changed outside the follower".
+// was kept as .mismatch-, "changed outside the follower". An app opening a
+// connection per write runs on through the restart: the database path
+// never goes missing or empty (the copy is saved under the write lock and
+// the database rebuilt in place), and every write it had acknowledged is
+// in the diverged copy. Before, the database was moved aside and a copy
+// bootstrapped at its path.
 func TestKilledPrimaryRestartsAsFollowerKeepsDiverged(t *testing.T) {
 	c := newCluster(t)
 	a := c.node("a", "", "follow", false)
 	b := c.node("b", "", "halt", false)
 	ap := startApp(t, a.dbPath)
+	mustExec(t, ap.db, `CREATE TABLE ia (id INTEGER PRIMARY KEY, v TEXT)`)
 	a.replicate(t)
 	a.waitPrimary(t)
 	b.follow(t)
@@ -438,10 +455,24 @@ func TestKilledPrimaryRestartsAsFollowerKeepsDiverged(t *testing.T) {
 		mustExec(t, nb, `INSERT INTO log(v) VALUES ('on b')`)
 	}
 
+	onA := startIntruder(t, a.dbPath, "ia", 50*time.Millisecond)
+	eventually(t, 10*time.Second, "the app's writes on the stopped node", func() bool { return countRows(t, a.dbPath, "ia") >= 20 })
 	a.follow(t)
 	st := a.waitStatus(t, 60*time.Second, "following with the diverged copy saved", func(st nodeStatus) bool {
 		return st.Role == "follower" && st.Diverged != ""
 	})
+	ra := onA.finish(t)
+	t.Logf("app on the restarted node: %+v", ra)
+	ra.neverMissing(t, "app on the restarted node")
+	if ra.Busy == 0 {
+		t.Errorf("app on the restarted node: no write was refused once it followed: %+v", ra)
+	}
+	if got := countRows(t, st.Diverged, "ia"); got != ra.Committed {
+		t.Errorf("the diverged copy holds %d of the app's rows, it had %d writes acknowledged (none can reach the store)", got, ra.Committed)
+	}
+	if n := strings.Count(a.d.out.String(), "bootstrapping the local database"); n != 0 {
+		t.Errorf("the restarted node bootstrapped its database %d times instead of rebuilding it in place:\n%s", n, tailLines(a.d.out.String(), 30))
+	}
 	if !strings.Contains(filepath.Base(st.Diverged), "app.db.diverged-") {
 		t.Fatalf("diverged_saved_to = %q, want an app.db.diverged-<time> file", st.Diverged)
 	}
@@ -511,10 +542,7 @@ func TestPlannedHandOffPerConnectionWriters(t *testing.T) {
 		if r.res.Committed == 0 || r.res.Busy == 0 {
 			t.Errorf("%s: the app committed %d writes and was refused %d times; want both", r.who, r.res.Committed, r.res.Busy)
 		}
-		if r.res.Missing != 0 || r.res.Empty != 0 || r.res.NoTable != 0 || r.res.Other != 0 {
-			t.Errorf("%s: the database was missing %d times, empty %d, without the app's table %d, other errors %d (first %q); want only SQLITE_BUSY",
-				r.who, r.res.Missing, r.res.Empty, r.res.NoTable, r.res.Other, r.res.FirstErr)
-		}
+		r.res.neverMissing(t, r.who)
 	}
 
 	nb := openDB(t, b.dbPath)

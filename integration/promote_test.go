@@ -710,11 +710,16 @@ func TestFrozenPrimaryRejoinsAndKeepsDivergedWrites(t *testing.T) {
 // naming the holder. When the new primary stops, the old node takes the
 // lease, sets its database aside whole (it is not the store's history),
 // replays the store and ships on: the new primary's transactions are kept.
+// An app opening a connection per write runs on a from the kill to the
+// end: the database path never goes missing or empty (the copy is saved
+// under the write lock and the database rebuilt in place from the store),
+// and each write it had acknowledged is in the store or the saved copy.
 func TestRestartedPrimaryWaitsAndKeepsNewHistory(t *testing.T) {
 	c := newCluster(t)
 	a := c.node("a", "", "halt", false)
 	b := c.node("b", "", "halt", false)
 	ap := startApp(t, a.dbPath)
+	mustExec(t, ap.db, `CREATE TABLE ia (id INTEGER PRIMARY KEY, v TEXT)`)
 	a.replicate(t)
 	a.waitPrimary(t)
 	b.follow(t)
@@ -725,6 +730,8 @@ func TestRestartedPrimaryWaitsAndKeepsNewHistory(t *testing.T) {
 	ap.halt()
 	ap.db.Close()
 	aCommits := ap.commits()
+	onA := startIntruder(t, a.dbPath, "ia", 50*time.Millisecond)
+	eventually(t, 10*time.Second, "the app's writes on the stopped node", func() bool { return countRows(t, a.dbPath, "ia") >= 20 })
 
 	if r := run(t, nil, "promote", "-config", b.config, "-force", "-timeout", "30s"); r.code != 0 {
 		t.Fatalf("promote: exit %d %s%s", r.code, r.stdout, r.stderr)
@@ -755,12 +762,19 @@ func TestRestartedPrimaryWaitsAndKeepsNewHistory(t *testing.T) {
 	if got := rows(t, openDB(t, st.Diverged)); got != aCommits {
 		t.Fatalf("the set-aside database has %d rows, the app committed %d there", got, aCommits)
 	}
+	ra := onA.finish(t)
+	t.Logf("app on the restarted primary: %+v", ra)
+	ra.neverMissing(t, "app on the restarted primary")
 	mustExec(t, na, `INSERT INTO log(v) VALUES ('on a again')`)
 	img := snapshotImage(t, na)
 	a.waitShippedAt(t, img.checksum)
 	restored := c.restoreStore(t)
 	if got := fileChecksum(t, restored); got != img.checksum {
 		t.Fatalf("restore has checksum %s, the primary %s", got, img.checksum)
+	}
+	inStore, inCopy := countRows(t, restored, "ia"), countRows(t, st.Diverged, "ia")
+	if inStore+inCopy != ra.Committed {
+		t.Errorf("the app had %d writes acknowledged on a; %d are in the store and %d in the saved copy", ra.Committed, inStore, inCopy)
 	}
 }
 

@@ -494,9 +494,10 @@ func (n *Node) runPrimary(ctx context.Context, promoted bool) (bool, error) {
 // takeOverFromStore runs when replicate starts under a lease: if another
 // node wrote the store's newest file (it was primary since this node last
 // shipped), the local database is not that history. Unless it equals the
-// store's head, it is set aside whole as "<db>.diverged-<time>" and the
-// store is replayed into a fresh copy and the next TXID claimed, as in a
-// promotion. It reports whether it did so.
+// store's head, a copy of it is saved whole as "<db>.diverged-<time>"
+// under its write lock, held for good, and the database is rebuilt in place
+// from the store through that lock and the next TXID claimed, as in a
+// promotion (follower/inplace.go). It reports whether it did so.
 func (n *Node) takeOverFromStore(ctx context.Context) (bool, error) {
 	if len(n.cfg.Claim) == 0 {
 		return false, nil
@@ -513,8 +514,21 @@ func (n *Node) takeOverFromStore(ctx context.Context) (bool, error) {
 	if local, _, err := follower.Checksum(ctx, path); err == nil && local == head.Metadata.PostApplyChecksum {
 		return false, nil // at the store's head: ship on from here
 	}
-	// Hold the app's writes on the old file for good before moving it: its
-	// open connections move with it and must not commit there.
+	// Kept in place: hold the app's writes for good, save a copy, and let
+	// the follower rebuild the database in place from the store through
+	// that lock, which then passes to the primary (n.cfg.Follower.Locks).
+	// The path never goes missing or empty (issue 15).
+	if _, err := os.Stat(path); err == nil {
+		hold, aside, err := follower.HoldAndSaveCopy(ctx, path, "diverged", time.Now())
+		if err == nil {
+			n.cfg.Follower.Locks.Put(hold)
+			return n.replayInto(ctx, path, aside, head)
+		}
+		n.log.Warn("cannot keep the database in place; moving it aside", "error", err)
+	}
+	// Moved aside (a database not in WAL mode, say). Hold the app's writes
+	// on the old file for good before moving it: its open connections move
+	// with it and must not commit there.
 	if _, err := os.Stat(path); err == nil {
 		hold, err := sqlitex.Open(ctx, path, sqlitex.Options{})
 		if err == nil {
@@ -533,6 +547,12 @@ func (n *Node) takeOverFromStore(ctx context.Context) (bool, error) {
 		n.release(ctx, 0)
 		return false, fmt.Errorf("database %s: %w", n.cfg.Name, err)
 	}
+	return n.replayInto(ctx, path, aside, head)
+}
+
+// replayInto is takeOverFromStore once the local database is saved as
+// aside: it replays the store into the database and claims the next TXID.
+func (n *Node) replayInto(ctx context.Context, path, aside string, head *storage.FileInfo) (bool, error) {
 	n.moveShadowAside(path, aside)
 	if aside != "" {
 		n.mu.Lock()
