@@ -39,8 +39,13 @@ func init() {
 			"malformed result never reaches OUT. A bad object (corrupt, foreign, not of this history) is\n" +
 			"skipped when another path (another level, an older snapshot) restores the same TXID.\n" +
 			"The file is created with mode 0666 less the umask, as SQLite creates databases.\n" +
-			"SIGINT or SIGTERM stops the restore, removes the temp file and exits non-zero.",
-		ArgsUsage: "(DB_PATH | REPLICA_URL)",
+			"SIGINT or SIGTERM stops the restore, removes the temp file and exits non-zero.\n" +
+			"-dir-out OUT_DIR restores every database below a prefix (a dir: entry's directory from the config, or\n" +
+			"the replica URL of the prefix), found with one listing, each into OUT_DIR at its path relative to the\n" +
+			"prefix, -parallel-dbs at a time, each verified as above. If any of them exists in OUT_DIR, nothing is\n" +
+			"restored. A dir: entry's directory without -dir-out restores into that directory. It prints how many\n" +
+			"were restored and names each that failed; any failure exits non-zero.",
+		ArgsUsage: "(DB_PATH | REPLICA_URL | -dir-out OUT_DIR (DIR | PREFIX_URL))",
 		Flags: commonFlags(
 			&cli.StringFlag{Name: "o", Aliases: []string{"output"}, Usage: "output `PATH`; must not exist"},
 			&cli.StringFlag{Name: "replica", Usage: "replica `NAME` from the config (default: the one with the newest position)"},
@@ -53,7 +58,7 @@ func init() {
 				"auto (quick_check when no database checksum proves the result), none, quick or full"},
 			&cli.BoolFlag{Name: "skip-integrity-check", Usage: "run no SQLite check, even on a result no database checksum proves (same as -integrity-check none)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan (files per level, bytes) and exit"},
-			generationFlag, indexFlag,
+			generationFlag, indexFlag, dirOutFlag, parallelDBsFlag,
 		),
 		Action: runRestore,
 	})
@@ -103,9 +108,10 @@ func runRestore(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return fmt.Errorf("restore: give one DB_PATH or REPLICA_URL (got %d arguments)", c.NArg())
 	}
+	dirMode := wantRestoreDir(c)
 	out := c.String("o")
 	dryRun := c.Bool("dry-run")
-	if out == "" && !dryRun {
+	if out == "" && !dryRun && !dirMode {
 		p, err := configuredRestorePath(c, c.Args().First())
 		if err != nil {
 			return err
@@ -130,11 +136,17 @@ func runRestore(c *cli.Context) error {
 	ctx, stopSignals := interruptible(c.Context)
 	defer stopSignals()
 	c.Context = ctx
-	err = restoreCmd(c, out, dryRun, target, check, par)
+	if dirMode {
+		err = restoreDirCmd(c, dryRun, target, check, par)
+	} else {
+		err = restoreCmd(c, out, dryRun, target, check, par)
+	}
 	// A signal that came after the restore finished changes nothing.
 	if sig := stopSignals(); sig != nil && err != nil {
 		where := "nothing was written"
-		if out != "" && !dryRun {
+		if dirMode && !dryRun {
+			where = "the databases restored before it stay, the others' temp files were removed and nothing was written at their paths"
+		} else if out != "" && !dryRun {
 			where = "the temp file was removed and nothing was written to " + out
 		}
 		name, code := sig.String(), 1
