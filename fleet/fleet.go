@@ -655,10 +655,10 @@ func (f *Fleet) open(ctx context.Context, m *member) {
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	m.db, m.stop, m.runDone, m.err = db, stop, make(chan struct{}), nil
 	m.state, m.lastSeen = active, time.Now()
+	m.lastTXID = uint64(db.Status().TXID)
 	if m.visit {
 		m.lastSeen, m.visit = time.Time{}, false // parked at the next tick once shipped
 	}
-	m.lastTXID = uint64(db.Status().TXID)
 	f.runWG.Add(1)
 	go func() {
 		defer f.runWG.Done()
@@ -688,8 +688,13 @@ func (f *Fleet) park(m *member, why string) {
 		f.mu.Unlock()
 		return
 	}
-	stop()
-	<-done
+	if stop != nil {
+		stop()
+		<-done
+	}
+	// The note's stamps are taken before the final sync: a commit after
+	// them changes the WAL, so the note cannot match it (park.go).
+	before := stampsOf(m.path)
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultParkTimeout)
 	err := db.Sync(ctx)
 	cancel()
@@ -709,7 +714,7 @@ func (f *Fleet) park(m *member, why string) {
 	m.lastTXID = uint64(m.last.TXID)
 	db.Close()
 	if err == nil && !m.gone {
-		if err := writeNote(m.path, m.last); err != nil {
+		if err := writeNote(m.path, before, m.last); err != nil {
 			f.log.Warn("cannot leave the parked note; the database is opened at the next start", "db", m.rel, "error", err)
 		}
 	}

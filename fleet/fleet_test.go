@@ -37,8 +37,9 @@ func TestIsDatabase(t *testing.T) {
 	}
 }
 
-// TestParkedNote: a note matches while neither the file nor its WAL
-// changed, and no longer once either is written, created or removed.
+// TestParkedNote: a note matches while the WAL is unchanged and the file
+// is the same (a checkpoint writes it), and no longer once the WAL is
+// written, created or removed or the file replaced.
 func TestParkedNote(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "a.db")
@@ -57,13 +58,17 @@ func TestParkedNote(t *testing.T) {
 	}
 	note := func() {
 		t.Helper()
-		if err := writeNote(db, primary.StatusDoc{TXID: 7}); err != nil {
+		if err := writeNote(db, stampsOf(db), primary.StatusDoc{TXID: 7}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	note()
 	if doc, ok := unchangedSinceParked(db); !ok || doc.TXID != 7 {
 		t.Fatalf("note not matched (txid %s)", doc.TXID)
+	}
+	write(db, "checkpointed") // same inode
+	if _, ok := unchangedSinceParked(db); !ok {
+		t.Fatal("a checkpoint of the file made the note stale")
 	}
 	for _, change := range []struct {
 		what string
@@ -72,7 +77,7 @@ func TestParkedNote(t *testing.T) {
 		{"WAL created", func() { write(db+"-wal", "frames") }},
 		{"WAL written", func() { write(db+"-wal", "more frames") }},
 		{"WAL removed", func() { os.Remove(db + "-wal") }},
-		{"file written", func() { write(db, "two") }},
+		{"file replaced", func() { write(db+".new", "two"); os.Rename(db+".new", db) }},
 	} {
 		change.do()
 		if _, ok := unchangedSinceParked(db); ok {

@@ -13,8 +13,8 @@ import (
 )
 
 // A parked database leaves a note of its files in its shadow directory:
-// the database file's and the WAL's identity, size and modification time
-// right after it was closed with everything shipped. At the next start a
+// the database file's identity and the WAL's identity, size and
+// modification time, taken just before its final sync. At the next start a
 // database whose files still match its note has not been written since,
 // so it is parked at once without being opened: ten thousand idle
 // databases start in the time it takes to stat them, and make no store
@@ -61,8 +61,8 @@ func notePath(dbPath string) string { return filepath.Join(dbid.ShadowDir(dbPath
 
 // writeNote records that the database at dbPath was parked with its files
 // as they are now.
-func writeNote(dbPath string, st primary.StatusDoc) error {
-	b, err := json.Marshal(note{stampsOf(dbPath), st})
+func writeNote(dbPath string, before stamps, st primary.StatusDoc) error {
+	b, err := json.Marshal(note{before, st})
 	if err != nil {
 		return err
 	}
@@ -90,5 +90,9 @@ func unchangedSinceParked(dbPath string) (primary.StatusDoc, bool) {
 	if err != nil || json.Unmarshal(b, &was) != nil || !was.DB.Exists {
 		return was.Status, false
 	}
-	return was.Status, was.stamps == stampsOf(dbPath)
+	now := stampsOf(dbPath)
+	// The database file itself changes on every checkpoint (SQLite's own
+	// when the last connection closes, among them): only its identity is
+	// compared. Every commit writes the WAL.
+	return was.Status, now.DB.Exists && now.DB.Inode == was.DB.Inode && now.WAL == was.WAL
 }
