@@ -19,7 +19,8 @@ import (
 )
 
 // dirStack is a directory of databases replicated by one dir: entry to a
-// file replica and to versitygw.
+// file replica and to versitygw (or, by emptyDirStack, to other stores:
+// two replicas in all).
 type dirStack struct {
 	dir, store, addr, configPath string
 	s3                           *harness.S3Server
@@ -32,18 +33,10 @@ type dirStack struct {
 
 func newDirStack(t *testing.T) *dirStack {
 	t.Helper()
-	root := t.TempDir()
-	s := &dirStack{
-		dir: filepath.Join(root, "tenants"), store: filepath.Join(root, "store"),
-		addr:       fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
-		configPath: filepath.Join(root, "understudy.yml"),
-		s3:         harness.StartVersityGW(t),
-		dbs:        map[string]*sql.DB{},
-	}
+	s := emptyDirStack(t)
+	s.store = filepath.Join(filepath.Dir(s.dir), "store")
+	s.s3 = harness.StartVersityGW(t)
 	s.bucket = s.s3.NewBucket(t)
-	if err := os.MkdirAll(filepath.Join(s.dir, "eu"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	writeFile(t, s.configPath, fmt.Sprintf(`addr: %s
 dbs:
   - dir: %s
@@ -60,6 +53,23 @@ dbs:
 `, s.addr, s.dir, s.store, s.bucket, s.s3.Endpoint))
 	s.env = []string{"TEST_S3_KEY=" + s.s3.AccessKey, "TEST_S3_SECRET=" + s.s3.SecretKey,
 		"AWS_ACCESS_KEY_ID=" + s.s3.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s.s3.SecretKey}
+	return s
+}
+
+// emptyDirStack is a dirStack with its directory (and eu/ in it) and no
+// store or config yet.
+func emptyDirStack(t *testing.T) *dirStack {
+	t.Helper()
+	root := t.TempDir()
+	s := &dirStack{
+		dir:        filepath.Join(root, "tenants"),
+		addr:       fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t)),
+		configPath: filepath.Join(root, "understudy.yml"),
+		dbs:        map[string]*sql.DB{},
+	}
+	if err := os.MkdirAll(filepath.Join(s.dir, "eu"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 

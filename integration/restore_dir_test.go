@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/superfly/ltx"
+
+	"github.com/understudy-db/understudy/integration/harness"
 )
 
 // TestRestoreDirectory: a directory of 20 databases replicated by one dir:
@@ -173,4 +175,83 @@ func dbFiles(t *testing.T, dir string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestDirectoryOverGCSAgeAndSFTP: one dir: entry replicates a directory of
+// databases to an age-encrypted gcs replica (fake-gcs-server) and to an
+// sftp replica (OpenSSH's sshd), one storage client per database derived
+// from each replica's prefix. Every object in the bucket is an age file;
+// restore -dir-out of the whole gcs prefix, by the config's entry (which
+// holds the identity), gives each database page for page as the
+// application has it; and a database restored from the sftp replica by its
+// URL (the prefix plus its relative path) is the application's too.
+func TestDirectoryOverGCSAgeAndSFTP(t *testing.T) {
+	gcs := harness.StartFakeGCS(t)
+	sshd := harness.StartSSHD(t)
+	keys := newAgeKeys(t)
+	s := emptyDirStack(t)
+	s.bucket = gcs.NewBucket(t)
+	sftpDir := sshd.NewDir(t)
+	home := filepath.Join(t.TempDir(), "home")
+	sshd.WriteSSHDir(t, home)
+	s.env = []string{"STORAGE_EMULATOR_HOST=", "HOME=" + home}
+	writeFile(t, s.configPath, fmt.Sprintf(`addr: %s
+dbs:
+  - dir: %s
+    recursive: true
+    replicas:
+      - name: gcs
+        type: gcs
+        bucket: %s
+        path: tenants
+        endpoint: %s
+        sync-interval: 100ms
+        age:
+          recipients: [%s]
+          identities: [%s]
+      - name: sftp
+        url: %s
+        sync-interval: 100ms
+`, s.addr, s.dir, s.bucket, gcs.Endpoint, keys.recipient, keys.identity, sshd.URL(sftpDir)))
+	for i := range 6 {
+		name := fmt.Sprintf("t%02d.db", i)
+		if i%3 == 0 {
+			name = "eu/" + name
+		}
+		s.create(t, name)
+		for range i % 3 {
+			mustExec(t, s.dbs[name], `INSERT INTO t(v) VALUES (randomblob(3000))`)
+		}
+	}
+	d := start(t, s.env, "replicate", "-config", s.configPath)
+	want := s.waitAllShipped(t)
+	d.stop(t, os.Interrupt, 30*time.Second)
+
+	out := filepath.Join(t.TempDir(), "restored")
+	res := run(t, s.env, "restore", "-config", s.configPath, "-replica", "gcs", "-parallel-dbs", "3", "-dir-out", out, s.dir)
+	if res.code != 0 {
+		t.Fatalf("restore of the gcs prefix: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if !strings.Contains(res.stdout, fmt.Sprintf("restored %d databases into %s, 0 failed", len(want), out)) {
+		t.Errorf("no summary line in the output:\n%s", res.stdout)
+	}
+	checkRestoredDir(t, out, want)
+
+	// Without the identity (the prefix by URL) nothing decrypts: the
+	// objects in the bucket are age files, not LTX.
+	url := fmt.Sprintf("gcs://%s/tenants?endpoint=%s", s.bucket, gcs.Endpoint)
+	res = run(t, s.env, "restore", "-dir-out", filepath.Join(t.TempDir(), "plain"), url)
+	if res.code == 0 || !strings.Contains(res.stdout+res.stderr, "age-encrypted") {
+		t.Errorf("restore of the encrypted prefix without an identity: exit %d, want an error saying the objects are age-encrypted:\n%s%s", res.code, res.stdout, res.stderr)
+	}
+
+	one := "eu/t03.db"
+	restored := filepath.Join(t.TempDir(), "one.db")
+	res = run(t, s.env, "restore", "-o", restored, sshd.URL(sftpDir+"/"+one))
+	if res.code != 0 {
+		t.Fatalf("restore of %s from the sftp replica: exit %d\n%s%s", one, res.code, res.stdout, res.stderr)
+	}
+	if got := fileChecksum(t, restored); got != want[one] {
+		t.Errorf("%s from sftp: checksum %s, the application's is %s", one, got, want[one])
+	}
 }

@@ -46,7 +46,7 @@ func openFleets(ctx context.Context, c *cli.Context, cfg *config.Config, logger 
 				return nil, cli.Exit(err, 1)
 			}
 			if _, err := replicaclient.Sub(client, "probe"); err != nil {
-				return nil, cli.Exit(fmt.Errorf("directory %s: replica %s (%s): %w; use a file or s3 replica", entry.Dir, rc.Name, rc.Location(), err), 2)
+				return nil, cli.Exit(fmt.Errorf("directory %s: replica %s (%s): %w", entry.Dir, rc.Name, rc.Location(), err), 2)
 			}
 			prefixes, fencings = append(prefixes, client), append(fencings, fencing)
 		}

@@ -114,8 +114,11 @@ func newStore(ctx context.Context, r *config.Replica, o options) (storage.Client
 // entry's prefix plus the database's path relative to the directory. The
 // client shares c's connections and credentials.
 func Sub(c storage.Client, rel string) (storage.Client, error) {
-	s, ok := c.(interface{ Sub(string) storage.Client })
-	if !ok {
+	type subber interface{ Sub(string) storage.Client }
+	// A decorator (agecrypt) has Sub whatever it wraps: the store decides.
+	_, inner := storage.Unwrap(c).(subber)
+	s, ok := c.(subber)
+	if !ok || !inner {
 		return nil, fmt.Errorf("a %s replica cannot hold a directory of databases", c.Type())
 	}
 	return s.Sub(rel), nil

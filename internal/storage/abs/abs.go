@@ -22,6 +22,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path"
 	"strings"
 	"time"
 
@@ -120,6 +121,15 @@ func New(opts Options) (*Client, error) {
 		return nil, fmt.Errorf("abs replica: container %s at %s: %w", opts.Container, opts.Endpoint, err)
 	}
 	return &Client{opts: opts, container: cc, prefix: storage.KeyPrefix(opts.Path), credDesc: credDesc}, nil
+}
+
+// Sub is a client of the same container for the key prefix rel below this
+// client's (one database of a directory entry). It shares the SDK client,
+// its connections and credentials, so thousands of databases cost one.
+func (c *Client) Sub(rel string) storage.Client {
+	o := c.opts
+	o.Path = strings.Trim(path.Join(c.opts.Path, rel), "/")
+	return &Client{opts: o, container: c.container, prefix: storage.KeyPrefix(o.Path), credDesc: c.credDesc}
 }
 
 // Type returns "abs".

@@ -146,8 +146,29 @@ func (c *Client) PlainWrites(ctx context.Context) (storage.Client, bool, error) 
 	if err != nil {
 		return nil, false, err
 	}
-	wrapped, err := New(inner, Options{Replica: c.replica, Recipients: c.recipients, Identities: c.identities})
+	wrapped, err := c.wrap(inner)
 	return wrapped, versioned, err
+}
+
+// wrap is inner encrypted and decrypted with c's keys.
+func (c *Client) wrap(inner storage.Client) (storage.Client, error) {
+	return New(inner, Options{Replica: c.replica, Recipients: c.recipients, Identities: c.identities})
+}
+
+// Sub is the inner store's client of the prefix rel below this one's (one
+// database of a directory entry), encrypted and decrypted with the same
+// keys. The inner client must have a Sub method (every store does;
+// replicaclient.Sub checks the store under the decorators first).
+func (c *Client) Sub(rel string) storage.Client {
+	s, ok := c.inner.(interface{ Sub(string) storage.Client })
+	if !ok {
+		panic(fmt.Sprintf("agecrypt: replica %s: a %s store has no Sub", c.replica, c.inner.Type()))
+	}
+	sub, err := c.wrap(s.Sub(rel))
+	if err != nil {
+		panic(err) // c has keys and a client, so New cannot fail
+	}
+	return sub
 }
 
 // Create encrypts r to the recipients and creates the object; see

@@ -415,3 +415,19 @@ func TestPlainWrites(t *testing.T) {
 		t.Fatalf("PlainWrites over a file store: %v, want ErrNoCreateOnly", err)
 	}
 }
+
+// TestSub: the clients of a directory entry's databases, from one
+// encrypted client of the prefix, each write under prefix/rel, encrypted
+// with the same keys (a client made for prefix/rel with those keys reads
+// them; the stored bytes are age files), and list only their own.
+func TestSub(t *testing.T) {
+	k := newKeys(t)
+	opts := Options{Recipients: []age.Recipient{k.rcp}, Identities: []age.Identity{k.id}}
+	c, fc := newStore(t, opts)
+	storagetest.CheckSub(t, c, func(rel string) storage.Client {
+		return over(t, fc.Sub(rel), opts)
+	})
+	if b := storedBytes(t, fc.Sub("ab").(*file.Client), 0, 1, 1); !bytes.HasPrefix(b, []byte(Magic)) {
+		t.Errorf("a sub-client stored %q..., not an age file", b[:min(len(b), 24)])
+	}
+}

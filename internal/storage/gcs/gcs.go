@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -74,7 +75,9 @@ type Client struct {
 	prefix   string // Path with a trailing "/", or ""
 	credDesc string // how credentials were found, for error messages
 
-	bucketSeen atomic.Bool // a listing found the bucket; see notFound
+	// bucketSeen: a listing found the bucket; see notFound. Shared with the
+	// Sub clients, since they are all in the one bucket.
+	bucketSeen *atomic.Bool
 }
 
 var _ storage.Client = (*Client)(nil)
@@ -119,8 +122,20 @@ func New(ctx context.Context, opts Options) (*Client, error) {
 	)
 	return &Client{
 		opts: opts, gcs: client, bucket: client.Bucket(opts.Bucket),
-		prefix: storage.KeyPrefix(opts.Path), credDesc: credDesc,
+		prefix: storage.KeyPrefix(opts.Path), credDesc: credDesc, bucketSeen: new(atomic.Bool),
 	}, nil
+}
+
+// Sub is a client of the same bucket for the key prefix rel below this
+// client's (one database of a directory entry). It shares the SDK client,
+// its connections and credentials, so thousands of databases cost one.
+func (c *Client) Sub(rel string) storage.Client {
+	o := c.opts
+	o.Path = strings.Trim(path.Join(c.opts.Path, rel), "/")
+	return &Client{
+		opts: o, gcs: c.gcs, bucket: c.bucket,
+		prefix: storage.KeyPrefix(o.Path), credDesc: c.credDesc, bucketSeen: c.bucketSeen,
+	}
 }
 
 // Type returns "gcs".

@@ -139,3 +139,13 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestSub: the clients of a directory entry's databases, from one client
+// of the prefix, each write under prefix/rel and list only their own.
+func TestSub(t *testing.T) {
+	s := harness.StartFakeGCS(t)
+	bucket := s.NewBucket(t)
+	storagetest.CheckSub(t, mustNew(t, serverOptions(s, bucket, "tenants")), func(rel string) storage.Client {
+		return mustNew(t, serverOptions(s, bucket, "tenants/"+rel))
+	})
+}

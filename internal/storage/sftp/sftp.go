@@ -41,8 +41,8 @@
 //
 // # Connection
 //
-// One SSH connection carries every request of a Client (pkg/sftp pipelines
-// them). A connection that breaks, or that gives no answer to a keepalive
+// One SSH connection carries every request of a Client and of its Sub
+// clients (pkg/sftp pipelines them). A connection that breaks, or that gives no answer to a keepalive
 // within DefaultKeepalive, is dropped (the requests on it fail), and the
 // next request dials a new one. A request whose context ends closes the
 // connection, since SFTP requests cannot be cancelled one by one. The
@@ -118,9 +118,17 @@ type Options struct {
 // Client is a replica store in one directory on an SFTP server. It is safe
 // for concurrent use by goroutines and by processes sharing the directory.
 type Client struct {
+	*link // the server and its connection, shared with the Sub clients
+	dir   string
+
+	dirs sync.Map // directories known to exist
+}
+
+// link is one server, the login to it and the connection to it: one SSH
+// connection carries the requests of a client and of all its Sub clients.
+type link struct {
 	addr    string // host:port
 	user    string
-	dir     string
 	login   string // the credentials tried, for messages: "the key /k and the password"
 	config  *ssh.ClientConfig
 	timeout time.Duration
@@ -130,8 +138,6 @@ type Client struct {
 	mu     sync.Mutex
 	conn   *conn // nil until the first request, and after a broken connection
 	closed bool
-
-	dirs sync.Map // directories known to exist
 }
 
 // conn is one SSH connection and the SFTP session on it.
@@ -159,7 +165,7 @@ func New(o Options) (*Client, error) {
 	if o.Path == "" {
 		return nil, fmt.Errorf("sftp replica: path is empty for %s; set path to the replica's directory on the server", addr)
 	}
-	c := &Client{addr: addr, user: o.User, dir: path.Clean(o.Path), timeout: o.DialTimeout, alive: o.Keepalive}
+	c := &Client{link: &link{addr: addr, user: o.User, timeout: o.DialTimeout, alive: o.Keepalive}, dir: path.Clean(o.Path)}
 	if c.timeout <= 0 {
 		c.timeout = DefaultDialTimeout
 	}
@@ -283,6 +289,14 @@ func readKey(file string) (ssh.Signer, error) {
 	return signer, nil
 }
 
+// Sub is a client of the directory rel below this client's (one database
+// of a directory entry). It shares this client's SSH connection, so
+// thousands of databases cost one connection; closing either closes it
+// for both.
+func (c *Client) Sub(rel string) storage.Client {
+	return &Client{link: c.link, dir: path.Join(c.dir, rel)}
+}
+
 // Dir returns the replica directory on the server.
 func (c *Client) Dir() string { return c.dir }
 
@@ -292,7 +306,8 @@ func (c *Client) Addr() string { return c.addr }
 // Type returns "sftp".
 func (c *Client) Type() string { return Type }
 
-// Close closes the connection. The client must not be used afterwards.
+// Close closes the connection, which the client shares with its parent and
+// its Sub clients. None of them may be used afterwards.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -433,3 +433,18 @@ func TestKeyReader(t *testing.T) {
 		t.Fatalf("ListKeys of a missing prefix: %v, %v", keys, err)
 	}
 }
+
+// TestSub: the clients of a directory entry's databases, from one client
+// of the prefix, each write under prefix/rel over the parent's one SSH
+// connection and list only their own.
+func TestSub(t *testing.T) {
+	s := harness.StartSSHD(t)
+	parent := newClient(t, s, nil)
+	storagetest.CheckSub(t, parent, func(rel string) storage.Client {
+		return newClient(t, s, func(o *Options) { o.Path = parent.Dir() + "/" + rel })
+	})
+	sub := parent.Sub("a").(*Client)
+	if sub.link != parent.link {
+		t.Errorf("a sub-client has a connection of its own")
+	}
+}

@@ -694,3 +694,61 @@ func CheckHangingStore(t *testing.T, c storage.Client, hang, resume func(), want
 		t.Fatalf("after the store answers again, level 0 lists %+v", got)
 	}
 }
+
+// CheckSub checks a client's Sub (how a dir: entry gets one client per
+// database from its replica prefix): the sub-clients of sibling relative
+// paths ("a", "ab", "eu/c") each hold their own files, so the same key in
+// all of them is several objects and each lists, reads and deletes only its
+// own; the parent's level lists none of them; a store that reads raw keys
+// finds exactly those databases below the parent (what restore -dir-out
+// lists); and each sub-client's files are where direct(rel), a client made
+// from scratch for the parent's prefix plus rel, finds them.
+func CheckSub(t *testing.T, parent storage.Client, direct func(rel string) storage.Client) {
+	t.Helper()
+	s, ok := parent.(interface{ Sub(string) storage.Client })
+	if !ok {
+		t.Fatalf("a %s client has no Sub method", parent.Type())
+	}
+	rels := []string{"a", "ab", "eu/c"}
+	subs := map[string]storage.Client{}
+	for i, rel := range rels {
+		subs[rel] = s.Sub(rel)
+		MustCreate(t, subs[rel], 0, 1, 1, Body(100+i, int64(i)), TestMetadata(uint64(i+1)))
+		MustCreate(t, subs[rel], 0, 2, 2, Body(50, int64(10+i)), TestMetadata(uint64(i+1)))
+	}
+	for i, rel := range rels {
+		for _, c := range []storage.Client{subs[rel], direct(rel)} {
+			got, info := ReadAll(t, c, 0, 1, 1, 0, -1)
+			if !bytes.Equal(got, Body(100+i, int64(i))) {
+				t.Errorf("%s: %d bytes, not the %d that sub-client %q wrote", rel, len(got), 100+i, rel)
+			}
+			checkMetadata(t, rel, info.Metadata, TestMetadata(uint64(i+1)))
+		}
+		if got := ListAll(t, subs[rel], 0, 0); len(got) != 2 || got[0].MinTXID != 1 || got[1].MinTXID != 2 {
+			t.Errorf("sub-client %q lists %+v, want its own two files", rel, got)
+		}
+	}
+	if got := ListAll(t, parent, 0, 0); len(got) != 0 {
+		t.Errorf("the parent lists its sub-clients' files: %+v", got)
+	}
+	if kr, ok := parent.(storage.KeyReader); ok {
+		found, err := storage.FindDatabases(ctx(t), kr)
+		if err != nil {
+			t.Fatalf("find databases below the parent: %v", err)
+		}
+		if fmt.Sprint(found) != fmt.Sprint(rels) {
+			t.Errorf("databases below the parent: %q, want %q", found, rels)
+		}
+	}
+	if err := subs["a"].Delete(ctx(t), []storage.FileInfo{{Level: 0, MinTXID: 1, MaxTXID: 1}}); err != nil {
+		t.Fatalf("delete in sub-client a: %v", err)
+	}
+	if got := ListAll(t, subs["a"], 0, 0); len(got) != 1 || got[0].MinTXID != 2 {
+		t.Errorf("after the delete, sub-client a lists %+v, want its file 2 only", got)
+	}
+	for _, rel := range rels[1:] {
+		if got := ListAll(t, subs[rel], 0, 0); len(got) != 2 {
+			t.Errorf("a delete in sub-client a removed sub-client %q's files: it lists %+v", rel, got)
+		}
+	}
+}
