@@ -2,8 +2,10 @@ package primary
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,19 +49,36 @@ const ckptLockOffset = 121
 // unreachable is closed by its finalizer, and that close dropped the write
 // lock a halted, detached DB holds for the life of the process (seen in
 // TestFrozenPrimaryRejoinsAndKeepsDivergedWrites).
+//
+// A WAL recovery needs the lock too (walIndexNeedsRecovery). The shipper
+// looks before each pin, but a step can take long (an L0 file's fsync
+// under load) and steps come only every MonitorInterval when nothing is
+// committed, while SQLite's readers give up after about 10 s of retries
+// ("locking protocol", SQLITE_PROTOCOL; no busy handler is consulted). So
+// while the lock is held a watchdog goroutine, which never waits for the
+// shipper or for SQLite, looks every recoveryCheckEvery and lets it go.
 type ckptLock struct {
-	fd   int
+	fd  int
+	log hclog.Logger
+
+	mu   sync.Mutex // guards held and stop: the watchdog releases too
 	held bool
+	stop chan struct{} // closed when the hold the watchdog watches ends
 }
+
+// recoveryCheckEvery is how often the watchdog of a held checkpoint lock
+// reads the wal-index headers: far below SQLite's ~10 s of retries, even
+// when a loaded machine runs the goroutine late; one pread(2) of 96 bytes.
+const recoveryCheckEvery = 50 * time.Millisecond
 
 // openCkptLock opens "<db>-shm" (it must exist: SQLite creates it with the
 // first connection in WAL mode).
-func openCkptLock(dbPath string) (*ckptLock, error) {
+func openCkptLock(dbPath string, log hclog.Logger) (*ckptLock, error) {
 	fd, err := unix.Open(dbPath+"-shm", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s-shm for the checkpoint lock: %w", dbPath, err)
 	}
-	return &ckptLock{fd: fd}, nil
+	return &ckptLock{fd: fd, log: log}, nil
 }
 
 func (l *ckptLock) fcntl(typ int16) error {
@@ -69,19 +88,17 @@ func (l *ckptLock) fcntl(typ int16) error {
 
 // acquire takes the lock, retrying for up to wait while another
 // checkpointer (the application's autocheckpoint) holds it. It reports
-// whether the lock is held.
+// whether the lock is held. It does not keep the lock while the wal-index
+// needs a recovery (looked at once it is taken, so that a recovery that
+// became needed just before is not missed).
 func (l *ckptLock) acquire(wait time.Duration) bool {
 	if l == nil {
 		return false
 	}
-	if l.held {
-		return true
-	}
 	deadline := time.Now().Add(wait)
 	for {
-		if err := l.fcntl(unix.F_WRLCK); err == nil {
-			l.held = true
-			return true
+		if held, busy := l.tryAcquire(); !busy {
+			return held
 		}
 		if time.Now().After(deadline) {
 			return false
@@ -90,13 +107,73 @@ func (l *ckptLock) acquire(wait time.Duration) bool {
 	}
 }
 
+// tryAcquire makes one try; busy means another checkpointer has the lock.
+func (l *ckptLock) tryAcquire() (held, busy bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held {
+		return true, false
+	}
+	if err := l.fcntl(unix.F_WRLCK); err != nil {
+		return false, true
+	}
+	if l.walIndexNeedsRecovery() {
+		_ = l.fcntl(unix.F_UNLCK)
+		return false, false
+	}
+	l.held = true
+	l.stop = make(chan struct{})
+	go l.watchdog(l.stop)
+	return true, false
+}
+
+// watchdog lets the lock go as soon as the wal-index needs a recovery,
+// until the hold it was started for ends (stop).
+func (l *ckptLock) watchdog(stop <-chan struct{}) {
+	tick := time.NewTicker(recoveryCheckEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		l.mu.Lock()
+		select {
+		case <-stop: // released meanwhile, maybe held again by now
+			l.mu.Unlock()
+			return
+		default:
+		}
+		if l.walIndexNeedsRecovery() {
+			l.releaseLocked()
+			l.mu.Unlock()
+			if l.log != nil {
+				l.log.Warn("the wal-index needs a recovery; let the checkpoint lock go")
+			}
+			return
+		}
+		l.mu.Unlock()
+	}
+}
+
 // release unlocks (the descriptor stays open).
 func (l *ckptLock) release() {
-	if l == nil || !l.held {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.releaseLocked()
+}
+
+func (l *ckptLock) releaseLocked() {
+	if !l.held {
 		return
 	}
 	_ = l.fcntl(unix.F_UNLCK)
 	l.held = false
+	close(l.stop)
 }
 
 // close releases the lock and closes the descriptor: only after every
@@ -182,4 +259,11 @@ func (l *ckptLock) walIndexHdrBad() bool {
 const walIndexHdrSize = 48
 
 // isHeld reports whether the lock is held (false for no lock).
-func (l *ckptLock) isHeld() bool { return l != nil && l.held }
+func (l *ckptLock) isHeld() bool {
+	if l == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held
+}

@@ -481,7 +481,7 @@ func (d *DB) openConnsLocked(ctx context.Context) error {
 	}
 	// Taken at the end of a step (relaxPinLocked), not here: Open must not
 	// stand in the way of a WAL recovery.
-	if d.ckl, err = openCkptLock(path); err != nil {
+	if d.ckl, err = openCkptLock(path, d.log); err != nil {
 		d.log.Warn("holding a WAL pin between syncs instead of the checkpoint lock", "error", err)
 		d.ckl = nil
 	}
