@@ -148,12 +148,23 @@ func resumeApplier(ctx context.Context, path string, logger hclog.Logger, slot *
 	} else if err != nil {
 		return nil, &MismatchError{Path: path, Reason: err.Error()}
 	}
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
 	return openApplier(ctx, path, logger, slot, func(t *pageTable) (Position, error) {
 		sum := t.checksum()
 		switch {
 		case rec.Rebuild && t.count() > 0:
 			// Set for an in-place rebuild (SetRebuild): at no position of
 			// the history; start rebuilds it from the store's newest state.
+			if sum != rec.Checksum {
+				// Written since it was saved, while no process held its
+				// lock (this one stopped before the rebuild): the rebuild
+				// would overwrite those writes, so they are saved too.
+				if err := saveWrittenSinceSaved(ctx, path, logger, rec.Checksum, sum); err != nil {
+					return Position{}, err
+				}
+			}
 			return Position{Checksum: sum}, nil
 		case t.pageSize != rec.PageSize:
 			return Position{}, &MismatchError{Path: path, Reason: fmt.Sprintf("page size %d, recorded %d", t.pageSize, rec.PageSize)}

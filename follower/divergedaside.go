@@ -75,29 +75,21 @@ func (f *Follower) primaryShadow(path string) (string, bool) {
 // returns an applier writing through that lock, set to be rebuilt in place
 // from the store (start). Nil when it cannot (the database is not in WAL
 // mode, say): setAside moves it then.
-func (f *Follower) keepDivergedInPlace(ctx context.Context, path string, me *MismatchError) *Applier {
+func (f *Follower) keepDivergedInPlace(ctx context.Context, path string, me *MismatchError, slot *sqlitex.LockSlot) *Applier {
 	shadow, formerPrimary := f.primaryShadow(path)
 	if !formerPrimary {
 		return nil
 	}
-	hold, aside, err := HoldAndSaveCopy(ctx, path, "diverged", f.cfg.Now())
+	hold, aside, err := holdAndSaveCopy(ctx, slot, path, "diverged", f.cfg.Now())
 	if err != nil {
 		f.log.Warn("cannot keep the former primary's database in place; moving it aside", "error", err)
 		return nil
-	}
-	slot := f.cfg.Locks
-	if slot == nil {
-		slot = &sqlitex.LockSlot{}
-		defer slot.Release() // the lock, if the applier did not take it
 	}
 	slot.Put(hold)
 	a, err := resumeApplier(ctx, path, f.log, slot)
 	if err != nil {
 		f.log.Warn("cannot follow the former primary's database in place; moving it aside", "error", err, "saved_to", aside)
 		return nil
-	}
-	if f.cfg.Locks == nil {
-		a.slot = nil // the applier lets go of the lock when it closes
 	}
 	if err := os.Rename(shadow, aside+"-understudy"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		f.log.Warn("moving the primary's shadow directory aside", "shadow", shadow, "error", err)

@@ -348,16 +348,29 @@ func (f *Follower) stop(ctx context.Context, err error) error {
 
 // start opens the local database, moving it aside and bootstrapping when it
 // is missing or cannot be resumed. Transient failures are retried.
+//
+// The write lock an attempt took stays held until the next one (slot): a
+// database set for an in-place rebuild whose rebuild failed (the store
+// unreachable, say) must take no write before the retry, which would
+// overwrite it, acknowledged and saved nowhere.
 func (f *Follower) start(ctx context.Context) (*Applier, error) {
 	path := f.cfg.Path
+	slot := f.cfg.Locks
+	if slot == nil {
+		slot = &sqlitex.LockSlot{}
+		defer slot.Release() // a lock no applier took
+	}
 	for attempt := 1; ; attempt++ {
-		a, err := f.open(ctx, path)
+		a, err := f.open(ctx, path, slot)
 		if err == nil && a.Position().TXID == 0 {
 			// Set for an in-place rebuild (a deposed primary's database,
 			// saved aside): the store's newest state replaces it in place.
 			err = f.rebuildInPlace(ctx, a)
 		}
 		if err == nil {
+			if f.cfg.Locks == nil {
+				a.slot = nil // the applier lets go of the lock when it closes
+			}
 			pos := a.Position()
 			f.update(func(st *Status) {
 				st.State, st.Ready, st.Healthy, st.Error = StateFollowing, true, true, ""
@@ -391,9 +404,9 @@ func (f *Follower) start(ctx context.Context) (*Applier, error) {
 	}
 }
 
-func (f *Follower) open(ctx context.Context, path string) (*Applier, error) {
+func (f *Follower) open(ctx context.Context, path string, slot *sqlitex.LockSlot) (*Applier, error) {
 	if _, err := os.Stat(path); err == nil {
-		a, err := resumeApplier(ctx, path, f.log, f.cfg.Locks)
+		a, err := resumeApplier(ctx, path, f.log, slot)
 		var me *MismatchError
 		if !errors.As(err, &me) {
 			if err == nil {
@@ -402,7 +415,7 @@ func (f *Follower) open(ctx context.Context, path string) (*Applier, error) {
 			}
 			return a, err
 		}
-		if a := f.keepDivergedInPlace(ctx, path, me); a != nil {
+		if a := f.keepDivergedInPlace(ctx, path, me, slot); a != nil {
 			return a, nil
 		}
 		if err := f.setAside(path, me); err != nil {
@@ -424,7 +437,7 @@ func (f *Follower) open(ctx context.Context, path string) (*Applier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap %s: %w", path, err)
 	}
-	a, err := initApplier(ctx, path, res.TXID, res.Checksum, f.log, f.cfg.Locks)
+	a, err := initApplier(ctx, path, res.TXID, res.Checksum, f.log, slot)
 	if err != nil {
 		// Keep the bad copy for inspection, out of the way of the next try.
 		if aside, merr := moveAside(path, "bootstrap-failed", f.cfg.Now()); merr == nil && aside != "" {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/superfly/ltx"
 
 	"github.com/understudy-db/understudy/internal/sqlitex"
@@ -99,17 +100,48 @@ func readPageTable(ctx context.Context, path string) (*pageTable, error) {
 // committed is in the copy, and none can land after it, where the rebuild
 // would overwrite it.
 func HoldAndSaveCopy(ctx context.Context, path, reason string, now time.Time) (*sqlitex.Conn, string, error) {
-	hold, err := sqlitex.HoldWriteLock(ctx, path, DefaultApplyBusyTimeout)
-	if err != nil {
-		return nil, "", fmt.Errorf("hold the write lock of %s: %w", path, err)
+	return holdAndSaveCopy(ctx, nil, path, reason, now)
+}
+
+// holdAndSaveCopy is HoldAndSaveCopy through the lock in slot when it
+// holds one on the file at path (taking the lock again from a second
+// connection would wait for the first, and fail).
+func holdAndSaveCopy(ctx context.Context, slot *sqlitex.LockSlot, path, reason string, now time.Time) (*sqlitex.Conn, string, error) {
+	hold := slot.Take(path)
+	if hold == nil {
+		var err error
+		if hold, err = sqlitex.HoldWriteLock(ctx, path, DefaultApplyBusyTimeout); err != nil {
+			return nil, "", fmt.Errorf("hold the write lock of %s: %w", path, err)
+		}
 	}
 	aside, err := SaveCopy(ctx, path, reason, now)
 	if err == nil {
 		err = SetRebuild(ctx, path)
 	}
 	if err != nil {
-		hold.Close()
+		if slot != nil {
+			slot.Put(hold) // still held: the fallback moves the file aside with it locked
+		} else {
+			hold.Close()
+		}
 		return nil, aside, err
 	}
 	return hold, aside, nil
+}
+
+// saveWrittenSinceSaved saves another copy of the database at path, set for
+// an in-place rebuild when its checksum was recorded and at checksum now,
+// and records it for the rebuild at that checksum. The caller holds the
+// write lock: nothing lands between the copy and the rebuild.
+func saveWrittenSinceSaved(ctx context.Context, path string, logger hclog.Logger, recorded, now ltx.Checksum) error {
+	aside, err := SaveCopy(ctx, path, "diverged", time.Now())
+	if err == nil {
+		err = SetRebuild(ctx, path)
+	}
+	if err != nil {
+		return fmt.Errorf("%s was written after it was set to be rebuilt in place; saving those writes: %w", path, err)
+	}
+	logger.Warn("the database set to be rebuilt in place was written since it was saved (while this node was down); saved it again before rebuilding",
+		"saved_to", aside, "checksum_saved", recorded.String(), "checksum_now", now.String())
+	return nil
 }
