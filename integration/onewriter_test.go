@@ -354,7 +354,7 @@ func TestFrozenPrimaryNeverReportsPrimaryPastItsWindow(t *testing.T) {
 	ap := startApp(t, a.dbPath)
 	a.replicate(t)
 	st := a.waitPrimary(t)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 100 })
+	ap.waitCommits(t, 100)
 	if st.Role != "primary" {
 		t.Fatalf("a: %+v", st)
 	}
@@ -432,12 +432,12 @@ func TestKilledPrimaryRestartsAsFollowerKeepsDiverged(t *testing.T) {
 	a.replicate(t)
 	a.waitPrimary(t)
 	b.follow(t)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 200 })
+	ap.waitCommits(t, 200)
 	b.waitFollowing(t)
 
 	a.d.kill()
 	shippedBefore := ap.commits()
-	eventually(t, 10*time.Second, "unshipped app commits", func() bool { return ap.commits() > shippedBefore+50 })
+	ap.waitCommits(t, shippedBefore+50)
 	ap.halt()
 	ap.db.Close()
 	committed := ap.commits()

@@ -45,7 +45,7 @@ func TestKVAutoPromoteAfterKill(t *testing.T) {
 	tokA := a.waitPrimary(t).FencingToken
 	b.follow(t)
 	cc.follow(t)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 200 })
+	ap.waitCommits(t, 200)
 	b.waitFollowing(t)
 	cc.waitFollowing(t)
 
@@ -113,7 +113,7 @@ func TestKVPlannedPromoteNamedNodeWins(t *testing.T) {
 	tokA := a.waitPrimary(t).FencingToken
 	b.follow(t)
 	cc.follow(t)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 300 })
+	ap.waitCommits(t, 300)
 	b.waitFollowing(t)
 	cc.waitFollowing(t)
 
@@ -165,7 +165,7 @@ func TestKVPromoteForcedAfterKill(t *testing.T) {
 	a.replicate(t)
 	tokA := a.waitPrimary(t).FencingToken
 	b.follow(t)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 200 })
+	ap.waitCommits(t, 200)
 	b.waitFollowing(t)
 
 	a.d.kill()
@@ -362,6 +362,6 @@ func startPrimaryAndFollower(t *testing.T, a, b *leaseNode, commits int) *app {
 	a.waitPrimary(t)
 	b.follow(t)
 	b.waitFollowing(t)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > commits })
+	ap.waitCommits(t, commits)
 	return ap
 }

@@ -30,7 +30,7 @@ func TestPromoteForcedReplacesDeposedOrphan(t *testing.T) {
 	a.replicate(t)
 	a.waitPrimary(t)
 	b.follow(t)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 200 })
+	ap.waitCommits(t, 200)
 	b.waitFollowing(t)
 	a.d.kill()
 	ap.halt()

@@ -251,6 +251,27 @@ func (a *app) lastCommit() time.Time {
 	return a.lastOK
 }
 
+// waitCommits waits until the app has committed more than n transactions.
+// An app that stopped on an error fails the test at once, naming the
+// error (it used to show only as a timeout). Otherwise there is no
+// throughput bound: a loaded machine commits slowly, and
+// appCommitsHangAfter only guards against a hang.
+func (a *app) waitCommits(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(appCommitsHangAfter); a.commits() <= n; {
+		if err, at := a.failed(); err != nil {
+			t.Fatalf("the app stopped after %d commits (want more than %d): %v at %s", a.commits(), n, err, at.Format(time.RFC3339Nano))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the app committed %d transactions in %s, want more than %d", a.commits(), appCommitsHangAfter, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// appCommitsHangAfter bounds waitCommits.
+const appCommitsHangAfter = 2 * time.Minute
+
 func (a *app) commits() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -297,7 +318,7 @@ func TestLeaseCutOffFromConsulHaltsWrites(t *testing.T) {
 	}
 	t.Logf("primary holds the lease: token %d, session %s", st.FencingToken, session)
 	ap := startApp(t, a.dbPath)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 50 })
+	ap.waitCommits(t, 50)
 
 	cut := time.Now()
 	if err := proxy.SetEnabled(false); err != nil {
@@ -365,7 +386,7 @@ func TestPromoteForcedAfterKill(t *testing.T) {
 	a.replicate(t)
 	a.waitStatus(t, 30*time.Second, "primary", func(st nodeStatus) bool { return st.Role == "primary" && st.FencingToken > 0 })
 	b.follow(t)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 200 })
+	ap.waitCommits(t, 200)
 
 	// Kill the primary machine: daemon first, then the app mid-write.
 	a.d.kill()
@@ -435,7 +456,7 @@ func TestPromotePlannedHandOff(t *testing.T) {
 	a.waitPrimary(t)
 	b.follow(t)
 	cc.follow(t)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 300 })
+	ap.waitCommits(t, 300)
 	b.waitFollowing(t)
 	cc.waitFollowing(t)
 
@@ -504,7 +525,7 @@ func TestAutoPromoteAfterKill(t *testing.T) {
 	a.waitPrimary(t)
 	b.follow(t)
 	cc.follow(t)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 200 })
+	ap.waitCommits(t, 200)
 	b.waitFollowing(t)
 	cc.waitFollowing(t)
 
@@ -664,7 +685,7 @@ func TestFrozenPrimaryRejoinsAndKeepsDivergedWrites(t *testing.T) {
 	a.replicate(t)
 	a.waitPrimary(t)
 	b.follow(t)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 200 })
+	ap.waitCommits(t, 200)
 	b.waitFollowing(t)
 
 	if err := a.d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
@@ -723,7 +744,7 @@ func TestRestartedPrimaryWaitsAndKeepsNewHistory(t *testing.T) {
 	a.replicate(t)
 	a.waitPrimary(t)
 	b.follow(t)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 100 })
+	ap.waitCommits(t, 100)
 	b.waitFollowing(t)
 	a.d.kill()
 	time.Sleep(100 * time.Millisecond) // the app commits on, unshipped

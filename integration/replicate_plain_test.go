@@ -417,7 +417,7 @@ func TestPlainWritesPlannedHandOff(t *testing.T) {
 	a.replicate(t)
 	first := a.waitPrimary(t)
 	b.follow(t)
-	eventually(t, 10*time.Second, "app commits", func() bool { return ap.commits() > 100 })
+	ap.waitCommits(t, 100)
 	b.waitFollowing(t)
 
 	res := run(t, nil, "promote", "-config", b.config, "-timeout", "30s")
