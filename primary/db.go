@@ -79,7 +79,7 @@ type DB struct {
 	view            imageView
 	viewOK          bool
 	pinSeq, viewSeq uint64
-	halted bool // writer holds the write lock for good
+	halted          bool // writer holds the write lock for good
 	// writerHeld: the writer came from Options.Locks holding the write lock,
 	// which Open lets go once the database ships.
 	writerHeld bool

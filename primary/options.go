@@ -135,13 +135,13 @@ type Options struct {
 	// node becomes.
 	Locks *sqlitex.LockSlot
 
-	PollInterval    time.Duration // data_version poll (0 = DefaultPollInterval)
+	PollInterval time.Duration // data_version poll (0 = DefaultPollInterval)
 	// Wake, when set, replaces the database's own inotify watch of its
 	// directory: a receive on it (the owner saw the -wal written) makes
 	// the shipper look for a commit at once. A process with thousands of
 	// databases has one watch per directory instead of one per database
 	// (inotify instances are limited to 128 per user by default).
-	Wake <-chan struct{}
+	Wake            <-chan struct{}
 	MonitorInterval time.Duration // idle check interval (0 = DefaultMonitorInterval)
 
 	// ShadowDir holds L0 files not yet on every replica, the local

@@ -122,8 +122,8 @@ func (d *DB) rotateAndSyncLocked(ctx context.Context, final bool) (bool, error) 
 // shipper tries often, with no busy handler, and keeps shipping while it
 // waits so that the tail left for the locked window stays small.
 const (
-	lockRetryEvery = 100 * time.Microsecond
-	lockSpin       = 5 * time.Millisecond // grabWriteLock's spin per try
+	lockRetryEvery   = 100 * time.Microsecond
+	lockSpin         = 5 * time.Millisecond   // grabWriteLock's spin per try
 	lockHandOver     = 100 * time.Microsecond // see lockLocked
 	lockCatchUpEvery = 10 * time.Millisecond
 	// waits: a WAL restart gives up quickly (the next sync tries again);
