@@ -56,20 +56,77 @@ const ckptLockOffset = 121
 // committed, while SQLite's readers give up after about 10 s of retries
 // ("locking protocol", SQLITE_PROTOCOL; no busy handler is consulted). So
 // while the lock is held a watchdog goroutine, which never waits for the
-// shipper or for SQLite, looks every recoveryCheckEvery and lets it go.
+// shipper or for SQLite, looks every recoveryCheckEvery and lets it go
+// (recoveryWatchdog).
 type ckptLock struct {
 	fd  int
 	log hclog.Logger
 
-	mu   sync.Mutex // guards held and stop: the watchdog releases too
+	mu   sync.Mutex // guards held: the watchdog releases too
 	held bool
-	stop chan struct{} // closed when the hold the watchdog watches ends
 }
 
-// recoveryCheckEvery is how often the watchdog of a held checkpoint lock
-// reads the wal-index headers: far below SQLite's ~10 s of retries, even
-// when a loaded machine runs the goroutine late; one pread(2) of 96 bytes.
-const recoveryCheckEvery = 50 * time.Millisecond
+// recoveryCheckEvery is how often the watchdog reads the wal-index
+// headers of every held checkpoint lock (one pread(2) of 96 bytes each):
+// far below SQLite's ~10 s of retries, even when a loaded machine runs the
+// goroutine late, and cheap for a fleet of 10,000 idle databases (one
+// goroutine and one wake-up a second for all of them, not one each).
+const recoveryCheckEvery = time.Second
+
+// heldLocks are the checkpoint locks of this process that are held: the
+// watchdog's list.
+var heldLocks struct {
+	sync.Mutex
+	set   map[*ckptLock]struct{}
+	start sync.Once
+}
+
+// watchHeld puts l on the watchdog's list (l.mu held).
+func watchHeld(l *ckptLock, on bool) {
+	heldLocks.Lock()
+	defer heldLocks.Unlock()
+	if !on {
+		delete(heldLocks.set, l)
+		return
+	}
+	if heldLocks.set == nil {
+		heldLocks.set = map[*ckptLock]struct{}{}
+	}
+	heldLocks.set[l] = struct{}{}
+	heldLocks.start.Do(func() { go recoveryWatchdog() })
+}
+
+// recoveryWatchdog lets a held checkpoint lock go as soon as its
+// wal-index needs a recovery. It runs for the life of the process.
+func recoveryWatchdog() {
+	tick := time.NewTicker(recoveryCheckEvery)
+	defer tick.Stop()
+	var locks []*ckptLock
+	for range tick.C {
+		heldLocks.Lock()
+		locks = locks[:0]
+		for l := range heldLocks.set {
+			locks = append(locks, l)
+		}
+		heldLocks.Unlock()
+		for _, l := range locks {
+			l.releaseIfRecoveryNeeded()
+		}
+	}
+}
+
+func (l *ckptLock) releaseIfRecoveryNeeded() {
+	l.mu.Lock()
+	if !l.held || !l.walIndexNeedsRecovery() {
+		l.mu.Unlock()
+		return
+	}
+	l.releaseLocked()
+	l.mu.Unlock()
+	if l.log != nil {
+		l.log.Warn("the wal-index needs a recovery; let the checkpoint lock go")
+	}
+}
 
 // openCkptLock opens "<db>-shm" (it must exist: SQLite creates it with the
 // first connection in WAL mode).
@@ -122,39 +179,8 @@ func (l *ckptLock) tryAcquire() (held, busy bool) {
 		return false, false
 	}
 	l.held = true
-	l.stop = make(chan struct{})
-	go l.watchdog(l.stop)
+	watchHeld(l, true)
 	return true, false
-}
-
-// watchdog lets the lock go as soon as the wal-index needs a recovery,
-// until the hold it was started for ends (stop).
-func (l *ckptLock) watchdog(stop <-chan struct{}) {
-	tick := time.NewTicker(recoveryCheckEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-tick.C:
-		}
-		l.mu.Lock()
-		select {
-		case <-stop: // released meanwhile, maybe held again by now
-			l.mu.Unlock()
-			return
-		default:
-		}
-		if l.walIndexNeedsRecovery() {
-			l.releaseLocked()
-			l.mu.Unlock()
-			if l.log != nil {
-				l.log.Warn("the wal-index needs a recovery; let the checkpoint lock go")
-			}
-			return
-		}
-		l.mu.Unlock()
-	}
 }
 
 // release unlocks (the descriptor stays open).
@@ -173,7 +199,7 @@ func (l *ckptLock) releaseLocked() {
 	}
 	_ = l.fcntl(unix.F_UNLCK)
 	l.held = false
-	close(l.stop)
+	watchHeld(l, false)
 }
 
 // close releases the lock and closes the descriptor: only after every
