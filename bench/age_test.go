@@ -10,8 +10,6 @@ package bench
 
 import (
 	"context"
-	"crypto/rand"
-	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
@@ -33,30 +31,7 @@ func TestAgeBench(t *testing.T) {
 	runs := envInt(t, "UNDERSTUDY_BENCH_RUNS", 3)
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "src.db")
-	db, err := sql.Open("sqlite3", dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	for _, q := range []string{fmt.Sprintf("PRAGMA page_size=%d", benchPageSize), "PRAGMA journal_mode=WAL", "CREATE TABLE t (v BLOB)"} {
-		mustExec(t, db, q)
-	}
-	tx, err := db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	blob := make([]byte, 4000)
-	for i := 0; i < sizeMB*1024*1024/4100; i++ {
-		_, _ = rand.Read(blob)
-		if _, err := tx.Exec("INSERT INTO t (v) VALUES (?)", blob); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	mustExec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
+	randomBlobDB(t, dbPath, sizeMB)
 
 	id, err := age.GenerateX25519Identity()
 	if err != nil {

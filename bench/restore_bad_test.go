@@ -40,34 +40,7 @@ func TestRestoreBadObjectBench(t *testing.T) {
 	dir := t.TempDir()
 
 	dbPath := filepath.Join(dir, "src.db")
-	db, err := sql.Open("sqlite3", dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	for _, q := range []string{
-		fmt.Sprintf("PRAGMA page_size=%d", benchPageSize), "PRAGMA journal_mode=WAL", "PRAGMA synchronous=OFF",
-		"CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)",
-	} {
-		mustExec(t, db, q)
-	}
-	blob := make([]byte, 4000)
-	rows := sizeMB * 1024 * 1024 / 4100
-	tx, err := db.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < rows; i++ {
-		_, _ = rand.Read(blob)
-		if _, err := tx.Exec("INSERT INTO t (v) VALUES (?)", blob); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	mustExec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
+	db, rows := randomBlobDB(t, dbPath, sizeMB)
 
 	ctx := context.Background()
 	replica := filepath.Join(dir, "replica")
@@ -176,4 +149,41 @@ func TestRestoreBadObjectBench(t *testing.T) {
 	entries, _ := os.ReadDir(outDir)
 	t.Logf("RESULT SIGINT during a restore of %d MB, %d MB written: exit after %s (%v), %d files left beside the output",
 		dbMB, written>>20, took.Round(time.Millisecond), err, len(entries))
+}
+
+// randomBlobDB creates a WAL database at path of about sizeMB of rows of
+// 4,000 random (incompressible) bytes, checkpointed so the whole of it is in
+// the database file, and returns its one connection (closed at the test's
+// end) and the number of rows (ids 1..rows).
+func randomBlobDB(t *testing.T, path string, sizeMB int) (*sql.DB, int) {
+	t.Helper()
+	db, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	db.SetMaxOpenConns(1)
+	for _, q := range []string{
+		fmt.Sprintf("PRAGMA page_size=%d", benchPageSize), "PRAGMA journal_mode=WAL", "PRAGMA synchronous=OFF",
+		"CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)",
+	} {
+		mustExec(t, db, q)
+	}
+	blob := make([]byte, 4000)
+	rows := sizeMB * 1024 * 1024 / 4100
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < rows; i++ {
+		_, _ = rand.Read(blob)
+		if _, err := tx.Exec("INSERT INTO t (v) VALUES (?)", blob); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
+	return db, rows
 }
