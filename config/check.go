@@ -50,6 +50,9 @@ func (c *Config) applyDefaults() {
 			if f.PollInterval == 0 {
 				f.PollInterval = DefaultPollInterval
 			}
+			if f.DiscoverInterval == 0 && db.IsDir() {
+				f.DiscoverInterval = DefaultDiscoverInterval
+			}
 			if f.Replica == "" && len(db.Replicas) > 0 {
 				f.Replica = db.Replicas[0].Name
 			}
@@ -284,6 +287,9 @@ func (k *checker) follower(db *DB, dbPath string) {
 			have = append(have, r.Name)
 		}
 		k.errorf(sub(p, "replica"), nil, "no replica named %q in %s (have %s)", f.Replica, dbPath, strings.Join(have, ", "))
+	}
+	if f.DiscoverInterval != 0 && !db.IsDir() {
+		k.errorf(sub(p, "discover-interval"), nil, "only for a directory of databases (a dir: entry): a path: entry follows one database and has nothing to discover")
 	}
 	if f.AutoPromote && (db.Lease == nil || db.Lease.Type != "consul") {
 		k.errorf(sub(p, "auto-promote"), nil, "needs a lease: section of type consul to elect the new primary")

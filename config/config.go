@@ -88,6 +88,11 @@ const (
 	// primary's data_version poll, primary.DefaultPollInterval).
 	DefaultPollInterval = 1 * time.Second
 	MinPollInterval     = 50 * time.Millisecond
+	// DefaultDiscoverInterval is the follower's discover-interval on a
+	// dir: entry: a LIST of the whole prefix this often finds new
+	// databases, at a cost that does not grow with the poll rate.
+	DefaultDiscoverInterval = 30 * time.Second
+	MinDiscoverInterval     = time.Second
 
 	DefaultLogLevel = "info"
 	DefaultLogType  = "text"
@@ -250,6 +255,10 @@ type Follower struct {
 	Replica      string // name of the replica to follow ("" = the only/first one)
 	PollInterval time.Duration
 	AutoPromote  bool
+	// DiscoverInterval is how often the follower of a dir: entry lists the
+	// prefix to find databases that appeared or vanished (one listing of
+	// the whole prefix, whatever its size).
+	DiscoverInterval time.Duration
 }
 
 // Lease is a db's lease: section (filled by the lease issue).

@@ -20,7 +20,7 @@ var (
 	loggingKeys  = []string{"level", "type"}
 	dbKeys       = []string{"name", "path", "replicas", "replica", "min-checkpoint-page-count", "max-checkpoint-page-count", "levels", "l0-retention", "max-shadow-size", "adopt-replica", "follower", "lease"}
 	replicaKeys  = []string{"name", "type", "url", "path", "bucket", "region", "endpoint", "force-path-style", "skip-verify", "access-key-id", "secret-access-key", "account-name", "account-key", "sync-interval", "snapshot-interval", "retention", "retention-check-interval", "required", "conditional-writes", "host", "user", "password", "key-path", "known-hosts-path", "age", "sse", "sse-kms-key-id", "sse-customer-key", "sse-customer-key-path", "sse-customer-algorithm"}
-	followerKeys = []string{"replica", "poll-interval", "auto-promote"}
+	followerKeys = []string{"replica", "poll-interval", "auto-promote", "discover-interval"}
 	leaseKeys    = []string{"type", "node", "advertise-url", "on-demote", "on-promote", "consul", "primary"}
 	consulKeys   = []string{"address", "token", "key-prefix", "mode", "ttl", "lock-delay", "health-check"}
 
@@ -562,6 +562,7 @@ func (d *decoder) follower(n *yaml.Node, path string) *Follower {
 	f.Replica = d.str(m["replica"], sub(path, "replica"))
 	f.PollInterval = d.duration(m["poll-interval"], sub(path, "poll-interval"), MinPollInterval, "")
 	f.AutoPromote = d.boolean(m["auto-promote"], sub(path, "auto-promote"))
+	f.DiscoverInterval = d.duration(m["discover-interval"], sub(path, "discover-interval"), MinDiscoverInterval, "")
 	return f
 }
 

@@ -29,6 +29,9 @@ import (
 //	    per-db-metrics: false        # one metric series per database (default: one for the whole entry)
 //	    idle-after: 10s              # a database quiet this long, everything uploaded, is closed until its next write
 //	    replica: {url: s3://bucket/tenants}   # the prefix
+//	    follower:                    # for `understudy follow`: one follower per database of the prefix, in dir
+//	      poll-interval: 1s
+//	      discover-interval: 30s     # one LIST of the whole prefix this often finds new and vanished databases
 //
 // DefaultPattern is the pattern of a dir: entry without one.
 const DefaultPattern = "*.db"
@@ -87,13 +90,10 @@ func (k *checker) dir(db *DB, p string) {
 	case !st.IsDir():
 		k.errorf(sub(p, "dir"), nil, "%s is not a directory: use path: for a single database file", db.Dir)
 	}
-	for _, role := range []struct {
-		key string
-		set bool
-	}{{"follower", db.Follower != nil}, {"lease", db.Lease != nil}} {
-		if role.set {
-			k.errorf(sub(p, role.key), nil, "not supported with dir: yet; give each database that needs a %s its own path: entry", role.key)
-		}
+	// follower: is allowed: `follow` of the whole prefix into dir (package
+	// followdir), one follower per database.
+	if db.Lease != nil {
+		k.errorf(sub(p, "lease"), nil, "not supported with dir: yet; give each database that needs a lease its own path: entry")
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseDirEntry(t *testing.T) {
@@ -37,6 +38,26 @@ func TestParseDirEntry(t *testing.T) {
 	}
 }
 
+func TestParseDirFollower(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name           string
+		follower       string
+		poll, discover time.Duration
+	}{
+		{"defaults", "    follower: {}\n", DefaultPollInterval, DefaultDiscoverInterval},
+		{"set", "    follower: {poll-interval: 200ms, discover-interval: 5m}\n", 200 * time.Millisecond, 5 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := mustParse(t, []byte("dbs:\n  - dir: "+dir+"\n    replica: {url: s3://bkt/t}\n"+tc.follower))
+			f := c.DBs[0].Follower
+			if f == nil || f.PollInterval != tc.poll || f.DiscoverInterval != tc.discover || f.Replica != "s3" {
+				t.Fatalf("follower = %+v, want poll %s discover %s replica s3", f, tc.poll, tc.discover)
+			}
+		})
+	}
+}
+
 func TestParseDirErrors(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "f.db")
@@ -61,6 +82,10 @@ func TestParseDirErrors(t *testing.T) {
 			"understudy.yml:3: dbs[0].watch: only for a directory of databases: set dir: instead of path:, or remove watch"},
 		{"lease on a dir", []string{"dbs:", "  - dir: " + dir, rep, "    lease: {type: static, primary: a}"},
 			"understudy.yml:4: dbs[0].lease: not supported with dir: yet; give each database that needs a lease its own path: entry"},
+		{"discover-interval without dir", []string{"dbs:", "  - path: " + file, rep, "    follower: {discover-interval: 10s}"},
+			"understudy.yml:4: dbs[0].follower.discover-interval: only for a directory of databases (a dir: entry): a path: entry follows one database and has nothing to discover"},
+		{"discover-interval too short", []string{"dbs:", "  - dir: " + dir, rep, "    follower: {discover-interval: 100ms}"},
+			`understudy.yml:4: dbs[0].follower.discover-interval: must be at least 1s (got "100ms")`},
 		{"same dir twice", []string{"dbs:", "  - dir: " + dir, rep, "  - dir: " + dir, "    replica: {url: s3://bkt/u}"},
 			"understudy.yml:4: dbs[1].dir: \"" + dir + "\" is already used by dbs[0] (line 2)"},
 	} {

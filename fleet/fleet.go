@@ -38,6 +38,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/understudy-db/understudy/config"
+	"github.com/understudy-db/understudy/internal/dirstatus"
 	"github.com/understudy-db/understudy/primary"
 )
 
@@ -50,7 +51,7 @@ const (
 	// once: opening reads the database and lists its stores.
 	DefaultConcurrency = 4
 	// DefaultWorst is how many databases Status lists by lag.
-	DefaultWorst = 10
+	DefaultWorst = dirstatus.DefaultWorst
 	// DefaultParkTimeout bounds the final sync of a database being parked.
 	DefaultParkTimeout = time.Minute
 	// DefaultPollInterval is the data_version poll of an open database of

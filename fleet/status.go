@@ -2,11 +2,10 @@ package fleet
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
-	"slices"
 	"time"
 
+	"github.com/understudy-db/understudy/internal/dirstatus"
 	"github.com/understudy-db/understudy/primary"
 )
 
@@ -115,11 +114,7 @@ func (f *Fleet) Status() Status {
 		s.PendingTXIDs += pending(ds)
 		live = append(live, ds)
 	}
-	slices.SortFunc(live, worse)
-	s.Worst = live[:min(len(live), DefaultWorst)]
-	if s.Worst == nil {
-		s.Worst = []DBStatus{}
-	}
+	s.Worst = dirstatus.Worst(live, DefaultWorst, worse)
 	return s
 }
 
@@ -169,8 +164,5 @@ func (f *Fleet) Healthy() error {
 			errs = append(errs, err)
 		}
 	}
-	if n > DefaultWorst {
-		errs = append(errs, fmt.Errorf("and %d more databases of %s", n-DefaultWorst, f.Dir()))
-	}
-	return errors.Join(errs...)
+	return dirstatus.Unhealthy(errs, n, f.Dir())
 }

@@ -109,6 +109,11 @@ type Config struct {
 
 	Logger  hclog.Logger
 	Metrics *Metrics // optional
+	// MetricsLabel, if set, is the db label of the counters and the apply
+	// histogram instead of Name, shared by many followers (a directory's,
+	// whose metrics must not grow with its database count); the gauges,
+	// which such followers would overwrite in turn, are then not set.
+	MetricsLabel string
 	// PrimaryShadowDir is the primary's shadow directory of this database
 	// (default: the primary's default, dbid.ShadowDir); see setAside.
 	PrimaryShadowDir string
@@ -160,7 +165,17 @@ type Follower struct {
 	st      Status
 	changed chan struct{} // closed and replaced on every status change
 
-	dbID string // database identity recorded beside the database (noteIdentity); the apply loop only
+	dbID  string // database identity recorded beside the database (noteIdentity); the apply loop only
+	label string // db label of the counters (Config.MetricsLabel, else Name)
+}
+
+// gauges is the metrics whose series are this database's own, nil when
+// there are none (no Metrics, or a shared MetricsLabel).
+func (f *Follower) gauges() *Metrics {
+	if f.cfg.MetricsLabel != "" {
+		return nil
+	}
+	return f.cfg.Metrics
 }
 
 // New validates cfg and returns a follower.
@@ -214,9 +229,12 @@ func New(cfg Config) (*Follower, error) {
 	if cfg.Bootstrap == nil {
 		cfg.Bootstrap = RestoreBootstrap(cfg.Logger.Named("restore"))
 	}
-	f := &Follower{cfg: cfg, log: cfg.Logger.With("db", cfg.Name), changed: make(chan struct{})}
+	f := &Follower{cfg: cfg, log: cfg.Logger.With("db", cfg.Name), changed: make(chan struct{}), label: cfg.Name}
 	f.st = Status{Role: "follower", DB: cfg.Path, Name: cfg.Name, Replica: cfg.Client.Type(), State: StateStarting, Healthy: true}
-	if m := cfg.Metrics; m != nil {
+	if cfg.MetricsLabel != "" {
+		f.label = cfg.MetricsLabel
+	}
+	if m := f.gauges(); m != nil {
 		m.Healthy.WithLabelValues(cfg.Name).Set(1)
 	}
 	return f, nil
@@ -267,7 +285,7 @@ func (f *Follower) update(fn func(st *Status)) {
 	f.changed = make(chan struct{})
 	st := f.statusLocked()
 	f.mu.Unlock()
-	if m := f.cfg.Metrics; m != nil {
+	if m := f.gauges(); m != nil {
 		m.TXID.WithLabelValues(f.cfg.Name).Set(float64(st.TXID))
 		m.HeadTXID.WithLabelValues(f.cfg.Name).Set(float64(st.HeadTXID))
 		m.LagSeconds.WithLabelValues(f.cfg.Name).Set(st.LagSeconds)
@@ -289,7 +307,7 @@ func (f *Follower) get(ctx context.Context, fi storage.FileInfo) (*storage.Objec
 
 func (f *Follower) request(typ, result string) {
 	if m := f.cfg.Metrics; m != nil {
-		m.Requests.WithLabelValues(f.cfg.Name, typ, result).Inc()
+		m.Requests.WithLabelValues(f.label, typ, result).Inc()
 	}
 }
 
@@ -454,9 +472,9 @@ func (f *Follower) applied(a *Applier, res ApplyResult) {
 	now := f.cfg.Now()
 	commit := res.CommitTime
 	if m := f.cfg.Metrics; m != nil {
-		m.ApplyDuration.WithLabelValues(f.cfg.Name).Observe(res.ApplyTime.Seconds())
-		m.AppliedFiles.WithLabelValues(f.cfg.Name).Inc()
-		m.AppliedPages.WithLabelValues(f.cfg.Name).Add(float64(res.Pages))
+		m.ApplyDuration.WithLabelValues(f.label).Observe(res.ApplyTime.Seconds())
+		m.AppliedFiles.WithLabelValues(f.label).Inc()
+		m.AppliedPages.WithLabelValues(f.label).Add(float64(res.Pages))
 	}
 	lvl := hclog.Debug
 	if res.FullImage || res.MaxTXID != res.MinTXID {
@@ -546,8 +564,8 @@ func (f *Follower) checkpointLoop(ctx context.Context, a *Applier, stop context.
 			r = "busy"
 		}
 		if m := f.cfg.Metrics; m != nil {
-			m.Checkpoints.WithLabelValues(f.cfg.Name, r).Inc()
-			if err == nil {
+			m.Checkpoints.WithLabelValues(f.label, r).Inc()
+			if err == nil && f.gauges() != nil {
 				m.WALFrames.WithLabelValues(f.cfg.Name).Set(float64(res.Log))
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/understudy-db/understudy/config"
+	"github.com/understudy-db/understudy/followdir"
 	"github.com/understudy-db/understudy/follower"
 	"github.com/understudy-db/understudy/internal/httpserver"
 	"github.com/understudy-db/understudy/internal/replicaclient"
@@ -26,14 +27,17 @@ func init() {
 		Description: "Bootstraps LOCAL_DB_PATH from the replica if it does not exist (an existing one resumes\n" +
 			"after its checksum is verified; one that does not match is kept aside), then applies every new\n" +
 			"change set. Applications open the local file read-only (file:PATH?mode=ro).\n" +
-			"Without arguments, follows every database of the config that has a follower: section.",
-		ArgsUsage: "[REPLICA_URL LOCAL_DB_PATH]",
+			"Without arguments, follows every database of the config that has a follower: section; a dir: entry\n" +
+			"with one follows every database below its replica's prefix into its dir. With -dir-out DIR, follows\n" +
+			"every database below the prefix REPLICA_URL into DIR, each at its path relative to the prefix.",
+		ArgsUsage: "[REPLICA_URL LOCAL_DB_PATH | -dir-out DIR REPLICA_URL]",
 		Flags: commonFlags(
 			&cli.StringFlag{Name: "addr", Usage: "serve /healthz, /readyz, /status and /metrics on `ADDR` (default: the config's addr)"},
 			// 0 (not given) leaves it to the follower: section, then to the
 			// default; DefaultText says so instead of urfave's "(default: 0s)".
 			&cli.DurationFlag{Name: "poll-interval", Usage: fmt.Sprintf("how often to look for the next change set (at least %s)", config.MinPollInterval),
 				DefaultText: fmt.Sprintf("the follower: section's poll-interval, else %s", config.DefaultPollInterval)},
+			followDirOutFlag, discoverIntervalFlag,
 		),
 		Action: runFollow,
 	})
@@ -47,9 +51,19 @@ func runFollow(c *cli.Context) error {
 	}
 	var targets []follower.Config
 	var explain []func(error) error // per target: what in the config may explain a store error
+	var dirSpecs []dirTargetSpec    // prefixes followed into a directory
 	var addr string
 	var log hclog.Logger
-	if c.NArg() == 0 {
+	if c.IsSet("discover-interval") && c.Duration("discover-interval") < config.MinDiscoverInterval {
+		return fmt.Errorf("follow: -discover-interval %s is below the minimum %s", c.Duration("discover-interval"), config.MinDiscoverInterval)
+	}
+	if c.IsSet("dir-out") {
+		spec, a, l, err := argFollowDir(c)
+		if err != nil {
+			return err
+		}
+		dirSpecs, addr, log = []dirTargetSpec{spec}, a, l
+	} else if c.NArg() == 0 {
 		cfg, err := loadConfig(c)
 		if err != nil {
 			return fmt.Errorf("follow: give REPLICA_URL LOCAL_DB_PATH, or a config with follower: sections: %w", err)
@@ -63,11 +77,17 @@ func runFollow(c *cli.Context) error {
 			stop()
 			return runNodes(c, cfg, log, false, "")
 		}
-		if targets, explain, err = configFollowTargets(c, cfg); err != nil {
+		if dirSpecs, err = configFollowDirs(c, cfg); err != nil {
+			return err
+		}
+		if targets, explain, err = configFollowTargets(c, cfg, len(dirSpecs) > 0); err != nil {
 			return err
 		}
 		addr = cfg.Addr
 	} else {
+		if c.IsSet("discover-interval") {
+			return errors.New("follow: -discover-interval is only for a directory: give -dir-out DIR REPLICA_URL, or use a config with a dir: entry")
+		}
 		var err error
 		if targets, explain, addr, log, err = argFollowTarget(c); err != nil {
 			return err
@@ -77,6 +97,9 @@ func runFollow(c *cli.Context) error {
 		addr = c.String("addr")
 	}
 	if err := probeFollowStores(ctx, targets, explain, log); err != nil {
+		return err
+	}
+	if err := probeFollowDirs(ctx, dirSpecs, log); err != nil {
 		return err
 	}
 
@@ -92,14 +115,23 @@ func runFollow(c *cli.Context) error {
 		}
 		followers = append(followers, f)
 	}
+	dirs, err := openFollowDirs(dirSpecs, log, metrics, reg)
+	if err != nil {
+		return err
+	}
 
 	if addr != "" {
 		srv, err := httpserver.Start(httpserver.Options{
 			Addr:     addr,
 			Gatherer: reg,
-			Healthy:  func() error { return follower.HealthError(followers...) },
-			Ready:    func() error { return follower.ReadyError(followers...) },
-			Status:   func() any { return follower.StatusDocument(followers...) },
+			Healthy: func() error {
+				return errors.Join(follower.HealthError(followers...), followDirsError(dirs, (*followdir.Dir).Healthy))
+			},
+			Ready: func() error {
+				return errors.Join(follower.ReadyError(followers...), followDirsError(dirs, (*followdir.Dir).Ready))
+			},
+			Status: func() any { return followStatus(followers, dirs) },
+			Routes: followDirRoutes(dirs),
 		})
 		if err != nil {
 			return fmt.Errorf("follow: %w", err)
@@ -124,8 +156,44 @@ func runFollow(c *cli.Context) error {
 			}
 		}()
 	}
+	dirErrs := make([]error, len(dirs))
+	for i, d := range dirs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if dirErrs[i] = d.Run(rctx); dirErrs[i] != nil {
+				cancel()
+			}
+		}()
+	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return errors.Join(append(errs, dirErrs...)...)
+}
+
+// followDirsError joins check (Healthy or Ready) of every directory.
+func followDirsError(dirs []*followdir.Dir, check func(*followdir.Dir) error) error {
+	var err error
+	for _, d := range dirs {
+		err = errors.Join(err, check(d))
+	}
+	return err
+}
+
+// followStatus is follow's /status: {"dbs": [...]} for the databases
+// followed one by one, plus "dirs" with each followed directory's totals
+// and worst databases (as replicate's dir: entries).
+func followStatus(followers []*follower.Follower, dirs []*followdir.Dir) any {
+	doc := follower.StatusDocument(followers...)
+	if len(dirs) == 0 {
+		return doc
+	}
+	m := doc.(map[string]any)
+	st := make([]followdir.Status, 0, len(dirs))
+	for _, d := range dirs {
+		st = append(st, d.Status())
+	}
+	m["dirs"] = st
+	return m
 }
 
 // argFollowTarget builds the follower's config from the arguments
@@ -179,14 +247,14 @@ func argFollowTarget(c *cli.Context) ([]follower.Config, []func(error) error, st
 
 // configFollowTargets builds the followers' configs from the config's
 // follower: sections.
-func configFollowTargets(c *cli.Context, cfg *config.Config) ([]follower.Config, []func(error) error, error) {
+func configFollowTargets(c *cli.Context, cfg *config.Config, haveDirs bool) ([]follower.Config, []func(error) error, error) {
 	poll := c.Duration("poll-interval")
 	path, _ := configPath(c)
 	var targets []follower.Config
 	var explain []func(error) error
 	for _, db := range cfg.DBs {
-		if db.Follower == nil {
-			continue
+		if db.Follower == nil || db.IsDir() {
+			continue // a dir: entry is configFollowDirs'
 		}
 		r := db.Replica(db.Follower.Replica)
 		if r == nil {
@@ -206,7 +274,7 @@ func configFollowTargets(c *cli.Context, cfg *config.Config) ([]follower.Config,
 		targets = append(targets, follower.Config{Path: db.Path, Name: db.Name(), Client: client, PollInterval: p})
 		explain = append(explain, func(err error) error { return withEmptyEnv(err, cfg, r) })
 	}
-	if len(targets) == 0 {
+	if len(targets) == 0 && !haveDirs {
 		return nil, nil, fmt.Errorf("follow: no database in %s has a follower: section; add one, or give REPLICA_URL LOCAL_DB_PATH", path)
 	}
 	return targets, explain, nil

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/fleet"
+	"github.com/understudy-db/understudy/internal/dirstatus"
 	"github.com/understudy-db/understudy/internal/replicaclient"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/primary"
@@ -174,17 +174,9 @@ func replicateStatus(dbs []*primary.DB, fleets []*fleet.Fleet) any {
 // full (status -db NAME), NAME being its path relative to the directory
 // or its absolute path.
 func fleetRoutes(fleets []*fleet.Fleet) func(mux *http.ServeMux) {
-	return func(mux *http.ServeMux) {
-		mux.HandleFunc("GET /status/db/{name...}", func(w http.ResponseWriter, r *http.Request) {
-			name := r.PathValue("name")
-			for _, f := range fleets {
-				if ds, ok := f.DB(name); ok {
-					w.Header().Set("Content-Type", "application/json")
-					_ = json.NewEncoder(w).Encode(ds)
-					return
-				}
-			}
-			http.Error(w, fmt.Sprintf("no database %q in any directory of this daemon", name), http.StatusNotFound)
-		})
+	var lookups []dirstatus.Lookup
+	for _, f := range fleets {
+		lookups = append(lookups, func(name string) (any, bool) { return f.DB(name) })
 	}
+	return dirstatus.Routes(lookups...)
 }

@@ -143,6 +143,7 @@ type statusView struct {
 // dirStatusView is a dir: entry of replicate: totals and the databases
 // furthest behind (fleet.Status).
 type dirStatusView struct {
+	Role      string         `json:"role"` // "follower" for follow's directories (followdir.Status)
 	Dir       string         `json:"dir"`
 	Databases int            `json:"databases"`
 	Active    int            `json:"active"`
@@ -151,6 +152,17 @@ type dirStatusView struct {
 	Failed    int            `json:"failed"`
 	Pending   int            `json:"pending_txids"`
 	Worst     []dbStatusView `json:"worst"`
+	// follow's
+	Replica       string  `json:"replica"`
+	Following     int     `json:"following"`
+	Starting      int     `json:"starting"`
+	Stalled       int     `json:"stalled"`
+	Stopped       int     `json:"stopped"`
+	Gone          int     `json:"gone"`
+	CaughtUp      int     `json:"caught_up"`
+	LagTXIDs      uint64  `json:"lag_txids"`
+	MaxLagSeconds float64 `json:"max_lag_seconds"`
+	DiscoverError string  `json:"discover_error"`
 }
 
 type dbStatusView struct {
@@ -192,8 +204,16 @@ type dbStatusView struct {
 // the primary carries, which tells one holder of the lease from the next).
 func printStatus(w io.Writer, doc statusView, now time.Time) error {
 	for _, dir := range doc.Dirs {
-		fmt.Fprintf(w, "directory %s: %d databases (%d active, %d parked, %d opening, %d failed), %d TXIDs pending\n",
-			dir.Dir, dir.Databases, dir.Active, dir.Parked, dir.Opening, dir.Failed, dir.Pending)
+		if dir.Role == "follower" {
+			fmt.Fprintf(w, "directory %s following %s: %d databases (%d following, %d caught up, %d starting, %d stalled, %d stopped, %d gone), %d TXIDs behind, worst lag %.1fs\n",
+				dir.Dir, dir.Replica, dir.Databases, dir.Following, dir.CaughtUp, dir.Starting, dir.Stalled, dir.Stopped, dir.Gone, dir.LagTXIDs, dir.MaxLagSeconds)
+			if dir.DiscoverError != "" {
+				fmt.Fprintf(w, "  cannot list the prefix for new databases: %s\n", dir.DiscoverError)
+			}
+		} else {
+			fmt.Fprintf(w, "directory %s: %d databases (%d active, %d parked, %d opening, %d failed), %d TXIDs pending\n",
+				dir.Dir, dir.Databases, dir.Active, dir.Parked, dir.Opening, dir.Failed, dir.Pending)
+		}
 		if len(dir.Worst) > 0 {
 			fmt.Fprintf(w, "  furthest behind (status -db NAME for one): ")
 			for i, d := range dir.Worst {

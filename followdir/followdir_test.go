@@ -1,0 +1,53 @@
+package followdir
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/understudy-db/understudy/follower"
+)
+
+func TestDiff(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		running, found []string
+		added, gone    []string
+	}{
+		{"first listing", nil, []string{"b.db", "a.db", "eu/c.db"}, []string{"a.db", "b.db", "eu/c.db"}, nil},
+		{"nothing changed", []string{"b.db", "a.db"}, []string{"a.db", "b.db"}, nil, nil},
+		{"one new", []string{"a.db"}, []string{"a.db", "eu/new.db"}, []string{"eu/new.db"}, nil},
+		{"one vanished", []string{"a.db", "b.db"}, []string{"b.db"}, nil, []string{"a.db"}},
+		{"new and vanished", []string{"a.db", "b.db"}, []string{"b.db", "c.db"}, []string{"c.db"}, []string{"a.db"}},
+		{"all vanished", []string{"b.db", "a.db"}, nil, nil, []string{"a.db", "b.db"}},
+		{"found twice", nil, []string{"a.db", "a.db"}, []string{"a.db"}, nil},
+		{"empty store", nil, nil, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			added, gone := Diff(tc.running, tc.found)
+			if !slices.Equal(added, tc.added) || !slices.Equal(gone, tc.gone) {
+				t.Errorf("Diff(%q, %q) = added %q gone %q, want added %q gone %q", tc.running, tc.found, added, gone, tc.added, tc.gone)
+			}
+		})
+	}
+}
+
+func TestWorstOrder(t *testing.T) {
+	all := []follower.Status{
+		{Name: "ok.db", State: follower.StateFollowing},
+		{Name: "behind.db", State: follower.StateFollowing, LagSeconds: 3, LagTXIDs: 2},
+		{Name: "more-txids.db", State: follower.StateFollowing, LagSeconds: 3, LagTXIDs: 9},
+		{Name: "gone.db", State: StateGone},
+		{Name: "stalled.db", State: follower.StateStalled},
+		{Name: "stopped.db", State: follower.StateStopped},
+		{Name: "booting.db", State: follower.StateBootstrapping},
+	}
+	slices.SortFunc(all, worse)
+	var got []string
+	for _, st := range all {
+		got = append(got, st.Name)
+	}
+	want := []string{"stopped.db", "stalled.db", "booting.db", "more-txids.db", "behind.db", "ok.db", "gone.db"}
+	if !slices.Equal(got, want) {
+		t.Errorf("worst first: %q, want %q", got, want)
+	}
+}

@@ -1,0 +1,254 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/superfly/ltx"
+
+	"github.com/understudy-db/understudy/integration/harness"
+)
+
+// followDirStatus is the part of follow's /status the test reads: its one
+// followed directory's totals.
+type followDirStatus struct {
+	Databases int `json:"databases"`
+	Following int `json:"following"`
+	Gone      int `json:"gone"`
+	Stalled   int `json:"stalled"`
+	Stopped   int `json:"stopped"`
+	Worst     []struct {
+		Name  string `json:"name"`
+		State string `json:"state"`
+		Error string `json:"error"`
+	} `json:"worst"`
+}
+
+func followDir(addr string) (followDirStatus, error) {
+	var doc struct {
+		Dirs []followDirStatus `json:"dirs"`
+	}
+	if err := getStatus(addr, &doc); err != nil {
+		return followDirStatus{}, err
+	}
+	if len(doc.Dirs) != 1 {
+		return followDirStatus{}, fmt.Errorf("/status at %s lists %d directories, want 1", addr, len(doc.Dirs))
+	}
+	return doc.Dirs[0], nil
+}
+
+// followedDB is one database of a followed directory (/status/db/NAME).
+type followedDB struct {
+	State    string       `json:"state"`
+	TXID     ltx.TXID     `json:"txid"`
+	Checksum ltx.Checksum `json:"checksum"`
+	Error    string       `json:"error"`
+}
+
+func followedStatus(addr, name string) (followedDB, error) {
+	var st followedDB
+	resp, err := http.Get("http://" + addr + "/status/db/" + name)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("%s", resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// waitFollowedAt waits until the follower at addr has every database of
+// want at its checksum, then checks each local file the way an
+// application reads it (read-only): its checksum is the application's.
+func waitFollowedAt(t *testing.T, d *daemon, addr, outDir string, want map[string]ltx.Checksum) {
+	t.Helper()
+	var behind []string
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		behind = behind[:0]
+		for n, sum := range want {
+			if st, err := followedStatus(addr, n); err != nil || st.Checksum != sum {
+				behind = append(behind, fmt.Sprintf("%s (%+v, %v; want checksum %s)", n, st, err, sum))
+			}
+		}
+		if len(behind) == 0 {
+			break
+		}
+		if d.exited() {
+			t.Fatalf("follow exited:\n%s", tailLines(d.out.String(), 40))
+		}
+		if time.Now().After(deadline) {
+			slices.Sort(behind)
+			t.Fatalf("after 90s, %d of %d followed databases are behind: %s", len(behind), len(want), strings.Join(behind[:min(5, len(behind))], "; "))
+		}
+	}
+	for n, sum := range want {
+		if got := localChecksum(t, filepath.Join(outDir, filepath.FromSlash(n))); got != sum {
+			t.Errorf("follower file %s: checksum %s, the application's is %s", n, got, sum)
+		}
+	}
+}
+
+// TestFollowDirectory: `understudy replicate` ships a directory of 50
+// databases (a dir: entry, versitygw) while random writers commit to them
+// and new databases are created; `understudy follow` of a dir: entry with
+// a follower: section keeps a directory of followers of the whole prefix.
+// Every database, the new ones too, converges: each follower file reads
+// with the application's checksum. A database whose objects are removed
+// from the store has its follower stopped and its local file kept, and
+// `follow -dir-out DIR URL` of the same prefix converges as well.
+func TestFollowDirectory(t *testing.T) {
+	s := newDirStack(t)
+	const n = 50
+	for i := range n {
+		name := fmt.Sprintf("t%03d.db", i)
+		if i%4 == 0 {
+			name = "eu/" + name
+		}
+		s.create(t, name)
+	}
+	start(t, s.env, "replicate", "-config", s.configPath)
+	s.waitAllShipped(t)
+
+	// The follower's machine: the same entry, its dir the followers'.
+	s3url := fmt.Sprintf("s3://%s/tenants?endpoint=%s&region=us-east-1&force-path-style=true", s.bucket, s.s3.Endpoint)
+	root := t.TempDir()
+	outDir := filepath.Join(root, "copies")
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	faddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	fcfg := filepath.Join(root, "follower.yml")
+	writeFile(t, fcfg, fmt.Sprintf(`addr: %s
+dbs:
+  - dir: %s
+    replica:
+      url: %s
+      access-key-id: ${TEST_S3_KEY}
+      secret-access-key: ${TEST_S3_SECRET}
+    follower:
+      poll-interval: 200ms
+      discover-interval: 1s
+`, faddr, outDir, s3url))
+	f := start(t, s.env, "follow", "-config", fcfg)
+	eventually(t, 60*time.Second, "the follower finds every database", func() bool {
+		st, err := followDir(faddr)
+		return err == nil && st.Databases == n && st.Following == n
+	})
+	r0 := metricValue(t, faddr, "understudy_follower_store_requests_total")
+	t0 := time.Now()
+
+	// Writers on random databases; new databases while they run.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var werr error
+	var werrMu sync.Mutex
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				names := s.names()
+				name := names[rng.IntN(len(names))]
+				s.mu.Lock()
+				db := s.dbs[name]
+				s.mu.Unlock()
+				if _, err := db.Exec(`INSERT INTO t(v) VALUES (randomblob(?))`, 50+rng.IntN(3000)); err != nil {
+					werrMu.Lock()
+					werr = fmt.Errorf("%s: %w", name, err)
+					werrMu.Unlock()
+					return
+				}
+				time.Sleep(time.Duration(1+rng.IntN(5)) * time.Millisecond)
+			}
+		}()
+	}
+	var created []string
+	for i := range 5 {
+		name := fmt.Sprintf("new%02d.db", i)
+		if i%2 == 0 {
+			name = "eu/" + name
+		}
+		s.create(t, name)
+		created = append(created, name)
+		time.Sleep(time.Second)
+	}
+	time.Sleep(3 * time.Second)
+	close(stop)
+	wg.Wait()
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	want := s.waitAllShipped(t)
+	waitFollowedAt(t, f, faddr, outDir, want)
+	for _, name := range created {
+		if _, err := os.Stat(filepath.Join(outDir, filepath.FromSlash(name))); err != nil {
+			t.Errorf("the database %s created during the run has no follower file: %v", name, err)
+		}
+	}
+	if mins := time.Since(t0).Minutes(); mins > 0 {
+		t.Logf("follower of %d databases: %.0f store requests a minute while written (poll 200ms)",
+			len(want), (metricValue(t, faddr, "understudy_follower_store_requests_total")-r0)/mins)
+	}
+
+	// Another follower of the same prefix, from the command line.
+	cliOut := filepath.Join(root, "cli")
+	caddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	c := start(t, s.env, "follow", "-addr", caddr, "-poll-interval", "200ms", "-discover-interval", "1s", "-dir-out", cliOut, s3url)
+	waitFollowedAt(t, c, caddr, cliOut, want)
+	if code := c.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Errorf("follow -dir-out exited %d on SIGTERM:\n%s", code, tailLines(c.out.String(), 20))
+	}
+
+	// A database whose objects are removed from the store: its follower
+	// stops, its file stays.
+	gone := "t003.db"
+	if err := os.RemoveAll(filepath.Join(s.s3.DataDir, s.bucket, "tenants", gone)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, gone+" reported gone", func() bool {
+		st, err := followedStatus(faddr, gone)
+		return err == nil && st.State == "gone"
+	})
+	if !strings.Contains(f.out.String(), "db="+gone) || !strings.Contains(f.out.String(), "objects are gone from the store") {
+		t.Errorf("no log line says the objects of %s are gone:\n%s", gone, tailLines(f.out.String(), 20))
+	}
+	if got := localChecksum(t, filepath.Join(outDir, gone)); got != want[gone] {
+		t.Errorf("the local file of the gone %s changed: checksum %s, was %s", gone, got, want[gone])
+	}
+	st, err := followDir(faddr)
+	if err != nil || st.Gone != 1 || st.Stalled+st.Stopped != 0 {
+		t.Errorf("directory status after one database went: %+v, %v", st, err)
+	}
+	if code, body := httpGetCode(t, "http://"+faddr+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz answered %d after a database went from the store (that is not a failure): %s", code, body)
+	}
+}
+
+func httpGetCode(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
