@@ -47,18 +47,23 @@ func TestUnshippedFrames(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		log, shipped int64
+		restart      bool // the shipper saw the end of the generation
 		want         int64
 	}{
-		{"caught up", 12000, 12000, 0},
-		{"behind", 12500, 12000, 500},
-		{"nothing shipped yet", 700, 0, 700},
+		{"caught up", 12000, 12000, false, 0},
+		{"behind", 12500, 12000, false, 500},
+		{"nothing shipped yet", 700, 0, false, 700},
 		// After a quiesced restart the file keeps its old size; a writer
 		// that restarted it has written only log frames of the new one.
-		{"restarted, a few commits", 3, 12000, 3},
-		{"restarted, busy", 4000, 12000, 4000},
+		{"restarted, a few commits", 3, 12000, true, 3},
+		{"restarted, busy", 4000, 12000, true, 4000},
+		{"restart not yet taken by a writer", 12000, 12000, true, 0},
+		// The new generation grew past the old one's length before the
+		// next step: every frame of it is unshipped, not the difference.
+		{"restarted, past the old length", 21635, 14682, true, 21635},
 	} {
-		if got := unshippedFrames(tc.log, tc.shipped); got != tc.want {
-			t.Errorf("%s: unshippedFrames(%d, %d) = %d, want %d", tc.name, tc.log, tc.shipped, got, tc.want)
+		if got := unshippedFrames(tc.log, tc.shipped, tc.restart); got != tc.want {
+			t.Errorf("%s: unshippedFrames(%d, %d, %v) = %d, want %d", tc.name, tc.log, tc.shipped, tc.restart, got, tc.want)
 		}
 	}
 }

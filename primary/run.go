@@ -154,16 +154,23 @@ func (d *DB) walGrowingFast() bool {
 	if d.haveWAL {
 		shipped = wal.FrameIndex(d.walPos.Offset, d.pageSize)
 	}
-	return unshippedFrames(r.Log, shipped) >= int64(d.opts.MaxCheckpointPageCount/2)
+	return unshippedFrames(r.Log, shipped, d.expectRestart) >= int64(d.opts.MaxCheckpointPageCount/2)
 }
 
 // unshippedFrames estimates how many of SQLite's log frames are not
 // shipped. Fewer frames than shipped means the WAL restarted and all of
-// them are new. The one case it gets wrong, a restarted WAL that grew past
-// the shipped frame count before any sync, only delays the sync to its
-// interval: it decides when to sync, never what is shipped.
-func unshippedFrames(log, shipped int64) int64 {
-	if log < shipped {
+// them are new. restartExpected says that the shipper saw the end of the
+// current generation (a quiesced restart, a capture): then any count other
+// than the shipped one is a new generation, all of it unshipped. Without
+// that, a WAL restarted after a quiesced restart of 14,000 frames was
+// counted as 14,000 frames short, so the next early step came only at
+// 19,000 frames of the new generation and the restart after it later
+// still (generations of 60,000 frames, 250 MB, under a saturating
+// writer). The one case left wrong, a WAL restarted by someone else that
+// grew past the shipped count before any sync, only delays the sync to
+// its interval: it decides when to sync, never what is shipped.
+func unshippedFrames(log, shipped int64, restartExpected bool) int64 {
+	if log < shipped || (restartExpected && log != shipped) {
 		return log
 	}
 	return log - shipped
