@@ -41,22 +41,52 @@ func checkpointMode(frames, lastPassive int64, minPages, maxPages int) string {
 func (d *DB) checkpointUnlockedLocked(ctx context.Context, mode string) (sqlitex.CheckpointResult, error) {
 	held := d.ckl.isHeld()
 	d.ckl.release()
-	r, err := d.ckpt.Checkpoint(ctx, mode)
+	var r sqlitex.CheckpointResult
+	var err error
+	if mode == ckptPassive {
+		r, err = d.passiveLocked(ctx)
+	} else {
+		r, err = d.ckpt.Checkpoint(ctx, mode)
+	}
 	if held {
 		d.ckl.acquire(ckptLockWait)
 	}
 	return r, err
 }
 
+// passiveLocked runs a PASSIVE checkpoint, trying again for up to
+// passiveBusyRetry while another checkpointer holds the checkpoint lock
+// (SQLite reports that as -1/-1 and never waits for it, whatever the busy
+// handler). The other one is nearly always the application's own
+// autocheckpoint, which takes the lock in the moment ours lets it go and
+// keeps it for its fsyncs: a debug log of a saturating 1-row writer had
+// half of the catch-up rounds before a WAL restart end busy at once, so
+// that the write-locked window then had to copy back everything (holds of
+// 30-90 ms) or failed (-1) and was repeated.
+func (d *DB) passiveLocked(ctx context.Context) (sqlitex.CheckpointResult, error) {
+	r, err := d.ckpt.Checkpoint(ctx, ckptPassive)
+	for retry := time.Now(); err == nil && r.Log < 0 && time.Since(retry) < passiveBusyRetry; {
+		if passiveBusyHook != nil {
+			passiveBusyHook()
+		}
+		time.Sleep(lockRetryEvery)
+		r, err = d.ckpt.Checkpoint(ctx, ckptPassive)
+	}
+	return r, err
+}
+
+// passiveBusyHook, when set (tests), is called before each retry.
+var passiveBusyHook func()
+
+// passiveBusyRetry bounds how long a PASSIVE checkpoint waits for another
+// checkpointer (one fsync or two of the application's autocheckpoint).
+const passiveBusyRetry = 25 * time.Millisecond
+
 // ckptLockWait bounds how long the checkpoint lock is waited for after
 // our own checkpoint (the application's autocheckpoint may have taken it
 // meanwhile; it is short, bounded by our pin). If it is not back, the pin
 // stays until a later step takes it.
 const ckptLockWait = 20 * time.Millisecond
-
-// restartCkptRetry bounds how long the write-locked window of a WAL restart
-// waits for another checkpointer (the application's autocheckpoint).
-const restartCkptRetry = 25 * time.Millisecond
 
 func (d *DB) checkpointLocked(ctx context.Context) error {
 	if !d.haveWAL || d.halted {
@@ -136,12 +166,8 @@ func (d *DB) restartWALLocked(ctx context.Context) error {
 		// outside the write lock, so it is often still running now and
 		// holds the checkpoint lock (PASSIVE reports busy, -1/-1): then the
 		// WAL would not restart and the hold was for nothing. It ends soon
-		// (it needs no write lock); try again for a little while.
-		r2, cerr := d.ckpt.Checkpoint(ctx, "PASSIVE")
-		for retry := time.Now(); cerr == nil && r2.Log < 0 && time.Since(retry) < restartCkptRetry; {
-			time.Sleep(lockRetryEvery)
-			r2, cerr = d.ckpt.Checkpoint(ctx, "PASSIVE")
-		}
+		// (it needs no write lock); passiveLocked tries again for a while.
+		r2, cerr := d.passiveLocked(ctx)
 		tCkpt = time.Since(t0)
 		d.m.checkpoints.WithLabelValues(d.metricsDB(), "restart").Inc()
 		idx, perr := d.startPinLocked()

@@ -118,3 +118,47 @@ func TestCheckpointLockLetsRecoveryThrough(t *testing.T) {
 		})
 	}
 }
+
+// TestPassiveWaitsForOtherCheckpointer: a PASSIVE checkpoint that finds
+// another checkpointer holding the checkpoint lock (the application's
+// autocheckpoint, in the moment the shipper lets its own lock go) tries
+// again instead of giving up at once: SQLite never waits for that lock,
+// and a catch-up round before a WAL restart that gave up left all of the
+// copying to the write-locked window (or made the restart fail).
+func TestPassiveWaitsForOtherCheckpointer(t *testing.T) {
+	e := newEnv(t, 1)
+	d := e.open(e.options())
+	defer d.Close()
+	for i := 0; i < 20; i++ {
+		e.exec("INSERT INTO t (b) VALUES (randomblob(3000))")
+	}
+	// The other checkpointer: an OFD lock of its own on the byte SQLite
+	// locks for checkpoints. Its descriptor stays open: closing a -shm
+	// descriptor would drop this process's SQLite locks on the file.
+	other, err := openCkptLock(e.path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ckl.release()
+	if !other.acquire(time.Second) {
+		t.Fatal("could not take the checkpoint lock as the other checkpointer")
+	}
+	retries := 0
+	passiveBusyHook = func() {
+		retries++
+		other.release() // the other checkpoint ends
+	}
+	defer func() { passiveBusyHook = nil }()
+	r, err := d.passiveLocked(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Log < 0 {
+		t.Fatalf("PASSIVE gave up busy (log %d, checkpointed %d) while another checkpointer held the lock; want it to try again", r.Log, r.Checkpointed)
+	}
+	if retries == 0 {
+		t.Fatal("the checkpoint never found the lock taken (the test did not set up its case)")
+	}
+}
