@@ -91,10 +91,10 @@ func (k *checker) dir(db *DB, p string) {
 		k.errorf(sub(p, "dir"), nil, "%s is not a directory: use path: for a single database file", db.Dir)
 	}
 	// follower: is allowed: `follow` of the whole prefix into dir (package
-	// followdir), one follower per database.
-	if db.Lease != nil {
-		k.errorf(sub(p, "lease"), nil, "not supported with dir: yet; give each database that needs a lease its own path: entry")
-	}
+	// followdir), one follower per database; with lease: every database
+	// runs as a node of its own (its lease key is the entry's name, '/',
+	// and its path relative to dir), the follower: settings its
+	// follower's.
 }
 
 // Database is the configuration of the database at file, found under the

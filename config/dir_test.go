@@ -80,8 +80,6 @@ func TestParseDirErrors(t *testing.T) {
 			`understudy.yml:3: dbs[0].pattern: invalid pattern "[a": use a glob on the file name such as *.db or tenant-*.sqlite`},
 		{"watch without dir", []string{"dbs:", "  - path: " + file, "    watch: true", rep},
 			"understudy.yml:3: dbs[0].watch: only for a directory of databases: set dir: instead of path:, or remove watch"},
-		{"lease on a dir", []string{"dbs:", "  - dir: " + dir, rep, "    lease: {type: static, primary: a}"},
-			"understudy.yml:4: dbs[0].lease: not supported with dir: yet; give each database that needs a lease its own path: entry"},
 		{"discover-interval without dir", []string{"dbs:", "  - path: " + file, rep, "    follower: {discover-interval: 10s}"},
 			"understudy.yml:4: dbs[0].follower.discover-interval: only for a directory of databases (a dir: entry): a path: entry follows one database and has nothing to discover"},
 		{"discover-interval too short", []string{"dbs:", "  - dir: " + dir, rep, "    follower: {discover-interval: 100ms}"},
@@ -95,5 +93,24 @@ func TestParseDirErrors(t *testing.T) {
 				t.Errorf("error:\n%v\nwant:\n%s", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestParseDirLease: a dir: entry takes lease: (one node per database),
+// with its follower: settings.
+func TestParseDirLease(t *testing.T) {
+	dir := t.TempDir()
+	c := mustParse(t, []byte("dbs:\n  - dir: "+dir+"\n    replica: {url: s3://bkt/t}\n    follower: {auto-promote: true}\n"+
+		"    lease: {type: consul, node: a, consul: {mode: kv}}\n"))
+	db := c.DBs[0]
+	if !db.IsDir() || db.Lease == nil || db.Follower == nil || !db.Follower.AutoPromote {
+		t.Fatalf("entry = dir %q lease %+v follower %+v", db.Dir, db.Lease, db.Follower)
+	}
+	one, err := db.Database(filepath.Join(dir, "eu", "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if one.Lease != db.Lease || one.Follower != db.Follower {
+		t.Errorf("the database's lease and follower settings are not the entry's")
 	}
 }

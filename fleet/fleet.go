@@ -303,11 +303,13 @@ func isDatabase(path string) bool {
 
 // matches tells whether the base name matches the entry's pattern and is
 // not one of the own names.
-func (f *Fleet) matches(name string) bool {
+func (f *Fleet) matches(name string) bool { return matchesEntry(f.opts.Entry, name) }
+
+func matchesEntry(entry *config.DB, name string) bool {
 	if ownName(name) {
 		return false
 	}
-	ok, _ := filepath.Match(f.opts.Entry.Pattern, name)
+	ok, _ := filepath.Match(entry.Pattern, name)
 	return ok
 }
 
@@ -315,30 +317,15 @@ func (f *Fleet) matches(name string) bool {
 // known ones that are gone, and watches every directory it walks. It
 // returns how many databases the directory has.
 func (f *Fleet) scan() (int, error) {
-	root := f.Dir()
 	seen := map[string]bool{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if p == root {
-				return err
+	onDir := func(p string) {
+		if f.watcher != nil {
+			if err := f.watcher.Add(p); err != nil {
+				f.log.Warn("cannot watch directory; its new databases are picked up on SIGHUP", "path", p, "error", err)
 			}
-			f.log.Warn("skipping unreadable path", "path", p, "error", err)
-			return nil
 		}
-		if d.IsDir() {
-			if p != root && (!f.opts.Entry.Recursive || ownName(d.Name()) || strings.HasPrefix(d.Name(), ".")) {
-				return filepath.SkipDir
-			}
-			if f.watcher != nil {
-				if err := f.watcher.Add(p); err != nil {
-					f.log.Warn("cannot watch directory; its new databases are picked up on SIGHUP", "path", p, "error", err)
-				}
-			}
-			return nil
-		}
-		if !d.Type().IsRegular() || !f.matches(d.Name()) {
-			return nil
-		}
+	}
+	onFile := func(p string) {
 		f.mu.Lock()
 		_, known := f.members[p]
 		f.mu.Unlock()
@@ -346,10 +333,9 @@ func (f *Fleet) scan() (int, error) {
 			seen[p] = true
 			f.add(p, true)
 		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("directory %s: %w", root, err)
+	}
+	if err := walk(f.opts.Entry, f.log, onDir, onFile); err != nil {
+		return 0, err
 	}
 	f.mu.Lock()
 	for p, m := range f.members {
@@ -359,6 +345,59 @@ func (f *Fleet) scan() (int, error) {
 	}
 	f.mu.Unlock()
 	return len(seen), nil
+}
+
+// walk visits the directory of entry as a scan does: onDir for the
+// directory and each subdirectory it descends into (recursive:, skipping
+// hidden and Understudy's own), onFile for each regular file whose name
+// matches the pattern (not yet checked for the SQLite header).
+func walk(entry *config.DB, log hclog.Logger, onDir, onFile func(p string)) error {
+	root := entry.Dir
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == root {
+				return err
+			}
+			log.Warn("skipping unreadable path", "path", p, "error", err)
+			return nil
+		}
+		if d.IsDir() {
+			if p != root && (!entry.Recursive || ownName(d.Name()) || strings.HasPrefix(d.Name(), ".")) {
+				return filepath.SkipDir
+			}
+			onDir(p)
+			return nil
+		}
+		if d.Type().IsRegular() && matchesEntry(entry, d.Name()) {
+			onFile(p)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("directory %s: %w", root, err)
+	}
+	return nil
+}
+
+// Databases returns the paths relative to the directory (slash-separated,
+// sorted) of the databases a fleet of entry would replicate now: the files
+// a scan finds that start with the SQLite header. A dir: entry under a
+// lease runs one node per database and finds them with it.
+func Databases(entry *config.DB, log hclog.Logger) ([]string, error) {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	var out []string
+	err := walk(entry, log, func(string) {}, func(p string) {
+		if !isDatabase(p) {
+			return
+		}
+		if rel, err := filepath.Rel(entry.Dir, p); err == nil {
+			out = append(out, filepath.ToSlash(rel))
+		}
+	})
+	slices.Sort(out)
+	return out, err
 }
 
 // add starts replicating the database at p, if it is not known yet.

@@ -176,13 +176,17 @@ func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }
 func WithMargin(d time.Duration) Option { return func(o *options) { o.margin = d } }
 
 // New builds the lease for database dbName described by cfg, validating it.
-// dbName names the database in the lease key (the file's base name is usual).
+// dbName names the database in the lease key <prefix><dbName>/primary: the
+// entry's name for a path: entry, and "<entry name>/<path relative to the
+// directory>" for a database of a dir: entry (tenants/eu/a.db). Entry
+// names hold no '/' (the config refuses one), so the keys of two
+// databases never coincide.
 func New(cfg *config.Lease, dbName string, logger hclog.Logger, opts ...Option) (Lease, error) {
 	if cfg == nil {
 		return nil, errors.New("lease: no lease section configured for this database")
 	}
-	if dbName == "" || strings.Contains(dbName, "/") {
-		return nil, fmt.Errorf("lease: database name %q must be non-empty and contain no '/'", dbName)
+	if !validName(dbName) {
+		return nil, fmt.Errorf("lease: database name %q must be non-empty, a name or name/relative/path without empty, '.' or '..' parts", dbName)
 	}
 	if logger == nil {
 		logger = hclog.NewNullLogger()
@@ -251,3 +255,17 @@ var closedChan = func() chan struct{} {
 	close(c)
 	return c
 }()
+
+// validName tells whether dbName can go into a lease key: slash-separated
+// parts, none empty, "." or "..".
+func validName(dbName string) bool {
+	if dbName == "" {
+		return false
+	}
+	for _, part := range strings.Split(dbName, "/") {
+		if part == "" || part == "." || part == ".." {
+			return false
+		}
+	}
+	return true
+}

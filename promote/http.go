@@ -43,19 +43,31 @@ type Answer struct {
 
 // Handle registers the control endpoints for nodes on mux.
 func Handle(mux *http.ServeMux, nodes []*Node) {
+	HandleLookup(mux, func(name string) (*Node, error) {
+		for _, n := range nodes {
+			if n.Name() == name || (name == "" && len(nodes) == 1) {
+				return n, nil
+			}
+		}
+		return nil, fmt.Errorf("no database %q here", name)
+	})
+}
+
+// HandleLookup registers the control endpoints on mux for the nodes find
+// returns by the ?db= name ("" when none was given): for a set of nodes
+// that changes (a dir: entry's databases), or names resolved more freely.
+func HandleLookup(mux *http.ServeMux, find func(name string) (*Node, error)) {
 	pick := func(w http.ResponseWriter, r *http.Request) *Node {
 		if r.Method != http.MethodPost {
 			http.Error(w, "use POST", http.StatusMethodNotAllowed)
 			return nil
 		}
-		name := r.URL.Query().Get("db")
-		for _, n := range nodes {
-			if n.Name() == name || (name == "" && len(nodes) == 1) {
-				return n
-			}
+		n, err := find(r.URL.Query().Get("db"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return nil
 		}
-		http.Error(w, fmt.Sprintf("no database %q here", name), http.StatusNotFound)
-		return nil
+		return n
 	}
 	mux.HandleFunc(PathPromote, func(w http.ResponseWriter, r *http.Request) {
 		n := pick(w, r)

@@ -9,6 +9,9 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -43,7 +46,8 @@ func init() {
 			"waits for its lease to expire, or with -force breaks it at once. Then the follower replays the\n" +
 			"store, claims the next TXID and starts shipping as primary.",
 		Flags: commonFlags(
-			&cli.StringFlag{Name: "db", Usage: "database `PATH` (or name) to promote; needed when the follower runs several"},
+			&cli.StringFlag{Name: "db", Usage: "database `PATH` (or name) to promote; needed when the follower runs several. " +
+				"A database of a dir: entry: its path, its path relative to the directory (tenants/a.db), or ENTRY/REL"},
 			&cli.BoolFlag{Name: "force", Usage: "break the current holder's lease instead of waiting for it"},
 			&cli.DurationFlag{Name: "timeout", Value: promote.DefaultPromoteTimeout, Usage: "give up after `D`"},
 			&cli.StringFlag{Name: "addr", Usage: "the follower's endpoint `ADDR` (default: the config's addr)"},
@@ -66,6 +70,8 @@ func runPromote(c *cli.Context) error {
 		if name != "" {
 			if db := cfg.DB(name); db != nil {
 				name = db.Name()
+			} else if n := dirDBName(cfg, name); n != "" {
+				name = n
 			}
 		}
 	}
@@ -90,6 +96,28 @@ func runPromote(c *cli.Context) error {
 	out, _ := json.Marshal(a)
 	fmt.Fprintln(c.App.Writer, string(out))
 	return nil
+}
+
+// dirDBName is the node name of the database at file (a path, absolute or
+// relative to the current directory) below a dir: entry of cfg, or "".
+// Any other -db (a path relative to the directory, NAME/REL) goes to the
+// daemon as given, which resolves it (findNode).
+func dirDBName(cfg *config.Config, file string) string {
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return ""
+	}
+	for _, db := range cfg.DBs {
+		if !db.IsDir() {
+			continue
+		}
+		if rel, err := filepath.Rel(db.Dir, abs); err == nil && filepath.IsLocal(rel) {
+			if _, err := os.Stat(abs); err == nil {
+				return dirNodeName(db, filepath.ToSlash(rel))
+			}
+		}
+	}
+	return ""
 }
 
 // hasLease reports whether any database of cfg has a lease section: such
@@ -118,11 +146,31 @@ func runNodes(c *cli.Context, cfg *config.Config, logger hclog.Logger, asPrimary
 	metrics := follower.NewMetrics(reg)
 
 	var nodes []*promote.Node
+	var dirs []*dirLease
+	var fatal error
+	var fatalOnce sync.Once
+	onFatal := func(err error) {
+		fatalOnce.Do(func() { fatal = err; stop() })
+	}
 	for _, dbc := range cfg.DBs {
 		if dbc.Lease == nil {
-			return cli.Exit(fmt.Errorf("database %s has no lease: section while others do; give every database one (type static for a fixed primary)", dbc.Path), 2)
+			what := "database " + dbc.Path
+			if dbc.IsDir() {
+				what = "directory " + dbc.Dir
+			}
+			return cli.Exit(fmt.Errorf("%s has no lease: section while others do; give every database one (type static for a fixed primary)", what), 2)
 		}
 		if !asPrimary && dbc.Follower == nil {
+			continue
+		}
+		if dbc.IsDir() {
+			d, err := newDirLease(ctx, c, cfg, dbc, logger, reg, metrics, asPrimary, onFatal)
+			if errors.Is(err, storage.ErrNoCreateOnly) {
+				return cli.Exit(err, 2)
+			} else if err != nil {
+				return cli.Exit(err, 1)
+			}
+			dirs = append(dirs, d)
 			continue
 		}
 		n, err := newNode(ctx, c, cfg, dbc, logger, reg, metrics)
@@ -131,8 +179,35 @@ func runNodes(c *cli.Context, cfg *config.Config, logger hclog.Logger, asPrimary
 		}
 		nodes = append(nodes, n)
 	}
-	if len(nodes) == 0 {
+	if len(nodes) == 0 && len(dirs) == 0 {
 		return cli.Exit("no database to run: add a follower: section to follow", 2)
+	}
+	// The databases found now; each directory's nodes start below.
+	firsts := make([]int, len(dirs))
+	for i, d := range dirs {
+		n, err := d.start(ctx)
+		if err != nil {
+			stop()
+			for _, d := range dirs {
+				d.wg.Wait()
+			}
+			return cli.Exit(err, 1)
+		}
+		firsts[i] = n
+	}
+	all := func() []*promote.Node {
+		out := slices.Clone(nodes)
+		for _, d := range dirs {
+			out = append(out, d.all()...)
+		}
+		return out
+	}
+	healthy := func() error {
+		err := nodesHealthy(all())
+		for _, d := range dirs {
+			err = errors.Join(err, d.healthy())
+		}
+		return err
 	}
 
 	addr := cfg.Addr
@@ -140,14 +215,40 @@ func runNodes(c *cli.Context, cfg *config.Config, logger hclog.Logger, asPrimary
 		addr = c.String("addr")
 	}
 	if addr != "" {
+		find := func(name string) (*promote.Node, error) { return findNode(nodes, dirs, name) }
 		srv, err := httpserver.Start(httpserver.Options{
 			Addr:     addr,
 			Gatherer: reg,
-			Healthy:  func() error { return nodesHealthy(nodes) },
-			Status:   func() any { return nodesStatus(nodes) },
-			Routes:   func(mux *http.ServeMux) { promote.Handle(mux, nodes) },
+			Healthy:  healthy,
+			// One database's own health (its Consul check, a follower's
+			// probe of the holder): a failing database of a directory
+			// must not make its healthy neighbours look dead.
+			HealthyDB: func(name string) error {
+				n, err := find(name)
+				if err != nil {
+					return err
+				}
+				return n.Healthy()
+			},
+			Status: func() any { return nodesStatus(all()) },
+			Routes: func(mux *http.ServeMux) {
+				promote.HandleLookup(mux, find)
+				mux.HandleFunc("GET /status/db/{name...}", func(w http.ResponseWriter, r *http.Request) {
+					n, err := find(r.PathValue("name"))
+					if err != nil {
+						http.Error(w, err.Error(), http.StatusNotFound)
+						return
+					}
+					w.Header().Set("Content-Type", "application/json")
+					_ = json.NewEncoder(w).Encode(nodeDoc(n))
+				})
+			},
 		})
 		if err != nil {
+			stop()
+			for _, d := range dirs {
+				d.wg.Wait()
+			}
 			return cli.Exit(err, 1)
 		}
 		defer srv.Close()
@@ -168,6 +269,11 @@ func runNodes(c *cli.Context, cfg *config.Config, logger hclog.Logger, asPrimary
 			}
 		}()
 	}
+	for i, d := range dirs {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.Run(ctx, firsts[i]) }()
+	}
+	defer rescanOnHUP(dirs, logger)()
 	go func() { wg.Wait(); close(nodesDone) }()
 
 	sigs := make(chan os.Signal, 2)
@@ -210,7 +316,7 @@ wait:
 	if app != nil && !app.exited() {
 		_ = app.signal(syscall.SIGTERM)
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(append(errs, fatal)...); err != nil {
 		return cli.Exit(err, 1)
 	}
 	if exitCode != 0 {
@@ -299,31 +405,82 @@ func nodesHealthy(nodes []*promote.Node) error {
 func nodesStatus(nodes []*promote.Node) any {
 	out := make([]map[string]any, 0, len(nodes))
 	for _, n := range nodes {
-		st := n.Status()
-		var base any = struct{}{}
-		switch {
-		case st.Primary != nil:
-			base = st.Primary.Document()
-		case st.Follower != nil:
-			base = st.Follower
-		}
-		doc := map[string]any{}
-		if b, err := json.Marshal(base); err == nil {
-			_ = json.Unmarshal(b, &doc)
-		}
-		doc["role"] = st.Role
-		doc["name"] = st.Name
-		doc["node"] = st.Node
-		doc["fencing_token"] = st.FencingToken
-		doc["reason"] = st.Reason
-		doc["promotions"] = st.Promotions
-		if st.Diverged != "" {
-			doc["diverged_saved_to"] = st.Diverged
-		}
-		if !st.SafeUntil.IsZero() {
-			doc["safe_until"] = st.SafeUntil.UTC()
-		}
-		out = append(out, doc)
+		out = append(out, nodeDoc(n))
 	}
 	return map[string]any{"dbs": out}
+}
+
+// findNode returns the node a request names: a database's name (a path:
+// entry's, or "<entry name>/<path relative to dir>" for a database of a
+// dir: entry), or the path of a dir: entry's database relative to its
+// directory (or absolute) when one directory has it; "" when the process
+// runs one database.
+func findNode(nodes []*promote.Node, dirs []*dirLease, name string) (*promote.Node, error) {
+	var found []*promote.Node
+	total := len(nodes)
+	for _, n := range nodes {
+		if n.Name() == name {
+			return n, nil
+		}
+	}
+	for _, d := range dirs {
+		all := d.all()
+		total += len(all)
+		if rel, ok := strings.CutPrefix(name, d.entry.Name()+"/"); ok {
+			if n := d.byRel(rel); n != nil {
+				return n, nil
+			}
+		}
+		if n := d.byRel(name); n != nil {
+			found = append(found, n)
+		}
+		if name == "" && len(all) == 1 {
+			found = append(found, all[0])
+		}
+	}
+	if name == "" && len(nodes) == 1 && total == 1 {
+		return nodes[0], nil
+	}
+	switch {
+	case len(found) == 1:
+		return found[0], nil
+	case len(found) > 1:
+		var names []string
+		for _, n := range found {
+			names = append(names, n.Name())
+		}
+		return nil, fmt.Errorf("database %q is in several directories here: name one of %s", name, strings.Join(names, ", "))
+	case name == "":
+		return nil, fmt.Errorf("this process runs %d databases: name one with db", total)
+	}
+	return nil, fmt.Errorf("no database %q here (a path: entry's name, or a dir: entry's database as NAME/REL or REL)", name)
+}
+
+// nodeDoc is one node's /status document.
+func nodeDoc(n *promote.Node) map[string]any {
+	st := n.Status()
+	var base any = struct{}{}
+	switch {
+	case st.Primary != nil:
+		base = st.Primary.Document()
+	case st.Follower != nil:
+		base = st.Follower
+	}
+	doc := map[string]any{}
+	if b, err := json.Marshal(base); err == nil {
+		_ = json.Unmarshal(b, &doc)
+	}
+	doc["role"] = st.Role
+	doc["name"] = st.Name
+	doc["node"] = st.Node
+	doc["fencing_token"] = st.FencingToken
+	doc["reason"] = st.Reason
+	doc["promotions"] = st.Promotions
+	if st.Diverged != "" {
+		doc["diverged_saved_to"] = st.Diverged
+	}
+	if !st.SafeUntil.IsZero() {
+		doc["safe_until"] = st.SafeUntil.UTC()
+	}
+	return doc
 }

@@ -122,7 +122,10 @@ func registerFleetMetrics(reg prometheus.Registerer, f *fleet.Fleet) {
 
 // rescanOnHUP makes SIGHUP rescan every directory until the returned
 // function is called.
-func rescanOnHUP(fleets []*fleet.Fleet, logger hclog.Logger) func() {
+func rescanOnHUP[T interface {
+	Rescan()
+	Dir() string
+}](fleets []T, logger hclog.Logger) func() {
 	if len(fleets) == 0 {
 		return func() {}
 	}

@@ -24,6 +24,10 @@ type Options struct {
 	Gatherer prometheus.Gatherer // /metrics; nil = the default registry
 	// Healthy reports liveness for /healthz: nil error = 200.
 	Healthy func() error
+	// HealthyDB, if set, answers /healthz?db=NAME: the liveness of that
+	// database alone (a Consul check or a follower's probe of the holder
+	// is about one database; another's failure must not fail it).
+	HealthyDB func(db string) error
 	// Ready reports readiness for /readyz; nil = same as Healthy.
 	Ready func() error
 	// Status returns the /status document (marshalled as JSON).
@@ -55,7 +59,19 @@ func Start(opts Options) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", checkHandler(opts.Healthy))
+	healthz := checkHandler(opts.Healthy)
+	if opts.HealthyDB != nil {
+		all := healthz
+		healthz = func(w http.ResponseWriter, r *http.Request) {
+			db := r.URL.Query().Get("db")
+			if db == "" {
+				all(w, r)
+				return
+			}
+			checkHandler(func() error { return opts.HealthyDB(db) })(w, r)
+		}
+	}
+	mux.HandleFunc("/healthz", healthz)
 	mux.HandleFunc("/readyz", checkHandler(opts.Ready))
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
 		var doc any = struct{}{}
