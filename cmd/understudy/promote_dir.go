@@ -61,7 +61,10 @@ type dirLease struct {
 	nodes  map[string]*promote.Node // by path relative to the directory
 	failed map[string]error         // nodes that stopped, or could not be built
 	warned bool                     // warnCost said so
-	wg     sync.WaitGroup
+	// services maps the Consul service names of the running nodes to
+	// their paths.
+	services map[string]string
+	wg       sync.WaitGroup
 }
 
 // Rescan asks Run to look for new databases (SIGHUP).
@@ -134,12 +137,25 @@ func (d *dirLease) start(ctx context.Context) (int, error) {
 				continue
 			}
 		}
+		// Two paths can map to one Consul service name (eu/a.db and
+		// eu-a.db both give understudy-tenants-eu-a-db): their
+		// registrations would overwrite each other and DNS would name
+		// the wrong writer, so the second is refused.
+		svc := promote.ServiceName(dirNodeName(d.entry, rel))
+		d.mu.Lock()
+		other, taken := d.services[svc]
+		d.mu.Unlock()
+		if taken && other != rel && d.entry.Lease.Type == lease.TypeConsul {
+			d.fail(rel, fmt.Errorf("database %s: its Consul service name %s is the one of %s (names are made DNS-safe): rename one of the two files", rel, svc, other))
+			continue
+		}
 		n, err := d.newNode(ctx, rel)
 		if err != nil {
 			d.fail(rel, err)
 			continue
 		}
 		d.mu.Lock()
+		d.services[svc] = rel
 		d.nodes[rel] = n
 		delete(d.failed, rel)
 		d.mu.Unlock()
@@ -329,7 +345,7 @@ func newDirLease(ctx context.Context, c *cli.Context, cfg *config.Config, entry 
 		label = ""
 	}
 	d := &dirLease{entry: entry, asPrimary: asPrimary, log: logger.Named(entry.Name()), store: store, onFatal: onFatal,
-		rescan: make(chan struct{}, 1), nodes: map[string]*promote.Node{}, failed: map[string]error{}}
+		rescan: make(chan struct{}, 1), nodes: map[string]*promote.Node{}, failed: map[string]error{}, services: map[string]string{}}
 	d.newNode = func(ctx context.Context, rel string) (*promote.Node, error) {
 		dbc, err := entry.Database(filepath.Join(entry.Dir, filepath.FromSlash(rel)))
 		if err != nil {

@@ -1,8 +1,14 @@
 package main
 
 import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/promote"
@@ -90,5 +96,47 @@ func TestMatchesPattern(t *testing.T) {
 		if got := matchesPattern(e, tc.rel); got != tc.want {
 			t.Errorf("pattern %q recursive %v, %s: %v, want %v", tc.pattern, tc.recursive, tc.rel, got, tc.want)
 		}
+	}
+}
+
+// TestDirLeaseRefusesSameServiceName: two databases whose Consul service
+// names coincide once made DNS-safe (eu/a.db, eu-a.db) would overwrite
+// each other's registration: the second is refused, naming the first.
+func TestDirLeaseRefusesSameServiceName(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "eu"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range []string{"eu/a.db", "eu-a.db", "b.db"} {
+		if err := os.WriteFile(filepath.Join(dir, rel), []byte("SQLite format 3\x00"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := config.Parse([]byte("dbs:\n  - dir: "+dir+"\n    name: tenants\n    recursive: true\n    replica: {url: file:///x}\n"+
+		"    lease: {type: consul, node: a}\n"), "t.yml", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var built []string
+	d := &dirLease{entry: cfg.DBs[0], asPrimary: true, log: hclog.NewNullLogger(),
+		nodes: map[string]*promote.Node{}, failed: map[string]error{}, services: map[string]string{}}
+	d.newNode = func(_ context.Context, rel string) (*promote.Node, error) {
+		built = append(built, rel)
+		return promote.New(promote.Config{Name: dirNodeName(d.entry, rel), Node: "a"})
+	}
+	// The nodes have no lease: Run fails at once, which is fine here.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); d.wg.Wait() }()
+	if n, err := d.start(ctx); err != nil || n != 3 {
+		t.Fatalf("start: %d databases, %v", n, err)
+	}
+	if want := []string{"b.db", "eu-a.db"}; !slices.Equal(built, want) {
+		t.Fatalf("built nodes %v, want %v", built, want)
+	}
+	d.mu.Lock()
+	err = d.failed["eu/a.db"]
+	d.mu.Unlock()
+	if err == nil || !strings.Contains(err.Error(), "understudy-tenants-eu-a-db is the one of eu-a.db") {
+		t.Fatalf("eu/a.db: %v, want a refusal naming eu-a.db", err)
 	}
 }
