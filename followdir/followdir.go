@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/superfly/ltx"
 
 	"github.com/understudy-db/understudy/config"
 	"github.com/understudy-db/understudy/follower"
@@ -74,6 +75,17 @@ type Options struct {
 	MetricsLabel string
 	PerDBMetrics bool
 
+	// Heads, if set, reads the prefix's heads index: the newest TXID
+	// shipped of each database by path relative to the prefix (an error
+	// wrapping storage.ErrNotFound when the prefix has none). It is read
+	// once per PollInterval instead of each follower polling its own
+	// objects: only a database whose head moved past its follower's
+	// position is woken (follower.Config.Wake) to GET its next file. While
+	// there is no index (a replica written by Litestream) or it cannot be
+	// read, every follower is woken each PollInterval, which is the poll
+	// of a follower without Heads.
+	Heads func(ctx context.Context) (map[string]uint64, error)
+
 	// Follower, if set, adjusts each database's follower.Config before
 	// the follower is made (tests).
 	Follower func(rel string, cfg *follower.Config)
@@ -88,6 +100,7 @@ type member struct {
 	err     error         // what Run returned; set before done is closed
 	gone    bool          // its objects vanished; the follower is stopped
 	initial bool          // found by the first listing
+	wake    chan ltx.TXID // the follower's Config.Wake (Options.Heads); nil without
 }
 
 // Dir follows every database below a prefix. Create it with New and call
@@ -105,7 +118,15 @@ type Dir struct {
 	listErr      error     // last listing's error; nil once one succeeds
 	failingSince time.Time // first of the current run of failed listings
 	rootWarned   bool
+	polling      string // how the followers are polled (Status.Polling)
 }
+
+// Status.Polling values.
+const (
+	PollingEach  = "each database"           // every follower GETs its next file each poll interval
+	PollingIndex = "heads index"             // one GET of the heads index a poll interval
+	PollingNoIdx = "each database, no index" // Options.Heads set, and the prefix has no index (or it cannot be read)
+)
 
 // New checks opts and returns a Dir.
 func New(opts Options) (*Dir, error) {
@@ -151,11 +172,16 @@ func New(opts Options) (*Dir, error) {
 	if opts.Location == "" {
 		opts.Location = opts.Prefix.Type()
 	}
-	return &Dir{
+	d := &Dir{
 		opts: opts, kr: kr, log: opts.Logger,
 		start:   make(chan struct{}, opts.Concurrency),
 		members: map[string]*member{},
-	}, nil
+		polling: PollingEach,
+	}
+	if opts.Heads != nil {
+		d.polling = PollingNoIdx // until an index is read
+	}
+	return d, nil
 }
 
 // Dir is the local directory the databases are followed into.
@@ -173,6 +199,14 @@ func (d *Dir) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer d.stopAll()
 	defer cancel(nil) // before stopAll: the followers' contexts end with it
+	if d.opts.Heads != nil {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() {
+			defer close(done)
+			d.headsLoop(ctx)
+		}()
+	}
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -290,12 +324,17 @@ func (d *Dir) follow(ctx context.Context, rel string, initial bool, fatal contex
 	if d.opts.Follower != nil {
 		d.opts.Follower(rel, &cfg)
 	}
+	var wake chan ltx.TXID
+	if d.opts.Heads != nil {
+		wake = make(chan ltx.TXID, 1)
+		cfg.Wake = wake
+	}
 	f, err := follower.New(cfg)
 	if err != nil {
 		return err
 	}
 	fctx, cancel := context.WithCancel(ctx)
-	m := &member{rel: rel, f: f, cancel: cancel, done: make(chan struct{}), initial: initial}
+	m := &member{rel: rel, f: f, cancel: cancel, done: make(chan struct{}), initial: initial, wake: wake}
 	d.mu.Lock()
 	if old := d.members[rel]; old != nil {
 		m.initial = old.initial
@@ -330,6 +369,83 @@ func (d *Dir) holdStart(ctx context.Context, f *follower.Follower) {
 			return st.Ready || st.State == follower.StateStopped || st.Error != ""
 		})
 	}()
+}
+
+// headsLoop reads the heads index every PollInterval and wakes the
+// followers it shows behind, or every follower while there is no index.
+func (d *Dir) headsLoop(ctx context.Context) {
+	t := time.NewTicker(d.opts.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		heads, err := d.opts.Heads(ctx)
+		d.countRequest("get_heads", result(err))
+		if ctx.Err() != nil {
+			return
+		}
+		polling := PollingIndex
+		if err != nil {
+			polling = PollingNoIdx
+		}
+		d.mu.Lock()
+		was := d.polling
+		d.polling = polling
+		ms := make([]*member, 0, len(d.members))
+		for _, m := range d.members {
+			if !m.gone {
+				ms = append(ms, m)
+			}
+		}
+		d.mu.Unlock()
+		switch {
+		case polling == was:
+		case err == nil:
+			d.log.Info("the prefix has a heads index: one GET of it a poll interval, and only the databases it shows behind poll their own files", "prefix", d.opts.Location)
+		case errors.Is(err, storage.ErrNotFound):
+			d.log.Info("the prefix has no heads index (written by Litestream or an older Understudy): every database polls its own files", "prefix", d.opts.Location)
+		default:
+			d.log.Warn("cannot read the prefix's heads index: every database polls its own files meanwhile", "prefix", d.opts.Location, "error", err)
+		}
+		positions := make(map[string]uint64, len(ms))
+		for _, m := range ms {
+			positions[m.rel] = uint64(m.f.Status().TXID)
+		}
+		behind := Behind(heads, positions, err != nil)
+		for _, m := range ms {
+			h, ok := behind[m.rel]
+			if !ok {
+				continue
+			}
+			// The newest news replaces a wake still pending; this loop
+			// is the only sender.
+			select {
+			case <-m.wake:
+			default:
+			}
+			m.wake <- ltx.TXID(h)
+		}
+	}
+}
+
+// Behind is which followers to wake, by path relative to the prefix, each
+// with the head to tell it (0: none known): those whose head in the
+// index is past their position (positions), or all of them when there is
+// no index (noIndex).
+func Behind(heads map[string]uint64, positions map[string]uint64, noIndex bool) map[string]uint64 {
+	out := map[string]uint64{}
+	for rel, pos := range positions {
+		switch h, ok := heads[rel]; {
+		case noIndex:
+			out[rel] = 0
+		case ok && h > pos:
+			out[rel] = h
+		}
+	}
+	return out
 }
 
 // vanished stops the follower of rel, whose objects are gone from the
@@ -367,9 +483,12 @@ func (d *Dir) stopAll() {
 }
 
 // request counts a listing of the prefix.
-func (d *Dir) request(result string) {
+func (d *Dir) request(result string) { d.countRequest("list_prefix", result) }
+
+// countRequest counts a request of the directory's own (not a follower's).
+func (d *Dir) countRequest(typ, result string) {
 	if m := d.opts.Metrics; m != nil {
-		m.Requests.WithLabelValues(d.opts.MetricsLabel, "list_prefix", result).Inc()
+		m.Requests.WithLabelValues(d.opts.MetricsLabel, typ, result).Inc()
 	}
 }
 
@@ -389,6 +508,7 @@ type Status struct {
 	Role      string `json:"role"` // "follower"
 	Dir       string `json:"dir"`
 	Replica   string `json:"replica"` // the prefix
+	Polling   string `json:"polling"` // PollingEach, PollingIndex or PollingNoIdx
 	Databases int    `json:"databases"`
 	Following int    `json:"following"` // applying changes (caught up or catching up)
 	Starting  int    `json:"starting"`  // bootstrapping or resuming
@@ -448,7 +568,7 @@ func worse(a, b follower.Status) int {
 // Status is the directory's totals and its worst databases.
 func (d *Dir) Status() Status {
 	d.mu.Lock()
-	s := Status{Role: "follower", Dir: d.opts.OutDir, Replica: d.opts.Location, Databases: len(d.members)}
+	s := Status{Role: "follower", Dir: d.opts.OutDir, Replica: d.opts.Location, Polling: d.polling, Databases: len(d.members)}
 	if d.listed {
 		t := d.lastList
 		s.LastDiscover = &t

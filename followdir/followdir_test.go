@@ -1,6 +1,7 @@
 package followdir
 
 import (
+	"maps"
 	"slices"
 	"testing"
 
@@ -49,5 +50,29 @@ func TestWorstOrder(t *testing.T) {
 	want := []string{"stopped.db", "stalled.db", "booting.db", "more-txids.db", "behind.db", "ok.db", "gone.db"}
 	if !slices.Equal(got, want) {
 		t.Errorf("worst first: %q, want %q", got, want)
+	}
+}
+
+func TestBehind(t *testing.T) {
+	positions := map[string]uint64{"a.db": 5, "b.db": 7, "eu/c.db": 0, "d.db": 3}
+	for _, tc := range []struct {
+		name    string
+		heads   map[string]uint64
+		noIndex bool
+		want    map[string]uint64
+	}{
+		{"all caught up", map[string]uint64{"a.db": 5, "b.db": 7, "d.db": 3}, false, map[string]uint64{}},
+		{"two moved", map[string]uint64{"a.db": 6, "b.db": 7, "eu/c.db": 2, "d.db": 3}, false, map[string]uint64{"a.db": 6, "eu/c.db": 2}},
+		// A head behind the position: the index lags the store (its
+		// writer crashed between an upload and the index); nothing to do.
+		{"index behind", map[string]uint64{"a.db": 4, "b.db": 7, "d.db": 3}, false, map[string]uint64{}},
+		{"not in the index yet", map[string]uint64{"a.db": 5}, false, map[string]uint64{}},
+		{"no index: everyone polls", nil, true, map[string]uint64{"a.db": 0, "b.db": 0, "eu/c.db": 0, "d.db": 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Behind(tc.heads, positions, tc.noIndex); !maps.Equal(got, tc.want) {
+				t.Errorf("Behind = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -109,6 +109,16 @@ type Config struct {
 
 	Logger  hclog.Logger
 	Metrics *Metrics // optional
+	// Wake, if set, replaces the idle poll: once caught up (a GET of the
+	// next file found nothing), the follower makes no request until a
+	// receive from Wake (or ctx ends), and then GETs the next file again.
+	// The sender learns from something cheaper than a GET per database
+	// (a directory's heads index, package followdir) which databases
+	// moved, and sends the store's head of this one. A wake with head 0
+	// (the sender knows nothing: no index) is the poll of a follower
+	// without Wake, with its periodic listings of the store's head. A
+	// stalled follower retries on its own backoff, Wake or not.
+	Wake <-chan ltx.TXID
 	// MetricsLabel, if set, is the db label of the counters and the apply
 	// histogram instead of Name, shared by many followers (a directory's,
 	// whose metrics must not grow with its database count); the gauges,
@@ -549,13 +559,28 @@ func listLevel(ctx context.Context, c storage.Client, level int, seek ltx.TXID) 
 func (f *Follower) checkpointLoop(ctx context.Context, a *Applier, stop context.CancelCauseFunc) {
 	t := time.NewTicker(f.cfg.CheckpointInterval)
 	defer t.Stop()
+	// clean is the position at the last checkpoint that copied every
+	// frame back: until the next apply (which moves the position; nobody
+	// else can write, the applier holds the write lock) there is nothing
+	// to checkpoint, and an idle follower of a directory of a thousand
+	// databases would otherwise run a thousand checkpoints a second.
+	var clean *Position
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		pos := a.Position()
+		if clean != nil && *clean == pos {
+			continue
+		}
 		res, err := a.Checkpoint(ctx)
+		if err == nil && !res.Busy && res.Log == res.Checkpointed {
+			clean = &pos
+		} else {
+			clean = nil
+		}
 		r := "ok"
 		switch {
 		case err != nil:

@@ -186,11 +186,17 @@ type runningFollower struct {
 
 func startFollower(t *testing.T, p *testPrimary, path string) *runningFollower {
 	t.Helper()
+	return startFollowerWith(t, p, path, nil)
+}
+
+// startFollowerWith is startFollower with the config adjusted by adjust.
+func startFollowerWith(t *testing.T, p *testPrimary, path string, adjust func(*Config)) *runningFollower {
+	t.Helper()
 	client := &countingClient{Client: p.store}
 	boots := &atomic.Int64{}
 	reg := prometheus.NewRegistry()
 	boot := RestoreBootstrap(nil)
-	f, err := New(Config{
+	cfg := Config{
 		Path: path, Client: client, PollInterval: 50 * time.Millisecond, CheckpointInterval: 100 * time.Millisecond,
 		Metrics: NewMetrics(reg),
 		Logger:  hclog.New(&hclog.LoggerOptions{Level: hclog.Info, Output: testWriter{t}}),
@@ -198,7 +204,11 @@ func startFollower(t *testing.T, p *testPrimary, path string) *runningFollower {
 			boots.Add(1)
 			return boot(ctx, c, path)
 		},
-	})
+	}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	f, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -946,4 +956,48 @@ func inode(t *testing.T, path string) uint64 {
 		t.Fatal(err)
 	}
 	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+// TestFollowWake: a follower given Config.Wake makes no store request while
+// caught up and not woken (its idle poll is the sender's business, a
+// directory's heads index), and catches up when woken: by a GET of the
+// next L0 file, or, when the files were compacted away meanwhile, by the
+// listing of every level that a known head past its position calls for.
+func TestFollowWake(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPrimary(t, dir)
+	rng := rand.New(rand.NewSource(11))
+	p.transfers(2, rng)
+	wake := make(chan ltx.TXID, 1)
+	rf := startFollowerWith(t, p, filepath.Join(dir, "follower.db"), func(c *Config) { c.Wake = wake })
+	st := rf.waitState(t, "caught up", func(st Status) bool { return st.TXID == p.src.txid && st.CaughtUp })
+
+	// A wake that tells the head: one GET finds nothing new; then, idle
+	// and not woken, 20 poll intervals without a request.
+	wake <- p.src.txid
+	polled := *st.LastPoll
+	rf.waitState(t, "the GET after the wake", func(st Status) bool { return st.LastPoll != nil && st.LastPoll.After(polled) })
+	requests := func() int64 { return rf.client.opens.Load() + rf.client.lists.Load() }
+	before := requests()
+	time.Sleep(20 * 50 * time.Millisecond)
+	if got := requests() - before; got != 0 {
+		t.Errorf("%d store requests while caught up and not woken, want 0", got)
+	}
+
+	// New files: woken, it applies them.
+	p.transfers(3, rng)
+	wake <- p.src.txid
+	rf.waitState(t, "caught up after a wake", func(st Status) bool { return st.TXID == p.src.txid && st.CaughtUp })
+
+	// New files compacted away before the wake: the head past the
+	// position makes it list the levels and apply L1.
+	at := p.src.txid
+	p.transfers(4, rng)
+	p.compact(1, at+1, p.src.txid)
+	wake <- p.src.txid
+	rf.waitState(t, "caught up from L1 after a wake", func(st Status) bool { return st.TXID == p.src.txid && st.CaughtUp })
+	if rf.bootstraps.Load() != 1 {
+		t.Errorf("%d bootstraps, want the first one only", rf.bootstraps.Load())
+	}
+	assertSame(t, p.src, filepath.Join(dir, "follower.db"))
 }

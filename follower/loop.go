@@ -39,6 +39,10 @@ type loop struct {
 	failingSince time.Time
 
 	warnedNoMeta bool
+	// blind: the last wake (Config.Wake) told no head, so the follower
+	// keeps the periodic listings of a follower without Wake. Until the
+	// first wake it knows nothing either.
+	blind bool
 }
 
 // follow runs the poll loop until ctx ends or the local database can no
@@ -47,7 +51,7 @@ type loop struct {
 // object or a file that does not verify marked unhealthy (StateStalled,
 // the reason in Status.Error) until the follower advances again.
 func (f *Follower) follow(ctx context.Context, a *Applier) error {
-	l := &loop{f: f, a: a, needCheck: true, sched: pollSchedule{interval: f.cfg.PollInterval}}
+	l := &loop{f: f, a: a, needCheck: true, sched: pollSchedule{interval: f.cfg.PollInterval}, blind: true}
 	for ctx.Err() == nil {
 		if err := l.step(ctx); err != nil {
 			return err
@@ -192,7 +196,11 @@ func (l *loop) missed(ctx context.Context, pos Position) error {
 			st.Error = ""
 		}
 	})
+	waked := f.cfg.Wake != nil && l.stalled == "" && l.gapSince.IsZero()
 	switch {
+	case waked && !l.blind:
+		l.awaitWake(ctx, pos)
+		return nil
 	case time.Since(l.lastCheck) >= f.cfg.HeadCheckInterval:
 		l.needCheck = true
 	case l.gapSince.IsZero() && time.Since(l.lastHead) >= f.cfg.HeadListInterval:
@@ -204,8 +212,32 @@ func (l *loop) missed(ctx context.Context, pos Position) error {
 		// has it), still uploading, or a gap. Listing every level tells.
 		l.needCheck = l.needCheck || head > pos.TXID
 	}
+	if waked && !l.needCheck {
+		l.awaitWake(ctx, pos) // the sender wakes it each poll interval
+		return nil
+	}
 	sleep(ctx, l.sched.miss(time.Now()))
 	return nil
+}
+
+// awaitWake handles a miss of a follower told when its store moves
+// (Config.Wake). The next file missing while the store is known to hold
+// later TXIDs was compacted away, is still uploading, or is a gap: a
+// listing of every level tells, soon. Otherwise nothing is asked of the
+// store until the next wake: no poll, and, while the wakes tell the head,
+// no periodic listing (the head is what a listing would learn).
+func (l *loop) awaitWake(ctx context.Context, pos Position) {
+	if l.f.Status().HeadTXID > pos.TXID {
+		l.needCheck = true
+		sleep(ctx, l.sched.probe())
+		return
+	}
+	select {
+	case <-ctx.Done():
+	case head := <-l.f.cfg.Wake:
+		l.blind = head == 0
+		l.f.raiseHead(head)
+	}
 }
 
 // listHead lists L0 past txid and raises the known store head to the

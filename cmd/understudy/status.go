@@ -154,6 +154,7 @@ type dirStatusView struct {
 	Worst     []dbStatusView `json:"worst"`
 	// follow's
 	Replica       string  `json:"replica"`
+	Polling       string  `json:"polling"`
 	Following     int     `json:"following"`
 	Starting      int     `json:"starting"`
 	Stalled       int     `json:"stalled"`
@@ -205,8 +206,8 @@ type dbStatusView struct {
 func printStatus(w io.Writer, doc statusView, now time.Time) error {
 	for _, dir := range doc.Dirs {
 		if dir.Role == "follower" {
-			fmt.Fprintf(w, "directory %s following %s: %d databases (%d following, %d caught up, %d starting, %d stalled, %d stopped, %d gone), %d TXIDs behind, worst lag %.1fs\n",
-				dir.Dir, dir.Replica, dir.Databases, dir.Following, dir.CaughtUp, dir.Starting, dir.Stalled, dir.Stopped, dir.Gone, dir.LagTXIDs, dir.MaxLagSeconds)
+			fmt.Fprintf(w, "directory %s following %s: %d databases (%d following, %d caught up, %d starting, %d stalled, %d stopped, %d gone), %d TXIDs behind, worst lag %.1fs, polling %s\n",
+				dir.Dir, dir.Replica, dir.Databases, dir.Following, dir.CaughtUp, dir.Starting, dir.Stalled, dir.Stopped, dir.Gone, dir.LagTXIDs, dir.MaxLagSeconds, orDash(dir.Polling))
 			if dir.DiscoverError != "" {
 				fmt.Fprintf(w, "  cannot list the prefix for new databases: %s\n", dir.DiscoverError)
 			}
