@@ -692,13 +692,23 @@ func (f *Fleet) open(ctx context.Context, m *member) {
 		return
 	}
 	m.backoff, m.failedAt = 0, time.Time{}
+	if m.visit {
+		// Found by a scan (the first start, a restart without a parked
+		// note): it is parked as soon as every replica has what Open
+		// wrote, by the park that follows at once (park's Sync uploads
+		// it and checks every replica caught up). Its Run is not started:
+		// its goroutines, its 100 ms poll and its first step cost the
+		// first start of ten thousand databases more than their uploads.
+		// A write meanwhile is seen by the watch and wakes it again.
+		m.db, m.err, m.visit = db, nil, false
+		m.state, m.want, m.lastSeen = active, parked, time.Now()
+		m.lastTXID = uint64(db.Status().TXID)
+		return
+	}
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	m.db, m.stop, m.runDone, m.err = db, stop, make(chan struct{}), nil
 	m.state, m.lastSeen = active, time.Now()
 	m.lastTXID = uint64(db.Status().TXID)
-	if m.visit {
-		m.lastSeen, m.visit = time.Time{}, false // parked at the next tick once shipped
-	}
 	f.runWG.Add(1)
 	go func() {
 		defer f.runWG.Done()
@@ -738,6 +748,9 @@ func (f *Fleet) park(m *member, why string) {
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultParkTimeout)
 	err := db.Sync(ctx)
 	cancel()
+	if err == nil {
+		err = caughtUp(db.Status())
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err != nil && !m.gone && !m.stopping && m.state != failed {
@@ -764,6 +777,18 @@ func (f *Fleet) park(m *member, why string) {
 	}
 	f.parksSinceTrim++
 	f.log.Debug("parked database", "db", m.rel, "why", why, "txid", m.lastTXIDString())
+}
+
+// caughtUp tells, after a successful Sync, that every replica has every
+// TXID: a database is parked only then (a replica still waiting for a
+// catch-up snapshot, say, keeps it running).
+func caughtUp(st primary.Status) error {
+	for _, r := range st.Replicas {
+		if r.Pending > 0 {
+			return fmt.Errorf("replica %s is %d TXIDs behind after the sync", r.Name, r.Pending)
+		}
+	}
+	return nil
 }
 
 // stopAll parks every database (the final sync of a shutdown).

@@ -95,9 +95,13 @@ func readImageFile(view imageView, walPath string, n, pageSize uint32, fn func(p
 		buf   []byte
 		err   error
 	}
+	// Three buffers keep reading, checksumming and fn overlapping; a
+	// database of fewer chunks gets fewer, and a small one a buffer of its
+	// size (the first start of many small databases allocates one each).
 	free := make(chan []byte, 3)
-	for range cap(free) {
-		free <- make([]byte, imageChunkPages*ps)
+	chunkBytes := min(int64(imageChunkPages), max(int64(n), 1)) * ps
+	for range min(int64(cap(free)), (int64(n)+imageChunkPages-1)/imageChunkPages) {
+		free <- make([]byte, chunkBytes)
 	}
 	chunks := make(chan chunk, cap(free)-1)
 	stop := make(chan struct{})

@@ -75,7 +75,7 @@ func (d *DB) writeFullImageCapturedLocked(ctx context.Context, reason string) er
 	}
 	defer os.Remove(l0.Name())
 	defer l0.Close()
-	bw0 := newAsyncWriter(l0, encodeBufSize)
+	bw0 := newAsyncWriter(l0, encodeBufFor(n, d.pageSize))
 	defer bw0.Flush() // ends its goroutine on every path
 	e0, err := d.newEncoder(bw0, txid, txid, uint32(n), now, noWALSpan)
 	if err != nil {
@@ -99,7 +99,7 @@ func (d *DB) writeFullImageCapturedLocked(ctx context.Context, reason string) er
 			return err
 		}
 		defer removeUnlessKept(&snap)
-		bw9 = newAsyncWriter(snap, encodeBufSize)
+		bw9 = newAsyncWriter(snap, encodeBufFor(n, d.pageSize))
 		defer bw9.Flush()
 		if e9, err = d.newEncoder(bw9, 1, txid, uint32(n), now, walSpan{}); err != nil {
 			return err
@@ -282,7 +282,7 @@ func (sr *snapshotRead) read(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	bw := newAsyncWriter(sr.file, encodeBufSize)
+	bw := newAsyncWriter(sr.file, encodeBufFor(int64(n), d.pageSize))
 	defer bw.Flush()
 	enc, err := d.newEncoder(bw, 1, sr.txid, uint32(n), sr.now, walSpan{})
 	if err != nil {

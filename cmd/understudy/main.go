@@ -22,7 +22,10 @@ var commands []*cli.Command
 func registerCommand(c *cli.Command) { commands = append(commands, c) }
 
 func main() {
-	if err := newApp().Run(os.Args); err != nil {
+	stopProfile := startCPUProfile()
+	err := newApp().Run(os.Args)
+	stopProfile()
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "understudy: %v\n", err)
 		code := 1
 		if ec, ok := err.(cli.ExitCoder); ok && ec.ExitCode() != 0 {
