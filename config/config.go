@@ -174,13 +174,15 @@ type DB struct {
 	// and removed databases as they come. PerDBMetrics gives each
 	// database its own metric series instead of one for the entry.
 	// IdleAfter is how long a database must be quiet before it is closed
-	// until its next write.
+	// until its next write. MaxOpen caps how many of its databases are
+	// open at once (0 = no cap).
 	Dir          string
 	Pattern      string
 	Recursive    bool
 	Watch        bool
 	PerDBMetrics bool
 	IdleAfter    time.Duration // 0 = the fleet's default
+	MaxOpen      int
 
 	name string // the optional name: key; see Name
 }

@@ -28,6 +28,7 @@ import (
 //	    watch: false                 # pick up new and removed databases at once (else on SIGHUP)
 //	    per-db-metrics: false        # one metric series per database (default: one for the whole entry)
 //	    idle-after: 10s              # a database quiet this long, everything uploaded, is closed until its next write
+//	    max-open: 500                # at most this many databases open at once (default: no cap); the others wait their turn
 //	    replica: {url: s3://bucket/tenants}   # the prefix
 //	    follower:                    # for `understudy follow`: one follower per database of the prefix, in dir
 //	      poll-interval: 1s
@@ -37,7 +38,7 @@ import (
 const DefaultPattern = "*.db"
 
 // dirKeys are the keys of a directory entry.
-var dirKeys = []string{"dir", "pattern", "recursive", "watch", "per-db-metrics", "idle-after"}
+var dirKeys = []string{"dir", "pattern", "recursive", "watch", "per-db-metrics", "idle-after", "max-open"}
 
 func init() { dbKeys = append(dbKeys, dirKeys...) }
 
@@ -64,6 +65,7 @@ func (d *decoder) dirEntry(db *DB, m map[string]*yaml.Node, p string) {
 	db.Watch = d.boolean(m["watch"], sub(p, "watch"))
 	db.PerDBMetrics = d.boolean(m["per-db-metrics"], sub(p, "per-db-metrics"))
 	db.IdleAfter = d.duration(m["idle-after"], sub(p, "idle-after"), 0, "")
+	db.MaxOpen = d.positiveInt(m["max-open"], sub(p, "max-open"))
 	if db.Dir != "" {
 		return
 	}

@@ -10,8 +10,11 @@ import (
 
 func TestParseDirEntry(t *testing.T) {
 	dir := t.TempDir()
-	c := mustParse(t, []byte("dbs:\n  - dir: "+dir+"\n    recursive: true\n    watch: true\n    replicas:\n      - url: s3://bkt/backups?region=r\n      - url: file:///var/backups/tenants\n"))
+	c := mustParse(t, []byte("dbs:\n  - dir: "+dir+"\n    recursive: true\n    watch: true\n    max-open: 50\n    replicas:\n      - url: s3://bkt/backups?region=r\n      - url: file:///var/backups/tenants\n"))
 	db := c.DBs[0]
+	if db.MaxOpen != 50 {
+		t.Errorf("max-open = %d, want 50", db.MaxOpen)
+	}
 	if !db.IsDir() || db.Dir != dir || db.Pattern != DefaultPattern || !db.Recursive || !db.Watch || db.PerDBMetrics {
 		t.Fatalf("entry = dir %q pattern %q recursive %v watch %v per-db-metrics %v", db.Dir, db.Pattern, db.Recursive, db.Watch, db.PerDBMetrics)
 	}
@@ -78,6 +81,12 @@ func TestParseDirErrors(t *testing.T) {
 			"understudy.yml:3: dbs[0]: set path: (one database) or dir: (a directory of databases), not both"},
 		{"bad pattern", []string{"dbs:", "  - dir: " + dir, "    pattern: '[a'", rep},
 			`understudy.yml:3: dbs[0].pattern: invalid pattern "[a": use a glob on the file name such as *.db or tenant-*.sqlite`},
+		{"max-open zero", []string{"dbs:", "  - dir: " + dir, "    max-open: 0", rep},
+			`understudy.yml:3: dbs[0].max-open: must be greater than zero (got "0")`},
+		{"max-open not a number", []string{"dbs:", "  - dir: " + dir, "    max-open: many", rep},
+			`understudy.yml:3: dbs[0].max-open: invalid number "many": use a whole number such as 1000`},
+		{"max-open without dir", []string{"dbs:", "  - path: " + file, "    max-open: 5", rep},
+			"understudy.yml:3: dbs[0].max-open: only for a directory of databases: set dir: instead of path:, or remove max-open"},
 		{"watch without dir", []string{"dbs:", "  - path: " + file, "    watch: true", rep},
 			"understudy.yml:3: dbs[0].watch: only for a directory of databases: set dir: instead of path:, or remove watch"},
 		{"discover-interval without dir", []string{"dbs:", "  - path: " + file, rep, "    follower: {discover-interval: 10s}"},

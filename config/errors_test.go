@@ -70,7 +70,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown replica key (underscore)", with(okDB, "        force_path_style: true"),
 			`understudy.yml:5: dbs[0].replicas[0]: unknown key "force_path_style" (did you mean "force-path-style"?)`},
 		{"unknown db key", with(okDB, "    monitor: 1s"),
-			`understudy.yml:5: dbs[0]: unknown key "monitor" (known keys: name, path, replicas, replica, min-checkpoint-page-count, max-checkpoint-page-count, levels, l0-retention, max-shadow-size, adopt-replica, follower, lease, dir, pattern, recursive, watch, per-db-metrics, idle-after)`},
+			`understudy.yml:5: dbs[0]: unknown key "monitor" (known keys: name, path, replicas, replica, min-checkpoint-page-count, max-checkpoint-page-count, levels, l0-retention, max-shadow-size, adopt-replica, follower, lease, dir, pattern, recursive, watch, per-db-metrics, idle-after, max-open)`},
 		{"unknown logging key", []string{"logging:", "  levle: debug"},
 			`understudy.yml:2: logging: unknown key "levle" (did you mean "level"?)`},
 		{"unknown follower key", with(okDB, "    follower:", "      pol-interval: 1s"),

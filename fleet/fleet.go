@@ -87,6 +87,11 @@ type Options struct {
 	Logger      hclog.Logger // nil = none
 	IdleAfter   time.Duration
 	Concurrency int
+	// MaxOpen caps how many databases are open (not parked) at once; 0 =
+	// no cap. At the cap, a database that must open waits in the queue
+	// while the least recently written caught-up one is parked to make
+	// room: its commits wait in its WAL meanwhile, and the open ships them.
+	MaxOpen int
 }
 
 type state int
@@ -139,9 +144,11 @@ type Fleet struct {
 	recheckPending bool
 	queue          []*member // opens
 	parkQ          []*member // parks and removals, before any open
-	kick           chan struct{}
-	rescanCh       chan struct{}
-	errs           chan error
+	// opened: the members holding a database or being opened (MaxOpen).
+	opened   map[*member]struct{}
+	kick     chan struct{}
+	rescanCh chan struct{}
+	errs     chan error
 
 	watcher *fsnotify.Watcher
 	// parksSinceTrim counts the parks since the C heap was last trimmed
@@ -178,6 +185,7 @@ func New(opts Options) (*Fleet, error) {
 		log:      opts.Logger.With("dir", opts.Entry.Dir),
 		members:  map[string]*member{},
 		rejected: map[string]*check{},
+		opened:   map[*member]struct{}{},
 		kick:     make(chan struct{}, 1),
 		rescanCh: make(chan struct{}, 1),
 		errs:     make(chan error, 1),
@@ -579,6 +587,14 @@ func (f *Fleet) tick(now time.Time) {
 	if trim {
 		f.parksSinceTrim = 0
 	}
+	if len(f.queue) > 0 {
+		// Opens waiting at MaxOpen: an open database may have caught up
+		// since (makeRoomLocked).
+		select {
+		case f.kick <- struct{}{}:
+		default:
+		}
+	}
 	f.mu.Unlock()
 	if trim {
 		trimHeap()
@@ -605,16 +621,7 @@ func (f *Fleet) recheck(now time.Time) {
 func (f *Fleet) worker(ctx context.Context) {
 	for {
 		f.mu.Lock()
-		var m *member
-		for _, q := range []*[]*member{&f.parkQ, &f.queue} {
-			if len(*q) > 0 {
-				m = (*q)[0]
-				(*q)[0] = nil
-				*q = (*q)[1:]
-				m.queued = false
-				break
-			}
-		}
+		m := f.nextLocked()
 		f.mu.Unlock()
 		if m == nil {
 			select {
@@ -636,6 +643,69 @@ func (f *Fleet) worker(ctx context.Context) {
 	}
 }
 
+// pop takes the first member of q.
+func pop(q *[]*member) *member {
+	m := (*q)[0]
+	(*q)[0] = nil
+	*q = (*q)[1:]
+	m.queued = false
+	return m
+}
+
+// nextLocked is the next member for a worker, nil for none: parks and
+// removals first, then opens while fewer than MaxOpen databases are open.
+// A member to be opened is marked opening (and counted open) here, under
+// the lock, so that workers together never pass the cap.
+func (f *Fleet) nextLocked() *member {
+	for {
+		if len(f.parkQ) > 0 {
+			return pop(&f.parkQ)
+		}
+		if len(f.queue) == 0 {
+			return nil
+		}
+		if f.opts.MaxOpen > 0 && len(f.opened) >= f.opts.MaxOpen && !f.queue[0].gone {
+			if f.makeRoomLocked() {
+				continue // the park is in parkQ now
+			}
+			return nil // woken by a park's end or the next tick
+		}
+		m := pop(&f.queue)
+		if !m.gone && m.want == active && (m.state == parked || m.state == failed && m.db == nil) {
+			m.state = opening
+			f.opened[m] = struct{}{}
+		}
+		return m
+	}
+}
+
+// makeRoomLocked parks early, for an open waiting at MaxOpen, the least
+// recently written open database whose replicas have every TXID. It
+// reports whether it queued one; it does not while a park is under way
+// (that one makes the room) or while every open database is still
+// uploading.
+func (f *Fleet) makeRoomLocked() bool {
+	var victim *member
+	for m := range f.opened {
+		if m.want == parked || m.state == parking || m.gone {
+			return false
+		}
+		if m.state != active || m.db == nil || caughtUp(m.db.Status()) != nil {
+			continue
+		}
+		if victim == nil || m.lastSeen.Before(victim.lastSeen) {
+			victim = m
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	f.log.Debug("parking a database early: max-open reached", "db", victim.rel, "max_open", f.opts.MaxOpen, "waiting", len(f.queue))
+	victim.want = parked
+	f.enqueueLocked(victim)
+	return true
+}
+
 // transition moves m one step towards what it should be.
 func (f *Fleet) transition(ctx context.Context, m *member) {
 	f.mu.Lock()
@@ -646,10 +716,10 @@ func (f *Fleet) transition(ctx context.Context, m *member) {
 		f.park(m, "removed")
 		f.mu.Lock()
 		delete(f.members, m.path)
+		delete(f.opened, m)
 		f.mu.Unlock()
 		return
-	case m.want == active && (m.state == parked || m.state == failed && m.db == nil):
-		m.state = opening
+	case m.state == opening: // by nextLocked
 		f.mu.Unlock()
 		f.open(ctx, m)
 	case m.want == parked && m.state == active:
@@ -680,6 +750,7 @@ func (f *Fleet) open(ctx context.Context, m *member) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err != nil {
+		delete(f.opened, m)
 		m.state, m.err = failed, err
 		if m.failedAt.IsZero() {
 			m.failedAt = time.Now()
@@ -735,6 +806,7 @@ func (f *Fleet) park(m *member, why string) {
 	if db == nil {
 		f.mu.Lock()
 		m.state = parked
+		delete(f.opened, m)
 		f.mu.Unlock()
 		return
 	}
@@ -756,6 +828,7 @@ func (f *Fleet) park(m *member, why string) {
 	if err != nil && !m.gone && !m.stopping && m.state != failed {
 		f.log.Warn("final sync before parking failed; the database keeps running", "db", m.rel, "error", err)
 		m.db = nil
+		delete(f.opened, m)
 		db.Close()
 		m.state, m.want = parked, active
 		return
@@ -772,6 +845,7 @@ func (f *Fleet) park(m *member, why string) {
 		}
 	}
 	m.db, m.stop, m.runDone = nil, nil, nil
+	delete(f.opened, m)
 	if m.state != failed {
 		m.state = parked
 	}

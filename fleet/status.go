@@ -18,6 +18,9 @@ type Status struct {
 	Parked    int    `json:"parked"` // idle, closed, everything shipped
 	Opening   int    `json:"opening"`
 	Failed    int    `json:"failed"`
+	// Waiting counts the parked databases written since, waiting to be
+	// opened (their turn at max-open, or a free worker).
+	Waiting int `json:"waiting"`
 	// PendingTXIDs is the sum over the databases of their replicas' most
 	// TXIDs written locally and not uploaded yet.
 	PendingTXIDs int `json:"pending_txids"`
@@ -102,6 +105,9 @@ func (f *Fleet) Status() Status {
 		switch m.state {
 		case parked:
 			s.Parked++
+			if m.want == active && !m.gone {
+				s.Waiting++
+			}
 			continue
 		case active, parking:
 			s.Active++

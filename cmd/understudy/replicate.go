@@ -134,6 +134,7 @@ func runReplicate(c *cli.Context) error {
 	}
 	var fleets []*fleet.Fleet
 	if err == nil {
+		raiseFDLimit(logger)
 		fleets, err = openFleets(ctx, c, cfg, logger, reg)
 	}
 	if sig := startSig(); sig != nil {

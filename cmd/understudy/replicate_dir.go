@@ -78,13 +78,13 @@ func openFleets(ctx context.Context, c *cli.Context, cfg *config.Config, logger 
 			}
 			return db, nil
 		}
-		f, err := fleet.New(fleet.Options{Entry: entry, Open: open, Logger: logger.Named(entry.Name()), IdleAfter: entry.IdleAfter})
+		f, err := fleet.New(fleet.Options{Entry: entry, Open: open, Logger: logger.Named(entry.Name()), IdleAfter: entry.IdleAfter, MaxOpen: entry.MaxOpen})
 		if err != nil {
 			return nil, cli.Exit(err, 1)
 		}
 		registerFleetMetrics(reg, f)
 		out = append(out, f)
-		logger.Info("replicating directory", "dir", entry.Dir, "pattern", entry.Pattern, "replicas", len(prefixes), "watch", entry.Watch)
+		logger.Info("replicating directory", "dir", entry.Dir, "pattern", entry.Pattern, "replicas", len(prefixes), "watch", entry.Watch, "max_open", entry.MaxOpen)
 	}
 	return out, nil
 }
