@@ -27,7 +27,8 @@ unit:
 bench: tools build
 	UNDERSTUDY_BIN=$(CURDIR)/bin/understudy UNDERSTUDY_TOOLS_BIN=$(TOOLS_BIN) ./bench/run.sh
 
-# The primary, restore, follower and footprint benchmarks with Litestream
+# The primary, restore, follower (alone and beside Litestream 0.5 restore -f,
+# over a file replica and versitygw) and footprint benchmarks with Litestream
 # 0.5 and 0.3 beside understudy, in one run (BENCH_ROUNDS=2 repeats the
 # whole set: A B A B where the machine's speed drifts). LITESTREAM05 and
 # LITESTREAM03 are built binaries (never committed); bench/RESULTS.md says
@@ -39,8 +40,7 @@ bench-peers: tools build
 	  echo "## round $$round at $$(git rev-parse --short HEAD)"; \
 	  UNDERSTUDY_BIN=$(CURDIR)/bin/understudy UNDERSTUDY_TOOLS_BIN=$(TOOLS_BIN) AWS_CA_BUNDLE= \
 	  UNDERSTUDY_BENCH_LITESTREAM05=$(LITESTREAM05) UNDERSTUDY_BENCH_LITESTREAM03=$(LITESTREAM03) \
-	  UNDERSTUDY_BENCH_LITESTREAM=$(LITESTREAM05) \
-	  BENCH_RUN='TestPrimaryBench$$|TestPrimaryLargeBench$$|TestRestoreBench$$|TestFollowerBench$$|TestFootprintBench$$' \
+	  BENCH_RUN='TestPrimaryBench$$|TestPrimaryLargeBench$$|TestRestoreBench$$|TestFollowerBench$$|TestFollowerPeersBench$$|TestFootprintBench$$' \
 	  ./bench/run.sh || exit 1; \
 	done
 

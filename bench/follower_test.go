@@ -143,28 +143,59 @@ type lagWatcher struct {
 	stop    context.CancelFunc
 	done    chan struct{}
 	err     error
+	// tolerate: a failed query is counted (errs, firstErr) and the
+	// reader goes on, for a follower whose readers are expected to see
+	// errors; otherwise the first error ends the watch and fails the test.
+	tolerate bool
+	errs     int
+	firstErr error
 }
 
 func watchLag(t *testing.T, path string) *lagWatcher {
+	t.Helper()
+	return startLagWatch(t, path, false, false)
+}
+
+// watchLagCounting is watchLag for a follower whose readers may see
+// errors: they are counted, not fatal. With fresh, every query opens a new
+// connection (no page cache or wal-index state carried from one to the
+// next), as a reader that connects per request would.
+func watchLagCounting(t *testing.T, path string, fresh bool) *lagWatcher {
+	t.Helper()
+	return startLagWatch(t, path, true, fresh)
+}
+
+func startLagWatch(t *testing.T, path string, tolerate, fresh bool) *lagWatcher {
 	t.Helper()
 	db, err := sql.Open("sqlite3", follower.ReadOnlyDSN(path))
 	if err != nil {
 		t.Fatal(err)
 	}
 	db.SetMaxOpenConns(1)
+	if fresh {
+		db.SetMaxIdleConns(0)
+	}
 	if err := db.QueryRow(`SELECT coalesce(max(id), 0) FROM ticks`).Scan(new(int64)); err != nil {
 		t.Fatalf("reader on the follower: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &lagWatcher{stop: cancel, done: make(chan struct{})}
+	w := &lagWatcher{stop: cancel, done: make(chan struct{}), tolerate: tolerate}
 	_ = db.QueryRow(`SELECT coalesce(max(id), 0) FROM ticks`).Scan(&w.lastID)
 	go func() {
 		defer close(w.done)
 		defer db.Close()
 		for ctx.Err() == nil {
 			if err := w.poll(db); err != nil {
-				w.err = err
-				return
+				if !w.tolerate {
+					w.err = err
+					return
+				}
+				w.mu.Lock()
+				w.errs++
+				if w.firstErr == nil {
+					w.firstErr = err
+				}
+				w.mu.Unlock()
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -189,6 +220,10 @@ func (w *lagWatcher) poll(db *sql.DB) error {
 		var id, at int64
 		if err := rows.Scan(&id, &at); err != nil {
 			return err
+		}
+		if at == 0 { // a row written before the measurement (no commit time)
+			w.lastID = id
+			continue
 		}
 		c := time.Unix(0, at)
 		w.samples = append(w.samples, sample{commit: c, lag: now.Sub(c)})

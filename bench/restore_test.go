@@ -1,14 +1,24 @@
 package bench
 
-// Restore benchmark: a database of UNDERSTUDY_BENCH_MB (default 1024) MB in
-// one snapshot plus UNDERSTUDY_BENCH_L0 (default 100) small L0 files in a
-// file replica, restored by the real binary ($UNDERSTUDY_BIN). It reports
-// seconds, MB/s and the peak RSS of the restore process, next to the disk's
-// own sequential write speed (dd with fsync) measured in the same run, and,
-// with UNDERSTUDY_BENCH_LITESTREAM naming a Litestream 0.5 binary, its
-// restore of the same replica. Numbers are reported, not asserted. Run:
+// Restore benchmark: a database of UNDERSTUDY_BENCH_MB (default 1024) MB,
+// replicated to a file replica by each tool in turn (understudy, and
+// Litestream 0.5 and 0.3 when UNDERSTUDY_BENCH_LITESTREAM05/03 name their
+// binaries), each with UNDERSTUDY_BENCH_L0 (default 100) small update
+// transactions after its first copy; then each tool restores the replica
+// it wrote itself, UNDERSTUDY_BENCH_RUNS (default 3) times, alternating
+// tools (A B C A B C ...) so that drift in the machine's speed falls on all
+// of them. Every restored file is checked page by page against the source
+// at the moment its replicator stopped (outside the timing); each tool
+// runs with its own defaults (understudy's restore checks its checksums and
+// runs quick_check when they do not prove the result; Litestream 0.5.16's
+// -integrity-check defaults to none; 0.3.13 has none). It reports the
+// median and every run's seconds, CPU and peak RSS, next to the disk's own
+// sequential write speed (dd with fsync) in the same run. Numbers are
+// reported, not asserted. Run:
 //
-//	UNDERSTUDY_BENCH=1 UNDERSTUDY_BIN=$PWD/bin/understudy go test -run TestRestoreBench -v -timeout 30m ./bench/
+//	UNDERSTUDY_BENCH=1 UNDERSTUDY_BIN=$PWD/bin/understudy \
+//	  [UNDERSTUDY_BENCH_LITESTREAM05=/tmp/peers/litestream-0.5.16] [UNDERSTUDY_BENCH_LITESTREAM03=/tmp/peers/litestream-0.3.13] \
+//	  go test -run TestRestoreBench -v -timeout 60m ./bench/
 
 import (
 	"bufio"
@@ -24,6 +34,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,7 +45,6 @@ import (
 
 	"github.com/understudy-db/understudy/internal/dbsum"
 	"github.com/understudy-db/understudy/internal/storage"
-	"github.com/understudy-db/understudy/internal/storage/file"
 	"github.com/understudy-db/understudy/internal/wal"
 )
 
@@ -56,10 +67,12 @@ func TestRestoreBench(t *testing.T) {
 	bin := benchBin(t)
 	sizeMB := envInt(t, "UNDERSTUDY_BENCH_MB", 1024)
 	nL0 := envInt(t, "UNDERSTUDY_BENCH_L0", 100)
+	runs := envInt(t, "UNDERSTUDY_BENCH_RUNS", 3)
 	dir := os.Getenv("UNDERSTUDY_BENCH_DIR")
 	if dir == "" {
 		dir = t.TempDir()
 	}
+	loadStart := loadAvg()
 
 	dbPath := filepath.Join(dir, "src.db")
 	db, err := sql.Open("sqlite3", dbPath)
@@ -103,28 +116,76 @@ func TestRestoreBench(t *testing.T) {
 	mustExec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
 	t.Logf("built a %d MB database in %s", fileSize(t, dbPath)>>20, time.Since(start).Round(time.Millisecond))
 
-	client, err := file.New(filepath.Join(dir, "replica"))
-	if err != nil {
-		t.Fatal(err)
+	// Each tool writes its own replica of the database: the first full
+	// copy, then nL0 small update transactions a few milliseconds apart
+	// (several sync intervals' worth of L0 files or WAL segments), then
+	// it is stopped once its replica is quiet. The source's checksum at
+	// that moment is what its restore must give.
+	type tool struct {
+		name, replica string
+		restore       []string // the command, "OUT" for the output path
+		sum           ltx.Checksum
+		dbSize        int64
+		secs, cpu     []float64
+		rssMB         []int64
 	}
-	ctx := context.Background()
-	clock := time.Now().UTC().Add(-time.Hour)
-	sum := putFile(t, ctx, client, dbPath, storage.SnapshotLevel, 1, 1, clock, nil, 0)
-	// L0 files: each updates a few rows; the pages it changed are the page
-	// numbers of the WAL's frames, shipped after a TRUNCATE checkpoint.
-	for txid := ltx.TXID(2); txid <= ltx.TXID(nL0)+1; txid++ {
-		for j := 0; j < 5; j++ {
-			mustExec(t, db, "UPDATE t SET s = ? WHERE id = ?", fmt.Sprintf("u%d", txid), (int(txid)*7919+j*104729)%rows+1)
+	var tools []*tool
+	for _, r := range replicators(t, bin) {
+		tl := &tool{name: r.name, replica: filepath.Join(dir, "replica-"+strings.ReplaceAll(r.name, " ", "-"))}
+		switch r.name {
+		case "understudy":
+			tl.restore = []string{bin, "restore", "-o", "OUT", "file://" + tl.replica}
+		case "Litestream 0.5":
+			tl.restore = []string{os.Getenv("UNDERSTUDY_BENCH_LITESTREAM05"), "restore", "-o", "OUT", "file://" + tl.replica}
+		case "Litestream 0.3":
+			tl.restore = []string{os.Getenv("UNDERSTUDY_BENCH_LITESTREAM03"), "restore", "-o", "OUT", "file://" + tl.replica}
 		}
-		changed := walPages(t, dbPath+"-wal")
+		t0 := time.Now()
+		d, _ := r.start(t, dbPath, tl.replica)
+		quiet := func(limit time.Duration) {
+			t.Helper()
+			last, same := replicaState(tl.replica), 0
+			if _, ok := waitFor(limit, func() bool {
+				d.alive(t)
+				now := replicaState(tl.replica)
+				if now == last && now[1] > fileSize(t, dbPath)/4 {
+					same++
+				} else {
+					last, same = now, 0
+				}
+				return same >= 30 // 3 s without a change
+			}); !ok {
+				t.Fatalf("%s: replica %s not quiet within %s", r.name, tl.replica, limit)
+			}
+		}
+		quiet(15 * time.Minute)
+		firstCopy := time.Since(t0)
+		for txid := 0; txid < nL0; txid++ {
+			for j := 0; j < 5; j++ {
+				mustExec(t, db, "UPDATE t SET s = ? WHERE id = ?", fmt.Sprintf("u%d-%s", txid, r.name), (txid*7919+j*104729)%rows+1)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(2 * time.Second) // past the default 1 s sync interval
+		quiet(5 * time.Minute)
+		d.stop(t)
 		mustExec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
-		clock = clock.Add(time.Second)
-		sum = putFile(t, ctx, client, dbPath, 0, txid, txid, clock, changed, sum)
+		if tl.sum, _, err = dbsum.File(dbPath); err != nil {
+			t.Fatal(err)
+		}
+		tl.dbSize = fileSize(t, dbPath)
+		st := replicaState(tl.replica)
+		t.Logf("%s wrote its replica: %d files, %d MB; first copy quiet after %s", r.name, st[0], st[1]>>20, firstCopy.Round(100*time.Millisecond))
+		// Litestream 0.5 and 0.3 keep their state in the same place
+		// beside the database; the next one starts clean.
+		if err := os.RemoveAll(filepath.Join(dir, ".src.db-litestream")); err != nil {
+			t.Fatal(err)
+		}
+		tools = append(tools, tl)
 	}
-	dbSize := fileSize(t, dbPath)
-	t.Logf("replica: snapshot + %d L0 files", nL0)
 
 	// The disk's own sequential write speed, with fsync.
+	dbSize := fileSize(t, dbPath)
 	ddOut := filepath.Join(dir, "dd.out")
 	ddStart := time.Now()
 	if out, err := exec.Command("dd", "if=/dev/zero", "of="+ddOut, "bs=1M", fmt.Sprintf("count=%d", dbSize>>20), "conv=fsync").CombinedOutput(); err != nil {
@@ -133,41 +194,100 @@ func TestRestoreBench(t *testing.T) {
 	ddSecs := time.Since(ddStart).Seconds()
 	_ = os.Remove(ddOut)
 
+	out := filepath.Join(dir, "restored.db")
+	for round := 0; round < runs; round++ {
+		for _, tl := range tools {
+			for _, f := range []string{out, out + "-wal", out + "-shm"} {
+				_ = os.Remove(f)
+			}
+			_ = exec.Command("sync").Run() // earlier writes must not land in this run's fsync
+			args := slices.Clone(tl.restore)
+			for i, a := range args {
+				if a == "OUT" {
+					args[i] = out
+				}
+			}
+			cmd := exec.Command(args[0], args[1:]...)
+			var stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stderr, &stderr
+			t0 := time.Now()
+			if err := cmd.Start(); err != nil {
+				t.Fatalf("%s restore: %v", tl.name, err)
+			}
+			hwm := watchHWM(cmd.Process.Pid)
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("%s restore: %v\n%s", tl.name, err, stderr.String())
+			}
+			secs := time.Since(t0).Seconds()
+			peakKB := hwm()
+			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+			got, _, err := dbsum.File(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tl.sum {
+				t.Fatalf("%s restore: checksum %s, want %s (the source when its replicator stopped)\n%s", tl.name, got, tl.sum, stderr.String())
+			}
+			tl.secs = append(tl.secs, secs)
+			tl.cpu = append(tl.cpu, time.Duration(ru.Utime.Nano()+ru.Stime.Nano()).Seconds())
+			tl.rssMB = append(tl.rssMB, peakKB>>10)
+		}
+	}
+	_ = os.Remove(out)
+
+	median := func(v []float64) float64 {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
 	mb := float64(dbSize) / 1e6
-	t.Logf("RESULT disk (dd bs=1M conv=fsync): %d MB in %.2f s, %.0f MB/s", dbSize>>20, ddSecs, mb/ddSecs)
-	run := func(label string, out string, args ...string) {
-		t.Helper()
-		_ = os.Remove(out)
-		_ = exec.Command("sync").Run() // earlier writes must not land in this run's fsync
-		cmd := exec.Command(args[0], args[1:]...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		start := time.Now()
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("%s: %v\n%s", label, err, stderr.String())
+	fmt.Printf("\nRestore of a %d MB database (%d update transactions after the first copy), each tool from the file replica it wrote, %d runs alternating; every page checked against the source afterwards (load %s -> %s):\n\n",
+		dbSize>>20, nL0, runs, loadStart, loadAvg())
+	fmt.Println("| tool | median | MB/s (median) | every run | CPU user+sys (median) | peak RSS (max VmHWM) |")
+	fmt.Println("|---|---|---|---|---|---|")
+	for _, tl := range tools {
+		var each []string
+		for _, s := range tl.secs {
+			each = append(each, fmt.Sprintf("%.2f", s))
 		}
-		secs := time.Since(start).Seconds()
-		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-		got, _, err := dbsum.File(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got != sum {
-			t.Fatalf("%s: restored checksum %s, want %s", label, got, sum)
-		}
-		t.Logf("RESULT %s: %d MB database, %.2f s, %.0f MB/s, CPU %.2f s user %.2f s sys, peak RSS %d MB",
-			label, dbSize>>20, secs, mb/secs, time.Duration(ru.Utime.Nano()).Seconds(), time.Duration(ru.Stime.Nano()).Seconds(), ru.Maxrss>>10)
-		_ = os.Remove(out)
+		fmt.Printf("| %s | %.2f s | %.0f | %s s | %.2f s | %d MB |\n", tl.name, median(tl.secs), mb/median(tl.secs),
+			strings.Join(each, ", "), median(tl.cpu), slices.Max(tl.rssMB))
 	}
-	for _, par := range []int{1, 8} {
-		out := filepath.Join(dir, "restored.db")
-		run(fmt.Sprintf("understudy restore -parallelism %d", par), out,
-			bin, "restore", "-parallelism", strconv.Itoa(par), "-o", out, "file://"+client.Dir())
-	}
-	// A peer binary for comparison, built locally from fetched source.
-	if peer := os.Getenv("UNDERSTUDY_BENCH_LITESTREAM"); peer != "" {
-		out := filepath.Join(dir, "restored-litestream.db")
-		run("litestream restore", out, peer, "restore", "-o", out, "file://"+client.Dir())
+	fmt.Printf("| dd bs=1M conv=fsync, same bytes | %.2f s | %.0f | | | |\n", ddSecs, mb/ddSecs)
+}
+
+// watchHWM reads a process's VmHWM every 20 ms until it exits; the
+// returned func gives the last value read (KiB). The rusage of a child
+// cannot be used: a Go parent starts it with vfork semantics, so its
+// ru_maxrss includes the parent's own high-water mark (the test's).
+func watchHWM(pid int) func() int64 {
+	var mu sync.Mutex
+	var last int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			if err != nil {
+				return
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+					if v, err := strconv.ParseInt(f[1], 10, 64); err == nil && v > 0 {
+						mu.Lock()
+						last = v
+						mu.Unlock()
+					}
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return func() int64 {
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return last
 	}
 }
 
