@@ -453,17 +453,20 @@ func Behind(heads map[string]uint64, positions map[string]uint64, noIndex bool) 
 func (d *Dir) vanished(rel string) {
 	d.mu.Lock()
 	m := d.members[rel]
+	d.mu.Unlock()
 	if m == nil || m.gone {
-		d.mu.Unlock()
 		return
 	}
-	m.gone = true
-	d.mu.Unlock()
 	m.cancel()
 	<-m.done
 	st := m.f.Status()
 	d.log.Warn("the database's objects are gone from the store; its follower stopped, the local file is kept at its last position",
 		"db", rel, "path", st.DB, "txid", st.TXID.String())
+	// Gone in the status once stopped and logged. Only discover, which
+	// calls this, reads gone without the lock.
+	d.mu.Lock()
+	m.gone = true
+	d.mu.Unlock()
 }
 
 // stopAll stops every follower and waits for them.

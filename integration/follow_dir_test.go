@@ -208,6 +208,26 @@ dbs:
 			len(want), (metricValue(t, faddr, "understudy_follower_store_requests_total")-r0)/mins)
 	}
 
+	// status: the directory's totals, one database in full; /metrics: a
+	// few series for the directory, none per database.
+	res := run(t, nil, "status", "-addr", faddr)
+	if res.code != 0 || !strings.Contains(res.stdout, fmt.Sprintf("directory %s following s3://%s/tenants?", outDir, s.bucket)) ||
+		!strings.Contains(res.stdout, fmt.Sprintf(": %d databases (%d following", len(want), len(want))) {
+		t.Errorf("status of the followed directory: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	one := created[0]
+	res = run(t, nil, "status", "-addr", faddr, "-db", one)
+	if res.code != 0 || !strings.Contains(res.stdout, filepath.Join(outDir, filepath.FromSlash(one))) || !strings.Contains(res.stdout, "following") {
+		t.Errorf("status -db %s: exit %d\n%s%s", one, res.code, res.stdout, res.stderr)
+	}
+	_, metrics := httpGetCode(t, "http://"+faddr+"/metrics")
+	if !strings.Contains(metrics, `understudy_follow_dir_databases{dir="`+outDir+`",state="following"} `+fmt.Sprint(len(want))) {
+		t.Errorf("/metrics lacks the directory's count of following databases:\n%s", grepLines(metrics, "follow_dir"))
+	}
+	if per := grepLines(metrics, `db="t0`); per != "" {
+		t.Errorf("/metrics has series per database without per-db-metrics:\n%s", per)
+	}
+
 	// Another follower of the same prefix, from the command line.
 	cliOut := filepath.Join(root, "cli")
 	caddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
