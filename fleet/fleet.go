@@ -16,9 +16,10 @@
 // appear are taken as new databases at once (else on SIGHUP).
 //
 // A parked database makes no store requests, runs no timer and holds no
-// descriptor. What it gives up while parked is the background work of a
-// running one: compaction, retention and the snapshot interval wait for
-// its next write (its store is unchanged meanwhile, so nothing is lost).
+// descriptor. The background work of a running one, compaction, retention
+// and the snapshot interval, is done for it by a low-rate scheduler
+// (maintenance.go): it is opened briefly when that work is due, one at a
+// time, and parked again.
 package fleet
 
 import (
@@ -129,6 +130,11 @@ type member struct {
 	retryAt   time.Time         // when a database that failed to open is tried again
 	backoff   time.Duration
 	failedAt  time.Time // the first failed open since the last good one
+	// maintainAt: when the parked database must be opened for its
+	// compaction, retention or snapshot (zero: never, until written);
+	// maintain: it is being opened for that (maintenance.go).
+	maintainAt time.Time
+	maintain   bool
 }
 
 // Fleet runs the databases of one directory entry.
@@ -144,6 +150,12 @@ type Fleet struct {
 	recheckPending bool
 	queue          []*member // opens
 	parkQ          []*member // parks and removals, before any open
+	// maintaining is the member opened for its maintenance, nil for
+	// none: one at a time. nextDue is the earliest maintainAt of the
+	// parked members (zero: none due ever), so that a tick with nothing
+	// due looks at no member.
+	maintaining *member
+	nextDue     time.Time
 	// opened: the members holding a database or being opened (MaxOpen).
 	opened   map[*member]struct{}
 	kick     chan struct{}
@@ -422,10 +434,11 @@ func (f *Fleet) add(p string, visit bool) {
 	delete(f.rejected, p)
 	m := &member{path: p, rel: filepath.ToSlash(rel), want: active, lastSeen: time.Now(), visit: visit, wake: make(chan struct{}, 1)}
 	f.members[p] = m
-	if doc, ok := unchangedSinceParked(p); visit && ok {
+	if was, ok := parkedNote(p); visit && ok {
 		// Not written since it was parked (park.go): nothing to ship.
-		m.state, m.want, m.visit, m.lastTXID = parked, parked, false, uint64(doc.TXID)
-		m.last = doc
+		m.state, m.want, m.visit, m.lastTXID = parked, parked, false, uint64(was.Status.TXID)
+		m.last = was.Status
+		f.setMaintainAtLocked(m, was.MaintainAt)
 		return
 	}
 	f.enqueueLocked(m)
@@ -559,6 +572,7 @@ func (f *Fleet) consider(p string, now time.Time) {
 func (f *Fleet) tick(now time.Time) {
 	f.recheck(now)
 	f.mu.Lock()
+	f.maintainDueLocked(now)
 	for _, m := range f.members {
 		if m.state == failed && m.db == nil && !m.gone && !now.Before(m.retryAt) {
 			f.enqueueLocked(m)
@@ -717,6 +731,7 @@ func (f *Fleet) transition(ctx context.Context, m *member) {
 		f.mu.Lock()
 		delete(f.members, m.path)
 		delete(f.opened, m)
+		f.maintainDoneLocked(m)
 		f.mu.Unlock()
 		return
 	case m.state == opening: // by nextLocked
@@ -748,9 +763,18 @@ func (f *Fleet) open(ctx context.Context, m *member) {
 		db, err = f.opts.Open(ctx, dbc, m.rel, m.wake)
 	}
 	f.mu.Lock()
+	maintain := m.maintain
+	f.mu.Unlock()
+	if err == nil && maintain {
+		if merr := db.Maintain(ctx); merr != nil {
+			f.log.Warn("maintenance of a parked database failed; it is tried again at its next due time", "db", m.rel, "error", merr)
+		}
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err != nil {
 		delete(f.opened, m)
+		f.maintainDoneLocked(m)
 		m.state, m.err = failed, err
 		if m.failedAt.IsZero() {
 			m.failedAt = time.Now()
@@ -763,6 +787,14 @@ func (f *Fleet) open(ctx context.Context, m *member) {
 		return
 	}
 	m.backoff, m.failedAt = 0, time.Time{}
+	if m.maintain {
+		// Opened for its maintenance (done above): parked again at once,
+		// as a visit is.
+		m.db, m.err, m.maintain = db, nil, false
+		m.state, m.want, m.lastSeen = active, parked, time.Now()
+		m.lastTXID = uint64(db.Status().TXID)
+		return
+	}
 	if m.visit {
 		// Found by a scan (the first start, a restart without a parked
 		// note): it is parked as soon as every replica has what Open
@@ -829,6 +861,7 @@ func (f *Fleet) park(m *member, why string) {
 		f.log.Warn("final sync before parking failed; the database keeps running", "db", m.rel, "error", err)
 		m.db = nil
 		delete(f.opened, m)
+		f.maintainDoneLocked(m)
 		db.Close()
 		m.state, m.want = parked, active
 		return
@@ -838,9 +871,20 @@ func (f *Fleet) park(m *member, why string) {
 	}
 	m.last = db.Status().Document()
 	m.lastTXID = uint64(m.last.TXID)
-	db.Close()
+	next := time.Time{}
 	if err == nil && !m.gone {
-		if err := writeNote(m.path, before, m.last); err != nil {
+		next = db.NextMaintenance()
+		if !next.IsZero() && f.maintaining == m {
+			// A maintenance that left work due (failed, say) is not
+			// repeated at once.
+			next = maxTime(next, time.Now().Add(minMaintainGap))
+		}
+	}
+	db.Close()
+	f.maintainDoneLocked(m)
+	if err == nil && !m.gone {
+		f.setMaintainAtLocked(m, next)
+		if err := writeNoteAt(m.path, before, m.last, next); err != nil {
 			f.log.Warn("cannot leave the parked note; the database is opened at the next start", "db", m.rel, "error", err)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/understudy-db/understudy/internal/dbid"
 	"github.com/understudy-db/understudy/primary"
@@ -22,7 +23,7 @@ import (
 // when its last connection folds the WAL in), and then the database is
 // opened and resumed as usual. The note is removed before a database is
 // opened, so a process killed while it runs leaves none behind.
-const parkedNote = "parked.json"
+const parkedNoteName = "parked.json"
 
 type fileStamp struct {
 	Exists bool   `json:"exists"`
@@ -39,6 +40,9 @@ type stamps struct {
 type note struct {
 	stamps
 	Status primary.StatusDoc `json:"status"` // the database when it was parked, for /status
+	// MaintainAt is when the database must be opened for compaction,
+	// retention or a snapshot (primary.DB.NextMaintenance); zero: never.
+	MaintainAt time.Time `json:"maintain_at,omitzero"`
 }
 
 func stampOf(p string) fileStamp {
@@ -57,12 +61,18 @@ func stampsOf(dbPath string) stamps {
 	return stamps{DB: stampOf(dbPath), WAL: stampOf(dbPath + "-wal")}
 }
 
-func notePath(dbPath string) string { return filepath.Join(dbid.ShadowDir(dbPath), parkedNote) }
+func notePath(dbPath string) string { return filepath.Join(dbid.ShadowDir(dbPath), parkedNoteName) }
 
 // writeNote records that the database at dbPath was parked with its files
 // as they are now.
 func writeNote(dbPath string, before stamps, st primary.StatusDoc) error {
-	b, err := json.Marshal(note{before, st})
+	return writeNoteAt(dbPath, before, st, time.Time{})
+}
+
+// writeNoteAt is writeNote with the time the database's maintenance is
+// due.
+func writeNoteAt(dbPath string, before stamps, st primary.StatusDoc, maintainAt time.Time) error {
+	b, err := json.Marshal(note{before, st, maintainAt})
 	if err != nil {
 		return err
 	}
@@ -85,14 +95,20 @@ func removeNote(dbPath string) error {
 // unchangedSinceParked tells whether the database at dbPath has a note
 // that its files still match, and the status the note gives.
 func unchangedSinceParked(dbPath string) (primary.StatusDoc, bool) {
+	was, ok := parkedNote(dbPath)
+	return was.Status, ok
+}
+
+// parkedNote is unchangedSinceParked with the whole note.
+func parkedNote(dbPath string) (note, bool) {
 	var was note
 	b, err := os.ReadFile(notePath(dbPath))
 	if err != nil || json.Unmarshal(b, &was) != nil || !was.DB.Exists {
-		return was.Status, false
+		return was, false
 	}
 	now := stampsOf(dbPath)
 	// The database file itself changes on every checkpoint (SQLite's own
 	// when the last connection closes, among them): only its identity is
 	// compared. Every commit writes the WAL.
-	return was.Status, now.DB.Exists && now.DB.Inode == was.DB.Inode && now.WAL == was.WAL
+	return was, now.DB.Exists && now.DB.Inode == was.DB.Inode && now.WAL == was.WAL
 }
