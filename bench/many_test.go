@@ -10,6 +10,8 @@ package bench
 //	UNDERSTUDY_BENCH=1 UNDERSTUDY_BIN=$PWD/bin/understudy \
 //	  [UNDERSTUDY_BENCH_MANY=1000,10000] [UNDERSTUDY_BENCH_IDLE=60 (seconds)] \
 //	  [UNDERSTUDY_BENCH_LITESTREAM05=/tmp/peers/litestream-0.5.16 [UNDERSTUDY_BENCH_LITESTREAM05_MAX=10000]] \
+//	  [UNDERSTUDY_BENCH_MANY_STORE=s3 (versitygw instead of a file replica; needs UNDERSTUDY_TOOLS_BIN)] \
+//	  [UNDERSTUDY_CPUPROFILE=/tmp/many.prof (the daemon's CPU profile, of its last run)] \
 //	  go test -count=1 -run TestManyIdleBench -v -timeout 60m ./bench/
 
 import (
@@ -24,6 +26,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/understudy-db/understudy/integration/harness"
 )
 
 // createDBs makes n small WAL databases under dir.
@@ -140,7 +144,14 @@ func TestManyIdleBench(t *testing.T) {
 		}
 	}
 	idleFor := envDuration(t, "UNDERSTUDY_BENCH_IDLE", time.Minute)
-	fmt.Printf("\nMany idle databases (one dir: entry, file replica, idle %s, load %s)\n\n", idleFor, loadAvg())
+	kind := os.Getenv("UNDERSTUDY_BENCH_MANY_STORE")
+	if kind == "" {
+		kind = "file"
+	}
+	if kind != "file" && kind != "s3" {
+		t.Fatalf("UNDERSTUDY_BENCH_MANY_STORE=%s: use file or s3", kind)
+	}
+	fmt.Printf("\nMany idle databases (one dir: entry, %s replica, idle %s, load %s)\n\n", kind, idleFor, loadAvg())
 	fmt.Println("| databases | replicator | first start (all shipped) | peak RSS | idle RSS | idle CPU | store requests/min idle | fds (soft limit) | goroutines | commit to a parked db shipped | new db's first file in the store | restart (all known) | RSS after restart |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	var notes []string
@@ -153,12 +164,25 @@ func TestManyIdleBench(t *testing.T) {
 		createDBs(t, dir, n)
 		addr := freeAddr(t)
 		cfg := filepath.Join(root, "understudy.yml")
-		if err := os.WriteFile(cfg, []byte(fmt.Sprintf("addr: %s\ndbs:\n  - dir: %s\n    watch: true\n    replica:\n      url: file://%s\n", addr, dir, store)), 0o644); err != nil {
+		url, l0Of, env := "file://"+store, func(db string) string { return filepath.Join(store, db, "ltx", "0") }, os.Environ()
+		if kind == "s3" {
+			s3 := harness.StartVersityGW(t)
+			bucket := s3.NewBucket(t)
+			url = fmt.Sprintf("s3://%s/tenants?endpoint=%s&region=us-east-1&force-path-style=true", bucket, s3.Endpoint)
+			l0Of = func(db string) string { return filepath.Join(s3.DataDir, bucket, "tenants", db, "0000") }
+			env = append(env, "AWS_ACCESS_KEY_ID="+s3.AccessKey, "AWS_SECRET_ACCESS_KEY="+s3.SecretKey)
+		}
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf("addr: %s\ndbs:\n  - dir: %s\n    watch: true\n    replica:\n      url: '%s'\n", addr, dir, url)), 0o644); err != nil {
 			t.Fatal(err)
+		}
+		daemonCmd := func() *exec.Cmd {
+			c := exec.Command(bin, "replicate", "-config", cfg)
+			c.Env = env
+			return c
 		}
 		allParked := func() bool { c, err := dirStatus(addr); return err == nil && c.Databases == n && c.Parked == n }
 
-		d := startDaemon(t, exec.Command(bin, "replicate", "-config", cfg))
+		d := startDaemon(t, daemonCmd())
 		peak := watchRSS(t, d.pid())
 		first, ok := waitFor(30*time.Minute, allParked)
 		d.alive(t)
@@ -204,7 +228,7 @@ func TestManyIdleBench(t *testing.T) {
 		}
 		t0 = time.Now()
 		newDB, _ := waitFor(time.Minute, func() bool {
-			ents, _ := os.ReadDir(filepath.Join(store, "new.db", "ltx", "0"))
+			ents, _ := os.ReadDir(l0Of("new.db"))
 			return len(ents) > 0
 		})
 		newDB = time.Since(t0)
@@ -213,7 +237,7 @@ func TestManyIdleBench(t *testing.T) {
 		_, _ = waitFor(time.Minute, allParked)
 		d.stop(t)
 
-		d = startDaemon(t, exec.Command(bin, "replicate", "-config", cfg))
+		d = startDaemon(t, daemonCmd())
 		restart, _ := waitFor(30*time.Minute, allParked)
 		ra, rf, _ := readRSSParts(d.pid())
 		d.stop(t)
