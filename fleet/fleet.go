@@ -93,6 +93,10 @@ type Options struct {
 	// while the least recently written caught-up one is parked to make
 	// room: its commits wait in its WAL meanwhile, and the open ships them.
 	MaxOpen int
+	// Heads are the replicas whose heads index the fleet keeps (heads.go);
+	// none: no index.
+	Heads         []HeadsReplica
+	HeadsObserver HeadsObserver // nil = none
 }
 
 type state int
@@ -168,6 +172,8 @@ type Fleet struct {
 	parksSinceTrim int
 	ctx            context.Context // Run's, for the workers
 	runWG          sync.WaitGroup  // members' Run goroutines
+
+	heads headsState
 }
 
 type check struct {
@@ -237,6 +243,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 	}
 	f.log.Info("scanned directory", "databases", n, "pattern", f.opts.Entry.Pattern, "recursive", f.opts.Entry.Recursive,
 		"watch", f.opts.Entry.Watch, "took", time.Since(t0).Round(time.Millisecond))
+	f.startHeads(ctx)
 	var workers sync.WaitGroup
 	for range f.opts.Concurrency {
 		workers.Add(1)
@@ -283,6 +290,7 @@ loop:
 	}
 	workers.Wait()
 	f.stopAll()
+	f.stopHeads()
 	return nil
 }
 
@@ -434,6 +442,7 @@ func (f *Fleet) add(p string, visit bool) {
 	delete(f.rejected, p)
 	m := &member{path: p, rel: filepath.ToSlash(rel), want: active, lastSeen: time.Now(), visit: visit, wake: make(chan struct{}, 1)}
 	f.members[p] = m
+	f.markHeadsLocked()
 	if was, ok := parkedNote(p); visit && ok {
 		// Not written since it was parked (park.go): nothing to ship.
 		m.state, m.want, m.visit, m.lastTXID = parked, parked, false, uint64(was.Status.TXID)
@@ -447,6 +456,7 @@ func (f *Fleet) add(p string, visit bool) {
 // removeLocked stops replicating m for good (the file is gone).
 func (f *Fleet) removeLocked(m *member, why string) {
 	m.gone = true
+	f.markHeadsLocked()
 	f.log.Info("database left the directory: stopping its replication; its history stays in the store",
 		"db", m.rel, "why", why, "txid", m.lastTXIDString())
 	f.enqueueLocked(m)
@@ -732,6 +742,7 @@ func (f *Fleet) transition(ctx context.Context, m *member) {
 		delete(f.members, m.path)
 		delete(f.opened, m)
 		f.maintainDoneLocked(m)
+		f.markHeadsLocked()
 		f.mu.Unlock()
 		return
 	case m.state == opening: // by nextLocked
@@ -772,6 +783,7 @@ func (f *Fleet) open(ctx context.Context, m *member) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.markHeadsLocked()
 	if err != nil {
 		delete(f.opened, m)
 		f.maintainDoneLocked(m)
@@ -857,6 +869,7 @@ func (f *Fleet) park(m *member, why string) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.markHeadsLocked()
 	if err != nil && !m.gone && !m.stopping && m.state != failed {
 		f.log.Warn("final sync before parking failed; the database keeps running", "db", m.rel, "error", err)
 		m.db = nil

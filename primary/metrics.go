@@ -36,8 +36,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"db"}),
 		storeBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "understudy", Subsystem: "primary",
 			Name: "store_bytes_total", Help: "Bytes sent to or read from the store by operation."}, []string{"db", "replica", "op"}),
-		storeRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "understudy", Subsystem: "primary",
-			Name: "store_requests_total", Help: "Store requests by operation."}, []string{"db", "replica", "op"}),
+		storeRequests: newStoreRequests(),
 		walBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "understudy", Subsystem: "primary",
 			Name: "wal_bytes", Help: "Size of the valid part of the WAL at the last sync."}, []string{"db"}),
 		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "understudy", Subsystem: "primary",
@@ -83,4 +82,20 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 		}
 	}
 	return c
+}
+
+func newStoreRequests() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "understudy", Subsystem: "primary",
+		Name: "store_requests_total", Help: "Store requests by operation."}, []string{"db", "replica", "op"})
+}
+
+// StoreRequests is the store request counter (db, replica, op) the DBs
+// registered with reg count into, for requests made beside them (a dir:
+// entry's heads index), so that one series counts every request to a
+// store. reg nil gives an unregistered counter.
+func StoreRequests(reg prometheus.Registerer) *prometheus.CounterVec {
+	if reg == nil {
+		return newStoreRequests()
+	}
+	return register(reg, newStoreRequests())
 }

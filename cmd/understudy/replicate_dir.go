@@ -32,6 +32,7 @@ func openFleets(ctx context.Context, c *cli.Context, cfg *config.Config, logger 
 		}
 		var prefixes []storage.Client
 		var fencings []storage.Fencing
+		var headsReps []fleet.HeadsReplica
 		for _, rc := range entry.Replicas {
 			client, err := replicaclient.New(ctx, rc, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey), replicaclient.ForPrimary())
 			if err != nil {
@@ -49,6 +50,11 @@ func openFleets(ctx context.Context, c *cli.Context, cfg *config.Config, logger 
 				return nil, cli.Exit(fmt.Errorf("directory %s: replica %s (%s): %w", entry.Dir, rc.Name, rc.Location(), err), 2)
 			}
 			prefixes, fencings = append(prefixes, client), append(fencings, fencing)
+			if hs, ok := client.(fleet.HeadsStore); ok {
+				headsReps = append(headsReps, fleet.HeadsReplica{Name: rc.Name, Store: hs, Interval: rc.SyncInterval})
+			} else {
+				logger.Warn("this store cannot hold the heads index: followers of the directory poll each database", "dir", entry.Dir, "replica", rc.Name, "type", client.Type())
+			}
 		}
 		label := entry.Name()
 		if entry.PerDBMetrics {
@@ -78,7 +84,17 @@ func openFleets(ctx context.Context, c *cli.Context, cfg *config.Config, logger 
 			}
 			return db, nil
 		}
-		f, err := fleet.New(fleet.Options{Entry: entry, Open: open, Logger: logger.Named(entry.Name()), IdleAfter: entry.IdleAfter, MaxOpen: entry.MaxOpen})
+		requests := primary.StoreRequests(reg)
+		headsLabel := entry.Name()
+		f, err := fleet.New(fleet.Options{
+			Entry: entry, Open: open, Logger: logger.Named(entry.Name()), IdleAfter: entry.IdleAfter, MaxOpen: entry.MaxOpen,
+			Heads: headsReps,
+			// The index's requests count with the databases' own, so that
+			// understudy_primary_store_requests_total is every request.
+			HeadsObserver: func(replica string, op fleet.HeadsOp, _ error) {
+				requests.WithLabelValues(headsLabel, replica, string(op)).Inc()
+			},
+		})
 		if err != nil {
 			return nil, cli.Exit(err, 1)
 		}

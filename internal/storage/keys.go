@@ -26,6 +26,20 @@ type KeyReader interface {
 	OpenKey(ctx context.Context, key string) (io.ReadCloser, error)
 }
 
+// KeyWriter writes one small object by key relative to the replica's root,
+// outside the LTX layout (the heads index of a dir: entry's prefix). Unlike
+// Client.Create it overwrites: the object is a summary that is replaced as
+// it changes, not part of a history. Readers (KeyReader.OpenKey) see the
+// old object or the new one whole, never a part: the object stores' PUTs
+// are atomic, and the file and sftp stores write a temp file and rename it
+// over the key.
+type KeyWriter interface {
+	// PutKey writes the object read from r at key, replacing any object
+	// there. The body is read to its end before anything is sent where the
+	// store needs its length.
+	PutKey(ctx context.Context, key string, r io.Reader) error
+}
+
 // SortKeyInfos orders a ListKeys result by key.
 func SortKeyInfos(a []KeyInfo) {
 	sort.Slice(a, func(i, j int) bool { return a[i].Key < a[j].Key })

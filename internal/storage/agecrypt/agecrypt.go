@@ -450,3 +450,26 @@ func (k *keyClient) OpenKey(ctx context.Context, key string) (io.ReadCloser, err
 	}
 	return readCloser{Reader: &decryptReader{r: pr, where: where}, Closer: rc}, nil
 }
+
+var _ storage.KeyWriter = (*keyClient)(nil)
+
+// PutKey encrypts r to the recipients and writes it at key in the inner
+// store (the heads index of a dir: entry: its database paths are often
+// tenant names, so a replica with an age: section never holds them in
+// plaintext). OpenKey decrypts it.
+func (k *keyClient) PutKey(ctx context.Context, key string, r io.Reader) error {
+	where := fmt.Sprintf("replica %s: %s", k.replica, key)
+	kw, ok := k.kr.(storage.KeyWriter)
+	if !ok {
+		return fmt.Errorf("%s: a %s store cannot write a key outside the LTX layout", where, k.inner.Type())
+	}
+	if len(k.recipients) == 0 {
+		return fmt.Errorf("%s: %w: set age: recipients: [age1...] on replica %s (Understudy never writes an unencrypted object to a replica with an age: section)",
+			where, ErrNoRecipient, k.replica)
+	}
+	enc, err := age.EncryptReader(r, k.recipients...)
+	if err != nil {
+		return fmt.Errorf("%s: age: %w", where, err)
+	}
+	return kw.PutKey(ctx, key, enc)
+}

@@ -431,3 +431,36 @@ func TestSub(t *testing.T) {
 		t.Errorf("a sub-client stored %q..., not an age file", b[:min(len(b), 24)])
 	}
 }
+
+// TestPutKeyEncrypts: a key written through an encrypting client (the
+// heads index, which names the databases) is age-encrypted in the store,
+// reads back decrypted, and cannot be written without a recipient.
+func TestPutKeyEncrypts(t *testing.T) {
+	k := newKeys(t)
+	c, fc := newStore(t, Options{Recipients: []age.Recipient{k.rcp}, Identities: []age.Identity{k.id}})
+	const key, body = ".understudy-heads.json", `{"heads":{"tenant-acme.db":7}}`
+	if err := c.(storage.KeyWriter).PutKey(context.Background(), key, strings.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := os.ReadFile(filepath.Join(fc.Dir(), key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(stored, []byte(Magic)) || bytes.Contains(stored, []byte("tenant-acme")) {
+		t.Fatalf("the stored key is not age-encrypted: %q", stored)
+	}
+	rc, err := c.(storage.KeyReader).OpenKey(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || string(got) != body {
+		t.Fatalf("read back %q (%v), want %q", got, err, body)
+	}
+	ro := over(t, fc, Options{Identities: []age.Identity{k.id}})
+	err = ro.(storage.KeyWriter).PutKey(context.Background(), key, strings.NewReader(body))
+	if !errors.Is(err, ErrNoRecipient) || !strings.Contains(err.Error(), key) {
+		t.Fatalf("PutKey without a recipient: %v, want ErrNoRecipient naming the key", err)
+	}
+}

@@ -82,3 +82,58 @@ func (c *Client) OpenKey(ctx context.Context, key string) (io.ReadCloser, error)
 	}
 	return f, nil
 }
+
+var _ storage.KeyWriter = (*Client)(nil)
+
+// PutKey writes r to a temp file in the private directory, syncs it and
+// renames it over key: rename replaces the name in one step, so a reader
+// opens the old file or the new one, and a crash leaves one of them (and at
+// worst a temp file, which listings skip).
+func (c *Client) PutKey(ctx context.Context, key string, r io.Reader) (err error) {
+	final, err := c.keyPath(key)
+	if err != nil {
+		return err
+	}
+	if final == c.dir {
+		return fmt.Errorf("file replica: key %q names the replica directory %s itself, not a file in it", key, c.dir)
+	}
+	tmpRoot := filepath.Join(c.dir, privateDir, tmpDir)
+	for _, d := range []string{tmpRoot, filepath.Dir(final)} {
+		if err := c.ensureDir(d); err != nil {
+			return err
+		}
+	}
+	f, err := os.CreateTemp(tmpRoot, filepath.Base(final)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("file replica: create temp file in %s: %w (check that the directory is writable)", tmpRoot, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if f != nil {
+			_ = f.Close()
+		}
+		if err != nil {
+			_ = os.Remove(tmp)
+		}
+	}()
+	// CreateTemp makes 0600; a follower running as another user must be
+	// able to read it.
+	if err = f.Chmod(0o644); err != nil {
+		return fmt.Errorf("file replica: chmod temp file %s: %w", tmp, err)
+	}
+	if _, err = io.Copy(f, storage.ContextReader(ctx, r)); err != nil {
+		return fmt.Errorf("file replica: write %s: %w", final, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("file replica: fsync %s: %w", tmp, err)
+	}
+	err = f.Close()
+	f = nil
+	if err != nil {
+		return fmt.Errorf("file replica: close %s: %w", tmp, err)
+	}
+	if err = os.Rename(tmp, final); err != nil {
+		return fmt.Errorf("file replica: rename %s to %s: %w (check that the directory is writable and on one filesystem)", tmp, final, err)
+	}
+	return syncDir(filepath.Dir(final))
+}

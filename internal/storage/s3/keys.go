@@ -2,6 +2,7 @@ package s3
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/internal/storage/objstore"
+	"github.com/understudy-db/understudy/internal/storage/spool"
 )
 
 var _ storage.KeyReader = (*Client)(nil)
@@ -64,4 +66,22 @@ func (c *Client) OpenKey(ctx context.Context, key string) (io.ReadCloser, error)
 	}
 	timer.Reset(c.transferTimeout(aws.ToInt64(out.ContentLength)))
 	return &objstore.BodyCloser{ReadCloser: out.Body, Stop: func() { timer.Stop(); cancel() }}, nil
+}
+
+var _ storage.KeyWriter = (*Client)(nil)
+
+// PutKey writes r at <path>/<key> with a plain PUT (no condition: the
+// object is replaced as it changes), with the replica's server-side
+// encryption. In a bucket that keeps versions each PutKey adds one.
+func (c *Client) PutKey(ctx context.Context, key string, r io.Reader) error {
+	full := c.prefix + key
+	body, err := spool.New(r)
+	if err != nil {
+		return fmt.Errorf("s3 replica: %s: read the object to upload: %w", c.where(full), err)
+	}
+	defer body.Close()
+	if err := c.putObject(ctx, full, body, nil, false); err != nil {
+		return c.describe(ctx, "put", full, err)
+	}
+	return nil
 }

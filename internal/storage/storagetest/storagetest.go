@@ -69,6 +69,7 @@ func Run(t *testing.T, newClient NewClientFunc, opts ...Option) {
 		{"Delete", testDelete},
 		{"MissingKey", testMissingKey},
 		{"ProbeCreateOnly", testProbeCreateOnly},
+		{"PutKey", testPutKey},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -644,6 +645,95 @@ func CheckKeyReader(t *testing.T, c storage.Client) {
 	}
 	if _, err := kr.OpenKey(ctx(t), "generations/none"); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("OpenKey of a missing key: %v, want ErrNotFound", err)
+	}
+}
+
+// PutKeyRounds is how many replacements testPutKey races a reader against.
+const PutKeyRounds = 20
+
+// testPutKey checks storage.KeyWriter with storage.KeyReader (the heads
+// index of a dir: entry): a key not written yet is ErrNotFound; PutKey
+// replaces what is there, a shorter body included (no tail of the old one
+// left); a reader racing the replacements reads one whole body, never a
+// mix or a part; and the key is the only object the prefix then lists (no
+// temp file left where a listing would find it), outside every level.
+func testPutKey(t *testing.T, c storage.Client) {
+	kw, ok := c.(storage.KeyWriter)
+	if !ok {
+		t.Fatalf("%T is not a storage.KeyWriter", c)
+	}
+	kr, ok := c.(storage.KeyReader)
+	if !ok {
+		t.Fatalf("%T is not a storage.KeyReader", c)
+	}
+	const key = ".understudy-test-key.json"
+	read := func() ([]byte, error) {
+		rc, err := kr.OpenKey(ctx(t), key)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		return io.ReadAll(rc)
+	}
+	if _, err := read(); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("OpenKey before any PutKey: %v, want ErrNotFound", err)
+	}
+	long, short := Body(5000, 1), Body(100, 2)
+	for _, body := range [][]byte{long, short} {
+		if err := kw.PutKey(ctx(t), key, bytes.NewReader(body)); err != nil {
+			t.Fatalf("PutKey of %d bytes: %v", len(body), err)
+		}
+		if got, err := read(); err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("OpenKey after a PutKey of %d bytes: %d bytes (%v)", len(body), len(got), err)
+		}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var bad error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			got, err := read()
+			if err != nil || (!bytes.Equal(got, long) && !bytes.Equal(got, short)) {
+				bad = fmt.Errorf("a read racing PutKey got %d bytes that are neither body (%v)", len(got), err)
+				return
+			}
+		}
+	}()
+	for i := range PutKeyRounds {
+		body := long
+		if i%2 == 1 {
+			body = short
+		}
+		if err := kw.PutKey(ctx(t), key, bytes.NewReader(body)); err != nil {
+			close(done)
+			wg.Wait()
+			t.Fatalf("PutKey round %d: %v", i, err)
+		}
+	}
+	close(done)
+	wg.Wait()
+	if bad != nil {
+		t.Fatal(bad)
+	}
+	keys, err := kr.ListKeys(ctx(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 || keys[0].Key != key {
+		t.Fatalf("the prefix lists %+v after the PutKeys, want only %s", keys, key)
+	}
+	if got := ListAll(t, c, 0, 0); len(got) != 0 {
+		t.Fatalf("level 0 lists %+v after PutKey, want nothing", got)
+	}
+	if dbs, err := storage.FindDatabases(ctx(t), kr); err != nil || len(dbs) != 0 {
+		t.Fatalf("FindDatabases finds %q (%v) where only the key is, want none", dbs, err)
 	}
 }
 
