@@ -159,7 +159,7 @@ func TestManyFollowBench(t *testing.T) {
 		poll, discover, idleFor, loadAvg())
 	fmt.Println("| databases | all followed and caught up | requests to get there (GET / LIST) | GET/min idle | LIST/min idle | S3 cost a minute | a 30-day month | peak RSS | idle RSS | idle CPU | fds | goroutines |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|")
-	fmt.Printf("| %d | %s | %d / %d | %.0f | %.1f | $%.4f | $%.0f | %.0f MB | %.0f MB | %.1f %% | %d | %s |\n",
+	fmt.Printf("| %d | %s | %d / %d | %.0f | %.1f | $%.6f | $%.2f | %.0f MB | %.0f MB | %.1f %% | %d | %s |\n",
 		n, took.Round(100*time.Millisecond), g1-g0, l1-l0, getMin, listMin, costMin, costMin*60*24*30,
 		float64(pa+pf)/1024, float64(anon+file)/1024, cpu, fds, goroutines)
 	if p2 != p1 || e2 != e1 {

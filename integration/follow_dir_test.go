@@ -23,11 +23,12 @@ import (
 // followDirStatus is the part of follow's /status the test reads: its one
 // followed directory's totals.
 type followDirStatus struct {
-	Databases int `json:"databases"`
-	Following int `json:"following"`
-	Gone      int `json:"gone"`
-	Stalled   int `json:"stalled"`
-	Stopped   int `json:"stopped"`
+	Polling   string `json:"polling"`
+	Databases int    `json:"databases"`
+	Following int    `json:"following"`
+	Gone      int    `json:"gone"`
+	Stalled   int    `json:"stalled"`
+	Stopped   int    `json:"stopped"`
 	Worst     []struct {
 		Name  string `json:"name"`
 		State string `json:"state"`
@@ -145,6 +146,11 @@ dbs:
 	eventually(t, 60*time.Second, "the follower finds every database", func() bool {
 		st, err := followDir(faddr)
 		return err == nil && st.Databases == n && st.Following == n
+	})
+	// replicate writes the heads index: one GET of it a poll.
+	eventually(t, 30*time.Second, "the follower polling the heads index", func() bool {
+		st, err := followDir(faddr)
+		return err == nil && st.Polling == "heads index"
 	})
 	r0 := metricValue(t, faddr, "understudy_follower_store_requests_total")
 	t0 := time.Now()

@@ -16,6 +16,7 @@ import (
 	"github.com/understudy-db/understudy/followdir"
 	"github.com/understudy-db/understudy/follower"
 	"github.com/understudy-db/understudy/internal/dirstatus"
+	"github.com/understudy-db/understudy/internal/heads"
 	"github.com/understudy-db/understudy/internal/replicaclient"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/internal/storage/agecrypt"
@@ -163,10 +164,20 @@ func probeFollowDirs(ctx context.Context, dirs []dirTargetSpec, log hclog.Logger
 func openFollowDirs(specs []dirTargetSpec, log hclog.Logger, metrics *follower.Metrics, reg prometheus.Registerer) ([]*followdir.Dir, error) {
 	var out []*followdir.Dir
 	for _, s := range specs {
+		kr, ok := s.prefix.(storage.KeyReader)
+		if !ok {
+			return nil, fmt.Errorf("follow of a directory: a %s replica (%s) cannot be listed by prefix", s.prefix.Type(), s.location)
+		}
 		d, err := followdir.New(followdir.Options{
 			Prefix: s.prefix, Location: s.location, OutDir: s.outDir,
 			PollInterval: s.poll, DiscoverInterval: s.discover,
 			Logger: log.Named("dir"), Metrics: metrics, PerDBMetrics: s.perDB,
+			// The replicating side's index of every database's head: one
+			// GET a poll for the whole directory where it exists.
+			Heads: func(ctx context.Context) (map[string]uint64, error) {
+				ix, err := heads.Read(ctx, kr)
+				return ix.Heads, err
+			},
 		})
 		if err != nil {
 			return nil, err
