@@ -278,3 +278,52 @@ func httpGetCode(t *testing.T, url string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestFollowDirectoryLitestream: a directory replicated by Litestream 0.5
+// (its dir: entry, a file replica) has no heads index; `follow -dir-out`
+// of its prefix says it polls each database, and every follower file
+// converges to the application's checksum.
+func TestFollowDirectoryLitestream(t *testing.T) {
+	ls := litestreamBin(t)
+	s := emptyDirStack(t)
+	store := filepath.Join(filepath.Dir(s.dir), "store")
+	for i := range 6 {
+		name := fmt.Sprintf("t%d.db", i)
+		if i%2 == 0 {
+			name = "eu/" + name
+		}
+		s.create(t, name)
+	}
+	lsCfg := filepath.Join(filepath.Dir(s.dir), "litestream.yml")
+	writeFile(t, lsCfg, fmt.Sprintf("dbs:\n  - dir: %s\n    pattern: \"*.db\"\n    recursive: true\n    watch: true\n    replica:\n      type: file\n      path: %s\n      sync-interval: 100ms\n", s.dir, store))
+	startBinary(t, ls, nil, "replicate", "-config", lsCfg)
+	for _, name := range s.names() {
+		eventually(t, 60*time.Second, name+" shipped by Litestream", func() bool {
+			ents, _ := os.ReadDir(filepath.Join(store, filepath.FromSlash(name), "ltx", "0"))
+			return len(ents) > 0
+		})
+	}
+
+	out := filepath.Join(t.TempDir(), "copies")
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	f := start(t, nil, "follow", "-addr", addr, "-poll-interval", "200ms", "-discover-interval", "1s", "-dir-out", out, "file://"+store)
+	eventually(t, 60*time.Second, "every database followed", func() bool {
+		st, err := followDir(addr)
+		return err == nil && st.Databases == len(s.names()) && st.Following == len(s.names())
+	})
+	for _, name := range s.names() {
+		s.mu.Lock()
+		mustExec(t, s.dbs[name], `INSERT INTO t(v) VALUES (randomblob(2000))`)
+		s.mu.Unlock()
+	}
+	want := map[string]ltx.Checksum{}
+	for _, name := range s.names() {
+		s.mu.Lock()
+		want[name] = snapshotImage(t, s.dbs[name]).checksum
+		s.mu.Unlock()
+	}
+	waitFollowedAt(t, f, addr, out, want)
+	if st, err := followDir(addr); err != nil || st.Polling != "each database, no index" {
+		t.Errorf("a prefix without a heads index: polling %q (%v), want each database", st.Polling, err)
+	}
+}
