@@ -31,6 +31,9 @@ type dirLeaseNode struct {
 type dirNodeStatus struct {
 	nodeStatus
 	Name string `json:"name"`
+	// LeaseRequests: the requests the database's lease sent to Consul,
+	// as the daemon counts them.
+	LeaseRequests uint64 `json:"lease_consul_requests"`
 }
 
 // writeDirNode writes the config of a node whose dir: entry (name
@@ -190,24 +193,43 @@ func TestDirLeasePerDatabase(t *testing.T) {
 	b.waitAll(t, 60*time.Second, names, "following", func(_ string, st dirNodeStatus) bool { return st.Role == "follower" && st.TXID > 0 })
 
 	// Consul requests per database while healthy: a renews, b watches.
+	// The front counts what reaches Consul by key; each daemon counts
+	// its leases' requests itself (/status lease_consul_requests) before
+	// sending them, so its count read after the front's is never less.
+	nodes := map[string]*dirLeaseNode{"a": a, "b": b}
 	before := map[string]map[string]int{}
+	daemonBefore := map[string]map[string]dirNodeStatus{}
 	for n, cc := range counters {
 		before[n], _ = cc.snapshot()
+		st, err := nodes[n].statuses()
+		if err != nil {
+			t.Fatal(err)
+		}
+		daemonBefore[n] = st
 	}
 	t0 := time.Now()
 	time.Sleep(5 * time.Second)
 	window := time.Since(t0).Seconds()
 	for _, n := range []string{"a", "b"} {
 		after, other := counters[n].snapshot()
-		var figs []string
+		daemon, err := nodes[n].statuses()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var figs, own []string
 		for _, name := range names {
 			key := name + "/primary"
 			figs = append(figs, fmt.Sprintf("%s %.2f", name, float64(after[key]-before[n][key])/window))
+			own = append(own, fmt.Sprintf("%s %.2f", name, float64(daemon[name].LeaseRequests-daemonBefore[n][name].LeaseRequests)/window))
 			if after[key] == 0 {
 				t.Errorf("node %s sent no Consul request for the lease key of %s", n, name)
 			}
+			if got := daemon[name].LeaseRequests; got < uint64(after[key]) {
+				t.Errorf("node %s counts %d lease requests for %s, fewer than the %d that reached Consul", n, got, name, after[key])
+			}
 		}
-		t.Logf("node %s: Consul requests per second per database (lease key): %s; %d other requests in all (sessions, services)", n, strings.Join(figs, ", "), other)
+		t.Logf("node %s: Consul requests per second per database (lease key, at Consul): %s; %d other requests in all (sessions, services)", n, strings.Join(figs, ", "), other)
+		t.Logf("node %s: the same as the daemon counts them (/status lease_consul_requests): %s", n, strings.Join(own, ", "))
 		appendFigure("UNDERSTUDY_DIRLEASE_LOG", "%s %s\n", n, strings.Join(figs, " "))
 	}
 

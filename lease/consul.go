@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -91,7 +92,7 @@ func newConsul(cc *config.ConsulLease, node, advertiseURL, dbName string, logger
 		checks = []string{serfHealthCheck, cc.HealthCheck}
 	}
 
-	cl, err := newConsulClients(cc, logger)
+	cl, err := newConsulClients(cc, logger, o)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +117,7 @@ type consulClients struct {
 // agent would hang forever; every call here also carries a context deadline,
 // and the HTTP timeouts are the backstop. Address, token and TLS come from
 // the config where set, else from the CONSUL_HTTP_* environment.
-func newConsulClients(cc *config.ConsulLease, logger hclog.Logger) (consulClients, error) {
+func newConsulClients(cc *config.ConsulLease, logger hclog.Logger, o options) (consulClients, error) {
 	cfg := api.DefaultConfigWithLogger(logger.Named("consul-api"))
 	if cc.Address != "" {
 		cfg.Address = cc.Address
@@ -129,6 +130,9 @@ func newConsulClients(cc *config.ConsulLease, logger hclog.Logger) (consulClient
 		return consulClients{}, fmt.Errorf("lease: consul TLS settings (CONSUL_CACERT, CONSUL_CLIENT_CERT, ...): %w", err)
 	}
 	hc.Timeout = 2 * DefaultCallTimeout
+	if o.requests != nil {
+		hc.Transport = countingTransport{hc.Transport, o.requests}
+	}
 	watchCfg := *cfg
 	// Consul adds up to wait/16 of jitter to a blocking query.
 	watchCfg.HttpClient = &http.Client{Transport: hc.Transport, Timeout: DefaultWatchWait + DefaultWatchWait/16 + DefaultCallTimeout}
@@ -485,4 +489,15 @@ func (c *consulLease) Token() uint64 {
 		return 0
 	}
 	return c.t.token
+}
+
+// countingTransport counts the requests it sends (WithRequestCount).
+type countingTransport struct {
+	next http.RoundTripper
+	n    *atomic.Uint64
+}
+
+func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	t.n.Add(1)
+	return t.next.RoundTrip(r)
 }

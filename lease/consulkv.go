@@ -105,7 +105,7 @@ func newConsulKV(cc *config.ConsulLease, node, advertiseURL, dbName string, logg
 	if strings.HasPrefix(prefix, "/") {
 		return nil, fmt.Errorf("lease: consul key-prefix %q must not start with '/'", prefix)
 	}
-	cl, err := newConsulClients(cc, logger)
+	cl, err := newConsulClients(cc, logger, o)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -164,9 +165,16 @@ func NodeName(l Lease) string {
 type Option func(*options)
 
 type options struct {
-	clock  Clock
-	margin time.Duration
+	clock    Clock
+	margin   time.Duration
+	requests *atomic.Uint64
 }
+
+// WithRequestCount adds one to n for each HTTP request the lease sends to
+// Consul (renewals, reads, watches, sessions, health checks): the lease's
+// cost, reported per directory of databases. Not counted when the Consul
+// address is a unix socket.
+func WithRequestCount(n *atomic.Uint64) Option { return func(o *options) { o.requests = n } }
 
 // WithClock makes the lease read time (for the step-down deadline) from c.
 func WithClock(c Clock) Option { return func(o *options) { o.clock = c } }

@@ -230,7 +230,7 @@ func runNodes(c *cli.Context, cfg *config.Config, logger hclog.Logger, asPrimary
 				}
 				return n.Healthy()
 			},
-			Status: func() any { return nodesStatus(all()) },
+			Status: func() any { return dirNodesStatus(nodes, dirs) },
 			Routes: func(mux *http.ServeMux) {
 				promote.HandleLookup(mux, find)
 				mux.HandleFunc("GET /status/db/{name...}", func(w http.ResponseWriter, r *http.Request) {
@@ -406,6 +406,25 @@ func nodesStatus(nodes []*promote.Node) any {
 	out := make([]map[string]any, 0, len(nodes))
 	for _, n := range nodes {
 		out = append(out, nodeDoc(n))
+	}
+	return map[string]any{"dbs": out}
+}
+
+// dirNodesStatus is nodesStatus with the databases of the dir: entries
+// after the path: entries', each with lease_consul_requests: the requests
+// its lease has sent to Consul since the start (the lease's cost).
+func dirNodesStatus(nodes []*promote.Node, dirs []*dirLease) any {
+	out := make([]map[string]any, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, nodeDoc(n))
+	}
+	for _, d := range dirs {
+		counts, _ := d.leaseRequests()
+		for _, n := range d.all() {
+			doc := nodeDoc(n)
+			doc["lease_consul_requests"] = counts[n.Name()]
+			out = append(out, doc)
+		}
 	}
 	return map[string]any{"dbs": out}
 }

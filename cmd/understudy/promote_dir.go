@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -64,6 +65,8 @@ type dirLease struct {
 	// services maps the Consul service names of the running nodes to
 	// their paths.
 	services map[string]string
+	// requests counts each database's lease requests to Consul (by rel).
+	requests map[string]*atomic.Uint64
 	wg       sync.WaitGroup
 }
 
@@ -259,6 +262,34 @@ func (d *dirLease) all() []*promote.Node {
 	return out
 }
 
+// leaseRequests returns the Consul requests of the lease of each running
+// database (by node name), and their sum.
+func (d *dirLease) leaseRequests() (map[string]uint64, uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]uint64, len(d.requests))
+	var sum uint64
+	for rel, n := range d.requests {
+		v := n.Load()
+		out[dirNodeName(d.entry, rel)] = v
+		sum += v
+	}
+	return out, sum
+}
+
+// registerMetrics adds the directory's lease cost: one series for the
+// whole directory, however many databases it has.
+func (d *dirLease) registerMetrics(reg prometheus.Registerer) {
+	if reg == nil {
+		return
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "understudy", Subsystem: "dir", Name: "lease_consul_requests_total",
+		Help:        "HTTP requests the leases of a dir: entry's databases sent to Consul (renewals, reads, watches), summed over its databases.",
+		ConstLabels: prometheus.Labels{"dir": d.entry.Dir},
+	}, func() float64 { _, sum := d.leaseRequests(); return float64(sum) }))
+}
+
 // byRel returns the node of the database at rel (its path relative to the
 // directory, or its absolute path).
 func (d *dirLease) byRel(name string) *promote.Node {
@@ -345,7 +376,9 @@ func newDirLease(ctx context.Context, c *cli.Context, cfg *config.Config, entry 
 		label = ""
 	}
 	d := &dirLease{entry: entry, asPrimary: asPrimary, log: logger.Named(entry.Name()), store: store, onFatal: onFatal,
-		rescan: make(chan struct{}, 1), nodes: map[string]*promote.Node{}, failed: map[string]error{}, services: map[string]string{}}
+		rescan: make(chan struct{}, 1), nodes: map[string]*promote.Node{}, failed: map[string]error{}, services: map[string]string{},
+		requests: map[string]*atomic.Uint64{}}
+	d.registerMetrics(reg)
 	d.newNode = func(ctx context.Context, rel string) (*promote.Node, error) {
 		dbc, err := entry.Database(filepath.Join(entry.Dir, filepath.FromSlash(rel)))
 		if err != nil {
@@ -353,10 +386,14 @@ func newDirLease(ctx context.Context, c *cli.Context, cfg *config.Config, entry 
 		}
 		name := dirNodeName(entry, rel)
 		node := nodeName(c, dbc)
-		l, err := lease.New(dbc.Lease, name, logger.Named(name))
+		requests := &atomic.Uint64{}
+		l, err := lease.New(dbc.Lease, name, logger.Named(name), lease.WithRequestCount(requests))
 		if err != nil {
 			return nil, fmt.Errorf("database %s: %w", dbc.Path, err)
 		}
+		d.mu.Lock()
+		d.requests[rel] = requests
+		d.mu.Unlock()
 		opts := baseOptions(c, dbc, logger, reg)
 		opts.MetricsLabel = label
 		var claim []storage.Client
