@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -225,7 +226,8 @@ func (d *Dir) Run(ctx context.Context) error {
 
 // discover lists the prefix once and starts and stops followers to match.
 func (d *Dir) discover(ctx context.Context, fatal context.CancelCauseFunc) {
-	found, err := storage.FindDatabases(ctx, d.kr)
+	listed, err := storage.DatabaseHeads(ctx, d.kr)
+	found := slices.Sorted(maps.Keys(listed))
 	d.request(result(err))
 	if ctx.Err() != nil {
 		return
@@ -267,6 +269,7 @@ func (d *Dir) discover(ctx context.Context, fatal context.CancelCauseFunc) {
 	for _, rel := range gone {
 		d.vanished(rel)
 	}
+	d.wakeListed(listed)
 	for _, rel := range added {
 		if err := d.follow(ctx, rel, first, fatal); err != nil {
 			d.log.Error("cannot follow a database of the prefix", "db", rel, "error", err)
@@ -420,26 +423,63 @@ func (d *Dir) headsLoop(ctx context.Context) {
 			if !ok {
 				continue
 			}
-			// The newest news replaces a wake still pending; this loop
-			// is the only sender.
-			select {
-			case <-m.wake:
-			default:
-			}
-			m.wake <- ltx.TXID(h)
+			m.wakeUp(ltx.TXID(h))
+		}
+	}
+}
+
+// wakeUp tells a follower (one with Config.Wake) to poll, with the head
+// to expect. The newest news replaces a wake still pending; if the other
+// sender (headsLoop or wakeListed) fills the slot meanwhile, that wake
+// stands, and a wake is all the follower needs.
+func (m *member) wakeUp(head ltx.TXID) {
+	select {
+	case <-m.wake:
+	default:
+	}
+	select {
+	case m.wake <- head:
+	default:
+	}
+}
+
+// wakeListed wakes the followers whose database the discovery listing
+// shows past their position. The heads index is only a hint: a writer
+// that stopped updating it (a crash between an upload and the index, an
+// older Understudy, a lease node, another tool) would otherwise leave
+// its followers asleep and showing no lag. The listing is made anyway
+// for discovery, so this bounds how stale a follower can fall behind
+// silently to DiscoverInterval, at no extra request.
+func (d *Dir) wakeListed(listed map[string]ltx.TXID) {
+	if d.opts.Heads == nil {
+		return
+	}
+	d.mu.Lock()
+	var ms []*member
+	for _, m := range d.members {
+		if !m.gone && m.wake != nil {
+			ms = append(ms, m)
+		}
+	}
+	d.mu.Unlock()
+	for _, m := range ms {
+		if h := listed[m.rel]; h > m.f.Status().TXID {
+			m.wakeUp(h)
 		}
 	}
 }
 
 // Behind is which followers to wake, by path relative to the prefix, each
 // with the head to tell it (0: none known): those whose head in the
-// index is past their position (positions), or all of them when there is
-// no index (noIndex).
+// index is past their position (positions), those the index does not
+// name (their writer keeps no index entry for them: a lease node, or a
+// database new since the index was written), or all of them when there
+// is no index (noIndex).
 func Behind(heads map[string]uint64, positions map[string]uint64, noIndex bool) map[string]uint64 {
 	out := map[string]uint64{}
 	for rel, pos := range positions {
 		switch h, ok := heads[rel]; {
-		case noIndex:
+		case noIndex || !ok:
 			out[rel] = 0
 		case ok && h > pos:
 			out[rel] = h

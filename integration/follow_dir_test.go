@@ -327,3 +327,63 @@ func TestFollowDirectoryLitestream(t *testing.T) {
 		t.Errorf("a prefix without a heads index: polling %q (%v), want each database", st.Polling, err)
 	}
 }
+
+// TestFollowDirectoryStaleHeadsIndex: the heads index is a hint its writer
+// may stop updating while files keep arriving: here the dir: daemon that
+// wrote it stops, and one database goes on being shipped by a `replicate`
+// of its own path, which keeps no index. A directory follower that
+// trusted the index would sleep at the old head and show no lag; the
+// discovery listing (made anyway) wakes it, and it converges to the
+// application's checksum. A database the index never named (created after
+// its writer stopped, shipped by its own replicate) is followed too.
+func TestFollowDirectoryStaleHeadsIndex(t *testing.T) {
+	s := newDirStack(t)
+	store := s.store
+	for _, name := range []string{"a.db", "b.db", "eu/c.db"} {
+		s.create(t, name)
+	}
+	r := start(t, s.env, "replicate", "-config", s.configPath)
+	s.waitAllShipped(t)
+	eventually(t, 30*time.Second, "the heads index written", func() bool {
+		_, err := os.Stat(filepath.Join(store, ".understudy-heads.json"))
+		return err == nil
+	})
+	if code := r.stop(t, syscall.SIGTERM, 30*time.Second); code != 0 {
+		t.Fatalf("replicate exit %d on SIGTERM:\n%s", code, tailLines(r.out.String(), 20))
+	}
+
+	out := filepath.Join(t.TempDir(), "copies")
+	addr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	f := start(t, nil, "follow", "-addr", addr, "-poll-interval", "200ms", "-discover-interval", "1s", "-dir-out", out, "file://"+store)
+	eventually(t, 60*time.Second, "every database followed", func() bool {
+		st, err := followDir(addr)
+		return err == nil && st.Databases == 3 && st.Following == 3
+	})
+
+	// a.db goes on under a replicate of its own path; d.db is new.
+	s.create(t, "d.db")
+	for _, name := range []string{"a.db", "d.db"} {
+		start(t, nil, "replicate", "-addr", "127.0.0.1:0", filepath.Join(s.dir, name), "file://"+filepath.Join(store, name))
+	}
+	want := map[string]ltx.Checksum{}
+	for i := range 5 {
+		for _, name := range []string{"a.db", "d.db"} {
+			s.mu.Lock()
+			mustExec(t, s.dbs[name], `INSERT INTO t(v) VALUES (randomblob(2000))`)
+			if i == 4 {
+				want[name] = snapshotImage(t, s.dbs[name]).checksum
+			}
+			s.mu.Unlock()
+		}
+	}
+	for _, name := range []string{"b.db", "eu/c.db"} {
+		s.mu.Lock()
+		want[name] = snapshotImage(t, s.dbs[name]).checksum
+		s.mu.Unlock()
+	}
+	waitFollowedAt(t, f, addr, out, want)
+	// The stale index is still there and read: the case is the one meant.
+	if st, err := followDir(addr); err != nil || st.Polling != "heads index" {
+		t.Errorf("polling %q (%v), want the heads index", st.Polling, err)
+	}
+}

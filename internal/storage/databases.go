@@ -3,9 +3,13 @@ package storage
 import (
 	"context"
 	"fmt"
+	"maps"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/superfly/ltx"
 )
 
 // DatabaseOfKey tells whether key (relative to a prefix, "/"-separated) is
@@ -63,18 +67,30 @@ func isLevel(s string, format func(int) string) bool {
 // (ListKeys of the whole prefix, however many databases it holds): the
 // relative paths of the subprefixes that hold LTX files, in order.
 func FindDatabases(ctx context.Context, kr KeyReader) ([]string, error) {
+	heads, err := DatabaseHeads(ctx, kr)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Sorted(maps.Keys(heads)), nil
+}
+
+// DatabaseHeads is FindDatabases with, for each database, the highest
+// MaxTXID of its LTX files at any level: what the store holds, read from
+// the same one listing. (A directory follower uses it to catch a database
+// whose heads index entry is stale or missing.)
+func DatabaseHeads(ctx context.Context, kr KeyReader) (map[string]ltx.TXID, error) {
 	keys, err := kr.ListKeys(ctx, "")
 	if err != nil {
 		return nil, fmt.Errorf("list the prefix: %w", err)
 	}
-	var out []string
+	heads := map[string]ltx.TXID{}
 	for _, k := range keys {
-		if rel, ok := DatabaseOfKey(k.Key); ok && (len(out) == 0 || out[len(out)-1] != rel) {
-			out = append(out, rel)
+		rel, ok := DatabaseOfKey(k.Key)
+		if !ok {
+			continue
 		}
+		_, maxTXID, _ := ParseFilename(path.Base(k.Key))
+		heads[rel] = max(heads[rel], maxTXID)
 	}
-	// Key order does not keep one database's keys together ("a/ltx.db/..."
-	// sorts between "a/ltx/0/..." and "a/ltx/9/..."), so sort and compact.
-	slices.Sort(out)
-	return slices.Compact(out), nil
+	return heads, nil
 }

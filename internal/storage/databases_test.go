@@ -2,11 +2,13 @@ package storage_test
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 
+	"github.com/superfly/ltx"
 	"github.com/understudy-db/understudy/internal/storage"
 	"github.com/understudy-db/understudy/internal/storage/file"
 )
@@ -49,17 +51,19 @@ func TestFindDatabases(t *testing.T) {
 		name  string
 		files []string
 		want  []string
+		heads map[string]ltx.TXID // DatabaseHeads; nil: one entry of 1 per database
 	}{
-		{"empty", nil, nil},
+		{"empty", nil, nil, map[string]ltx.TXID{}},
 		{"flat", []string{"a.db/ltx/0/0000000000000001-0000000000000001.ltx", "b.db/ltx/9/0000000000000001-0000000000000003.ltx",
-			"a.db/ltx/1/0000000000000001-0000000000000002.ltx"}, []string{"a.db", "b.db"}},
+			"a.db/ltx/1/0000000000000001-0000000000000002.ltx"}, []string{"a.db", "b.db"}, map[string]ltx.TXID{"a.db": 2, "b.db": 3}},
 		{"nested", []string{"eu/a.db/ltx/0/0000000000000001-0000000000000001.ltx", "eu/ltx.db/ltx/0/0000000000000001-0000000000000001.ltx",
 			"eu/a.db/ltx/9/0000000000000001-0000000000000001.ltx", "us/x/y.db/ltx/0/0000000000000001-0000000000000001.ltx"},
-			[]string{"eu/a.db", "eu/ltx.db", "us/x/y.db"}},
+			[]string{"eu/a.db", "eu/ltx.db", "us/x/y.db"}, nil},
 		{"object store layout", []string{"eu/a.db/0000/0000000000000001-0000000000000001.ltx", "eu/a.db/0009/0000000000000001-0000000000000001.ltx",
-			"b.db/0001/0000000000000001-0000000000000002.ltx"}, []string{"b.db", "eu/a.db"}},
+			"b.db/0001/0000000000000001-0000000000000002.ltx", "b.db/0000/0000000000000003-0000000000000003.ltx"},
+			[]string{"b.db", "eu/a.db"}, map[string]ltx.TXID{"b.db": 3, "eu/a.db": 1}},
 		{"not databases", []string{"c.db/probe", "d.db/generations/0123/snapshots/00000000.snapshot.lz4", "e.db/ltx/0/notes.txt",
-			"f.db/ltx/0/0000000000000001-0000000000000001.ltx.tmp"}, nil},
+			"f.db/ltx/0/0000000000000001-0000000000000001.ltx.tmp"}, nil, map[string]ltx.TXID{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
@@ -82,6 +86,20 @@ func TestFindDatabases(t *testing.T) {
 			}
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("FindDatabases = %q, want %q", got, tc.want)
+			}
+			heads, err := storage.DatabaseHeads(context.Background(), c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := tc.heads
+			if want == nil {
+				want = map[string]ltx.TXID{}
+				for _, rel := range tc.want {
+					want[rel] = 1
+				}
+			}
+			if !maps.Equal(heads, want) {
+				t.Errorf("DatabaseHeads = %v, want %v", heads, want)
 			}
 		})
 	}
