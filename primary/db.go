@@ -117,6 +117,7 @@ type DB struct {
 	// is seen (Status.Warning).
 	exclCheckedAt time.Time
 	exclSeen      []int
+	exclGen       uint64 // the procLocks reading exclSeen came from
 	exclusive     atomic.Pointer[string]
 
 	// proof: at Open, what the capture proved about the WAL since the

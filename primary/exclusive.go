@@ -2,12 +2,15 @@ package primary
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -124,19 +127,80 @@ func exclusiveHolders(locks []procLock, db, shm fileID, self int) []int {
 
 // exclusiveProcesses looks in /proc/locks for processes holding the
 // database at path in exclusive locking mode; nil if none (or if it cannot
-// tell).
-func exclusiveProcesses(path string) []int {
+// tell). gen is the reading of /proc/locks it looked at (see procLocks):
+// two calls with one gen saw the same moment.
+func exclusiveProcesses(path string) (pids []int, gen uint64) {
 	db, ok := statID(path)
 	if !ok {
-		return nil
+		return nil, 0
 	}
 	shm, _ := statID(path + "-shm")
-	f, err := os.Open("/proc/locks")
+	locks, gen, ok := procLocks.get(time.Now())
+	if !ok {
+		return nil, 0
+	}
+	return exclusiveHolders(locks, db, shm, os.Getpid()), gen
+}
+
+// procLocks is the process's one reading of /proc/locks, shared by every
+// database. Reading it takes a kernel lock that every POSIX lock call on
+// the machine (SQLite's included, the application's too) waits for, and
+// the file has a line per lock held: with 1,000 databases open, 1,000
+// checks every exclusiveCheckEvery, each reading some 800 lines in 4 KiB
+// reads (63 ms each), kept most of the daemon's and the application's
+// threads waiting on that lock (TestManyBusyBench). So one reading serves
+// every check made within procLocksMaxAge, and it is read in large
+// reads (1.2 ms for the same file).
+var procLocks procLocksCache
+
+// procLocksMaxAge is how old a shared reading may be. It is below
+// exclusiveRecheck, so a recheck sees a newer reading.
+const procLocksMaxAge = 200 * time.Millisecond
+
+type procLocksCache struct {
+	mu    sync.Mutex
+	at    time.Time
+	gen   uint64
+	locks []procLock
+	ok    bool
+}
+
+func (c *procLocksCache) get(now time.Time) ([]procLock, uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen == 0 || now.Sub(c.at) >= procLocksMaxAge || now.Before(c.at) {
+		b, err := readAll("/proc/locks")
+		c.at, c.gen, c.ok = now, c.gen+1, err == nil
+		c.locks = nil
+		if err == nil {
+			c.locks = parseProcLocks(bytes.NewReader(b))
+		}
+	}
+	return c.locks, c.gen, c.ok
+}
+
+// readAll reads a file in reads of at least 1 MiB: a /proc file has no
+// size to go by, and each of its reads starts over from its first line.
+func readAll(path string) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	defer f.Close()
-	return exclusiveHolders(parseProcLocks(f), db, shm, os.Getpid())
+	buf := make([]byte, 0, 1<<20)
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, cap(buf))
+		}
+		n, err := f.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) || (err == nil && n == 0) {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 // describeProcesses names pids with their command names.
@@ -156,7 +220,7 @@ func describeProcesses(pids []int) string {
 // exclusive-mode application is named when one is seen, and the hint is
 // given either way (it is the common cause of a lock held for good).
 func explainLocked(path string, err error) error {
-	if pids := exclusiveProcesses(path); len(pids) > 0 {
+	if pids, _ := exclusiveProcesses(path); len(pids) > 0 {
 		return fmt.Errorf("database %s is held in exclusive locking mode by process %s: understudy cannot read or pin its WAL while it does; %s: %w",
 			path, describeProcesses(pids), exclusiveHint, err)
 	}
@@ -186,8 +250,11 @@ func (d *DB) checkExclusiveLocked() {
 	if now.Sub(d.exclCheckedAt) < wait {
 		return
 	}
-	d.exclCheckedAt = now
-	pids := exclusiveProcesses(d.realPath)
+	pids, gen := exclusiveProcesses(d.realPath)
+	if gen != 0 && gen == d.exclGen {
+		return // the same reading as last time: nothing new to compare
+	}
+	d.exclCheckedAt, d.exclGen = now, gen
 	var stable []int
 	for _, p := range pids {
 		if slices.Contains(d.exclSeen, p) {

@@ -1,9 +1,13 @@
 package primary
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestExclusiveHolders(t *testing.T) {
@@ -43,5 +47,37 @@ func TestExclusiveHolders(t *testing.T) {
 				t.Fatalf("exclusiveHolders = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestReadAll: a file longer than the first read comes back whole.
+func TestReadAll(t *testing.T) {
+	for _, size := range []int{0, 10, 1 << 20, 3<<20 + 17} {
+		p := filepath.Join(t.TempDir(), "f")
+		want := bytes.Repeat([]byte{'x'}, size)
+		if err := os.WriteFile(p, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		got, err := readAll(p)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("size %d: read %d bytes, %v", size, len(got), err)
+		}
+	}
+}
+
+// TestProcLocksShared: checks within procLocksMaxAge share one reading of
+// /proc/locks (the same gen); a later check reads it anew.
+func TestProcLocksShared(t *testing.T) {
+	var c procLocksCache
+	now := time.Now()
+	_, g1, ok := c.get(now)
+	if !ok {
+		t.Skip("no /proc/locks here")
+	}
+	if _, g2, _ := c.get(now.Add(procLocksMaxAge / 2)); g2 != g1 {
+		t.Errorf("a check %v later read /proc/locks again (gen %d, then %d)", procLocksMaxAge/2, g1, g2)
+	}
+	if _, g3, _ := c.get(now.Add(procLocksMaxAge)); g3 == g1 {
+		t.Errorf("a check %v later used the old reading (gen %d)", procLocksMaxAge, g3)
 	}
 }
