@@ -13,7 +13,6 @@ package bench
 //	  go test -count=1 -run TestManyFollowBench -v -timeout 60m ./bench/
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -67,20 +66,7 @@ type followDirCounts struct {
 	CaughtUp                                         int `json:"caught_up"`
 }
 
-func followDirStatus(addr string) (followDirCounts, error) {
-	var doc struct {
-		Dirs []followDirCounts `json:"dirs"`
-	}
-	resp, err := http.Get("http://" + addr + "/status")
-	if err != nil {
-		return followDirCounts{}, err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || len(doc.Dirs) != 1 {
-		return followDirCounts{}, fmt.Errorf("no dirs in /status: %v", err)
-	}
-	return doc.Dirs[0], nil
-}
+func followDirStatus(addr string) (followDirCounts, error) { return firstDir[followDirCounts](addr) }
 
 func TestManyFollowBench(t *testing.T) {
 	bin := benchBin(t)

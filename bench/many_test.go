@@ -49,17 +49,23 @@ type dirCounts struct {
 	Databases, Active, Parked, Opening, Failed int
 }
 
-func dirStatus(addr string) (dirCounts, error) {
+func dirStatus(addr string) (dirCounts, error) { return firstDir[dirCounts](addr) }
+
+// firstDir is the one entry of /status's "dirs" (a daemon with one dir:
+// entry), decoded as T: the replicate and follow daemons each report
+// their own counts there.
+func firstDir[T any](addr string) (T, error) {
 	var doc struct {
-		Dirs []dirCounts `json:"dirs"`
+		Dirs []T `json:"dirs"`
 	}
+	var zero T
 	resp, err := http.Get("http://" + addr + "/status")
 	if err != nil {
-		return dirCounts{}, err
+		return zero, err
 	}
 	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || len(doc.Dirs) != 1 {
-		return dirCounts{}, fmt.Errorf("no dirs in /status: %v", err)
+		return zero, fmt.Errorf("no dirs in /status: %v", err)
 	}
 	return doc.Dirs[0], nil
 }

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -156,36 +155,7 @@ dbs:
 	t0 := time.Now()
 
 	// Writers on random databases; new databases while they run.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var werr error
-	var werrMu sync.Mutex
-	for w := range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), 7))
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				names := s.names()
-				name := names[rng.IntN(len(names))]
-				s.mu.Lock()
-				db := s.dbs[name]
-				s.mu.Unlock()
-				if _, err := db.Exec(`INSERT INTO t(v) VALUES (randomblob(?))`, 50+rng.IntN(3000)); err != nil {
-					werrMu.Lock()
-					werr = fmt.Errorf("%s: %w", name, err)
-					werrMu.Unlock()
-					return
-				}
-				time.Sleep(time.Duration(1+rng.IntN(5)) * time.Millisecond)
-			}
-		}()
-	}
+	stopWriters := s.randomWriters(t, 3, 7, func(rng *rand.Rand) time.Duration { return time.Duration(1+rng.IntN(5)) * time.Millisecond })
 	var created []string
 	for i := range 5 {
 		name := fmt.Sprintf("new%02d.db", i)
@@ -197,10 +167,8 @@ dbs:
 		time.Sleep(time.Second)
 	}
 	time.Sleep(3 * time.Second)
-	close(stop)
-	wg.Wait()
-	if werr != nil {
-		t.Fatal(werr)
+	if err := stopWriters(); err != nil {
+		t.Fatal(err)
 	}
 	want := s.waitAllShipped(t)
 	waitFollowedAt(t, f, faddr, outDir, want)

@@ -145,6 +145,54 @@ func (s *dirStack) parked() int {
 	return doc.Dirs[0].Parked
 }
 
+// randomWriters starts n writers, each inserting a random blob into a
+// random database of s, one transaction at a time with pause(rng) between,
+// until the returned stop is called. stop waits for them and returns the
+// first write error; a database removed meanwhile is skipped.
+func (s *dirStack) randomWriters(t *testing.T, n int, seed uint64, pause func(*rand.Rand) time.Duration) (stop func() error) {
+	t.Helper()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	for w := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), seed))
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				names := s.names()
+				name := names[rng.IntN(len(names))]
+				s.mu.Lock()
+				db := s.dbs[name]
+				s.mu.Unlock()
+				if db == nil {
+					continue
+				}
+				if _, err := db.Exec(`INSERT INTO t(v) VALUES (randomblob(?))`, 50+rng.IntN(3000)); err != nil && !strings.Contains(err.Error(), "closed") {
+					mu.Lock()
+					if first == nil {
+						first = fmt.Errorf("%s: %w", name, err)
+					}
+					mu.Unlock()
+					return
+				}
+				time.Sleep(pause(rng))
+			}
+		}()
+	}
+	return func() error {
+		close(done)
+		wg.Wait()
+		return first
+	}
+}
+
 // waitAllShipped waits until the daemon's position of every database has
 // the application's checksum and every replica holds it.
 func (s *dirStack) waitAllShipped(t *testing.T) map[string]ltx.Checksum {
@@ -202,39 +250,7 @@ func TestReplicateDirectory(t *testing.T) {
 	s.waitAllShipped(t)
 
 	// Writers: random databases, one transaction at a time.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var werr error
-	var werrMu sync.Mutex
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), 1))
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				names := s.names()
-				name := names[rng.IntN(len(names))]
-				s.mu.Lock()
-				db := s.dbs[name]
-				s.mu.Unlock()
-				if db == nil {
-					continue
-				}
-				if _, err := db.Exec(`INSERT INTO t(v) VALUES (randomblob(?))`, 50+rng.IntN(3000)); err != nil && !strings.Contains(err.Error(), "closed") {
-					werrMu.Lock()
-					werr = fmt.Errorf("%s: %w", name, err)
-					werrMu.Unlock()
-					return
-				}
-				time.Sleep(time.Duration(rng.IntN(3)) * time.Millisecond)
-			}
-		}()
-	}
+	stopWriters := s.randomWriters(t, 4, 1, func(rng *rand.Rand) time.Duration { return time.Duration(rng.IntN(3)) * time.Millisecond })
 	for i := range 10 { // created and deleted while the writers run
 		s.create(t, fmt.Sprintf("eu/new%02d.db", i))
 		if i < 5 {
@@ -243,10 +259,8 @@ func TestReplicateDirectory(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 	}
 	time.Sleep(3 * time.Second) // databases quiet for idle-after are closed meanwhile
-	close(stop)
-	wg.Wait()
-	if werr != nil {
-		t.Fatal(werr)
+	if err := stopWriters(); err != nil {
+		t.Fatal(err)
 	}
 	s.waitAllShipped(t)
 	out := d.out.String()
