@@ -111,13 +111,7 @@ func waitFollowedAt(t *testing.T, d *daemon, addr, outDir string, want map[strin
 func TestFollowDirectory(t *testing.T) {
 	s := newDirStack(t)
 	const n = 50
-	for i := range n {
-		name := fmt.Sprintf("t%03d.db", i)
-		if i%4 == 0 {
-			name = "eu/" + name
-		}
-		s.create(t, name)
-	}
+	s.createNumbered(t, n)
 	start(t, s.env, "replicate", "-config", s.configPath)
 	s.waitAllShipped(t)
 

@@ -145,6 +145,19 @@ func (s *dirStack) parked() int {
 	return doc.Dirs[0].Parked
 }
 
+// createNumbered creates databases t000.db to t<n-1>.db, every fourth of
+// them in eu/.
+func (s *dirStack) createNumbered(t *testing.T, n int) {
+	t.Helper()
+	for i := range n {
+		name := fmt.Sprintf("t%03d.db", i)
+		if i%4 == 0 {
+			name = "eu/" + name
+		}
+		s.create(t, name)
+	}
+}
+
 // randomWriters starts n writers, each inserting a random blob into a
 // random database of s, one transaction at a time with pause(rng) between,
 // until the returned stop is called. stop waits for them and returns the
@@ -238,13 +251,7 @@ func (s *dirStack) waitAllShipped(t *testing.T) map[string]ltx.Checksum {
 func TestReplicateDirectory(t *testing.T) {
 	s := newDirStack(t)
 	const n = 200
-	for i := range n {
-		name := fmt.Sprintf("t%03d.db", i)
-		if i%4 == 0 {
-			name = "eu/" + name
-		}
-		s.create(t, name)
-	}
+	s.createNumbered(t, n)
 	writeFile(t, filepath.Join(s.dir, "notes.db"), "not a database") // matches the pattern, no SQLite header
 	d := start(t, s.env, "replicate", "-config", s.configPath)
 	s.waitAllShipped(t)
