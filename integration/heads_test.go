@@ -96,13 +96,7 @@ func (s *dirStack) waitHeads(t *testing.T, stores []headsStore, what string) {
 // beside it.
 func TestDirectoryHeadsIndex(t *testing.T) {
 	s := newDirStack(t)
-	for i := range 30 {
-		name := fmt.Sprintf("t%02d.db", i)
-		if i%4 == 0 {
-			name = "eu/" + name
-		}
-		s.create(t, name)
-	}
+	s.createNumbered(t, 30)
 	stores := s.headsStores(t)
 	d := start(t, s.env, "replicate", "-config", s.configPath)
 	s.waitAllShipped(t)
@@ -118,7 +112,7 @@ func TestDirectoryHeadsIndex(t *testing.T) {
 	s.waitAllShipped(t)
 	s.waitHeads(t, stores, "after writes to 8 databases")
 
-	gone := "t05.db"
+	gone := "t005.db"
 	s.remove(t, gone)
 	eventually(t, 30*time.Second, gone+" gone from the daemon", func() bool {
 		_, err := s.dbStatus(gone)

@@ -18,6 +18,7 @@ import (
 	"github.com/understudy-db/understudy/follower"
 	"github.com/understudy-db/understudy/internal/httpserver"
 	"github.com/understudy-db/understudy/internal/replicaclient"
+	"github.com/understudy-db/understudy/internal/storage"
 )
 
 func init() {
@@ -207,9 +208,34 @@ func argFollowTarget(c *cli.Context) ([]follower.Config, []func(error) error, st
 	if !isReplicaURL(url) {
 		return nil, nil, "", nil, fmt.Errorf("follow: %q is not a replica URL (s3://BUCKET/PATH, gcs://BUCKET/PATH, abs://ACCOUNT@CONTAINER/PATH, sftp://USER@HOST/PATH or file:///DIR); usage: understudy follow REPLICA_URL LOCAL_DB_PATH", url)
 	}
-	cfg, err := loadConfigIfPresent(c)
+	a, err := openArgReplica(c, url)
 	if err != nil {
 		return nil, nil, "", nil, err
+	}
+	client, addr, log, explain := a.client, a.addr, a.log, a.explain
+	if err := refuseFollow03(c.Context, client, url, path); err != nil {
+		return nil, nil, "", nil, cli.Exit(err, 2)
+	}
+	return []follower.Config{{Path: absOrSame(path), Client: client, PollInterval: c.Duration("poll-interval")}}, []func(error) error{explain}, addr, log, nil
+}
+
+// argReplica is what `follow` with a replica URL argument takes from
+// around it: the config file, when present, for the logging, addr and
+// default credentials; the logger; the store client of the URL; and
+// explain, which adds to a store error what in the config may explain it
+// (a ${VAR} of the top-level credentials that expanded empty).
+type argReplica struct {
+	addr     string
+	log      hclog.Logger
+	client   storage.Client
+	location string
+	explain  func(error) error
+}
+
+func openArgReplica(c *cli.Context, url string) (argReplica, error) {
+	cfg, err := loadConfigIfPresent(c)
+	if err != nil {
+		return argReplica{}, err
 	}
 	var level, typ, addr string
 	var opts []replicaclient.Option
@@ -219,30 +245,27 @@ func argFollowTarget(c *cli.Context) ([]follower.Config, []func(error) error, st
 	}
 	log, err := newLogger(c, level, typ)
 	if err != nil {
-		return nil, nil, "", nil, err
+		return argReplica{}, err
 	}
 	if cfg != nil {
 		warnEmptyEnv(log, cfg)
 	}
 	r, err := config.ParseReplicaURL(url)
 	if err != nil {
-		return nil, nil, "", nil, err
+		return argReplica{}, err
 	}
 	client, err := replicaclient.New(c.Context, r, opts...)
 	if err != nil {
 		if cfg != nil {
 			err = withEmptyEnv(err, cfg, r)
 		}
-		return nil, nil, "", nil, err
-	}
-	if err := refuseFollow03(c.Context, client, url, path); err != nil {
-		return nil, nil, "", nil, cli.Exit(err, 2)
+		return argReplica{}, err
 	}
 	explain := func(err error) error { return err }
 	if cfg != nil {
-		explain = func(err error) error { return withEmptyEnv(err, cfg, r) } // the top-level credentials
+		explain = func(err error) error { return withEmptyEnv(err, cfg, r) }
 	}
-	return []follower.Config{{Path: absOrSame(path), Client: client, PollInterval: c.Duration("poll-interval")}}, []func(error) error{explain}, addr, log, nil
+	return argReplica{addr: addr, log: log, client: client, location: r.Location(), explain: explain}, nil
 }
 
 // configFollowTargets builds the followers' configs from the config's

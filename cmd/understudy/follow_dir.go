@@ -56,40 +56,12 @@ func argFollowDir(c *cli.Context) (dirTargetSpec, string, hclog.Logger, error) {
 	if !isReplicaURL(url) {
 		return dirTargetSpec{}, "", nil, fmt.Errorf("follow: %q is not a replica URL (s3://BUCKET/PREFIX, gcs://BUCKET/PREFIX, abs://ACCOUNT@CONTAINER/PREFIX, sftp://USER@HOST/DIR or file:///DIR); usage: understudy follow -dir-out DIR REPLICA_URL", url)
 	}
-	cfg, err := loadConfigIfPresent(c)
+	a, err := openArgReplica(c, url)
 	if err != nil {
 		return dirTargetSpec{}, "", nil, err
 	}
-	var level, typ, addr string
-	var opts []replicaclient.Option
-	if cfg != nil {
-		level, typ, addr = cfg.Logging.Level, cfg.Logging.Type, cfg.Addr
-		opts = append(opts, replicaclient.WithDefaultCredentials(cfg.AccessKeyID, cfg.SecretAccessKey))
-	}
-	log, err := newLogger(c, level, typ)
-	if err != nil {
-		return dirTargetSpec{}, "", nil, err
-	}
-	if cfg != nil {
-		warnEmptyEnv(log, cfg)
-	}
-	r, err := config.ParseReplicaURL(url)
-	if err != nil {
-		return dirTargetSpec{}, "", nil, err
-	}
-	client, err := replicaclient.New(c.Context, r, opts...)
-	if err != nil {
-		if cfg != nil {
-			err = withEmptyEnv(err, cfg, r)
-		}
-		return dirTargetSpec{}, "", nil, err
-	}
-	explain := func(err error) error { return err }
-	if cfg != nil {
-		explain = func(err error) error { return withEmptyEnv(err, cfg, r) }
-	}
-	return dirTargetSpec{prefix: client, location: r.Location(), outDir: absOrSame(out), poll: c.Duration("poll-interval"),
-		discover: c.Duration("discover-interval"), explain: explain}, addr, log, nil
+	return dirTargetSpec{prefix: a.client, location: a.location, outDir: absOrSame(out), poll: c.Duration("poll-interval"),
+		discover: c.Duration("discover-interval"), explain: a.explain}, a.addr, a.log, nil
 }
 
 // configFollowDirs is the config's dir: entries with a follower: section:
